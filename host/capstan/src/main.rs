@@ -1,0 +1,78 @@
+//! The `capstan` command. It parses flags and wires the crates together; behaviour lives in
+//! the crates under `host/`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use capstan_store::{Compactor, EtcdConfig, StoreConfig};
+use clap::{Parser, Subcommand};
+
+/// Capstan: a Kubernetes-compatible orchestrator whose scheduler, admission and controllers are
+/// WebAssembly components.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the control plane on this machine.
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where the server keeps its database, certificates and kubeconfig.
+    #[arg(long, default_value = "./.capstan", env = "CAPSTAN_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Use these etcd members instead of the embedded store (comma-separated client URLs).
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix in etcd.
+    #[arg(long, default_value = "/registry")]
+    etcd_prefix: String,
+    /// How often store history is compacted (history of at least this long is kept).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    compaction_interval: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("'{text}' is not a duration such as 30s, 5m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "m" => value * 60,
+        "h" => value * 3600,
+        _ => return Err(format!("'{text}' has unknown unit '{unit}' (use s, m or h)")),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    match Cli::parse().command {
+        Command::Server(args) => server(args).await,
+    }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let config = if args.etcd_endpoints.is_empty() {
+        StoreConfig::Embedded(args.data_dir.join("store.db"))
+    } else {
+        StoreConfig::Etcd(EtcdConfig { endpoints: args.etcd_endpoints, prefix: args.etcd_prefix })
+    };
+    let store = capstan_store::open(&config).await.context("cannot open the store")?;
+    let revision = store.current_revision().await.context("cannot read the store")?;
+    tracing::info!(store = %store.describe(), %revision, "store ready");
+    let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    compactor.abort();
+    tracing::info!("stopping");
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! Real external processes that Capstan's tests run against — never mocks.
+//!
+//! It owns starting, health-checking and stopping such processes on free loopback ports with
+//! temporary state, and installing them from Debian's packages (through the project's
+//! `scripts/install-deps`) when they are missing. It must not be used by server code.
+//!
+//! Start with [`EtcdServer::start`].
+
+mod etcd;
+
+pub use etcd::EtcdServer;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Why a test process could not be provided.
+#[derive(Debug, thiserror::Error)]
+pub enum TestbedError {
+    /// Installing the Debian package failed.
+    #[error("installing {what} with scripts/install-deps failed: {reason}")]
+    Install {
+        /// The dependency group.
+        what: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The process did not start or become healthy.
+    #[error("{what} did not start: {reason}")]
+    Start {
+        /// The process.
+        what: String,
+        /// What went wrong, with its log when there is one.
+        reason: String,
+    },
+}
+
+/// The repository root (this crate lives in `host/testbed`).
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Makes sure `command` is on PATH, installing dependency `group` when it is not.
+pub fn ensure_installed(command: &str, group: &str) -> Result<(), TestbedError> {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {command}")).output();
+    if found.is_ok_and(|out| out.status.success()) {
+        return Ok(());
+    }
+    let script = repo_root().join("scripts/install-deps");
+    let output = Command::new("bash").arg(&script).arg(group).output().map_err(|e| TestbedError::Install {
+        what: group.into(),
+        reason: format!("cannot run {}: {e}", script.display()),
+    })?;
+    if !output.status.success() {
+        return Err(TestbedError::Install {
+            what: group.into(),
+            reason: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
