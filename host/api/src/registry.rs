@@ -42,6 +42,30 @@ pub struct Subresource {
 /// How the registry learns a kind's OpenAPI schema: from its Rust type through `schemars`.
 pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
+/// Decodes an object through its typed model: the normalised JSON, and the paths of fields the
+/// model does not know (for `fieldValidation`). Fails when a field has the wrong type.
+pub type DecodeFn = fn(serde_json::Value) -> Result<Decoded, String>;
+
+/// The result of a [`DecodeFn`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    /// The object as the typed model re-encodes it (unknown fields dropped).
+    pub object: serde_json::Value,
+    /// Dotted paths of the fields that were dropped.
+    pub unknown_fields: Vec<String>,
+}
+
+fn decode_as<T>(value: serde_json::Value) -> Result<Decoded, String>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let mut unknown_fields = Vec::new();
+    let typed: T =
+        serde_ignored::deserialize(value, |path| unknown_fields.push(path.to_string())).map_err(|e| e.to_string())?;
+    let object = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    Ok(Decoded { object, unknown_fields })
+}
+
 /// Everything the server knows about one resource.
 #[derive(Clone, Debug)]
 pub struct ResourceInfo {
@@ -67,6 +91,8 @@ pub struct ResourceInfo {
     pub definition: &'static str,
     /// The kind's schema.
     pub schema: SchemaFn,
+    /// Decodes an object of this kind through the typed model.
+    pub decode: DecodeFn,
     /// The resource under which objects are stored (`pods`); several group-versions of one
     /// resource share it.
     pub storage_resource: &'static str,
@@ -133,6 +159,7 @@ impl Scope for k8s_openapi::ClusterResourceScope {
 }
 
 /// What the typed model does not say about a resource.
+#[derive(Clone, Copy)]
 struct Extra {
     singular: &'static str,
     short_names: &'static [&'static str],
@@ -142,12 +169,18 @@ struct Extra {
     storage_resource: Option<&'static str>,
 }
 
-const PLAIN: Extra =
-    Extra { singular: "", short_names: &[], categories: &[], verbs: ALL_VERBS, subresources: &[], storage_resource: None };
+const PLAIN: Extra = Extra {
+    singular: "",
+    short_names: &[],
+    categories: &[],
+    verbs: ALL_VERBS,
+    subresources: &[],
+    storage_resource: None,
+};
 
 fn info<T>(extra: Extra) -> ResourceInfo
 where
-    T: k8s_openapi::ListableResource + JsonSchema,
+    T: k8s_openapi::ListableResource + JsonSchema + serde::de::DeserializeOwned + serde::Serialize,
     T::Scope: Scope,
 {
     ResourceInfo {
@@ -162,6 +195,7 @@ where
         list_kind: T::LIST_KIND,
         definition: definition_of::<T>(),
         schema: |generator| generator.subschema_for::<T>(),
+        decode: decode_as::<T>,
         storage_resource: extra.storage_resource.unwrap_or(T::URL_PATH_SEGMENT),
     }
 }
@@ -191,12 +225,7 @@ impl Registry {
         let resources = vec![
             // core/v1
             info::<core::Namespace>(Extra { short_names: &["ns"], subresources: &[STATUS], ..PLAIN }),
-            info::<core::Pod>(Extra {
-                short_names: &["po"],
-                categories: all,
-                subresources: POD_SUBRESOURCES,
-                ..PLAIN
-            }),
+            info::<core::Pod>(Extra { short_names: &["po"], categories: all, subresources: POD_SUBRESOURCES, ..PLAIN }),
             info::<core::Service>(Extra { short_names: &["svc"], categories: all, subresources: &[STATUS], ..PLAIN }),
             info::<core::Endpoints>(Extra { short_names: &["ep"], ..PLAIN }),
             info::<core::ConfigMap>(Extra { short_names: &["cm"], ..PLAIN }),
@@ -268,7 +297,11 @@ impl Registry {
             // scheduling.k8s.io/v1
             info::<scheduling::PriorityClass>(Extra { short_names: &["pc"], ..PLAIN }),
             // events.k8s.io/v1: stored apart from core/v1 events until version conversion lands.
-            info::<events::Event>(Extra { short_names: &["ev"], storage_resource: Some("events.events.k8s.io"), ..PLAIN }),
+            info::<events::Event>(Extra {
+                short_names: &["ev"],
+                storage_resource: Some("events.events.k8s.io"),
+                ..PLAIN
+            }),
             // apiextensions.k8s.io/v1
             info::<apiextensions::CustomResourceDefinition>(Extra {
                 short_names: &["crd", "crds"],
@@ -321,7 +354,16 @@ mod tests {
         let cases = [
             ("", "v1", "pods", "Pod", "pod", true, "PodList", "io.k8s.api.core.v1.Pod"),
             ("", "v1", "nodes", "Node", "node", false, "NodeList", "io.k8s.api.core.v1.Node"),
-            ("apps", "v1", "deployments", "Deployment", "deployment", true, "DeploymentList", "io.k8s.api.apps.v1.Deployment"),
+            (
+                "apps",
+                "v1",
+                "deployments",
+                "Deployment",
+                "deployment",
+                true,
+                "DeploymentList",
+                "io.k8s.api.apps.v1.Deployment",
+            ),
             (
                 "apiextensions.k8s.io",
                 "v1",

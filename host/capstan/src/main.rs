@@ -34,9 +34,19 @@ struct ServerArgs {
     /// Key prefix in etcd.
     #[arg(long, default_value = "/registry")]
     etcd_prefix: String,
+    /// The address the API server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_address: std::net::IpAddr,
+    /// The API server's port.
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
     /// How often store history is compacted (history of at least this long is kept).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: Duration,
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -71,7 +81,19 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let revision = store.current_revision().await.context("cannot read the store")?;
     tracing::info!(store = %store.describe(), %revision, "store ready");
     let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
-    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    let config = capstan_apiserver::Config {
+        data_dir: args.data_dir.clone(),
+        bind_address: args.bind_address,
+        port: args.port,
+        store,
+    };
+    let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
+    tracing::info!(address = %running.address, "API server listening");
+    println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
+        ended = running.task => ended.context("the API server stopped")?,
+    }
     compactor.abort();
     tracing::info!("stopping");
     Ok(())

@@ -4,10 +4,12 @@
 //! temporary state, and installing them from Debian's packages (through the project's
 //! `scripts/install-deps`) when they are missing. It must not be used by server code.
 //!
-//! Start with [`EtcdServer::start`].
+//! Start with [`EtcdServer::start`] or [`CapstanServer::start`].
 
+mod capstan;
 mod etcd;
 
+pub use capstan::{CapstanServer, capstan_binary};
 pub use etcd::EtcdServer;
 
 use std::path::PathBuf;

@@ -1,0 +1,69 @@
+//! Authentication: every request carries a verified client certificate or a known bearer token.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, header};
+
+use crate::status::ApiError;
+
+/// Who made a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name.
+    pub user: String,
+    /// The groups, including `system:authenticated`.
+    pub groups: Vec<String>,
+}
+
+impl Identity {
+    /// An identity with the implicit `system:authenticated` group added.
+    #[must_use]
+    pub fn new(user: impl Into<String>, mut groups: Vec<String>) -> Self {
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".to_string());
+        }
+        Identity { user: user.into(), groups }
+    }
+}
+
+/// The identity the TLS layer verified from the connection's client certificate, if any.
+#[derive(Clone, Debug, Default)]
+pub struct PeerIdentity(pub Option<Identity>);
+
+/// Reads user (CN) and groups (O) from a client certificate the TLS layer already verified.
+#[must_use]
+pub fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    Some(Identity::new(user, groups))
+}
+
+/// Bearer tokens the server accepts.
+#[derive(Clone, Debug, Default)]
+pub struct Tokens(HashMap<String, Identity>);
+
+impl Tokens {
+    /// Accepts `token` as `identity`.
+    pub fn insert(&mut self, token: String, identity: Identity) {
+        self.0.insert(token, identity);
+    }
+
+    /// Authenticates a request: the connection's certificate first, then an `Authorization:
+    /// Bearer` header. Anonymous requests are refused.
+    pub fn authenticate(&self, peer: Option<&PeerIdentity>, headers: &HeaderMap) -> Result<Identity, ApiError> {
+        if let Some(PeerIdentity(Some(identity))) = peer {
+            return Ok(identity.clone());
+        }
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match bearer.and_then(|token| self.0.get(token)) {
+            Some(identity) => Ok(identity.clone()),
+            None => Err(ApiError::Unauthorized),
+        }
+    }
+}

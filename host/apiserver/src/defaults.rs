@@ -1,0 +1,164 @@
+//! Defaulting of built-in kinds: the values Kubernetes fills in when a field is left empty.
+
+use capstan_api::ResourceInfo;
+use serde_json::{Value, json};
+
+/// Fills defaults into new objects.
+#[derive(Clone, Debug, Default)]
+pub struct Defaults;
+
+fn set_default(object: &mut Value, field: &str, value: Value) {
+    if object.get(field).is_none_or(Value::is_null) {
+        object[field] = value;
+    }
+}
+
+impl Defaults {
+    /// Applies the defaults of `info`'s kind to `object`.
+    pub fn apply(&self, info: &ResourceInfo, object: &mut Value) {
+        match (info.gvk.group, info.gvk.kind) {
+            ("", "Pod") => pod(object),
+            ("", "Namespace") => namespace(object),
+            ("", "Service") => service(object),
+            ("apps", "Deployment") => deployment(object),
+            _ => {}
+        }
+    }
+}
+
+fn pod(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec") else { return };
+    pod_spec(spec);
+    let qos = qos_class(&object["spec"]);
+    set_default(object, "status", json!({}));
+    let status = &mut object["status"];
+    set_default(status, "phase", json!("Pending"));
+    set_default(status, "qosClass", json!(qos));
+}
+
+/// Defaults of a pod spec (also used inside workload templates).
+pub fn pod_spec(spec: &mut Value) {
+    set_default(spec, "restartPolicy", json!("Always"));
+    set_default(spec, "terminationGracePeriodSeconds", json!(30));
+    set_default(spec, "dnsPolicy", json!("ClusterFirst"));
+    set_default(spec, "securityContext", json!({}));
+    set_default(spec, "schedulerName", json!("default-scheduler"));
+    set_default(spec, "enableServiceLinks", json!(true));
+    for list in ["initContainers", "containers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            containers.iter_mut().for_each(container);
+        }
+    }
+}
+
+fn container(container: &mut Value) {
+    let image = container.get("image").and_then(Value::as_str).unwrap_or_default();
+    // Kubernetes pulls `:latest` (or untagged) images every time and others only when missing.
+    let last = image.rsplit('/').next().unwrap_or_default();
+    let untagged = !last.contains(':') && !image.contains('@');
+    let policy = if untagged || image.ends_with(":latest") { "Always" } else { "IfNotPresent" };
+    set_default(container, "imagePullPolicy", json!(policy));
+    set_default(container, "terminationMessagePath", json!("/dev/termination-log"));
+    set_default(container, "terminationMessagePolicy", json!("File"));
+    set_default(container, "resources", json!({}));
+    if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            set_default(port, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// Guaranteed when every container has equal CPU and memory requests and limits, `BestEffort`
+/// when none sets any, Burstable otherwise.
+fn qos_class(spec: &Value) -> &'static str {
+    let containers: Vec<&Value> =
+        spec.get("containers").and_then(Value::as_array).map(|c| c.iter().collect()).unwrap_or_default();
+    let resources = |c: &Value, kind: &str, name: &str| c.pointer(&format!("/resources/{kind}/{name}")).cloned();
+    let any = containers.iter().any(|c| {
+        ["requests", "limits"]
+            .iter()
+            .any(|k| c.pointer(&format!("/resources/{k}")).and_then(Value::as_object).is_some_and(|m| !m.is_empty()))
+    });
+    if !any {
+        return "BestEffort";
+    }
+    let guaranteed = containers.iter().all(|c| {
+        ["cpu", "memory"].iter().all(|r| {
+            let limit = resources(c, "limits", r);
+            limit.is_some() && (resources(c, "requests", r).is_none() || resources(c, "requests", r) == limit)
+        })
+    });
+    if guaranteed { "Guaranteed" } else { "Burstable" }
+}
+
+fn namespace(object: &mut Value) {
+    set_default(object, "spec", json!({}));
+    set_default(&mut object["spec"], "finalizers", json!(["kubernetes"]));
+    set_default(object, "status", json!({"phase": "Active"}));
+    let name = object.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let labels = &mut object["metadata"]["labels"];
+    if labels.is_null() {
+        *labels = json!({});
+    }
+    labels["kubernetes.io/metadata.name"] = name;
+}
+
+fn service(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec") else { return };
+    set_default(spec, "type", json!("ClusterIP"));
+    set_default(spec, "sessionAffinity", json!("None"));
+    set_default(spec, "ipFamilies", json!(["IPv4"]));
+    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+    if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+        for port in ports {
+            set_default(port, "protocol", json!("TCP"));
+            let number = port.get("port").cloned().unwrap_or(Value::Null);
+            set_default(port, "targetPort", number);
+        }
+    }
+}
+
+fn deployment(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec") else { return };
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(spec, "progressDeadlineSeconds", json!(600));
+    set_default(
+        spec,
+        "strategy",
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}}),
+    );
+    if let Some(template_spec) = spec.pointer_mut("/template/spec") {
+        pod_spec(template_spec);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_defaults_follow_kubernetes() {
+        let info = capstan_api::Registry::builtin();
+        let pods = info.lookup("", "v1", "pods").expect("pods");
+        let cases = [
+            ("busybox", "Always", json!({}), "BestEffort"),
+            ("busybox:latest", "Always", json!({"requests": {"cpu": "100m"}}), "Burstable"),
+            (
+                "registry.local:5000/busybox:1.36",
+                "IfNotPresent",
+                json!({"limits": {"cpu": "1", "memory": "1Gi"}}),
+                "Guaranteed",
+            ),
+        ];
+        for (image, pull, resources, qos) in cases {
+            let mut pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image, "resources": resources}]}});
+            Defaults.apply(pods, &mut pod);
+            assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], pull, "{image}");
+            assert_eq!(pod["status"]["qosClass"], qos, "{image}");
+            assert_eq!(pod["spec"]["restartPolicy"], "Always");
+            assert_eq!(pod["status"]["phase"], "Pending");
+        }
+    }
+}

@@ -1,0 +1,26 @@
+//! Capstan's Kubernetes API server: REST over HTTPS in front of the store.
+//!
+//! It owns everything between an HTTP request and the store: TLS and authentication, discovery,
+//! OpenAPI, routing to resources, the verbs (get, list, watch, create, update, patch, delete),
+//! object metadata rules, defaulting, tables, and errors as Kubernetes `Status` objects. It must
+//! not contain kind-specific business logic that belongs to controllers, the scheduler or the node.
+//!
+//! Start with [`server::start`]; requests flow through [`server::router`] into [`routing`] and
+//! then [`handlers`] or [`watch`].
+
+pub mod auth;
+pub mod body;
+pub mod defaults;
+pub mod discovery;
+pub mod handlers;
+pub mod meta;
+pub mod metrics;
+pub mod objects;
+pub mod pki;
+pub mod routing;
+pub mod server;
+pub mod status;
+pub mod subresources;
+pub mod watch;
+
+pub use server::{Config, KUBERNETES_VERSION, Running, ServerError, start};

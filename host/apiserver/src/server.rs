@@ -1,0 +1,550 @@
+//! The server: configuration, the HTTPS listener with client-certificate authentication, the
+//! router, and the objects every cluster starts with.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use capstan_api::openapi::OpenApi;
+use capstan_api::{Registry, ResourceInfo};
+use capstan_store::Store;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::{Identity, PeerIdentity, Tokens, identity_from_certificate};
+use crate::defaults::Defaults;
+use crate::handlers::{self, json_response};
+use crate::metrics::Metrics;
+use crate::objects::{ObjectRef, Objects};
+use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki};
+use crate::routing::{self, Query, Target, Verb};
+use crate::status::{ApiError, ApiResult};
+use crate::{body, discovery, meta, subresources, watch};
+
+/// The Kubernetes version Capstan serves; kubectl wrappers pick their client by its minor.
+pub const KUBERNETES_VERSION: &str = "v1.32.2";
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Credentials could not be prepared.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// TLS configuration failed.
+    #[error("cannot configure TLS: {0}")]
+    Tls(String),
+    /// The address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The OpenAPI documents could not be built.
+    #[error("cannot build the OpenAPI documents: {0}")]
+    OpenApi(String),
+    /// The initial objects could not be written.
+    #[error("cannot create the initial objects: {0}")]
+    Bootstrap(Box<ApiError>),
+}
+
+/// How to run the API server.
+#[derive(Clone)]
+pub struct Config {
+    /// Where credentials and the kubeconfig live.
+    pub data_dir: PathBuf,
+    /// The address to listen on.
+    pub bind_address: IpAddr,
+    /// The port (0 picks a free one).
+    pub port: u16,
+    /// The store.
+    pub store: Arc<dyn Store>,
+}
+
+/// Shared state of the running server.
+pub struct ApiServer {
+    /// Served resources.
+    pub registry: Registry,
+    /// Object storage.
+    pub objects: Objects,
+    /// OpenAPI documents and schemas.
+    pub openapi: OpenApi,
+    /// Defaulting.
+    pub defaults: Defaults,
+    tokens: Tokens,
+    metrics: Metrics,
+    server_address: String,
+    namespace_cleanup: mpsc::UnboundedSender<String>,
+}
+
+/// A started server.
+pub struct Running {
+    /// The address it listens on.
+    pub address: SocketAddr,
+    /// The admin kubeconfig it wrote.
+    pub kubeconfig: PathBuf,
+    /// The serving task.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts the API server: credentials, kubeconfig, initial objects, then the HTTPS listener.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let address = SocketAddr::new(config.bind_address, config.port);
+    let listener = TcpListener::bind(address).await.map_err(|source| ServerError::Listen { address, source })?;
+    let address = listener.local_addr().map_err(|source| ServerError::Listen { address, source })?;
+    let hosts = vec![config.bind_address.to_string()];
+    let pki = Pki::load_or_create(&config.data_dir.join("pki"), &hosts)?;
+    let url_host =
+        if config.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { config.bind_address.to_string() };
+    let kubeconfig = config.data_dir.join("kubeconfig");
+    crate::pki::write_private(&kubeconfig, &pki.admin_kubeconfig(&format!("https://{url_host}:{}", address.port())))?;
+
+    let registry = Registry::builtin();
+    let openapi = OpenApi::build(&registry).map_err(|e| ServerError::OpenApi(e.to_string()))?;
+    let mut tokens = Tokens::default();
+    tokens.insert(pki.admin_token.clone(), Identity::new(ADMIN_USER, vec![ADMIN_GROUP.to_string()]));
+    let (cleanup_sender, cleanup_receiver) = mpsc::unbounded_channel();
+    let server = Arc::new(ApiServer {
+        registry,
+        objects: Objects::new(config.store),
+        openapi,
+        defaults: Defaults,
+        tokens,
+        metrics: Metrics::default(),
+        server_address: format!("{url_host}:{}", address.port()),
+        namespace_cleanup: cleanup_sender,
+    });
+    server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
+    tokio::spawn(namespace_cleaner(Arc::clone(&server), cleanup_receiver));
+    let tls = tls_config(&pki)?;
+    let app = router(Arc::clone(&server));
+    let task = tokio::spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), app));
+    Ok(Running { address, kubeconfig, task })
+}
+
+fn tls_config(pki: &Pki) -> Result<rustls::ServerConfig, ServerError> {
+    let tls_error = |e: &dyn std::fmt::Display| ServerError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = CertificateDer::from_pem_slice(pki.ca_cert.as_bytes()).map_err(|e| tls_error(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(|e| tls_error(&e))?;
+    // Client certificates are optional at the TLS layer: bearer tokens authenticate too, and a
+    // request with neither is answered 401 by the API layer, as kube-apiserver does.
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| tls_error(&e))?;
+    let certs = CertificateDer::pem_slice_iter(pki.server_cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_error(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).map_err(|e| tls_error(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls_error(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| tls_error(&e))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+async fn serve(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, app: Router) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            };
+            let identity = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|c| identity_from_certificate(c));
+            let service = TowerToHyperService::new(app.layer(axum::Extension(PeerIdentity(identity))));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// The HTTP routes.
+pub fn router(server: Arc<ApiServer>) -> Router {
+    Router::new()
+        .route("/version", get(version))
+        .route("/healthz", get(healthy))
+        .route("/livez", get(healthy))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api", get(api_root))
+        .route("/apis", get(apis_root))
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3_index))
+        .route("/openapi/v3/{*path}", get(openapi_v3))
+        .fallback(resources)
+        .layer(middleware::from_fn_with_state(Arc::clone(&server), authenticate_and_measure))
+        .with_state(server)
+}
+
+/// Paths anyone may read, as kube-apiserver's `system:public-info-viewer` role allows.
+fn public(path: &str) -> bool {
+    matches!(path, "/version" | "/healthz" | "/livez" | "/readyz")
+}
+
+async fn authenticate_and_measure(State(server): State<Arc<ApiServer>>, mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let path = request.uri().path().to_string();
+    if !public(&path) {
+        let peer = request.extensions().get::<PeerIdentity>();
+        match server.tokens.authenticate(peer, request.headers()) {
+            Ok(identity) => {
+                request.extensions_mut().insert(identity);
+            }
+            Err(e) => return e.into_response(),
+        }
+    }
+    let (verb, resource) = server.describe(request.method(), &path, request.uri().query());
+    let response = next.run(request).await;
+    server.metrics.record(verb, &resource, response.status().as_u16(), started.elapsed());
+    response
+}
+
+impl ApiServer {
+    fn describe(&self, method: &Method, path: &str, query: Option<&str>) -> (&'static str, String) {
+        let query = Query::parse(query).unwrap_or_default();
+        match routing::parse(&self.registry, path) {
+            Ok(Target::Resource(p)) => {
+                let verb = routing::verb(method, &p, &query).map_or("unknown", Verb::as_str);
+                (verb, p.info.plural.to_string())
+            }
+            Ok(Target::Virtual(v)) => ("create", v.plural.to_string()),
+            _ => (if method == Method::GET { "get" } else { "other" }, String::new()),
+        }
+    }
+
+    /// Refuses new objects in a namespace that does not exist or is being deleted.
+    pub async fn check_namespace_accepts(&self, namespace: &str) -> ApiResult<()> {
+        let info = self.resource("", "v1", "namespaces")?;
+        let target = ObjectRef { info, namespace: None, name: namespace.to_string() };
+        let object = self.objects.get(&target).await?;
+        let terminating = object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+            || object.pointer("/metadata/deletionTimestamp").is_some();
+        if terminating {
+            return Err(ApiError::Forbidden(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+
+    fn resource(&self, group: &str, version: &str, plural: &str) -> ApiResult<&ResourceInfo> {
+        self.registry
+            .lookup(group, version, plural)
+            .ok_or_else(|| ApiError::Internal(format!("{plural} is not registered")))
+    }
+
+    /// Queues a terminating namespace for emptying and removal.
+    pub fn finalize_namespace_later(&self, namespace: String) {
+        // The cleaner only stops with the server.
+        let _ = self.namespace_cleanup.send(namespace);
+    }
+
+    /// Creates `object` unless an object of that name exists.
+    async fn ensure(&self, plural: &str, namespace: Option<&str>, mut object: Value) -> ApiResult<()> {
+        let info = self.resource("", "v1", plural)?;
+        let name = meta::meta_str(&object, "name").unwrap_or_default().to_string();
+        let target = ObjectRef { info, namespace: namespace.map(str::to_string), name };
+        if self.objects.get_kv(&target).await?.is_some() {
+            return Ok(());
+        }
+        let metadata = meta::metadata_mut(&mut object);
+        metadata.insert("uid".into(), json!(meta::new_uid()));
+        metadata.insert("creationTimestamp".into(), json!(meta::now()));
+        if let Some(ns) = namespace {
+            metadata.insert("namespace".into(), json!(ns));
+        }
+        object["kind"] = json!(info.gvk.kind);
+        object["apiVersion"] = json!(info.group_version());
+        self.defaults.apply(info, &mut object);
+        match self.objects.create(&target, &object).await {
+            Ok(_) | Err(ApiError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The namespaces and the `kubernetes` Service every cluster has.
+    async fn bootstrap(&self) -> ApiResult<()> {
+        for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            self.ensure("namespaces", None, json!({"metadata": {"name": namespace}})).await?;
+        }
+        let port = self.server_address.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(6443);
+        let service = json!({
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {
+                "type": "ClusterIP",
+                "clusterIP": "10.96.0.1",
+                "clusterIPs": ["10.96.0.1"],
+                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+            },
+        });
+        self.ensure("services", Some("default"), service).await
+    }
+}
+
+/// Empties terminating namespaces and removes them. Interim: the namespace controller takes this
+/// over when controllers land, with finalizers and graceful deletion honoured.
+async fn namespace_cleaner(server: Arc<ApiServer>, mut queue: mpsc::UnboundedReceiver<String>) {
+    while let Some(namespace) = queue.recv().await {
+        if let Err(e) = empty_namespace(&server, &namespace).await {
+            tracing::warn!(%namespace, error = %e, "could not finish deleting the namespace");
+        }
+    }
+}
+
+async fn empty_namespace(server: &ApiServer, namespace: &str) -> ApiResult<()> {
+    for info in server.registry.resources().iter().filter(|r| r.namespaced) {
+        let listed = server.objects.list(info, Some(namespace), None, None, None).await?;
+        for item in &listed.items {
+            let name = meta::meta_str(item, "name").unwrap_or_default().to_string();
+            let target = ObjectRef { info, namespace: Some(namespace.to_string()), name };
+            if let Some((_, revision)) = server.objects.get_kv(&target).await? {
+                let _ = server.objects.remove(&target, revision).await;
+            }
+        }
+    }
+    let info = server.resource("", "v1", "namespaces")?;
+    let target = ObjectRef { info, namespace: None, name: namespace.to_string() };
+    if let Some((_, revision)) = server.objects.get_kv(&target).await? {
+        server.objects.remove(&target, revision).await?;
+    }
+    Ok(())
+}
+
+async fn version() -> Response {
+    let version = json!({
+        "major": "1",
+        "minor": "32",
+        "gitVersion": KUBERNETES_VERSION,
+        "gitCommit": "capstan",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "capstan (rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if std::env::consts::ARCH == "x86_64" { "amd64" } else { std::env::consts::ARCH }),
+    });
+    json_response(StatusCode::OK, &version, &[])
+}
+
+async fn healthy() -> &'static str {
+    "ok"
+}
+
+async fn ready(State(server): State<Arc<ApiServer>>) -> Response {
+    match server.objects.store().current_revision().await {
+        Ok(_) => "ok".into_response(),
+        Err(e) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("[-]store failed: {e}\nreadyz check failed\n")).into_response()
+        }
+    }
+}
+
+async fn metrics(State(server): State<Arc<ApiServer>>) -> Response {
+    let mut response = server.metrics.render().into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}
+
+fn accept(headers: &HeaderMap) -> &str {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+fn aggregated_response(value: &Value) -> Response {
+    let mut response = json_response(StatusCode::OK, value, &[]);
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(discovery::AGGREGATED_V2));
+    response
+}
+
+async fn api_root(State(server): State<Arc<ApiServer>>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(accept(&headers)) {
+        return aggregated_response(&discovery::aggregated(&server.registry, true));
+    }
+    json_response(StatusCode::OK, &discovery::api_versions(&server.server_address), &[])
+}
+
+async fn apis_root(State(server): State<Arc<ApiServer>>, headers: HeaderMap) -> Response {
+    if discovery::wants_aggregated(accept(&headers)) {
+        return aggregated_response(&discovery::aggregated(&server.registry, false));
+    }
+    json_response(StatusCode::OK, &discovery::api_group_list(&server.registry), &[])
+}
+
+fn raw_json(bytes: &[u8]) -> Response {
+    let mut response = (StatusCode::OK, bytes.to_vec()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn openapi_v2(State(server): State<Arc<ApiServer>>) -> Response {
+    raw_json(server.openapi.v2_document())
+}
+
+async fn openapi_v3_index(State(server): State<Arc<ApiServer>>) -> Response {
+    json_response(StatusCode::OK, &server.openapi.v3_index(), &[])
+}
+
+async fn openapi_v3(
+    State(server): State<Arc<ApiServer>>,
+    axum::extract::Path(path): axum::extract::Path<String>,
+) -> Response {
+    match server.openapi.v3_document(&path) {
+        Some(document) => raw_json(document),
+        None => ApiError::NoRoute.into_response(),
+    }
+}
+
+async fn resources(State(server): State<Arc<ApiServer>>, request: Request) -> Response {
+    match serve_resource(&server, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Response> {
+    let (parts, body) = request.into_parts();
+    let query = Query::parse(parts.uri.query())?;
+    let target = routing::parse(&server.registry, parts.uri.path())?;
+    let body = read_body(body).await?;
+    let headers = &parts.headers;
+    match target {
+        Target::GroupVersion(group, version) => discovery::api_resource_list(&server.registry, &group, &version)
+            .map(|list| json_response(StatusCode::OK, &list, &[]))
+            .ok_or(ApiError::NoRoute),
+        Target::Group(group) => discovery::api_group_document(&server.registry, &group)
+            .map(|doc| json_response(StatusCode::OK, &doc, &[]))
+            .ok_or(ApiError::NoRoute),
+        Target::Virtual(resource) => {
+            if parts.method != Method::POST {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            let identity = parts.extensions.get::<Identity>().cloned().ok_or(ApiError::Unauthorized)?;
+            review(resource, headers, &body, &identity)
+        }
+        Target::Resource(path) if path.subresource.as_deref().is_some_and(|s| s != "status") => {
+            serve_subresource(server, &path, &parts.method, &query, headers, &body).await
+        }
+        Target::Resource(path) => {
+            let verb = routing::verb(&parts.method, &path, &query)?;
+            if !path.info.supports(verb.as_str()) && path.subresource.is_none() {
+                return Err(ApiError::MethodNotAllowed);
+            }
+            match verb {
+                Verb::Get => handlers::get(server, &path, &query, headers).await,
+                Verb::List => handlers::list(server, &path, &query, headers).await,
+                Verb::Watch => watch::watch(server, &path, &query, headers).await,
+                Verb::Create => handlers::create(server, &path, &query, headers, &body).await,
+                Verb::Update => handlers::update(server, &path, &query, headers, &body).await,
+                Verb::Patch => handlers::patch(server, &path, &query, headers, &body).await,
+                Verb::Delete => handlers::delete(server, &path, &query, headers, &body).await,
+                Verb::DeleteCollection => handlers::delete_collection(server, &path, &query, headers, &body).await,
+            }
+        }
+    }
+}
+
+async fn serve_subresource(
+    server: &ApiServer,
+    path: &routing::ResourcePath<'_>,
+    method: &Method,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+) -> ApiResult<Response> {
+    let subresource = path.subresource.as_deref().unwrap_or_default();
+    let allowed = |verbs: &[&str]| {
+        let verb = match *method {
+            Method::GET => "get",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::POST => "create",
+            _ => "",
+        };
+        if verbs.contains(&verb) { Ok(()) } else { Err(ApiError::MethodNotAllowed) }
+    };
+    match subresource {
+        "scale" => {
+            allowed(&["get", "update", "patch"])?;
+            subresources::scale(server, path, method, query, headers, body).await
+        }
+        "binding" => {
+            allowed(&["create"])?;
+            subresources::bind(server, path, headers, body).await
+        }
+        "eviction" => {
+            allowed(&["create"])?;
+            subresources::evict(server, path, headers, body).await
+        }
+        other => Err(ApiError::NotImplemented(format!(
+            "pods/{other} is proxied to the node agent, which this server does not run yet"
+        ))),
+    }
+}
+
+async fn read_body(body: Body) -> ApiResult<bytes::Bytes> {
+    axum::body::to_bytes(body, body::MAX_BODY + 1).await.map_err(|_| ApiError::TooLarge(body::MAX_BODY))
+}
+
+/// Answers the reviews: every authenticated user may do everything until RBAC lands.
+fn review(
+    resource: &discovery::VirtualResource,
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+    identity: &Identity,
+) -> ApiResult<Response> {
+    let response = match resource.gvk.kind {
+        "SelfSubjectAccessReview" => {
+            let spec = body::decode_access_review(headers, body)?;
+            json!({
+                "kind": "SelfSubjectAccessReview",
+                "apiVersion": "authorization.k8s.io/v1",
+                "metadata": {"creationTimestamp": null},
+                "spec": spec,
+                "status": {"allowed": true, "reason": "authenticated users may do everything until RBAC is enabled"},
+            })
+        }
+        _ => json!({
+            "kind": "SelfSubjectReview",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"creationTimestamp": null},
+            "status": {"userInfo": {"username": identity.user, "groups": identity.groups}},
+        }),
+    };
+    Ok(json_response(StatusCode::CREATED, &response, &[]))
+}

@@ -1,0 +1,180 @@
+//! A `capstan server` process on a free port with a temporary data directory, and `kubectl`
+//! pointed at it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::{TestbedError, free_port};
+
+/// The `capstan` binary built beside the running test (`target/<profile>/capstan`).
+pub fn capstan_binary() -> Result<PathBuf, TestbedError> {
+    let exe = std::env::current_exe().map_err(|e| start_error(format!("cannot find the test binary: {e}")))?;
+    // Tests run from target/<profile>/deps/; the binary is one level up.
+    let binary = exe.parent().and_then(Path::parent).map(|dir| dir.join("capstan"));
+    match binary {
+        Some(path) if path.exists() => Ok(path),
+        _ => Err(start_error(
+            "the capstan binary is not built; run `cargo build -p capstan` first (scripts/test does)".into(),
+        )),
+    }
+}
+
+fn start_error(reason: String) -> TestbedError {
+    TestbedError::Start { what: "capstan server".into(), reason }
+}
+
+/// A running `capstan server`, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct CapstanServer {
+    child: Child,
+    port: u16,
+    kubeconfig: PathBuf,
+    /// Always `Some` until [`CapstanServer::stop`] takes it.
+    dir: Option<TempDir>,
+}
+
+impl CapstanServer {
+    /// Starts a server with an embedded store and waits until it prints its kubeconfig line.
+    pub fn start() -> Result<Self, TestbedError> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra `capstan server` arguments.
+    pub fn start_with(extra: &[&str]) -> Result<Self, TestbedError> {
+        let dir =
+            tempfile::Builder::new().prefix("capstan-server-").tempdir().map_err(|e| start_error(e.to_string()))?;
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts a server in an existing data directory (for restart tests).
+    pub fn start_in(dir: TempDir, extra: &[&str]) -> Result<Self, TestbedError> {
+        let port = free_port().map_err(|e| start_error(e.to_string()))?;
+        let data_dir = dir.path().join("data");
+        let mut child = Command::new(capstan_binary()?)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--port", &port.to_string()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| start_error(format!("cannot spawn: {e}")))?;
+        let stdout = child.stdout.take().ok_or_else(|| start_error("no stdout".into()))?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("export KUBECONFIG=") {
+                    let _ = sender.send(line);
+                }
+            }
+        });
+        let kubeconfig = if let Ok(line) = receiver.recv_timeout(Duration::from_mins(1)) {
+            PathBuf::from(line.rsplit("export KUBECONFIG=").next().unwrap_or_default().trim())
+        } else {
+            let _ = child.kill();
+            return Err(start_error("did not print its kubeconfig line within 60s".into()));
+        };
+        Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir) })
+    }
+
+    /// The server's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory in KiB, from `/proc`.
+    #[must_use]
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+
+    /// The HTTPS port.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The admin kubeconfig.
+    #[must_use]
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The temporary directory holding the data directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or(Path::new("/nonexistent"), TempDir::path)
+    }
+
+    /// Runs the real `kubectl` against this server.
+    #[must_use]
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    /// Runs `kubectl` with `stdin` as its standard input.
+    #[must_use]
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write as _;
+        let mut command = Command::new("kubectl");
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.dir())
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let spawned = command.spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                return Output {
+                    status: std::os::unix::process::ExitStatusExt::from_raw(127 << 8),
+                    stdout: Vec::new(),
+                    stderr: format!("cannot run kubectl: {e}").into_bytes(),
+                };
+            }
+        };
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            let _ = pipe.write_all(input.as_bytes());
+        }
+        child.wait_with_output().unwrap_or_else(|e| Output {
+            status: std::os::unix::process::ExitStatusExt::from_raw(127 << 8),
+            stdout: Vec::new(),
+            stderr: format!("kubectl failed: {e}").into_bytes(),
+        })
+    }
+
+    /// Stops the server and gives back its directory (for restart tests).
+    #[must_use]
+    pub fn stop(mut self) -> Option<TempDir> {
+        self.terminate();
+        self.dir.take()
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        for _ in 0..50 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for CapstanServer {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}

@@ -1,0 +1,251 @@
+//! The real `kubectl` against a `capstan server` started by each test: it must not notice that
+//! it is not talking to kube-apiserver.
+
+use std::fmt::Write as _;
+
+use capstan_e2e::{json, kubectl, kubectl_fails, kubectl_stdin, server};
+
+#[test]
+fn version_reports_a_kubernetes_server() {
+    let server = server();
+    let version = json(&kubectl(&server, &["version", "-o", "json"]));
+    assert_eq!(version["serverVersion"]["gitVersion"], "v1.32.2");
+    assert_eq!(version["serverVersion"]["minor"], "32");
+}
+
+#[test]
+fn api_resources_lists_builtin_kinds_with_short_names() {
+    let server = server();
+    let out = kubectl(&server, &["api-resources", "--no-headers"]);
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let find = |name: &str| rows.iter().find(|r| r.first() == Some(&name)).cloned().unwrap_or_default();
+    assert_eq!(find("pods"), ["pods", "po", "v1", "true", "Pod"]);
+    assert_eq!(find("deployments"), ["deployments", "deploy", "apps/v1", "true", "Deployment"]);
+    assert_eq!(find("nodes"), ["nodes", "no", "v1", "false", "Node"]);
+    assert!(!find("customresourcedefinitions").is_empty(), "CRDs are served:\n{out}");
+}
+
+#[test]
+fn the_default_namespaces_and_kubernetes_service_exist() {
+    let server = server();
+    let namespaces = kubectl(&server, &["get", "namespaces", "-o", "name"]);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(namespaces.lines().any(|l| l == format!("namespace/{ns}")), "{ns} missing:\n{namespaces}");
+    }
+    let service = json(&kubectl(&server, &["get", "service", "kubernetes", "-n", "default", "-o", "json"]));
+    assert_eq!(service["spec"]["clusterIP"], "10.96.0.1");
+}
+
+const CONFIGMAP: &str = "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: default
+  labels:
+    app: web
+data:
+  color: blue
+  size: large
+";
+
+#[test]
+fn create_get_and_delete_a_configmap_with_tables_and_output_formats() {
+    let server = server();
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    let table = kubectl(&server, &["get", "configmap", "settings"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DATA", "AGE"], "table columns:\n{table}");
+    let row: Vec<&str> = lines.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(&row[..2], ["settings", "2"]);
+
+    let object = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    assert_eq!(object["data"]["color"], "blue");
+    assert!(object["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(object["metadata"]["resourceVersion"].as_str().is_some_and(|rv| rv.parse::<u64>().is_ok()));
+    let yaml = kubectl(&server, &["get", "cm", "settings", "-o", "yaml"]);
+    assert!(yaml.contains("color: blue"), "{yaml}");
+    let path = kubectl(&server, &["get", "cm", "settings", "-o", "jsonpath={.data.size}"]);
+    assert_eq!(path, "large");
+    let columns = kubectl(
+        &server,
+        &["get", "cm", "-l", "app=web", "-o", "custom-columns=N:.metadata.name,C:.data.color", "--no-headers"],
+    );
+    assert_eq!(columns.split_whitespace().collect::<Vec<_>>(), ["settings", "blue"]);
+
+    let exists = kubectl_fails(&server, &["create", "-f", "-"], Some(CONFIGMAP));
+    assert!(
+        exists.stderr.contains("AlreadyExists") && exists.stderr.contains("\"settings\" already exists"),
+        "{}",
+        exists.stderr
+    );
+
+    kubectl(&server, &["delete", "configmap", "settings"]);
+    let gone = kubectl_fails(&server, &["get", "configmap", "settings"], None);
+    assert!(
+        gone.stderr.contains("NotFound") && gone.stderr.contains("configmaps \"settings\" not found"),
+        "{}",
+        gone.stderr
+    );
+}
+
+fn deployment(containers: &[(&str, &str)]) -> String {
+    let mut manifest = String::from(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+",
+    );
+    for (name, image) in containers {
+        let _ = write!(manifest, "      - name: {name}\n        image: {image}\n");
+    }
+    manifest
+}
+
+#[test]
+fn apply_twice_with_a_changed_container_list_merges_by_name() {
+    let server = server();
+    let first =
+        kubectl_stdin(&server, &["apply", "-f", "-"], &deployment(&[("app", "busybox:1"), ("sidecar", "busybox:1")]));
+    assert!(first.contains("deployment.apps/web created"), "{first}");
+    let second =
+        kubectl_stdin(&server, &["apply", "-f", "-"], &deployment(&[("app", "busybox:2"), ("logger", "busybox:1")]));
+    assert!(second.contains("deployment.apps/web configured"), "{second}");
+    let object = json(&kubectl(&server, &["get", "deploy", "web", "-o", "json"]));
+    let containers: Vec<(String, String)> = object["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    (c["name"].as_str().unwrap_or_default().into(), c["image"].as_str().unwrap_or_default().into())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        containers,
+        [("app".to_string(), "busybox:2".to_string()), ("logger".to_string(), "busybox:1".to_string())]
+    );
+    assert_eq!(object["metadata"]["generation"], 2, "a spec change bumps generation");
+    let unchanged =
+        kubectl_stdin(&server, &["apply", "-f", "-"], &deployment(&[("app", "busybox:2"), ("logger", "busybox:1")]));
+    assert!(unchanged.contains("unchanged"), "{unchanged}");
+}
+
+#[test]
+fn patch_label_and_annotate_change_the_object() {
+    let server = server();
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    kubectl(&server, &["patch", "cm", "settings", "--type", "merge", "-p", r#"{"data":{"color":"red"}}"#]);
+    kubectl(&server, &["patch", "cm", "settings", "--type", "json", "-p", r#"[{"op":"remove","path":"/data/size"}]"#]);
+    kubectl(&server, &["patch", "cm", "settings", "-p", r#"{"data":{"shape":"round"}}"#]);
+    kubectl(&server, &["label", "cm", "settings", "tier=backend"]);
+    kubectl(&server, &["annotate", "cm", "settings", "owner=platform"]);
+    let object = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    assert_eq!(object["data"], serde_json::json!({"color": "red", "shape": "round"}));
+    assert_eq!(object["metadata"]["labels"]["tier"], "backend");
+    assert_eq!(object["metadata"]["annotations"]["owner"], "platform");
+    let failed = kubectl_fails(
+        &server,
+        &["patch", "cm", "settings", "--type", "json", "-p", r#"[{"op":"test","path":"/data/color","value":"green"}]"#],
+        None,
+    );
+    assert!(!failed.stderr.is_empty());
+    let after = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    assert_eq!(after["data"]["color"], "red", "a failed patch changes nothing");
+}
+
+#[test]
+fn invalid_names_are_refused_with_a_field_cause() {
+    let server = server();
+    let bad = CONFIGMAP.replace("name: settings", "name: Not_Valid");
+    let run = kubectl_fails(&server, &["create", "-f", "-"], Some(&bad));
+    assert!(run.stderr.contains("is invalid") && run.stderr.contains("metadata.name"), "{}", run.stderr);
+    let missing_ns = CONFIGMAP.replace("namespace: default", "namespace: nowhere");
+    let run = kubectl_fails(&server, &["create", "-f", "-"], Some(&missing_ns));
+    assert!(run.stderr.contains("namespaces \"nowhere\" not found"), "{}", run.stderr);
+}
+
+#[test]
+fn auth_can_i_answers_yes_for_the_admin() {
+    let server = server();
+    let out = kubectl(&server, &["auth", "can-i", "create", "pods"]);
+    assert_eq!(out.trim(), "yes");
+}
+
+#[test]
+fn explain_describes_pod_containers_from_openapi() {
+    let server = server();
+    let out = kubectl(&server, &["explain", "pod.spec.containers"]);
+    assert!(out.contains("KIND:") && out.contains("Pod"), "{out}");
+    assert!(out.contains("image"), "{out}");
+}
+
+#[test]
+fn get_watch_sees_a_change() {
+    let server = server();
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    let mut watch = std::process::Command::new("kubectl")
+        .args(["get", "cm", "settings", "-w", "-o", "jsonpath={.data.color}{\"\\n\"}"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kubectl get -w");
+    let stdout = watch.stdout.take().expect("stdout");
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = receiver.recv_timeout(std::time::Duration::from_secs(20)).expect("initial state");
+    assert_eq!(first, "blue");
+    kubectl(&server, &["patch", "cm", "settings", "--type", "merge", "-p", r#"{"data":{"color":"green"}}"#]);
+    let changed = receiver.recv_timeout(std::time::Duration::from_secs(20)).expect("the change");
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert_eq!(changed, "green");
+}
+
+#[test]
+fn deleting_an_object_with_a_finalizer_waits_until_it_is_removed() {
+    let server = server();
+    let held = CONFIGMAP.replace("  labels:\n", "  finalizers: [example.com/hold]\n  labels:\n");
+    kubectl_stdin(&server, &["create", "-f", "-"], &held);
+    let run = capstan_e2e::Run::from(server.kubectl(&["delete", "cm", "settings", "--wait=false"]));
+    assert!(run.ok, "{}", run.stderr);
+    let object = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    assert!(object["metadata"]["deletionTimestamp"].is_string(), "marked for deletion: {object}");
+    kubectl(
+        &server,
+        &["patch", "cm", "settings", "--type", "json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#],
+    );
+    let gone = kubectl_fails(&server, &["get", "cm", "settings"], None);
+    assert!(gone.stderr.contains("not found"), "{}", gone.stderr);
+}
+
+#[test]
+fn requests_without_credentials_get_401() {
+    let server = server();
+    let url = format!("https://127.0.0.1:{}/api/v1/namespaces", server.port());
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url])
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}
