@@ -1,6 +1,8 @@
 //! The real `kubectl` against a `capstan server` started by each test: it must not notice that
 //! it is not talking to kube-apiserver.
 
+#![allow(clippy::expect_used, reason = "a test aborts on a failed expectation")]
+
 use std::fmt::Write as _;
 
 use capstan_e2e::{json, kubectl, kubectl_fails, kubectl_stdin, server};
@@ -248,4 +250,136 @@ fn requests_without_credentials_get_401() {
         .output()
         .expect("run curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+}
+
+#[test]
+fn scale_replace_and_edit_change_a_deployment() {
+    let server = server();
+    kubectl_stdin(&server, &["apply", "-f", "-"], &deployment(&[("app", "busybox:1")]));
+    let scaled = kubectl(&server, &["scale", "deployment/web", "--replicas=5"]);
+    assert!(scaled.contains("deployment.apps/web scaled"), "{scaled}");
+    let replicas = kubectl(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas, "5");
+
+    let mut object = json(&kubectl(&server, &["get", "deploy", "web", "-o", "json"]));
+    object["spec"]["template"]["spec"]["containers"][0]["image"] = serde_json::json!("busybox:3");
+    let replaced = kubectl_stdin(&server, &["replace", "-f", "-"], &object.to_string());
+    assert!(replaced.contains("deployment.apps/web replaced"), "{replaced}");
+    // A replace carrying a stale resourceVersion is refused: the object changed since.
+    let stale = kubectl_fails(&server, &["replace", "-f", "-"], Some(&object.to_string()));
+    assert!(stale.stderr.contains("the object has been modified"), "{}", stale.stderr);
+
+    let edited = capstan_e2e::Run::from(server.kubectl_with_env(
+        &["edit", "deployment", "web"],
+        None,
+        &[("KUBE_EDITOR", "sed -i s/busybox:3/busybox:4/")],
+    ));
+    assert!(edited.ok && edited.stdout.contains("deployment.apps/web edited"), "{edited:?}");
+    let image = kubectl(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert_eq!(image, "busybox:4");
+}
+
+#[test]
+fn delete_wait_returns_once_the_finalizer_is_removed() {
+    let server = server();
+    let held = CONFIGMAP.replace("  labels:\n", "  finalizers: [example.com/hold]\n  labels:\n");
+    kubectl_stdin(&server, &["create", "-f", "-"], &held);
+    let mut waiting = std::process::Command::new("kubectl")
+        .args(["delete", "cm", "settings", "--timeout=60s"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kubectl delete");
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(waiting.try_wait().expect("poll").is_none(), "delete must wait while the finalizer holds the object");
+    kubectl(
+        &server,
+        &["patch", "cm", "settings", "--type", "json", "-p", r#"[{"op":"remove","path":"/metadata/finalizers"}]"#],
+    );
+    let output = waiting.wait_with_output().expect("kubectl delete finishes");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("configmap \"settings\" deleted"));
+}
+
+/// Sends one request with the admin token and returns (HTTP code, body).
+fn request(
+    server: &capstan_e2e::CapstanServer,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let dir = tempfile_body(body);
+    let url = format!("https://127.0.0.1:{}{path}", server.port());
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-X", method, "-H", &format!("Authorization: Bearer {}", server.admin_token())])
+        .args(["-H", &format!("Content-Type: {content_type}"), "--data-binary", &format!("@{}", dir.display())])
+        .args(["-w", "\n%{http_code}", &url])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or_default();
+    (code.parse().unwrap_or_default(), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+fn tempfile_body(body: &[u8]) -> std::path::PathBuf {
+    let path =
+        std::env::temp_dir().join(format!("capstan-body-{}-{:?}", std::process::id(), std::thread::current().id()));
+    std::fs::write(&path, body).expect("write request body");
+    path
+}
+
+/// Method, path, content type, body, expected code and reason.
+type BadRequestCase<'a> = (&'a str, &'a str, &'a str, Vec<u8>, u16, &'a str);
+
+#[test]
+fn bad_input_gets_a_status_with_the_right_code_and_changes_nothing() {
+    let server = server();
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    let before = kubectl(&server, &["get", "cm", "settings", "-o", "json"]);
+    let collection = "/api/v1/namespaces/default/configmaps";
+    let object = format!("{collection}/settings");
+    let missing = format!("{collection}/missing");
+    let big = format!(r#"{{"metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#, "a".repeat(4 * 1024 * 1024));
+    let cases: Vec<BadRequestCase> = vec![
+        ("POST", collection, "application/json", b"{not json".to_vec(), 400, "BadRequest"),
+        ("POST", collection, "application/yaml", b"metadata: [unclosed".to_vec(), 400, "BadRequest"),
+        ("POST", collection, "text/plain", b"hello".to_vec(), 415, "UnsupportedMediaType"),
+        ("POST", collection, "application/json", big.into_bytes(), 413, "RequestEntityTooLarge"),
+        ("POST", collection, "application/json", br#"{"metadata":{"name":"UPPER"}}"#.to_vec(), 422, "Invalid"),
+        ("POST", collection, "application/json", br#"{"metadata":{"name":"settings"}}"#.to_vec(), 409, "AlreadyExists"),
+        (
+            "PUT",
+            &object,
+            "application/json",
+            br#"{"metadata":{"name":"settings","resourceVersion":"1"},"data":{}}"#.to_vec(),
+            409,
+            "Conflict",
+        ),
+        ("PATCH", &object, "application/merge-patch+json", b"[oops".to_vec(), 400, "BadRequest"),
+        ("GET", &missing, "application/json", Vec::new(), 404, "NotFound"),
+        (
+            "POST",
+            collection,
+            "application/json",
+            br#"{"metadata":{"name":"typed"},"data":{"k":5}}"#.to_vec(),
+            400,
+            "BadRequest",
+        ),
+    ];
+    for (method, path, content_type, body, code, reason) in cases {
+        let (got, status) = request(&server, method, path, content_type, &body);
+        assert_eq!(
+            (got, status["reason"].as_str().unwrap_or_default()),
+            (code, reason),
+            "{method} {path} {content_type}: {status}"
+        );
+        assert_eq!(status["kind"], "Status");
+    }
+    let after = kubectl(&server, &["get", "cm", "settings", "-o", "json"]);
+    assert_eq!(before, after, "rejected requests change nothing");
+    let names = kubectl(&server, &["get", "cm", "-o", "name"]);
+    assert_eq!(names.trim(), "configmap/settings");
 }

@@ -16,6 +16,21 @@ use crate::routing::{Query, ResourcePath};
 use crate::server::ApiServer;
 use crate::status::{ApiError, ApiResult, Cause};
 
+/// One request to a resource: everything a verb handler needs.
+#[derive(Clone, Copy)]
+pub struct Call<'a> {
+    /// The server.
+    pub server: &'a ApiServer,
+    /// The resource, namespace, name and subresource.
+    pub path: &'a ResourcePath<'a>,
+    /// The query string.
+    pub query: &'a Query,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The request body.
+    pub body: &'a Bytes,
+}
+
 /// How many times a write without a resourceVersion precondition is retried on conflict.
 const WRITE_RETRIES: usize = 8;
 
@@ -68,12 +83,8 @@ impl ResourcePath<'_> {
 }
 
 /// `GET` one object.
-pub async fn get(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-) -> ApiResult<Response> {
+pub async fn get(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, .. } = *call;
     let object = server.objects.get(&path.named()?).await?;
     if wants_table(headers) {
         let table = table::table(path.info, std::slice::from_ref(&object), json!({}), &table_options(query));
@@ -133,12 +144,8 @@ impl Selectors {
 }
 
 /// `GET` a collection.
-pub async fn list(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-) -> ApiResult<Response> {
+pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, .. } = *call;
     let info = path.info;
     let selectors = Selectors::parse(info, query)?;
     let limit = query.number("limit")?.filter(|l| *l > 0).map(|l| l as usize);
@@ -272,13 +279,8 @@ fn normalise(info: &ResourceInfo, mut object: Value, query: &Query) -> ApiResult
 }
 
 /// `POST` a new object.
-pub async fn create(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, body } = *call;
     if path.name.is_some() {
         return Err(ApiError::NotImplemented(format!(
             "{}/{} is served by a later part of Capstan",
@@ -440,13 +442,8 @@ fn strip_version(object: &Value) -> Value {
 }
 
 /// `PUT` an object (or its status).
-pub async fn update(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn update(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, body } = *call;
     let target = path.named()?;
     reject_unserved_subresource(path)?;
     let (object, warnings) = normalise(path.info, body::decode_object(headers, body)?, query)?;
@@ -511,13 +508,8 @@ async fn write_with_retries(
 }
 
 /// `PATCH` an object (or its status) with one of the three patch formats.
-pub async fn patch(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, body } = *call;
     let target = path.named()?;
     reject_unserved_subresource(path)?;
     if body.len() > body::MAX_BODY {
@@ -609,13 +601,8 @@ fn delete_options(headers: &HeaderMap, body: &Bytes, query: &Query) -> ApiResult
 }
 
 /// `DELETE` one object: immediately, or by marking it when finalizers or a grace period hold it.
-pub async fn delete(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn delete(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, body } = *call;
     let target = path.named()?;
     let options = delete_options(headers, body, query)?;
     let (object, code) = delete_object(server, &target, &options).await?;
@@ -635,7 +622,7 @@ async fn delete_object(
         let mut finalizers = meta::finalizers(&marked);
         match options.propagation.as_deref() {
             Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
-                finalizers.push("foregroundDeletion".into())
+                finalizers.push("foregroundDeletion".into());
             }
             Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
             _ => {}
@@ -722,13 +709,8 @@ fn graceful_seconds(info: &ResourceInfo, current: &Value, requested: Option<i64>
 }
 
 /// `DELETE` a collection: every object matching the selectors.
-pub async fn delete_collection(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn delete_collection(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, body } = *call;
     let selectors = Selectors::parse(path.info, query)?;
     let options = delete_options(headers, body, query)?;
     let listed = server.objects.list(path.info, path.namespace.as_deref(), None, None, None).await?;

@@ -26,7 +26,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::{Identity, PeerIdentity, Tokens, identity_from_certificate};
 use crate::defaults::Defaults;
-use crate::handlers::{self, json_response};
+use crate::handlers::{self, Call, json_response};
 use crate::metrics::Metrics;
 use crate::objects::{ObjectRef, Objects};
 use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki};
@@ -457,37 +457,31 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
             let identity = parts.extensions.get::<Identity>().cloned().ok_or(ApiError::Unauthorized)?;
             review(resource, headers, &body, &identity)
         }
-        Target::Resource(path) if path.subresource.as_deref().is_some_and(|s| s != "status") => {
-            serve_subresource(server, &path, &parts.method, &query, headers, &body).await
-        }
         Target::Resource(path) => {
+            let call = Call { server, path: &path, query: &query, headers, body: &body };
+            if path.subresource.as_deref().is_some_and(|s| s != "status") {
+                return serve_subresource(&call, &parts.method).await;
+            }
             let verb = routing::verb(&parts.method, &path, &query)?;
             if !path.info.supports(verb.as_str()) && path.subresource.is_none() {
                 return Err(ApiError::MethodNotAllowed);
             }
             match verb {
-                Verb::Get => handlers::get(server, &path, &query, headers).await,
-                Verb::List => handlers::list(server, &path, &query, headers).await,
-                Verb::Watch => watch::watch(server, &path, &query, headers).await,
-                Verb::Create => handlers::create(server, &path, &query, headers, &body).await,
-                Verb::Update => handlers::update(server, &path, &query, headers, &body).await,
-                Verb::Patch => handlers::patch(server, &path, &query, headers, &body).await,
-                Verb::Delete => handlers::delete(server, &path, &query, headers, &body).await,
-                Verb::DeleteCollection => handlers::delete_collection(server, &path, &query, headers, &body).await,
+                Verb::Get => handlers::get(&call).await,
+                Verb::List => handlers::list(&call).await,
+                Verb::Watch => watch::watch(&call).await,
+                Verb::Create => handlers::create(&call).await,
+                Verb::Update => handlers::update(&call).await,
+                Verb::Patch => handlers::patch(&call).await,
+                Verb::Delete => handlers::delete(&call).await,
+                Verb::DeleteCollection => handlers::delete_collection(&call).await,
             }
         }
     }
 }
 
-async fn serve_subresource(
-    server: &ApiServer,
-    path: &routing::ResourcePath<'_>,
-    method: &Method,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &bytes::Bytes,
-) -> ApiResult<Response> {
-    let subresource = path.subresource.as_deref().unwrap_or_default();
+async fn serve_subresource(call: &Call<'_>, method: &Method) -> ApiResult<Response> {
+    let subresource = call.path.subresource.as_deref().unwrap_or_default();
     let allowed = |verbs: &[&str]| {
         let verb = match *method {
             Method::GET => "get",
@@ -501,15 +495,15 @@ async fn serve_subresource(
     match subresource {
         "scale" => {
             allowed(&["get", "update", "patch"])?;
-            subresources::scale(server, path, method, query, headers, body).await
+            subresources::scale(call, method).await
         }
         "binding" => {
             allowed(&["create"])?;
-            subresources::bind(server, path, headers, body).await
+            subresources::bind(call).await
         }
         "eviction" => {
             allowed(&["create"])?;
-            subresources::evict(server, path, headers, body).await
+            subresources::evict(call).await
         }
         other => Err(ApiError::NotImplemented(format!(
             "pods/{other} is proxied to the node agent, which this server does not run yet"
@@ -517,8 +511,27 @@ async fn serve_subresource(
     }
 }
 
+/// Reads a request body of at most [`body::MAX_BODY`] bytes. A larger one is read to its end
+/// (up to a hard cap) before the 413 goes out, so the client sees the answer instead of a reset
+/// connection.
 async fn read_body(body: Body) -> ApiResult<bytes::Bytes> {
-    axum::body::to_bytes(body, body::MAX_BODY + 1).await.map_err(|_| ApiError::TooLarge(body::MAX_BODY))
+    const DRAIN_CAP: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut collected = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        seen += chunk.len();
+        if seen <= body::MAX_BODY {
+            collected.extend_from_slice(&chunk);
+        } else if seen > DRAIN_CAP {
+            break;
+        }
+    }
+    if seen > body::MAX_BODY {
+        return Err(ApiError::TooLarge(body::MAX_BODY));
+    }
+    Ok(collected.freeze())
 }
 
 /// Answers the reviews: every authenticated user may do everything until RBAC lands.

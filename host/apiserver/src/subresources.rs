@@ -1,17 +1,16 @@
 //! Subresources with their own shapes: `scale` (autoscaling/v1 `Scale`), `pods/binding` and
 //! `pods/eviction`.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use crate::body;
-use crate::handlers::json_response;
+use crate::handlers::{Call, json_response};
 use crate::meta;
 use crate::objects::{self, ObjectRef};
 use crate::routing::{Query, ResourcePath};
-use crate::server::ApiServer;
 use crate::status::{ApiError, ApiResult, Cause};
 
 /// How many times a subresource write retries on a conflicting concurrent write.
@@ -70,14 +69,8 @@ fn target_of<'a>(path: &'a ResourcePath<'_>) -> ApiResult<ObjectRef<'a>> {
 }
 
 /// `GET`, `PUT` or `PATCH` on `…/scale`.
-pub async fn scale(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    method: &axum::http::Method,
-    query: &Query,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn scale(call: &Call<'_>, method: &axum::http::Method) -> ApiResult<Response> {
+    let Call { server, path, query, headers, body } = *call;
     let target = target_of(path)?;
     if method == axum::http::Method::GET {
         let object = server.objects.get(&target).await?;
@@ -138,12 +131,8 @@ pub async fn scale(
 }
 
 /// `POST pods/<name>/binding`: assigns a pending pod to a node, once.
-pub async fn bind(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, headers, body, .. } = *call;
     let target = target_of(path)?;
     let binding = body::decode_object(headers, body)?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
@@ -202,12 +191,8 @@ fn set_condition(pod: &mut Value, condition: Value) {
 }
 
 /// `POST pods/<name>/eviction`: deletes the pod unless a `PodDisruptionBudget` forbids it.
-pub async fn evict(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> ApiResult<Response> {
+pub async fn evict(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, headers, body, .. } = *call;
     let target = target_of(path)?;
     let _eviction = body::decode_object(headers, body)?;
     let pod = server.objects.get(&target).await?;
@@ -242,8 +227,9 @@ pub async fn evict(
         spent["status"]["disruptionsAllowed"] = json!(allowed - 1);
         server.objects.replace(&pdb_target, expected, &spent).await?;
     }
-    let body = Bytes::new();
-    crate::handlers::delete(server, &path_without_subresource(path), &Query::default(), headers, &body).await?;
+    let pod_path = path_without_subresource(path);
+    let delete = Call { path: &pod_path, query: &Query::default(), body: &Bytes::new(), ..*call };
+    crate::handlers::delete(&delete).await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &status, &[]))
 }

@@ -4,17 +4,15 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use capstan_api::table;
 use capstan_store::{Event, EventKind, KeyRange, Revision, StoreError, WatchRequest};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::handlers::{Selectors, table_options, wants_table};
+use crate::handlers::{Call, Selectors, table_options, wants_table};
 use crate::objects::{self, prefix};
-use crate::routing::{Query, ResourcePath};
-use crate::server::ApiServer;
 use crate::status::{ApiError, ApiResult};
 
 /// How long a watch lasts without `timeoutSeconds` (kube-apiserver's minimum request timeout).
@@ -23,12 +21,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_mins(30);
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// `GET ...?watch=1`.
-pub async fn watch(
-    server: &ApiServer,
-    path: &ResourcePath<'_>,
-    query: &Query,
-    headers: &HeaderMap,
-) -> ApiResult<Response> {
+pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, headers, .. } = *call;
     let info = path.info.clone();
     let mut selectors = Selectors::parse(&info, query)?;
     if let Some(name) = &path.name {

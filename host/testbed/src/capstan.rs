@@ -123,10 +123,23 @@ impl CapstanServer {
     /// Runs `kubectl` with `stdin` as its standard input.
     #[must_use]
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.kubectl_with_env(args, stdin, &[])
+    }
+
+    /// The admin's bearer token.
+    #[must_use]
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir().join("data/pki/admin.token")).unwrap_or_default().trim().to_string()
+    }
+
+    /// Runs `kubectl` with `stdin` and extra environment variables (such as `KUBE_EDITOR`).
+    #[must_use]
+    pub fn kubectl_with_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
         use std::io::Write as _;
         let mut command = Command::new("kubectl");
         command
             .args(args)
+            .envs(env.iter().copied())
             .env("KUBECONFIG", &self.kubeconfig)
             .env("HOME", self.dir())
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
