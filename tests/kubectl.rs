@@ -383,3 +383,18 @@ fn bad_input_gets_a_status_with_the_right_code_and_changes_nothing() {
     let names = kubectl(&server, &["get", "cm", "-o", "name"]);
     assert_eq!(names.trim(), "configmap/settings");
 }
+
+#[test]
+fn the_python_client_creates_and_lists() {
+    let server = server();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/client.py");
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(server.kubeconfig())
+        .output()
+        .expect("run python3 (scripts/install-deps installs the kubernetes module)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && stdout.starts_with("ok "), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let listed = kubectl(&server, &["get", "cm", "from-python", "-o", "jsonpath={.data.greeting}"]);
+    assert_eq!(listed, "hello");
+}
