@@ -7,10 +7,11 @@
 //!
 //! Start with [`registry::Registry::builtin`].
 
+pub mod custom;
 pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod selector;
 pub mod table;
 
-pub use registry::{GroupVersionKind, Registry, ResourceInfo, Subresource};
+pub use registry::{GroupVersionKind, Model, Registry, ResourceInfo, Subresource};

@@ -66,6 +66,20 @@ where
     Ok(Decoded { object, unknown_fields })
 }
 
+/// How a resource's objects are described and checked.
+#[derive(Clone, Debug)]
+pub enum Model {
+    /// A built-in kind with a Rust type.
+    Typed {
+        /// The kind's schema, generated from the type.
+        schema: SchemaFn,
+        /// Decodes an object through the type.
+        decode: DecodeFn,
+    },
+    /// A custom resource, described by its CRD's OpenAPI v3 schema.
+    Custom(std::sync::Arc<crate::custom::CustomModel>),
+}
+
 /// Everything the server knows about one resource.
 #[derive(Clone, Debug)]
 pub struct ResourceInfo {
@@ -89,10 +103,8 @@ pub struct ResourceInfo {
     pub list_kind: &'static str,
     /// OpenAPI definition name (`io.k8s.api.core.v1.Pod`).
     pub definition: &'static str,
-    /// The kind's schema.
-    pub schema: SchemaFn,
-    /// Decodes an object of this kind through the typed model.
-    pub decode: DecodeFn,
+    /// How objects of this kind are described and checked.
+    pub model: Model,
     /// The resource under which objects are stored (`pods`); several group-versions of one
     /// resource share it.
     pub storage_resource: &'static str,
@@ -194,8 +206,7 @@ where
         subresources: extra.subresources,
         list_kind: T::LIST_KIND,
         definition: definition_of::<T>(),
-        schema: |generator| generator.subschema_for::<T>(),
-        decode: decode_as::<T>,
+        model: Model::Typed { schema: |generator| generator.subschema_for::<T>(), decode: decode_as::<T> },
         storage_resource: extra.storage_resource.unwrap_or(T::URL_PATH_SEGMENT),
     }
 }
@@ -310,6 +321,26 @@ impl Registry {
             }),
         ];
         Registry { resources }
+    }
+
+    /// The built-in resources plus those the given `CustomResourceDefinition` objects define. A
+    /// CRD naming a resource that already exists is skipped.
+    #[must_use]
+    pub fn with_custom_resources(mut self, crds: &[serde_json::Value]) -> Self {
+        for crd in crds {
+            for info in crate::custom::resources_of(crd) {
+                if self.lookup(info.gvk.group, info.gvk.version, info.plural).is_none() {
+                    self.resources.push(info);
+                }
+            }
+        }
+        self
+    }
+
+    /// Whether a resource is a custom one.
+    #[must_use]
+    pub fn is_custom(info: &ResourceInfo) -> bool {
+        matches!(info.model, Model::Custom(_))
     }
 
     /// Every resource, in registration order.

@@ -21,6 +21,8 @@ use crate::status::{ApiError, ApiResult, Cause};
 pub struct Call<'a> {
     /// The server.
     pub server: &'a ApiServer,
+    /// The catalog snapshot the request was routed with.
+    pub catalog: &'a crate::server::Catalog,
     /// The resource, namespace, name and subresource.
     pub path: &'a ResourcePath<'a>,
     /// The query string.
@@ -267,7 +269,7 @@ fn normalise(info: &ResourceInfo, mut object: Value, query: &Query) -> ApiResult
     }
     object["kind"] = json!(info.gvk.kind);
     object["apiVersion"] = json!(want_version);
-    let decoded = (info.decode)(object).map_err(|e| ApiError::BadRequest(format!("{} in body: {e}", info.gvk.kind)))?;
+    let decoded = decode(info, object)?;
     let unknown: Vec<String> = decoded.unknown_fields.iter().map(|f| format!("unknown field {f:?}")).collect();
     match field_validation(query)? {
         FieldValidation::Strict if !unknown.is_empty() => {
@@ -278,9 +280,32 @@ fn normalise(info: &ResourceInfo, mut object: Value, query: &Query) -> ApiResult
     }
 }
 
+/// Decodes an object through its kind's model: the typed model for built-ins (400 on a wrong
+/// type, as kube-apiserver's decoder), the CRD schema for custom resources (422 with causes).
+fn decode(info: &ResourceInfo, object: Value) -> ApiResult<capstan_api::registry::Decoded> {
+    match &info.model {
+        capstan_api::Model::Typed { decode, .. } => {
+            decode(object).map_err(|e| ApiError::BadRequest(format!("{} in body: {e}", info.gvk.kind)))
+        }
+        capstan_api::Model::Custom(custom) => {
+            let name = meta::meta_str(&object, "name").unwrap_or_default().to_string();
+            let checked = capstan_api::custom::validate(&custom.schema, object);
+            if !checked.errors.is_empty() {
+                let causes = checked
+                    .errors
+                    .into_iter()
+                    .map(|e| Cause { reason: e.reason, field: e.field, message: e.message })
+                    .collect();
+                return Err(ApiError::Invalid(objects::target(info, &name), causes));
+            }
+            Ok(capstan_api::registry::Decoded { object: checked.object, unknown_fields: checked.unknown_fields })
+        }
+    }
+}
+
 /// `POST` a new object.
 pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body } = *call;
+    let Call { server, path, query, headers, body, .. } = *call;
     if path.name.is_some() {
         return Err(ApiError::NotImplemented(format!(
             "{}/{} is served by a later part of Capstan",
@@ -443,7 +468,7 @@ fn strip_version(object: &Value) -> Value {
 
 /// `PUT` an object (or its status).
 pub async fn update(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body } = *call;
+    let Call { server, path, query, headers, body, .. } = *call;
     let target = path.named()?;
     reject_unserved_subresource(path)?;
     let (object, warnings) = normalise(path.info, body::decode_object(headers, body)?, query)?;
@@ -509,13 +534,18 @@ async fn write_with_retries(
 
 /// `PATCH` an object (or its status) with one of the three patch formats.
 pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body } = *call;
+    let Call { server, path, query, headers, body, .. } = *call;
     let target = path.named()?;
     reject_unserved_subresource(path)?;
     if body.len() > body::MAX_BODY {
         return Err(ApiError::TooLarge(body::MAX_BODY));
     }
     let kind = body::content_type(headers);
+    if kind == "application/strategic-merge-patch+json" && capstan_api::Registry::is_custom(path.info) {
+        return Err(ApiError::UnsupportedMediaType(
+            "application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for custom resources)".into(),
+        ));
+    }
     let patch_body: Value = match kind.as_str() {
         "application/json-patch+json" | "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
             serde_json::from_slice(body)
@@ -548,7 +578,8 @@ pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
             "application/json-patch+json" => capstan_api::patch::json_patch(&original, &patch_body),
             "application/merge-patch+json" => capstan_api::patch::json_merge(&original, &patch_body),
             _ => {
-                let schema = capstan_api::patch::SchemaNode::definition(server.openapi.definitions(), info.definition);
+                let schema =
+                    capstan_api::patch::SchemaNode::definition(call.catalog.openapi.definitions(), info.definition);
                 capstan_api::patch::strategic_merge(&original, &patch_body, schema)
             }
         }
@@ -602,7 +633,7 @@ fn delete_options(headers: &HeaderMap, body: &Bytes, query: &Query) -> ApiResult
 
 /// `DELETE` one object: immediately, or by marking it when finalizers or a grace period hold it.
 pub async fn delete(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body } = *call;
+    let Call { server, path, query, headers, body, .. } = *call;
     let target = path.named()?;
     let options = delete_options(headers, body, query)?;
     let (object, code) = delete_object(server, &target, &options).await?;
@@ -710,7 +741,7 @@ fn graceful_seconds(info: &ResourceInfo, current: &Value, requested: Option<i64>
 
 /// `DELETE` a collection: every object matching the selectors.
 pub async fn delete_collection(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body } = *call;
+    let Call { server, path, query, headers, body, .. } = *call;
     let selectors = Selectors::parse(path.info, query)?;
     let options = delete_options(headers, body, query)?;
     let listed = server.objects.list(path.info, path.namespace.as_deref(), None, None, None).await?;

@@ -75,14 +75,29 @@ pub struct Config {
     pub store: Arc<dyn Store>,
 }
 
-/// Shared state of the running server.
-pub struct ApiServer {
+/// What the server serves right now: the resources and their OpenAPI documents. Replaced as a
+/// whole when a `CustomResourceDefinition` changes; each request works on one snapshot.
+pub struct Catalog {
     /// Served resources.
     pub registry: Registry,
-    /// Object storage.
-    pub objects: Objects,
     /// OpenAPI documents and schemas.
     pub openapi: OpenApi,
+}
+
+impl Catalog {
+    /// The built-in resources plus those of `crds`.
+    pub fn build(crds: &[Value]) -> Result<Self, String> {
+        let registry = Registry::builtin().with_custom_resources(crds);
+        let openapi = OpenApi::build(&registry).map_err(|e| e.to_string())?;
+        Ok(Catalog { registry, openapi })
+    }
+}
+
+/// Shared state of the running server.
+pub struct ApiServer {
+    catalog: std::sync::RwLock<Arc<Catalog>>,
+    /// Object storage.
+    pub objects: Objects,
     /// Defaulting.
     pub defaults: Defaults,
     tokens: Tokens,
@@ -113,15 +128,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let kubeconfig = config.data_dir.join("kubeconfig");
     crate::pki::write_private(&kubeconfig, &pki.admin_kubeconfig(&format!("https://{url_host}:{}", address.port())))?;
 
-    let registry = Registry::builtin();
-    let openapi = OpenApi::build(&registry).map_err(|e| ServerError::OpenApi(e.to_string()))?;
+    let catalog = Catalog::build(&[]).map_err(ServerError::OpenApi)?;
     let mut tokens = Tokens::default();
     tokens.insert(pki.admin_token.clone(), Identity::new(ADMIN_USER, vec![ADMIN_GROUP.to_string()]));
     let (cleanup_sender, cleanup_receiver) = mpsc::unbounded_channel();
     let server = Arc::new(ApiServer {
-        registry,
+        catalog: std::sync::RwLock::new(Arc::new(catalog)),
         objects: Objects::new(config.store),
-        openapi,
         defaults: Defaults,
         tokens,
         metrics: Metrics::default(),
@@ -129,6 +142,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         namespace_cleanup: cleanup_sender,
     });
     server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
+    server.reload_custom_resources().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     tokio::spawn(namespace_cleaner(Arc::clone(&server), cleanup_receiver));
     let tls = tls_config(&pki)?;
     let app = router(Arc::clone(&server));
@@ -238,9 +252,119 @@ async fn authenticate_and_measure(State(server): State<Arc<ApiServer>>, mut requ
 }
 
 impl ApiServer {
+    /// The current catalog of served resources.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        match self.catalog.read() {
+            Ok(catalog) => Arc::clone(&catalog),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Rebuilds the catalog from the stored `CustomResourceDefinitions`, then marks each CRD
+    /// Established with its accepted names, as kube-apiserver's CRD controllers do.
+    pub async fn reload_custom_resources(&self) -> ApiResult<()> {
+        let catalog = self.catalog();
+        let crd_info = catalog
+            .registry
+            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .ok_or_else(|| ApiError::Internal("customresourcedefinitions are not registered".into()))?;
+        let crds = self.objects.list(crd_info, None, None, None, None).await?.items;
+        let live: Vec<Value> =
+            crds.iter().filter(|c| c.pointer("/metadata/deletionTimestamp").is_none()).cloned().collect();
+        let built = tokio::task::spawn_blocking(move || Catalog::build(&live))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(ApiError::Internal)?;
+        let new = Arc::new(built);
+        match self.catalog.write() {
+            Ok(mut current) => *current = Arc::clone(&new),
+            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&new),
+        }
+        let crd_info = new
+            .registry
+            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            .ok_or_else(|| ApiError::Internal("customresourcedefinitions are not registered".into()))?;
+        for crd in crds {
+            self.mark_established(crd_info, crd).await?;
+        }
+        Ok(())
+    }
+
+    async fn mark_established(&self, info: &ResourceInfo, crd: Value) -> ApiResult<()> {
+        let name = meta::meta_str(&crd, "name").unwrap_or_default().to_string();
+        let revision = meta::meta_str(&crd, "resourceVersion")
+            .map(crate::objects::parse_resource_version)
+            .transpose()?
+            .unwrap_or_default();
+        let mut updated = crd.clone();
+        meta::metadata_mut(&mut updated).remove("resourceVersion");
+        let now = meta::now();
+        let condition = |kind: &str, reason: &str, message: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
+        let stored: Vec<Value> = crd
+            .pointer("/spec/versions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|v| v["storage"].as_bool() == Some(true))
+            .map(|v| v["name"].clone())
+            .collect();
+        let mut status = json!({
+            "conditions": [
+                condition("NamesAccepted", "NoConflicts", "no conflicts found"),
+                condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+            ],
+            "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or_default(),
+            "storedVersions": stored,
+        });
+        // Keep transition times of conditions that were already true.
+        if let Some(old) = crd.pointer("/status/conditions").and_then(Value::as_array)
+            && let Some(list) = status["conditions"].as_array_mut() {
+                for c in list.iter_mut() {
+                    if let Some(prev) = old.iter().find(|o| o["type"] == c["type"] && o["status"] == "True") {
+                        c["lastTransitionTime"] = prev["lastTransitionTime"].clone();
+                    }
+                }
+            }
+        if crd.get("status") == Some(&status) {
+            return Ok(());
+        }
+        updated["status"] = status;
+        let target = ObjectRef { info, namespace: None, name };
+        match self.objects.replace(&target, revision, &updated).await {
+            Ok(_) | Err(ApiError::Conflict(..) | ApiError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Re-registers custom resources after a CRD write, and removes the objects of resources
+    /// whose definition went away.
+    async fn custom_resources_changed(&self, before: &Catalog) -> ApiResult<()> {
+        self.reload_custom_resources().await?;
+        let after = self.catalog();
+        for info in before.registry.resources().iter().filter(|r| Registry::is_custom(r)) {
+            let still_served = after.registry.resources().iter().any(|r| r.storage_resource == info.storage_resource);
+            if !still_served {
+                self.purge_custom_objects(info.storage_resource).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every object of a custom resource whose definition is gone.
+    async fn purge_custom_objects(&self, storage_resource: &str) -> ApiResult<()> {
+        let store = self.objects.store();
+        let prefix = format!("/{storage_resource}/").into_bytes();
+        let listed = store.range(capstan_store::RangeRequest::new(capstan_store::KeyRange::prefix(prefix))).await?;
+        for kv in listed.kvs {
+            let _ = store.compare_and_delete(&kv.key, kv.mod_revision).await?;
+        }
+        Ok(())
+    }
+
     fn describe(&self, method: &Method, path: &str, query: Option<&str>) -> (&'static str, String) {
         let query = Query::parse(query).unwrap_or_default();
-        match routing::parse(&self.registry, path) {
+        let catalog = self.catalog();
+        match routing::parse(&catalog.registry, path) {
             Ok(Target::Resource(p)) => {
                 let verb = routing::verb(method, &p, &query).map_or("unknown", Verb::as_str);
                 (verb, p.info.plural.to_string())
@@ -252,7 +376,7 @@ impl ApiServer {
 
     /// Refuses new objects in a namespace that does not exist or is being deleted.
     pub async fn check_namespace_accepts(&self, namespace: &str) -> ApiResult<()> {
-        let info = self.resource("", "v1", "namespaces")?;
+        let info = Self::resource("", "v1", "namespaces")?;
         let target = ObjectRef { info, namespace: None, name: namespace.to_string() };
         let object = self.objects.get(&target).await?;
         let terminating = object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
@@ -265,8 +389,11 @@ impl ApiServer {
         Ok(())
     }
 
-    fn resource(&self, group: &str, version: &str, plural: &str) -> ApiResult<&ResourceInfo> {
-        self.registry
+    fn resource(group: &str, version: &str, plural: &str) -> ApiResult<&'static ResourceInfo> {
+        // Built-in resources never change; look them up in a registry kept for the process.
+        static BUILTIN: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+        BUILTIN
+            .get_or_init(Registry::builtin)
             .lookup(group, version, plural)
             .ok_or_else(|| ApiError::Internal(format!("{plural} is not registered")))
     }
@@ -279,7 +406,7 @@ impl ApiServer {
 
     /// Creates `object` unless an object of that name exists.
     async fn ensure(&self, plural: &str, namespace: Option<&str>, mut object: Value) -> ApiResult<()> {
-        let info = self.resource("", "v1", plural)?;
+        let info = Self::resource("", "v1", plural)?;
         let name = meta::meta_str(&object, "name").unwrap_or_default().to_string();
         let target = ObjectRef { info, namespace: namespace.map(str::to_string), name };
         if self.objects.get_kv(&target).await?.is_some() {
@@ -330,7 +457,8 @@ async fn namespace_cleaner(server: Arc<ApiServer>, mut queue: mpsc::UnboundedRec
 }
 
 async fn empty_namespace(server: &ApiServer, namespace: &str) -> ApiResult<()> {
-    for info in server.registry.resources().iter().filter(|r| r.namespaced) {
+    let catalog = server.catalog();
+    for info in catalog.registry.resources().iter().filter(|r| r.namespaced) {
         let listed = server.objects.list(info, Some(namespace), None, None, None).await?;
         for item in &listed.items {
             let name = meta::meta_str(item, "name").unwrap_or_default().to_string();
@@ -340,7 +468,7 @@ async fn empty_namespace(server: &ApiServer, namespace: &str) -> ApiResult<()> {
             }
         }
     }
-    let info = server.resource("", "v1", "namespaces")?;
+    let info = ApiServer::resource("", "v1", "namespaces")?;
     let target = ObjectRef { info, namespace: None, name: namespace.to_string() };
     if let Some((_, revision)) = server.objects.get_kv(&target).await? {
         server.objects.remove(&target, revision).await?;
@@ -394,16 +522,16 @@ fn aggregated_response(value: &Value) -> Response {
 
 async fn api_root(State(server): State<Arc<ApiServer>>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
-        return aggregated_response(&discovery::aggregated(&server.registry, true));
+        return aggregated_response(&discovery::aggregated(&server.catalog().registry, true));
     }
     json_response(StatusCode::OK, &discovery::api_versions(&server.server_address), &[])
 }
 
 async fn apis_root(State(server): State<Arc<ApiServer>>, headers: HeaderMap) -> Response {
     if discovery::wants_aggregated(accept(&headers)) {
-        return aggregated_response(&discovery::aggregated(&server.registry, false));
+        return aggregated_response(&discovery::aggregated(&server.catalog().registry, false));
     }
-    json_response(StatusCode::OK, &discovery::api_group_list(&server.registry), &[])
+    json_response(StatusCode::OK, &discovery::api_group_list(&server.catalog().registry), &[])
 }
 
 fn raw_json(bytes: &[u8]) -> Response {
@@ -413,18 +541,18 @@ fn raw_json(bytes: &[u8]) -> Response {
 }
 
 async fn openapi_v2(State(server): State<Arc<ApiServer>>) -> Response {
-    raw_json(server.openapi.v2_document())
+    raw_json(server.catalog().openapi.v2_document())
 }
 
 async fn openapi_v3_index(State(server): State<Arc<ApiServer>>) -> Response {
-    json_response(StatusCode::OK, &server.openapi.v3_index(), &[])
+    json_response(StatusCode::OK, &server.catalog().openapi.v3_index(), &[])
 }
 
 async fn openapi_v3(
     State(server): State<Arc<ApiServer>>,
     axum::extract::Path(path): axum::extract::Path<String>,
 ) -> Response {
-    match server.openapi.v3_document(&path) {
+    match server.catalog().openapi.v3_document(&path) {
         Some(document) => raw_json(document),
         None => ApiError::NoRoute.into_response(),
     }
@@ -440,14 +568,15 @@ async fn resources(State(server): State<Arc<ApiServer>>, request: Request) -> Re
 async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Response> {
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query())?;
-    let target = routing::parse(&server.registry, parts.uri.path())?;
+    let catalog = server.catalog();
+    let target = routing::parse(&catalog.registry, parts.uri.path())?;
     let body = read_body(body).await?;
     let headers = &parts.headers;
     match target {
-        Target::GroupVersion(group, version) => discovery::api_resource_list(&server.registry, &group, &version)
+        Target::GroupVersion(group, version) => discovery::api_resource_list(&catalog.registry, &group, &version)
             .map(|list| json_response(StatusCode::OK, &list, &[]))
             .ok_or(ApiError::NoRoute),
-        Target::Group(group) => discovery::api_group_document(&server.registry, &group)
+        Target::Group(group) => discovery::api_group_document(&catalog.registry, &group)
             .map(|doc| json_response(StatusCode::OK, &doc, &[]))
             .ok_or(ApiError::NoRoute),
         Target::Virtual(resource) => {
@@ -458,7 +587,7 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
             review(resource, headers, &body, &identity)
         }
         Target::Resource(path) => {
-            let call = Call { server, path: &path, query: &query, headers, body: &body };
+            let call = Call { server, catalog: &catalog, path: &path, query: &query, headers, body: &body };
             if path.subresource.as_deref().is_some_and(|s| s != "status") {
                 return serve_subresource(&call, &parts.method).await;
             }
@@ -466,7 +595,7 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
             if !path.info.supports(verb.as_str()) && path.subresource.is_none() {
                 return Err(ApiError::MethodNotAllowed);
             }
-            match verb {
+            let response = match verb {
                 Verb::Get => handlers::get(&call).await,
                 Verb::List => handlers::list(&call).await,
                 Verb::Watch => watch::watch(&call).await,
@@ -475,7 +604,13 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
                 Verb::Patch => handlers::patch(&call).await,
                 Verb::Delete => handlers::delete(&call).await,
                 Verb::DeleteCollection => handlers::delete_collection(&call).await,
+            }?;
+            let defines_resources =
+                path.info.gvk.group == "apiextensions.k8s.io" && path.info.plural == "customresourcedefinitions";
+            if defines_resources && !matches!(verb, Verb::Get | Verb::List | Verb::Watch) && !query.dry_run()? {
+                server.custom_resources_changed(&catalog).await?;
             }
+            Ok(response)
         }
     }
 }

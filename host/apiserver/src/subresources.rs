@@ -70,7 +70,7 @@ fn target_of<'a>(path: &'a ResourcePath<'_>) -> ApiResult<ObjectRef<'a>> {
 
 /// `GET`, `PUT` or `PATCH` on `…/scale`.
 pub async fn scale(call: &Call<'_>, method: &axum::http::Method) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body } = *call;
+    let Call { server, path, query, headers, body, .. } = *call;
     let target = target_of(path)?;
     if method == axum::http::Method::GET {
         let object = server.objects.get(&target).await?;
@@ -196,7 +196,7 @@ pub async fn evict(call: &Call<'_>) -> ApiResult<Response> {
     let target = target_of(path)?;
     let _eviction = body::decode_object(headers, body)?;
     let pod = server.objects.get(&target).await?;
-    let Some(pdbs) = server.registry.lookup("policy", "v1", "poddisruptionbudgets") else {
+    let Some(pdbs) = call.catalog.registry.lookup("policy", "v1", "poddisruptionbudgets") else {
         return Err(ApiError::Internal("poddisruptionbudgets are not registered".into()));
     };
     let listed = server.objects.list(pdbs, target.namespace.as_deref(), None, None, None).await?;

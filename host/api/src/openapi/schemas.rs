@@ -71,7 +71,9 @@ pub(super) fn build(registry: &Registry) -> Result<Definitions, OpenApiError> {
     let mut generator = SchemaSettings::openapi3().with(|s| s.meta_schema = None).into_generator();
     let mut kinds = HashMap::new();
     for info in registry.resources() {
-        (info.schema)(&mut generator);
+        if let crate::registry::Model::Typed { schema, .. } = &info.model {
+            schema(&mut generator);
+        }
         kinds.insert(info.gvk, info.definition.to_string());
     }
     let mut support = Vec::new();
@@ -84,6 +86,11 @@ pub(super) fn build(registry: &Registry) -> Result<Definitions, OpenApiError> {
         support.push((name, kind.gvk));
     }
     let mut schemas = generator.take_definitions(true);
+    for info in registry.resources() {
+        if let crate::registry::Model::Custom(custom) = &info.model {
+            schemas.insert(info.definition.to_string(), custom_schema(&custom.schema));
+        }
+    }
 
     for info in registry.resources() {
         let Some(schema) = schemas.get(info.definition) else {
@@ -102,6 +109,24 @@ pub(super) fn build(registry: &Registry) -> Result<Definitions, OpenApiError> {
         for_each_schema_mut(schema, &mut move_ref_siblings_into_all_of);
     }
     Ok(Definitions { schemas, kinds })
+}
+
+/// A custom resource's published schema: its CRD schema with the standard `apiVersion`, `kind`
+/// and `metadata` fields every object has, as kube-apiserver publishes it.
+fn custom_schema(schema: &Value) -> Value {
+    let mut schema = schema.clone();
+    if !schema.get("properties").is_some_and(Value::is_object) {
+        schema["properties"] = serde_json::json!({});
+    }
+    let properties = &mut schema["properties"];
+    properties["apiVersion"] = serde_json::json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."});
+    properties["kind"] = serde_json::json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."});
+    properties["metadata"] =
+        serde_json::json!({"$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")});
+    if schema.get("type").is_none() {
+        schema["type"] = serde_json::json!("object");
+    }
+    schema
 }
 
 /// The definition name of a kind's list (`io.k8s.api.core.v1.PodList`).
