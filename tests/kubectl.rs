@@ -176,6 +176,23 @@ fn invalid_names_are_refused_with_a_field_cause() {
     let missing_ns = CONFIGMAP.replace("namespace: default", "namespace: nowhere");
     let run = kubectl_fails(&server, &["create", "-f", "-"], Some(&missing_ns));
     assert!(run.stderr.contains("namespaces \"nowhere\" not found"), "{}", run.stderr);
+    let mismatched = deployment(&[("app", "busybox:1")]).replace("matchLabels: {app: web}", "matchLabels: {app: db}");
+    let run = kubectl_fails(&server, &["create", "-f", "-"], Some(&mismatched));
+    assert!(run.stderr.contains("`selector` does not match template `labels`"), "{}", run.stderr);
+    kubectl_stdin(&server, &["create", "-f", "-"], &deployment(&[("app", "busybox:1")]));
+    let run = kubectl_fails(
+        &server,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"matchLabels":{"app":"other"}},"template":{"metadata":{"labels":{"app":"other"}}}}}"#,
+        ],
+        None,
+    );
+    assert!(run.stderr.contains("spec.selector") && run.stderr.contains("field is immutable"), "{}", run.stderr);
 }
 
 #[test]

@@ -323,6 +323,10 @@ pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
     }
     prepare_for_create(info, &mut object);
     server.defaults.apply(info, &mut object);
+    let causes = crate::validation::validate(info, &object, None);
+    if !causes.is_empty() {
+        return Err(ApiError::Invalid(objects::target(info, &name), causes));
+    }
     let target = ObjectRef { info, namespace, name };
     if query.dry_run()? {
         return Ok(json_response(StatusCode::CREATED, &object, &warnings));
@@ -515,6 +519,10 @@ async fn write_with_retries(
         }
         let wanted = transform(&current)?;
         let next = merge_for_update(target.info, &current, wanted, subresource)?;
+        let causes = crate::validation::validate(target.info, &next, Some(&current));
+        if !causes.is_empty() {
+            return Err(ApiError::Invalid(target.target(), causes));
+        }
         if next == strip_version(&current) || dry_run {
             return Ok(if dry_run { next } else { current });
         }

@@ -21,6 +21,7 @@ pub mod routing;
 pub mod server;
 pub mod status;
 pub mod subresources;
+pub mod validation;
 pub mod watch;
 
 pub use server::{Config, KUBERNETES_VERSION, Running, ServerError, start};
