@@ -125,15 +125,16 @@ fn check(schema: &Value, value: &mut Value, path: &str, checked: &mut Checked) {
         }
     }
     if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
-        && !allowed.contains(value) {
-            let listed: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            invalid(
-                checked,
-                "FieldValueNotSupported",
-                path,
-                format!("Unsupported value: {value}: supported values: {}", listed.join(", ")),
-            );
-        }
+        && !allowed.contains(value)
+    {
+        let listed: Vec<String> = allowed.iter().map(Value::to_string).collect();
+        invalid(
+            checked,
+            "FieldValueNotSupported",
+            path,
+            format!("Unsupported value: {value}: supported values: {}", listed.join(", ")),
+        );
+    }
     check_bounds(schema, value, path, checked);
     match value {
         Value::Object(map) => check_object(schema, map, path, checked),

@@ -318,13 +318,14 @@ impl ApiServer {
         });
         // Keep transition times of conditions that were already true.
         if let Some(old) = crd.pointer("/status/conditions").and_then(Value::as_array)
-            && let Some(list) = status["conditions"].as_array_mut() {
-                for c in list.iter_mut() {
-                    if let Some(prev) = old.iter().find(|o| o["type"] == c["type"] && o["status"] == "True") {
-                        c["lastTransitionTime"] = prev["lastTransitionTime"].clone();
-                    }
+            && let Some(list) = status["conditions"].as_array_mut()
+        {
+            for c in list.iter_mut() {
+                if let Some(prev) = old.iter().find(|o| o["type"] == c["type"] && o["status"] == "True") {
+                    c["lastTransitionTime"] = prev["lastTransitionTime"].clone();
                 }
             }
+        }
         if crd.get("status") == Some(&status) {
             return Ok(());
         }

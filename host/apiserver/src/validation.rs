@@ -200,15 +200,14 @@ fn workload(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         causes.push(required("spec.selector"));
     }
     let labels = spec.pointer("/template/metadata/labels").cloned().unwrap_or_default();
-    if let Some(selector) = selector.filter(|_| !empty_selector) {
-        if !selector_matches(selector, &labels) {
+    if let Some(selector) = selector.filter(|_| !empty_selector)
+        && !selector_matches(selector, &labels) {
             causes.push(invalid(
                 "spec.template.metadata.labels",
                 &labels,
                 "`selector` does not match template `labels`",
             ));
         }
-    }
     if let Some(replicas) = spec.get("replicas").and_then(Value::as_i64).filter(|r| *r < 0) {
         causes.push(invalid("spec.replicas", &Value::from(replicas), "must be greater than or equal to 0"));
     }
@@ -217,11 +216,10 @@ fn workload(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     } else {
         causes.push(required("spec.template.spec.containers"));
     }
-    if let Some(old_selector) = old.and_then(|o| o.pointer("/spec/selector")) {
-        if selector != Some(old_selector) {
+    if let Some(old_selector) = old.and_then(|o| o.pointer("/spec/selector"))
+        && selector != Some(old_selector) {
             causes.push(immutable("spec.selector", selector.unwrap_or(&Value::Null)));
         }
-    }
 }
 
 fn replication_controller(object: &Value, causes: &mut Vec<Cause>) {
@@ -248,11 +246,10 @@ fn job(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         }
         None => causes.push(required("spec.template.spec.containers")),
     }
-    if let Some(old) = old {
-        if old.pointer("/spec/template") != object.pointer("/spec/template") {
+    if let Some(old) = old
+        && old.pointer("/spec/template") != object.pointer("/spec/template") {
             causes.push(immutable("spec.template", object.pointer("/spec/template").unwrap_or(&Value::Null)));
         }
-    }
 }
 
 fn service(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
@@ -278,11 +275,9 @@ fn service(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
     if let Some(old_ip) =
         old.and_then(|o| o.pointer("/spec/clusterIP")).filter(|ip| ip.as_str().is_some_and(|s| !s.is_empty()))
-    {
-        if spec.get("clusterIP").is_some_and(|ip| ip != old_ip) {
+        && spec.get("clusterIP").is_some_and(|ip| ip != old_ip) {
             causes.push(immutable("spec.clusterIP", &spec["clusterIP"]));
         }
-    }
 }
 
 fn data_keys(object: &Value, causes: &mut Vec<Cause>) {
