@@ -162,6 +162,13 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
         revision = query.get("resourceVersion").map(objects::parse_resource_version).transpose()?;
     }
     let namespace = path.namespace.as_deref();
+    // A first page comes from the watch cache; later pages read the store at the first page's
+    // revision, so a paginated list is one consistent snapshot either way.
+    if from.is_none() {
+        if let Some(response) = list_from_cache(call, &selectors, limit).await? {
+            return Ok(response);
+        }
+    }
     // A pinned metadata.name narrows the read to one key.
     if let Some(name) = selectors.fields.exact("metadata.name") {
         let listed = server.objects.list(info, namespace, revision, None, None).await?;
@@ -205,6 +212,40 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
             _ => return Ok(list_response(path, query, headers, &items, listed.revision, None, 0)),
         }
     }
+}
+
+/// The cache's answer to a list, or `None` when the store must answer it.
+async fn list_from_cache(call: &Call<'_>, selectors: &Selectors, limit: Option<usize>) -> ApiResult<Option<Response>> {
+    use crate::cache::{CacheError, ListRv};
+    let Call { server, path, query, headers, .. } = *call;
+    let rv = match (query.get("resourceVersion"), query.get("resourceVersionMatch")) {
+        (None, _) => ListRv::Latest,
+        (Some("0"), _) => ListRv::Any,
+        (Some(rv), Some("Exact")) => ListRv::Exact(objects::parse_resource_version(rv)?),
+        (Some(rv), _) => ListRv::NotOlderThan(objects::parse_resource_version(rv)?),
+    };
+    let cached = match server.cache.list(path.info.storage_resource, path.namespace.as_deref(), rv).await {
+        Ok(cached) => cached,
+        Err(CacheError::NotCached(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let matching: Vec<&Value> = cached.items.iter().map(|o| &**o).filter(|o| selectors.matches(o)).collect();
+    let (page, token) = match limit {
+        Some(limit) if matching.len() > limit => {
+            let last = matching[limit - 1];
+            let key = ObjectRef {
+                info: path.info,
+                namespace: meta::meta_str(last, "namespace").map(str::to_string),
+                name: meta::meta_str(last, "name").unwrap_or_default().to_string(),
+            }
+            .key();
+            (&matching[..limit], Some(encode_continue(cached.revision, &key)))
+        }
+        _ => (&matching[..], None),
+    };
+    let remaining = (matching.len() - page.len()) as u64;
+    let items: Vec<Value> = page.iter().map(|o| (*o).clone()).collect();
+    Ok(Some(list_response(path, query, headers, &items, cached.revision, token, remaining)))
 }
 
 fn list_response(

@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cache;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;

@@ -26,10 +26,13 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     #[must_use]
-    pub fn render(&self) -> String {
+    pub fn render(&self, watchers: usize) -> String {
         let mut out = String::new();
         let Ok(requests) = self.requests.lock() else { return out };
         // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP apiserver_registered_watchers Watchers served from the watch cache.");
+        let _ = writeln!(out, "# TYPE apiserver_registered_watchers gauge");
+        let _ = writeln!(out, "apiserver_registered_watchers {watchers}");
         let _ = writeln!(out, "# HELP apiserver_request_total Requests by verb, resource and HTTP code.");
         let _ = writeln!(out, "# TYPE apiserver_request_total counter");
         for ((verb, resource, code), (count, _)) in requests.iter() {

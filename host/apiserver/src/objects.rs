@@ -60,6 +60,12 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     let mut object: Value = serde_json::from_slice(&kv.value).map_err(|e| {
         ApiError::Internal(format!("stored object {} is not JSON: {e}", String::from_utf8_lossy(&kv.key)))
     })?;
+    if !object.is_object() {
+        return Err(ApiError::Internal(format!(
+            "stored object {} is not a JSON object",
+            String::from_utf8_lossy(&kv.key)
+        )));
+    }
     meta::metadata_mut(&mut object).insert("resourceVersion".into(), json!(kv.mod_revision.to_string()));
     Ok(object)
 }

@@ -98,6 +98,8 @@ pub struct ApiServer {
     catalog: std::sync::RwLock<Arc<Catalog>>,
     /// Object storage.
     pub objects: Objects,
+    /// Lists and watches served from memory.
+    pub cache: crate::cache::WatchCache,
     /// Defaulting.
     pub defaults: Defaults,
     tokens: Tokens,
@@ -134,6 +136,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (cleanup_sender, cleanup_receiver) = mpsc::unbounded_channel();
     let server = Arc::new(ApiServer {
         catalog: std::sync::RwLock::new(Arc::new(catalog)),
+        cache: crate::cache::WatchCache::new(Arc::clone(&config.store)),
         objects: Objects::new(config.store),
         defaults: Defaults,
         tokens,
@@ -506,7 +509,7 @@ async fn ready(State(server): State<Arc<ApiServer>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<ApiServer>>) -> Response {
-    let mut response = server.metrics.render().into_response();
+    let mut response = server.metrics.render(server.cache.watcher_count()).into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
 }

@@ -201,13 +201,10 @@ fn workload(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
     let labels = spec.pointer("/template/metadata/labels").cloned().unwrap_or_default();
     if let Some(selector) = selector.filter(|_| !empty_selector)
-        && !selector_matches(selector, &labels) {
-            causes.push(invalid(
-                "spec.template.metadata.labels",
-                &labels,
-                "`selector` does not match template `labels`",
-            ));
-        }
+        && !selector_matches(selector, &labels)
+    {
+        causes.push(invalid("spec.template.metadata.labels", &labels, "`selector` does not match template `labels`"));
+    }
     if let Some(replicas) = spec.get("replicas").and_then(Value::as_i64).filter(|r| *r < 0) {
         causes.push(invalid("spec.replicas", &Value::from(replicas), "must be greater than or equal to 0"));
     }
@@ -217,9 +214,10 @@ fn workload(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         causes.push(required("spec.template.spec.containers"));
     }
     if let Some(old_selector) = old.and_then(|o| o.pointer("/spec/selector"))
-        && selector != Some(old_selector) {
-            causes.push(immutable("spec.selector", selector.unwrap_or(&Value::Null)));
-        }
+        && selector != Some(old_selector)
+    {
+        causes.push(immutable("spec.selector", selector.unwrap_or(&Value::Null)));
+    }
 }
 
 fn replication_controller(object: &Value, causes: &mut Vec<Cause>) {
@@ -247,9 +245,10 @@ fn job(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         None => causes.push(required("spec.template.spec.containers")),
     }
     if let Some(old) = old
-        && old.pointer("/spec/template") != object.pointer("/spec/template") {
-            causes.push(immutable("spec.template", object.pointer("/spec/template").unwrap_or(&Value::Null)));
-        }
+        && old.pointer("/spec/template") != object.pointer("/spec/template")
+    {
+        causes.push(immutable("spec.template", object.pointer("/spec/template").unwrap_or(&Value::Null)));
+    }
 }
 
 fn service(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
@@ -275,9 +274,10 @@ fn service(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
     if let Some(old_ip) =
         old.and_then(|o| o.pointer("/spec/clusterIP")).filter(|ip| ip.as_str().is_some_and(|s| !s.is_empty()))
-        && spec.get("clusterIP").is_some_and(|ip| ip != old_ip) {
-            causes.push(immutable("spec.clusterIP", &spec["clusterIP"]));
-        }
+        && spec.get("clusterIP").is_some_and(|ip| ip != old_ip)
+    {
+        causes.push(immutable("spec.clusterIP", &spec["clusterIP"]));
+    }
 }
 
 fn data_keys(object: &Value, causes: &mut Vec<Cause>) {

@@ -1,4 +1,4 @@
-//! Watch: a stream of `WatchEvent`s (newline-delimited JSON) from a store watch, with selector
+//! Watch: a stream of `WatchEvent`s (newline-delimited JSON) from the watch cache, with selector
 //! transitions, bookmarks, timeouts and 410 Expired, as kube-apiserver serves them.
 
 use std::time::Duration;
@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use capstan_api::table;
 use capstan_store::{Event, EventKind, KeyRange, Revision, StoreError, WatchRequest};
 use futures::StreamExt;
+
+use crate::cache::{CacheError, CacheEvent, CacheEventKind, ListRv};
 use serde_json::{Value, json};
 
 use crate::handlers::{Call, Selectors, table_options, wants_table};
@@ -34,18 +36,37 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
     let timeout = query.number("timeoutSeconds")?.map_or(DEFAULT_TIMEOUT, |s| Duration::from_secs(s.max(0) as u64));
     let bookmarks = query.flag("allowWatchBookmarks");
     let table_mode = wants_table(headers).then(|| table_options(query));
-    let range = KeyRange::prefix(prefix(&info, path.namespace.as_deref()));
 
     // Without a resourceVersion (or with "0") the watch starts with the current state as ADDED
     // events, then continues from the revision of that state.
+    let namespace = path.namespace.as_deref();
     let (initial, start) = if let Some(rv) = query.get("resourceVersion").filter(|rv| *rv != "0") {
         (Vec::new(), objects::parse_resource_version(rv)?)
     } else {
-        let listed = server.objects.list(&info, path.namespace.as_deref(), None, None, None).await?;
-        let items = listed.items.into_iter().filter(|o| selectors.matches(o)).collect();
-        (items, listed.revision)
+        let rv = if query.get("resourceVersion") == Some("0") { ListRv::Any } else { ListRv::Latest };
+        let (items, revision) = match server.cache.list(info.storage_resource, namespace, rv).await {
+            Ok(cached) => (cached.items.iter().map(|o| Value::clone(o)).collect::<Vec<_>>(), cached.revision),
+            Err(CacheError::NotCached(_)) => {
+                let listed = server.objects.list(&info, namespace, None, None, None).await?;
+                (listed.items, listed.revision)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        (items.into_iter().filter(|o| selectors.matches(o)).collect(), revision)
     };
-    let stream = server.objects.store().watch(WatchRequest::after(range, start)).await?;
+    let changes = match server.cache.watch(info.storage_resource, namespace, start).await {
+        Ok(watch) => watch.map(|event| Ok(Change::from_cache(&event))).boxed(),
+        Err(CacheError::NotCached(_)) => {
+            let range = KeyRange::prefix(prefix(&info, namespace));
+            let stream = server.objects.store().watch(WatchRequest::after(range, start)).await?;
+            stream.filter_map(|event| async move { Change::from_store(event) }).boxed()
+        }
+        Err(CacheError::TooOld { requested, oldest }) => {
+            let error = ApiError::Expired(format!("too old resource version: {} ({})", requested.get(), oldest.get()));
+            futures::stream::once(async move { Err(error) }).boxed()
+        }
+        Err(e) => return Err(e.into()),
+    };
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
         let mut encoder = Encoder { info, table_mode, columns_sent: false };
@@ -59,7 +80,7 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
         tokio::pin!(deadline);
         let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
         ticker.tick().await;
-        let mut stream = stream;
+        let mut changes = changes;
         let mut last = start;
         loop {
             tokio::select! {
@@ -70,23 +91,23 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
                         return;
                     }
                 }
-                next = stream.next() => {
+                next = changes.next() => {
                     let out = match next {
                         None => return,
                         Some(Err(error)) => {
-                            let _ = sender.send(Ok(frame(&error_event(&error)))).await;
+                            let _ = sender.send(Ok(frame(&json!({"type": "ERROR", "object": error.status()})))).await;
                             return;
                         }
-                        Some(Ok(event)) => {
-                            last = event.revision();
-                            translate(&event, &selectors)
-                                .map(|(kind, object)| encoder.event(kind, &object))
+                        Some(Ok(change)) => {
+                            last = change.revision;
+                            change.translate(&selectors).map(|(kind, object)| encoder.event(kind, &object))
                         }
                     };
-                    if let Some(out) = out
-                        && sender.send(Ok(frame(&out))).await.is_err() {
+                    if let Some(out) = out {
+                        if sender.send(Ok(frame(&out))).await.is_err() {
                             return;
                         }
+                    }
                 }
             }
         }
@@ -98,27 +119,58 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
     Ok(response)
 }
 
-/// The watch event type and object for a store event, seen through the selectors: an object
-/// that starts matching is ADDED, one that stops matching is DELETED.
-fn translate(event: &Event, selectors: &Selectors) -> Option<(&'static str, Value)> {
-    let decode = |kv: &capstan_store::KeyValue| objects::decode(kv).ok();
-    let previous = event.prev.as_ref().and_then(decode);
-    let was = previous.as_ref().is_some_and(|p| selectors.matches(p));
-    match event.kind {
-        EventKind::Put => {
-            let current = decode(&event.kv)?;
-            let is = selectors.matches(&current);
-            match (was, is) {
-                (false, true) => Some(("ADDED", current)),
-                (true, true) => Some(("MODIFIED", current)),
-                (true, false) => Some(("DELETED", current)),
-                (false, false) => None,
-            }
+/// One change to one object, from the watch cache or straight from the store.
+struct Change {
+    deleted: bool,
+    /// The object after the change; for a deletion its last state at the deletion's revision.
+    object: Value,
+    prev: Option<Value>,
+    revision: Revision,
+}
+
+impl Change {
+    fn from_cache(event: &CacheEvent) -> Self {
+        Change {
+            deleted: event.kind == CacheEventKind::Deleted,
+            object: Value::clone(&event.object),
+            prev: event.prev.as_deref().cloned(),
+            revision: event.revision,
         }
-        EventKind::Delete => {
-            let mut last = previous.filter(|_| was)?;
-            crate::meta::metadata_mut(&mut last).insert("resourceVersion".into(), json!(event.revision().to_string()));
-            Some(("DELETED", last))
+    }
+
+    fn from_store(event: Result<Event, StoreError>) -> Option<ApiResult<Self>> {
+        let event = match event {
+            Ok(event) => event,
+            Err(StoreError::Compacted { requested, .. }) => {
+                return Some(Err(ApiError::Expired(format!("too old resource version: {}", requested.get() - 1))));
+            }
+            Err(other) => return Some(Err(ApiError::Internal(other.to_string()))),
+        };
+        let prev = event.prev.as_ref().and_then(|kv| objects::decode(kv).ok());
+        let (deleted, object) = match event.kind {
+            EventKind::Put => (false, objects::decode(&event.kv).ok()?),
+            EventKind::Delete => {
+                let mut last = prev.clone()?;
+                crate::meta::metadata_mut(&mut last)
+                    .insert("resourceVersion".into(), json!(event.revision().to_string()));
+                (true, last)
+            }
+        };
+        Some(Ok(Change { deleted, object, prev, revision: event.revision() }))
+    }
+
+    /// The watch event type and object seen through the selectors: an object that starts
+    /// matching is ADDED, one that stops matching is DELETED.
+    fn translate(self, selectors: &Selectors) -> Option<(&'static str, Value)> {
+        let was = self.prev.as_ref().is_some_and(|p| selectors.matches(p));
+        if self.deleted {
+            return was.then_some(("DELETED", self.object));
+        }
+        match (was, selectors.matches(&self.object)) {
+            (false, true) => Some(("ADDED", self.object)),
+            (true, true) => Some(("MODIFIED", self.object)),
+            (true, false) => Some(("DELETED", self.object)),
+            (false, false) => None,
         }
     }
 }
@@ -152,14 +204,4 @@ impl Encoder {
             "metadata": {"resourceVersion": revision.to_string()},
         }})
     }
-}
-
-fn error_event(error: &StoreError) -> Value {
-    let api_error = match error {
-        StoreError::Compacted { requested, .. } => {
-            ApiError::Expired(format!("too old resource version: {} ", requested.get() - 1))
-        }
-        other => ApiError::Internal(other.to_string()),
-    };
-    json!({"type": "ERROR", "object": api_error.status()})
 }
