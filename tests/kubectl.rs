@@ -506,3 +506,42 @@ fn a_crd_serves_its_custom_resource_at_once() {
     let recreated = kubectl(&server, &["get", "widgets", "-o", "name"]);
     assert!(recreated.trim().is_empty(), "objects of a deleted CRD are gone: {recreated}");
 }
+
+#[test]
+fn server_side_apply_tracks_field_owners_and_reports_conflicts() {
+    let server = server();
+    let manifest = deployment(&[("app", "busybox:1")]);
+    let created = kubectl_stdin(&server, &["apply", "--server-side", "-f", "-"], &manifest);
+    assert!(created.contains("deployment.apps/web serverside-applied"), "{created}");
+    let object = json(&kubectl(&server, &["get", "deploy", "web", "-o", "json", "--show-managed-fields"]));
+    let managers: Vec<&str> = object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["kubectl"], "{}", object["metadata"]["managedFields"]);
+    assert_eq!(object["metadata"]["managedFields"][0]["operation"], "Apply");
+    assert!(object["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"]["f:replicas"].is_object());
+
+    // Another manager changes replicas; re-applying a different value now conflicts.
+    kubectl(&server, &["scale", "deploy/web", "--replicas=4"]);
+    let changed = manifest.replace("replicas: 2", "replicas: 3");
+    let conflict = kubectl_fails(&server, &["apply", "--server-side", "-f", "-"], Some(&changed));
+    assert!(
+        conflict.stderr.contains("Apply failed with 1 conflict") && conflict.stderr.contains(".spec.replicas"),
+        "{}",
+        conflict.stderr
+    );
+    let forced = kubectl_stdin(&server, &["apply", "--server-side", "--force-conflicts", "-f", "-"], &changed);
+    assert!(forced.contains("serverside-applied"), "{forced}");
+    assert_eq!(kubectl(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]), "3");
+
+    // Fields the manager stops applying are removed.
+    let without_sidecar =
+        deployment(&[("app", "busybox:1"), ("sidecar", "busybox:1")]).replace("replicas: 2", "replicas: 3");
+    kubectl_stdin(&server, &["apply", "--server-side", "-f", "-"], &without_sidecar);
+    kubectl_stdin(&server, &["apply", "--server-side", "-f", "-"], &changed);
+    let names = kubectl(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[*].name}"]);
+    assert_eq!(names, "app");
+}

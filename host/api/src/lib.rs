@@ -7,6 +7,7 @@
 //!
 //! Start with [`registry::Registry::builtin`].
 
+pub mod apply;
 pub mod custom;
 pub mod openapi;
 pub mod patch;

@@ -164,10 +164,10 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
     let namespace = path.namespace.as_deref();
     // A first page comes from the watch cache; later pages read the store at the first page's
     // revision, so a paginated list is one consistent snapshot either way.
-    if from.is_none() {
-        if let Some(response) = list_from_cache(call, &selectors, limit).await? {
-            return Ok(response);
-        }
+    if from.is_none()
+        && let Some(response) = list_from_cache(call, &selectors, limit).await?
+    {
+        return Ok(response);
     }
     // A pinned metadata.name narrows the read to one key.
     if let Some(name) = selectors.fields.exact("metadata.name") {
@@ -346,7 +346,7 @@ fn decode(info: &ResourceInfo, object: Value) -> ApiResult<capstan_api::registry
 
 /// `POST` a new object.
 pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body, .. } = *call;
+    let Call { path, query, headers, body, .. } = *call;
     if path.name.is_some() {
         return Err(ApiError::NotImplemented(format!(
             "{}/{} is served by a later part of Capstan",
@@ -354,8 +354,21 @@ pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
             path.subresource.as_deref().unwrap_or_default()
         )));
     }
+    let (object, warnings) = normalise(path.info, body::decode_object(headers, body)?, query)?;
+    let manager = field_manager(call);
+    let created = insert_new(call, object, |object| Ok(track_fields(call, &manager, None, object))).await?;
+    Ok(json_response(StatusCode::CREATED, &created, &warnings))
+}
+
+/// Stores a new object: namespace and name rules, server-owned fields, defaults, validation,
+/// then `finish` (field tracking), honouring dryRun.
+async fn insert_new(
+    call: &Call<'_>,
+    mut object: Value,
+    finish: impl FnOnce(&Value) -> ApiResult<Value>,
+) -> ApiResult<Value> {
+    let Call { server, path, query, .. } = *call;
     let info = path.info;
-    let (mut object, warnings) = normalise(info, body::decode_object(headers, body)?, query)?;
     let namespace = resolve_namespace(path, &object)?;
     let name = assign_name(info, &mut object)?;
     if let Some(ns) = &namespace {
@@ -368,12 +381,52 @@ pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
     if !causes.is_empty() {
         return Err(ApiError::Invalid(objects::target(info, &name), causes));
     }
+    let object = finish(&object)?;
     let target = ObjectRef { info, namespace, name };
     if query.dry_run()? {
-        return Ok(json_response(StatusCode::CREATED, &object, &warnings));
+        return Ok(object);
     }
-    let created = server.objects.create(&target, &object).await?;
-    Ok(json_response(StatusCode::CREATED, &created, &warnings))
+    server.objects.create(&target, &object).await
+}
+
+/// The field manager of a write: `fieldManager`, or the client's user agent up to its first `/`
+/// (kube-apiserver's default).
+pub(crate) fn field_manager(call: &Call<'_>) -> String {
+    if let Some(manager) = call.query.get("fieldManager") {
+        return manager.to_string();
+    }
+    call.headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|agent| agent.split('/').next())
+        .filter(|agent| !agent.is_empty())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// The paths a write through `subresource` may not change (upstream's reset fields).
+fn reset_fields(info: &ResourceInfo, subresource: Option<&str>) -> &'static [&'static [&'static str]] {
+    match subresource {
+        Some("status") => &[&["spec"]],
+        None if info.subresource("status").is_some() => &[&["status"]],
+        _ => &[],
+    }
+}
+
+/// `object` with `metadata.managedFields` updated for a non-apply write by `manager`.
+pub(crate) fn track_fields(call: &Call<'_>, manager: &str, old: Option<&Value>, object: &Value) -> Value {
+    let info = call.path.info;
+    let api_version = info.group_version();
+    let time = meta::now();
+    let writer = capstan_api::apply::Writer {
+        manager,
+        api_version: &api_version,
+        subresource: call.path.subresource.as_deref(),
+        time: &time,
+        schema: capstan_api::apply::Schema::definition(call.catalog.openapi.definitions(), info.definition),
+        reset_fields: reset_fields(info, call.path.subresource.as_deref()),
+    };
+    capstan_api::apply::track_update(old, object, &writer)
 }
 
 /// The namespace an object goes to: the path's; a different one in the body is refused.
@@ -513,7 +566,7 @@ fn strip_version(object: &Value) -> Value {
 
 /// `PUT` an object (or its status).
 pub async fn update(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body, .. } = *call;
+    let Call { path, query, headers, body, .. } = *call;
     let target = path.named()?;
     reject_unserved_subresource(path)?;
     let (object, warnings) = normalise(path.info, body::decode_object(headers, body)?, query)?;
@@ -521,10 +574,8 @@ pub async fn update(call: &Call<'_>) -> ApiResult<Response> {
         .filter(|v| !v.is_empty())
         .map(objects::parse_resource_version)
         .transpose()?;
-    let dry_run = query.dry_run()?;
     let updated =
-        write_with_retries(server, &target, precondition, dry_run, |_| Ok(object.clone()), path.subresource.as_deref())
-            .await?;
+        write_with_retries(call, &target, precondition, |_| Ok(object.clone()), Some(&field_manager(call))).await?;
     Ok(json_response(StatusCode::OK, &updated, &warnings))
 }
 
@@ -540,13 +591,15 @@ fn reject_unserved_subresource(path: &ResourcePath<'_>) -> ApiResult<()> {
 /// Reads, transforms and conditionally writes an object, retrying on conflicts when the
 /// caller gave no resourceVersion precondition. Finishes a deletion whose last finalizer is gone.
 async fn write_with_retries(
-    server: &ApiServer,
+    call: &Call<'_>,
     target: &ObjectRef<'_>,
     precondition: Option<capstan_store::Revision>,
-    dry_run: bool,
     transform: impl Fn(&Value) -> ApiResult<Value>,
-    subresource: Option<&str>,
+    manager: Option<&str>,
 ) -> ApiResult<Value> {
+    let server = call.server;
+    let subresource = call.path.subresource.as_deref();
+    let dry_run = call.query.dry_run()?;
     let mut attempts = 0;
     loop {
         attempts += 1;
@@ -564,6 +617,11 @@ async fn write_with_retries(
         if !causes.is_empty() {
             return Err(ApiError::Invalid(target.target(), causes));
         }
+        // Applies track their own fields; every other write is tracked here.
+        let next = match manager {
+            Some(manager) => track_fields(call, manager, Some(&strip_version(&current)), &next),
+            None => next,
+        };
         if next == strip_version(&current) || dry_run {
             return Ok(if dry_run { next } else { current });
         }
@@ -583,7 +641,7 @@ async fn write_with_retries(
 
 /// `PATCH` an object (or its status) with one of the three patch formats.
 pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body, .. } = *call;
+    let Call { path, query, headers, body, .. } = *call;
     let target = path.named()?;
     reject_unserved_subresource(path)?;
     if body.len() > body::MAX_BODY {
@@ -600,13 +658,7 @@ pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?
         }
-        "application/apply-patch+yaml" => {
-            return Err(ApiError::UnsupportedMediaType(
-                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json \
-                 (server-side apply is not served yet)"
-                    .into(),
-            ));
-        }
+        "application/apply-patch+yaml" => return apply_patch(call, &target).await,
         other => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {other})"
@@ -618,7 +670,6 @@ pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
         .and_then(Value::as_str)
         .map(objects::parse_resource_version)
         .transpose()?;
-    let dry_run = query.dry_run()?;
     let info = path.info;
     let warnings = std::sync::Mutex::new(Vec::new());
     let transform = |current: &Value| -> ApiResult<Value> {
@@ -632,22 +683,84 @@ pub async fn patch(call: &Call<'_>) -> ApiResult<Response> {
                 capstan_api::patch::strategic_merge(&original, &patch_body, schema)
             }
         }
-        .map_err(|e| {
-            ApiError::Invalid(
-                objects::target(info, &target.name),
-                vec![Cause { reason: "FieldValueInvalid", field: "patch".into(), message: e.to_string() }],
-            )
-        })?;
+        .map_err(|e| patch_error(info, &target.name, &e))?;
         let (normalised, found) = normalise(info, patched, query)?;
         if let Ok(mut w) = warnings.lock() {
             *w = found;
         }
         Ok(normalised)
     };
-    let updated =
-        write_with_retries(server, &target, precondition, dry_run, transform, path.subresource.as_deref()).await?;
+    let updated = write_with_retries(call, &target, precondition, transform, Some(&field_manager(call))).await?;
     let warnings = warnings.lock().map(|w| w.clone()).unwrap_or_default();
     Ok(json_response(StatusCode::OK, &updated, &warnings))
+}
+
+fn patch_error(info: &ResourceInfo, name: &str, error: &capstan_api::patch::PatchError) -> ApiError {
+    if error.status_code() == 422 {
+        ApiError::Invalid(
+            objects::target(info, name),
+            vec![Cause { reason: "FieldValueInvalid", field: "patch".into(), message: error.to_string() }],
+        )
+    } else {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
+fn apply_error(error: capstan_api::apply::ApplyError) -> ApiError {
+    use capstan_api::apply::ApplyError;
+    match error {
+        ApplyError::Conflicts(conflicts) => {
+            let causes = conflicts
+                .iter()
+                .map(|c| Cause { reason: "FieldManagerConflict", field: c.field_path.clone(), message: c.message() })
+                .collect();
+            ApiError::ApplyConflict(ApplyError::Conflicts(conflicts).to_string(), causes)
+        }
+        ApplyError::Invalid(message) => ApiError::BadRequest(message),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): merges the applied configuration under
+/// field ownership, creating the object when it does not exist.
+async fn apply_patch(call: &Call<'_>, target: &ObjectRef<'_>) -> ApiResult<Response> {
+    let Call { server, path, query, body, .. } = *call;
+    let info = path.info;
+    let config = body::yaml(body)?;
+    if !config.is_object() {
+        return Err(ApiError::BadRequest("the applied configuration must be an object".into()));
+    }
+    let manager = query
+        .get("fieldManager")
+        .ok_or_else(|| ApiError::BadRequest("PATCH: fieldManager is required for apply requests".into()))?;
+    let force = query.flag("force");
+    let api_version = info.group_version();
+    let time = meta::now();
+    let writer = capstan_api::apply::Writer {
+        manager,
+        api_version: &api_version,
+        subresource: path.subresource.as_deref(),
+        time: &time,
+        schema: capstan_api::apply::Schema::definition(call.catalog.openapi.definitions(), info.definition),
+        reset_fields: reset_fields(info, path.subresource.as_deref()),
+    };
+    if server.objects.get_kv(target).await?.is_none() && path.subresource.is_none() {
+        let applied = capstan_api::apply::apply(None, &config, &writer, force).map_err(apply_error)?;
+        let (object, warnings) = normalise(info, applied, query)?;
+        match insert_new(call, object, |o| Ok(o.clone())).await {
+            Ok(created) => return Ok(json_response(StatusCode::CREATED, &created, &warnings)),
+            // Created concurrently: apply to what is there now.
+            Err(ApiError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let transform = |current: &Value| -> ApiResult<Value> {
+        let applied =
+            capstan_api::apply::apply(Some(&strip_version(current)), &config, &writer, force).map_err(apply_error)?;
+        normalise(info, applied, query).map(|(object, _)| object)
+    };
+    let updated = write_with_retries(call, target, None, transform, None).await?;
+    Ok(json_response(StatusCode::OK, &updated, &[]))
 }
 
 /// `DeleteOptions` from the body or the query string.

@@ -1,9 +1,13 @@
-//! Prometheus metrics: requests by verb, resource and code, with latency.
+//! Prometheus metrics: requests by verb, resource and code, with latency; store operations with
+//! latency; registered watchers.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use capstan_store::{RangeRequest, RangeResponse, Revision, Store, Txn, TxnResponse, WatchRequest, WatchStream};
 
 /// Verb, resource and HTTP code.
 type RequestKey = (&'static str, String, u16);
@@ -12,6 +16,7 @@ type RequestKey = (&'static str, String, u16);
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
+    store: Mutex<BTreeMap<&'static str, (u64, f64)>>,
 }
 
 impl Metrics {
@@ -24,12 +29,31 @@ impl Metrics {
         }
     }
 
+    /// Records one store operation.
+    pub fn record_store(&self, operation: &'static str, elapsed: Duration) {
+        if let Ok(mut store) = self.store.lock() {
+            let entry = store.entry(operation).or_default();
+            entry.0 += 1;
+            entry.1 += elapsed.as_secs_f64();
+        }
+    }
+
     /// The Prometheus text exposition.
     #[must_use]
     pub fn render(&self, watchers: usize) -> String {
         let mut out = String::new();
         let Ok(requests) = self.requests.lock() else { return out };
         // Writing to a String cannot fail.
+        if let Ok(store) = self.store.lock() {
+            let _ = writeln!(out, "# HELP capstan_store_request_duration_seconds Store operation latency.");
+            let _ = writeln!(out, "# TYPE capstan_store_request_duration_seconds summary");
+            for (operation, (count, seconds)) in store.iter() {
+                let _ =
+                    writeln!(out, "capstan_store_request_duration_seconds_sum{{operation=\"{operation}\"}} {seconds}");
+                let _ =
+                    writeln!(out, "capstan_store_request_duration_seconds_count{{operation=\"{operation}\"}} {count}");
+            }
+        }
         let _ = writeln!(out, "# HELP apiserver_registered_watchers Watchers served from the watch cache.");
         let _ = writeln!(out, "# TYPE apiserver_registered_watchers gauge");
         let _ = writeln!(out, "apiserver_registered_watchers {watchers}");
@@ -49,5 +73,54 @@ impl Metrics {
             let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{labels}}} {count}");
         }
         out
+    }
+}
+
+/// A store that times every operation into [`Metrics`].
+pub struct MeteredStore {
+    inner: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Store>, metrics: Arc<Metrics>) -> Self {
+        MeteredStore { inner, metrics }
+    }
+}
+
+#[async_trait]
+impl Store for MeteredStore {
+    async fn range(&self, request: RangeRequest) -> capstan_store::Result<RangeResponse> {
+        let started = Instant::now();
+        let result = self.inner.range(request).await;
+        self.metrics.record_store("range", started.elapsed());
+        result
+    }
+
+    async fn txn(&self, txn: Txn) -> capstan_store::Result<TxnResponse> {
+        let started = Instant::now();
+        let result = self.inner.txn(txn).await;
+        self.metrics.record_store("txn", started.elapsed());
+        result
+    }
+
+    async fn watch(&self, request: WatchRequest) -> capstan_store::Result<WatchStream> {
+        let started = Instant::now();
+        let result = self.inner.watch(request).await;
+        self.metrics.record_store("watch", started.elapsed());
+        result
+    }
+
+    async fn compact(&self, revision: Revision) -> capstan_store::Result<()> {
+        let started = Instant::now();
+        let result = self.inner.compact(revision).await;
+        self.metrics.record_store("compact", started.elapsed());
+        result
+    }
+
+    fn describe(&self) -> String {
+        self.inner.describe()
     }
 }

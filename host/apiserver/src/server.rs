@@ -103,7 +103,7 @@ pub struct ApiServer {
     /// Defaulting.
     pub defaults: Defaults,
     tokens: Tokens,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     server_address: String,
     namespace_cleanup: mpsc::UnboundedSender<String>,
 }
@@ -134,13 +134,15 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let mut tokens = Tokens::default();
     tokens.insert(pki.admin_token.clone(), Identity::new(ADMIN_USER, vec![ADMIN_GROUP.to_string()]));
     let (cleanup_sender, cleanup_receiver) = mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::default());
+    let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(config.store, Arc::clone(&metrics)));
     let server = Arc::new(ApiServer {
         catalog: std::sync::RwLock::new(Arc::new(catalog)),
-        cache: crate::cache::WatchCache::new(Arc::clone(&config.store)),
-        objects: Objects::new(config.store),
+        cache: crate::cache::WatchCache::new(Arc::clone(&store)),
+        objects: Objects::new(store),
         defaults: Defaults,
         tokens,
-        metrics: Metrics::default(),
+        metrics,
         server_address: format!("{url_host}:{}", address.port()),
         namespace_cleanup: cleanup_sender,
     });

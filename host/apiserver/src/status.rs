@@ -43,6 +43,9 @@ pub enum ApiError {
     /// 409 on a stale write or a failed precondition.
     #[error("Operation cannot be fulfilled on {} \"{}\": {}", .0.resource, .0.name, .1)]
     Conflict(Target, String),
+    /// 409 when a server-side apply would change fields another manager owns.
+    #[error("{0}")]
+    ApplyConflict(String, Vec<Cause>),
     /// 422 with field causes.
     #[error("{} \"{}\" is invalid: {}", .0.kind, .0.name, causes_text(.1))]
     Invalid(Target, Vec<Cause>),
@@ -96,7 +99,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) | ApiError::NoRoute => (StatusCode::NOT_FOUND, "NotFound"),
             ApiError::AlreadyExists(_) => (StatusCode::CONFLICT, "AlreadyExists"),
-            ApiError::Conflict(..) => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::Conflict(..) | ApiError::ApplyConflict(..) => (StatusCode::CONFLICT, "Conflict"),
             ApiError::Invalid(..) => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
@@ -137,6 +140,12 @@ impl ApiError {
                     .collect();
                 Some(details)
             }
+            ApiError::ApplyConflict(_, causes) => Some(json!({
+                "causes": causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect::<Vec<_>>(),
+            })),
             _ => None,
         };
         if let Some(details) = details {

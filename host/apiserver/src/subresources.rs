@@ -118,6 +118,8 @@ pub async fn scale(call: &Call<'_>, method: &axum::http::Method) -> ApiResult<Re
             let generation = object.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
             meta::metadata_mut(&mut updated).insert("generation".into(), json!(generation + 1));
         }
+        let updated =
+            crate::handlers::track_fields(call, &crate::handlers::field_manager(call), Some(&object), &updated);
         if dry_run {
             return Ok(json_response(StatusCode::OK, &scale_of(&updated), &[]));
         }

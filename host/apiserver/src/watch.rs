@@ -103,11 +103,10 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
                             change.translate(&selectors).map(|(kind, object)| encoder.event(kind, &object))
                         }
                     };
-                    if let Some(out) = out {
-                        if sender.send(Ok(frame(&out))).await.is_err() {
+                    if let Some(out) = out
+                        && sender.send(Ok(frame(&out))).await.is_err() {
                             return;
                         }
-                    }
                 }
             }
         }
