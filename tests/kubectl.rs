@@ -545,3 +545,93 @@ fn server_side_apply_tracks_field_owners_and_reports_conflicts() {
     let names = kubectl(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.template.spec.containers[*].name}"]);
     assert_eq!(names, "app");
 }
+
+#[test]
+fn pods_print_kubectl_columns_including_wide() {
+    let server = server();
+    let pod = "apiVersion: v1
+kind: Pod
+metadata:
+  name: lonely
+spec:
+  containers:
+  - name: app
+    image: busybox:1.36
+";
+    kubectl_stdin(&server, &["create", "-f", "-"], pod);
+    let table = kubectl(&server, &["get", "pods"]);
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or_default().split_whitespace().collect();
+    assert_eq!(&row[..4], ["lonely", "0/1", "Pending", "0"], "{table}");
+    let wide = kubectl(&server, &["get", "pods", "-o", "wide"]);
+    assert!(
+        wide.lines().next().is_some_and(|h| h.contains("IP") && h.contains("NODE") && h.contains("NOMINATED NODE")),
+        "{wide}"
+    );
+    let defaults = json(&kubectl(&server, &["get", "pod", "lonely", "-o", "json"]));
+    assert_eq!(defaults["spec"]["restartPolicy"], "Always");
+    assert_eq!(defaults["spec"]["containers"][0]["imagePullPolicy"], "IfNotPresent");
+    assert_eq!(defaults["status"]["phase"], "Pending");
+    let by_field = kubectl(&server, &["get", "pods", "--field-selector", "status.phase=Pending", "-o", "name"]);
+    assert_eq!(by_field.trim(), "pod/lonely");
+    let unknown = kubectl_fails(&server, &["get", "pods", "--field-selector", "spec.bogus=x"], None);
+    assert!(unknown.stderr.contains("field label not supported: spec.bogus"), "{}", unknown.stderr);
+}
+
+#[test]
+fn objects_survive_a_server_restart() {
+    let server = server();
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    let before = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    let dir = server.stop().expect("the data directory");
+    let server = capstan_e2e::CapstanServer::start_in(dir, &[]).expect("restart");
+    let after = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    assert_eq!(before["metadata"]["uid"], after["metadata"]["uid"]);
+    assert_eq!(before["metadata"]["resourceVersion"], after["metadata"]["resourceVersion"]);
+    kubectl(&server, &["label", "cm", "settings", "after=restart"]);
+    let relabelled = json(&kubectl(&server, &["get", "cm", "settings", "-o", "json"]));
+    let (old, new) =
+        (before["metadata"]["resourceVersion"].as_str(), relabelled["metadata"]["resourceVersion"].as_str());
+    let parse = |rv: Option<&str>| rv.and_then(|v| v.parse::<u64>().ok()).unwrap_or_default();
+    assert!(parse(new) > parse(old), "resourceVersions keep increasing across restarts: {old:?} then {new:?}");
+}
+
+#[test]
+fn kubectl_works_the_same_on_an_etcd_store() {
+    let etcd = capstan_testbed::EtcdServer::start().expect("start etcd");
+    let server = capstan_e2e::CapstanServer::start_with(&["--etcd-endpoints", etcd.endpoint()]).expect("start on etcd");
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    kubectl(&server, &["patch", "cm", "settings", "--type", "merge", "-p", r#"{"data":{"color":"teal"}}"#]);
+    assert_eq!(kubectl(&server, &["get", "cm", "settings", "-o", "jsonpath={.data.color}"]), "teal");
+    let keys = std::process::Command::new("etcdctl")
+        .args(["--endpoints", etcd.endpoint(), "get", "--prefix", "--keys-only", "/registry/configmaps/"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("run etcdctl");
+    let keys = String::from_utf8_lossy(&keys.stdout);
+    assert!(keys.lines().any(|k| k == "/registry/configmaps/default/settings"), "{keys}");
+}
+
+#[test]
+fn an_unusable_store_file_stops_the_server_with_a_clear_message() {
+    let dir = tempfile_dir();
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    std::fs::write(dir.join("data/store.db"), b"this is not a database").expect("write");
+    let output = std::process::Command::new(capstan_testbed::capstan_binary().expect("capstan built"))
+        .args(["server", "--port", "0", "--data-dir"])
+        .arg(dir.join("data"))
+        .output()
+        .expect("run capstan server");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("store.db") && stderr.contains("not an SQLite database"), "{stderr}");
+    assert_eq!(std::fs::read(dir.join("data/store.db")).expect("read"), b"this is not a database", "left untouched");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("capstan-unusable-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}

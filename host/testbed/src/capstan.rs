@@ -174,7 +174,10 @@ impl CapstanServer {
     }
 
     fn terminate(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill").arg(self.child.id().to_string()).stderr(Stdio::null()).status();
         for _ in 0..50 {
             if matches!(self.child.try_wait(), Ok(Some(_))) {
                 return;
