@@ -635,3 +635,40 @@ fn tempfile_dir() -> std::path::PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     dir
 }
+
+#[test]
+fn one_object_is_served_in_every_version_of_its_resource() {
+    let server = server();
+    let hpa = "apiVersion: autoscaling/v1
+kind: HorizontalPodAutoscaler
+metadata:
+  name: web
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 1
+  maxReplicas: 5
+  targetCPUUtilizationPercentage: 70
+";
+    kubectl_stdin(&server, &["create", "-f", "-"], hpa);
+    let v2 = json(&kubectl(&server, &["get", "horizontalpodautoscalers.v2.autoscaling", "web", "-o", "json"]));
+    assert_eq!(v2["apiVersion"], "autoscaling/v2");
+    assert_eq!(v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 70);
+    let v1 = json(&kubectl(&server, &["get", "horizontalpodautoscalers.v1.autoscaling", "web", "-o", "json"]));
+    assert_eq!(v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 70);
+
+    let event = "apiVersion: v1
+kind: Event
+metadata:
+  name: web.1
+involvedObject: {kind: Pod, name: web, namespace: default}
+reason: Pulled
+message: Successfully pulled image
+type: Normal
+";
+    kubectl_stdin(&server, &["create", "-f", "-"], event);
+    let modern = json(&kubectl(&server, &["get", "events.v1.events.k8s.io", "web.1", "-o", "json"]));
+    assert_eq!(modern["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(modern["note"], "Successfully pulled image");
+    assert_eq!(modern["regarding"]["name"], "web");
+}

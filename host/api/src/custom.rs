@@ -310,6 +310,7 @@ pub fn resources_of(crd: &Value) -> Vec<ResourceInfo> {
                 definition: leak(&format!("{}.{version}.{kind}", reversed_group.join("."))),
                 model: Model::Custom(Arc::new(CustomModel { schema })),
                 storage_resource,
+                conversion: None,
             })
         })
         .collect()

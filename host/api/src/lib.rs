@@ -8,6 +8,7 @@
 //! Start with [`registry::Registry::builtin`].
 
 pub mod apply;
+pub mod conversion;
 pub mod custom;
 pub mod openapi;
 pub mod patch;

@@ -2,9 +2,10 @@
 //! storage and OpenAPI need to know about it.
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v2 as autoscaling, batch::v1 as batch, coordination::v1 as coordination,
-    core::v1 as core, discovery::v1 as discovery, events::v1 as events, networking::v1 as networking,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v1 as autoscaling_v1, autoscaling::v2 as autoscaling, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+    networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+    storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -108,6 +109,8 @@ pub struct ResourceInfo {
     /// The resource under which objects are stored (`pods`); several group-versions of one
     /// resource share it.
     pub storage_resource: &'static str,
+    /// How this version maps to the stored one, when objects are stored in another version.
+    pub conversion: Option<crate::conversion::Conversion>,
 }
 
 impl ResourceInfo {
@@ -179,6 +182,7 @@ struct Extra {
     verbs: &'static [&'static str],
     subresources: &'static [Subresource],
     storage_resource: Option<&'static str>,
+    conversion: Option<crate::conversion::Conversion>,
 }
 
 const PLAIN: Extra = Extra {
@@ -188,6 +192,7 @@ const PLAIN: Extra = Extra {
     verbs: ALL_VERBS,
     subresources: &[],
     storage_resource: None,
+    conversion: None,
 };
 
 fn info<T>(extra: Extra) -> ResourceInfo
@@ -208,6 +213,7 @@ where
         definition: definition_of::<T>(),
         model: Model::Typed { schema: |generator| generator.subschema_for::<T>(), decode: decode_as::<T> },
         storage_resource: extra.storage_resource.unwrap_or(T::URL_PATH_SEGMENT),
+        conversion: extra.conversion,
     }
 }
 
@@ -285,6 +291,14 @@ impl Registry {
                 subresources: &[STATUS],
                 ..PLAIN
             }),
+            // autoscaling/v1 is served too; v2 comes first, as the group's preferred version.
+            info::<autoscaling_v1::HorizontalPodAutoscaler>(Extra {
+                short_names: &["hpa"],
+                categories: all,
+                subresources: &[STATUS],
+                conversion: Some(crate::conversion::HPA_V1),
+                ..PLAIN
+            }),
             // policy/v1
             info::<policy::PodDisruptionBudget>(Extra { short_names: &["pdb"], subresources: &[STATUS], ..PLAIN }),
             // rbac.authorization.k8s.io/v1
@@ -307,10 +321,11 @@ impl Registry {
             info::<storage::VolumeAttachment>(Extra { subresources: &[STATUS], ..PLAIN }),
             // scheduling.k8s.io/v1
             info::<scheduling::PriorityClass>(Extra { short_names: &["pc"], ..PLAIN }),
-            // events.k8s.io/v1: stored apart from core/v1 events until version conversion lands.
+            // events.k8s.io/v1 is a view of the core/v1 events.
             info::<events::Event>(Extra {
                 short_names: &["ev"],
-                storage_resource: Some("events.events.k8s.io"),
+                storage_resource: Some("events"),
+                conversion: Some(crate::conversion::EVENTS_V1),
                 ..PLAIN
             }),
             // apiextensions.k8s.io/v1
@@ -419,10 +434,15 @@ mod tests {
     fn core_group_comes_first_and_storage_resources_are_unique() {
         let registry = Registry::builtin();
         assert_eq!(registry.group_versions()[0], ("", "v1"));
-        let mut storage: Vec<_> = registry.resources().iter().map(|r| r.storage_resource).collect();
+        let (views, stored): (Vec<&ResourceInfo>, Vec<&ResourceInfo>) =
+            registry.resources().iter().partition(|r| r.conversion.is_some());
+        let mut storage: Vec<_> = stored.iter().map(|r| r.storage_resource).collect();
         storage.sort_unstable();
         let before = storage.len();
         storage.dedup();
         assert_eq!(before, storage.len(), "two kinds would overwrite each other's objects");
+        for view in views {
+            assert!(storage.contains(&view.storage_resource), "{} converts to a stored resource", view.plural);
+        }
     }
 }

@@ -229,7 +229,8 @@ async fn list_from_cache(call: &Call<'_>, selectors: &Selectors, limit: Option<u
         Err(CacheError::NotCached(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let matching: Vec<&Value> = cached.items.iter().map(|o| &**o).filter(|o| selectors.matches(o)).collect();
+    let presented: Vec<Value> = cached.items.iter().map(|o| objects::present(path.info, Value::clone(o))).collect();
+    let matching: Vec<&Value> = presented.iter().filter(|o| selectors.matches(o)).collect();
     let (page, token) = match limit {
         Some(limit) if matching.len() > limit => {
             let last = matching[limit - 1];

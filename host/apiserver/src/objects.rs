@@ -70,6 +70,23 @@ pub fn decode(kv: &KeyValue) -> ApiResult<Value> {
     Ok(object)
 }
 
+/// A stored object as the version `info` serves.
+#[must_use]
+pub fn present(info: &ResourceInfo, object: Value) -> Value {
+    match info.conversion {
+        Some(conversion) => (conversion.from_storage)(object),
+        None => object,
+    }
+}
+
+/// An object of the version `info` serves, as it is stored.
+fn stored(info: &ResourceInfo, object: &Value) -> Value {
+    match info.conversion {
+        Some(conversion) => (conversion.to_storage)(object.clone()),
+        None => object.clone(),
+    }
+}
+
 /// Encodes an object for storage (without resourceVersion, which the store's revision gives).
 fn encode(object: &Value) -> ApiResult<Vec<u8>> {
     let mut object = object.clone();
@@ -106,7 +123,7 @@ impl Objects {
     /// Reads one object with its store entry.
     pub async fn get_kv(&self, object: &ObjectRef<'_>) -> ApiResult<Option<(Value, Revision)>> {
         match self.store.get(&object.key()).await? {
-            Some(kv) => Ok(Some((decode(&kv)?, kv.mod_revision))),
+            Some(kv) => Ok(Some((present(object.info, decode(&kv)?), kv.mod_revision))),
             None => Ok(None),
         }
     }
@@ -118,7 +135,7 @@ impl Objects {
 
     /// Stores a new object; 409 `AlreadyExists` when the name is taken.
     pub async fn create(&self, object: &ObjectRef<'_>, value: &Value) -> ApiResult<Value> {
-        match self.store.create(&object.key(), &encode(value)?).await? {
+        match self.store.create(&object.key(), &encode(&stored(object.info, value))?).await? {
             Ok(revision) => Ok(with_version(value.clone(), revision)),
             Err(_) => Err(ApiError::AlreadyExists(object.target())),
         }
@@ -126,7 +143,7 @@ impl Objects {
 
     /// Replaces an object that was read at `expected`; 409 Conflict when it changed since.
     pub async fn replace(&self, object: &ObjectRef<'_>, expected: Revision, value: &Value) -> ApiResult<Value> {
-        match self.store.compare_and_put(&object.key(), expected, &encode(value)?).await? {
+        match self.store.compare_and_put(&object.key(), expected, &encode(&stored(object.info, value))?).await? {
             Ok(revision) => Ok(with_version(value.clone(), revision)),
             Err(None) => Err(ApiError::NotFound(object.target())),
             Err(Some(_)) => Err(conflict(object)),
@@ -161,7 +178,8 @@ impl Objects {
         request.revision = revision;
         request.limit = limit;
         let response = self.store.range(request).await?;
-        let items = response.kvs.iter().map(decode).collect::<ApiResult<Vec<_>>>()?;
+        let items =
+            response.kvs.iter().map(|kv| decode(kv).map(|o| present(info, o))).collect::<ApiResult<Vec<_>>>()?;
         let last_key = response.kvs.last().map(|kv| kv.key.clone());
         Ok(Listed {
             items,

@@ -45,7 +45,10 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
     } else {
         let rv = if query.get("resourceVersion") == Some("0") { ListRv::Any } else { ListRv::Latest };
         let (items, revision) = match server.cache.list(info.storage_resource, namespace, rv).await {
-            Ok(cached) => (cached.items.iter().map(|o| Value::clone(o)).collect::<Vec<_>>(), cached.revision),
+            Ok(cached) => (
+                cached.items.iter().map(|o| objects::present(&info, Value::clone(o))).collect::<Vec<_>>(),
+                cached.revision,
+            ),
             Err(CacheError::NotCached(_)) => {
                 let listed = server.objects.list(&info, namespace, None, None, None).await?;
                 (listed.items, listed.revision)
@@ -55,11 +58,20 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
         (items.into_iter().filter(|o| selectors.matches(o)).collect(), revision)
     };
     let changes = match server.cache.watch(info.storage_resource, namespace, start).await {
-        Ok(watch) => watch.map(|event| Ok(Change::from_cache(&event))).boxed(),
+        Ok(watch) => {
+            let info = info.clone();
+            watch.map(move |event| Ok(Change::from_cache(&event).presented(&info))).boxed()
+        }
         Err(CacheError::NotCached(_)) => {
             let range = KeyRange::prefix(prefix(&info, namespace));
             let stream = server.objects.store().watch(WatchRequest::after(range, start)).await?;
-            stream.filter_map(|event| async move { Change::from_store(event) }).boxed()
+            let info = info.clone();
+            stream
+                .filter_map(move |event| {
+                    let info = info.clone();
+                    async move { Change::from_store(event).map(|change| change.map(|c| c.presented(&info))) }
+                })
+                .boxed()
         }
         Err(CacheError::TooOld { requested, oldest }) => {
             let error = ApiError::Expired(format!("too old resource version: {} ({})", requested.get(), oldest.get()));
@@ -128,6 +140,15 @@ struct Change {
 }
 
 impl Change {
+    /// The change as the version `info` serves.
+    fn presented(self, info: &capstan_api::ResourceInfo) -> Self {
+        Change {
+            object: objects::present(info, self.object),
+            prev: self.prev.map(|p| objects::present(info, p)),
+            ..self
+        }
+    }
+
     fn from_cache(event: &CacheEvent) -> Self {
         Change {
             deleted: event.kind == CacheEventKind::Deleted,
