@@ -1,5 +1,5 @@
 //! Version conversion for resources served at several group-versions over one storage version:
-//! `autoscaling/v1` and `autoscaling/v2` HorizontalPodAutoscalers (stored as v2), and
+//! `autoscaling/v1` and `autoscaling/v2` `HorizontalPodAutoscalers` (stored as v2), and
 //! `events.k8s.io/v1` and core `v1` Events (stored as core v1), as kube-apiserver converts them.
 
 use serde_json::{Map, Value, json};
@@ -17,7 +17,7 @@ pub struct Conversion {
 const HPA_METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/metrics";
 const HPA_CURRENT_METRICS_ANNOTATION: &str = "autoscaling.alpha.kubernetes.io/current-metrics";
 
-/// autoscaling/v1 ↔ autoscaling/v2 HorizontalPodAutoscaler.
+/// autoscaling/v1 ↔ autoscaling/v2 `HorizontalPodAutoscaler`.
 pub const HPA_V1: Conversion = Conversion { to_storage: hpa_v1_to_v2, from_storage: hpa_v2_to_v1 };
 /// events.k8s.io/v1 ↔ core/v1 Event.
 pub const EVENTS_V1: Conversion = Conversion { to_storage: event_to_core, from_storage: event_from_core };
@@ -29,11 +29,10 @@ fn is_cpu_utilization(metric: &Value) -> bool {
 fn take_annotation(object: &mut Value, name: &str) -> Option<Vec<Value>> {
     let annotations = object.pointer_mut("/metadata/annotations")?.as_object_mut()?;
     let text = annotations.remove(name)?;
-    if annotations.is_empty() {
-        if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+    if annotations.is_empty()
+        && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
             metadata.remove("annotations");
         }
-    }
     serde_json::from_str(text.as_str()?).ok()
 }
 

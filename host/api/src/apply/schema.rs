@@ -2,25 +2,21 @@
 //! and how lists and maps merge (`x-kubernetes-list-type`, `x-kubernetes-list-map-keys`,
 //! `x-kubernetes-map-type`, falling back to the strategic-merge-patch extensions).
 //!
-//! [`SchemaNode`](crate::patch::SchemaNode) walks the same schema map for strategic merge patch
-//! but exposes only the patch extensions, so apply carries its own small navigator.
+//! The schema navigation is [`SchemaNode`]'s, shared with strategic merge patch. Unlike patch,
+//! apply reads every extension through `$ref` and `allOf`, so a definition's own
+//! `x-kubernetes-map-type` counts for the properties that point at it.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-/// How many `$ref` and `allOf` hops a lookup follows, as in the strategic-merge-patch navigator:
-/// the served schemas nest at most two deep, and the bound stops a cyclic map from looping.
-const MAX_HOPS: usize = 8;
+use crate::openapi::SchemaNode;
+use crate::patch::includes_strategy;
 
-/// A position in the `OpenAPI` v3 component schemas of the served kinds.
+/// A position in the `OpenAPI` v3 component schemas of the served kinds, as apply reads it.
 ///
-/// A node either points at a schema or knows nothing. Below an unknown node apply treats values
-/// as structured-merge-diff treats untyped ("deduced") data: every object key is a map entry,
-/// objects merge key by key, and lists are atomic.
-#[derive(Clone, Copy, Debug)]
-pub struct Schema<'a> {
-    defs: &'a Map<String, Value>,
-    node: Option<&'a Value>,
-}
+/// Below an unknown node apply treats values as structured-merge-diff treats untyped
+/// ("deduced") data: every object key is a map entry, objects merge key by key, and lists are
+/// atomic.
+pub type Schema<'a> = SchemaNode<'a>;
 
 /// How the items of a list merge and are owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,52 +36,23 @@ impl ListType<'_> {
     }
 }
 
-impl<'a> Schema<'a> {
-    /// The schema of definition `name` (e.g. `io.k8s.api.apps.v1.Deployment`) in `defs`, as
-    /// [`OpenApi::definitions`](crate::openapi::OpenApi::definitions) serves them; unknown when
-    /// there is no such definition.
-    #[must_use]
-    pub fn definition(defs: &'a Map<String, Value>, name: &str) -> Self {
-        Self { defs, node: defs.get(name) }
-    }
-
-    /// A schema that knows nothing, for kinds without one.
-    #[must_use]
-    pub fn unknown(defs: &'a Map<String, Value>) -> Self {
-        Self { defs, node: None }
-    }
-
+impl<'a> SchemaNode<'a> {
     /// Whether this object schema declares property `name`. A declared field is part of a
     /// struct; any other key is an entry of a map.
     pub(crate) fn declares(&self, name: &str) -> bool {
-        self.property(name).node.is_some()
-    }
-
-    /// The schema of `name` inside an object: the declared property, else the map's value schema.
-    pub(crate) fn field(&self, name: &str) -> Schema<'a> {
-        let property = self.property(name);
-        if property.node.is_some() {
-            property
-        } else {
-            self.child(|schema| schema.get("additionalProperties").filter(|value| value.is_object()))
-        }
-    }
-
-    /// The schema of a list's items.
-    pub(crate) fn items(&self) -> Schema<'a> {
-        self.child(|schema| schema.get("items"))
+        self.property(name).is_known()
     }
 
     /// How this list merges: `x-kubernetes-list-type`, or for schemas that only carry strategic
     /// merge patch extensions, `merge` with a merge key as a map and `merge` alone as a set.
     pub(crate) fn list_type(&self) -> ListType<'a> {
-        let merge_key = self.extension("x-kubernetes-patch-merge-key").and_then(Value::as_str);
-        match self.extension("x-kubernetes-list-type").and_then(Value::as_str) {
+        let merge_key = self.keyword("x-kubernetes-patch-merge-key").and_then(Value::as_str);
+        match self.keyword("x-kubernetes-list-type").and_then(Value::as_str) {
             Some("atomic") => ListType::Atomic,
             Some("set") => ListType::Set,
             Some("map") => {
                 let keys: Vec<&'a str> = self
-                    .extension("x-kubernetes-list-map-keys")
+                    .keyword("x-kubernetes-list-map-keys")
                     .and_then(Value::as_array)
                     .map(|keys| keys.iter().filter_map(Value::as_str).collect())
                     .unwrap_or_default();
@@ -105,7 +72,7 @@ impl<'a> Schema<'a> {
     /// Whether this map or struct is replaced and owned as a whole (`x-kubernetes-map-type:
     /// atomic`, which upstream also uses for atomic structs).
     pub(crate) fn is_atomic_map(&self) -> bool {
-        self.extension("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
+        self.keyword("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic")
     }
 
     /// The value a list-map key field takes when an item leaves it out.
@@ -115,59 +82,21 @@ impl<'a> Schema<'a> {
     /// known here too; without it an applied port that omits its protocol would not match the
     /// defaulted port stored in the object.
     pub(crate) fn key_default(&self, key: &str) -> Option<Value> {
-        let declared = self.property(key).extension("default").cloned();
+        let declared = self.property(key).keyword("default").cloned();
         declared.or_else(|| (key == "protocol").then(|| Value::from("TCP")))
-    }
-
-    fn property(&self, name: &str) -> Schema<'a> {
-        self.child(|schema| schema.get("properties")?.get(name))
-    }
-
-    /// An extension or keyword of this node, or of the definition it wraps.
-    fn extension(&self, name: &str) -> Option<&'a Value> {
-        let schema = self.node?;
-        self.find(schema, &|schema: &'a Value| schema.get(name), 0)
     }
 
     /// Whether the strategic merge patch strategy includes `merge`.
     fn merges(&self) -> bool {
-        self.extension("x-kubernetes-patch-strategy")
+        self.keyword("x-kubernetes-patch-strategy")
             .and_then(Value::as_str)
-            .is_some_and(|strategy| strategy.split(',').any(|part| part.trim() == "merge"))
-    }
-
-    fn child(&self, pick: impl Fn(&'a Value) -> Option<&'a Value>) -> Schema<'a> {
-        let node = self.node.and_then(|schema| self.find(schema, &pick, 0));
-        Schema { defs: self.defs, node }
-    }
-
-    /// Looks for `pick` in `schema` itself, then in what its `$ref` and `allOf` entries point to.
-    fn find(
-        &self,
-        schema: &'a Value,
-        pick: &impl Fn(&'a Value) -> Option<&'a Value>,
-        hops: usize,
-    ) -> Option<&'a Value> {
-        if let Some(found) = pick(schema) {
-            return Some(found);
-        }
-        if hops >= MAX_HOPS {
-            return None;
-        }
-        let referenced = schema
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|reference| self.defs.get(reference.rsplit('/').next()?));
-        if let Some(found) = referenced.and_then(|target| self.find(target, pick, hops + 1)) {
-            return Some(found);
-        }
-        schema.get("allOf")?.as_array()?.iter().find_map(|part| self.find(part, pick, hops + 1))
+            .is_some_and(|strategy| includes_strategy(strategy, "merge"))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Map, json};
 
     use super::*;
 
@@ -246,7 +175,7 @@ mod tests {
         let spec = Schema::definition(&defs, "Spec");
         assert!(spec.declares("labels"));
         assert!(!spec.field("labels").declares("app"));
-        assert_eq!(spec.field("labels").field("app").node, Some(&json!({"type": "string"})));
+        assert_eq!(spec.field("labels").field("app").value(), Some(&json!({"type": "string"})));
         assert!(!Schema::unknown(&defs).declares("spec"));
     }
 

@@ -1,6 +1,6 @@
 //! The OpenAPI documents kube-apiserver serves, built from the registry: the `/openapi/v3`
 //! index and one OpenAPI 3.0 document per group-version, the `/openapi/v2` Swagger 2.0 document,
-//! and the component schemas the strategic-merge-patch code reads patch strategies from.
+//! and the component schemas strategic merge patch and server-side apply steer by.
 //!
 //! kubectl depends on these documents: `kubectl explain` reads the v3 schemas, `kubectl apply`
 //! takes patch strategies from them, and every `create`/`apply` looks for a PATCH operation with
@@ -9,10 +9,14 @@
 //! [`OpenApi::build`] does all the work once; the accessors hand out the serialized documents.
 //! The schemas come from the typed model ([`schemas`]), the patch strategies from a table
 //! ([`patch_meta`]), and the operations from one generator for every resource ([`paths`]).
+//! [`SchemaNode`] walks the served component schemas for the code that reads them back.
 
 mod patch_meta;
 mod paths;
+mod schema_node;
 mod schemas;
+
+pub use schema_node::SchemaNode;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -16,9 +16,11 @@ mod list;
 mod schema;
 mod strategic;
 
+pub use crate::openapi::SchemaNode;
 pub use json::{json_merge, json_patch};
-pub use schema::SchemaNode;
 pub use strategic::strategic_merge;
+
+pub(crate) use schema::includes_strategy;
 
 /// Why a patch could not be applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

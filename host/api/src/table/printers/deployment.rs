@@ -3,9 +3,9 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR};
+use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR, ready_of_desired, template_containers};
 use crate::selector::LabelSelector;
-use crate::table::object::{age, containers, field, integer, name};
+use crate::table::object::{age, integer, name};
 
 pub(super) static PRINTER: Printer = Printer::new(COLUMNS, cells);
 
@@ -27,10 +27,10 @@ const COLUMNS: &[Column] = &[
 ];
 
 fn cells(deployment: &Value, now: Timestamp) -> Vec<Value> {
-    let [names, images] = containers(deployment.pointer("/spec/template/spec").unwrap_or(&Value::Null));
+    let [names, images] = template_containers(deployment);
     vec![
         name(deployment),
-        format!("{}/{}", integer(deployment, "/status/readyReplicas"), desired_replicas(deployment)).into(),
+        ready_of_desired(deployment),
         integer(deployment, "/status/updatedReplicas").into(),
         integer(deployment, "/status/availableReplicas").into(),
         age(deployment, now),
@@ -38,11 +38,6 @@ fn cells(deployment: &Value, now: Timestamp) -> Vec<Value> {
         images,
         selector(deployment).into(),
     ]
-}
-
-/// `spec.replicas`, which the API defaults to 1.
-pub(super) fn desired_replicas(workload: &Value) -> i64 {
-    field(workload, "/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
 }
 
 /// Unlike other workloads, deployments print an empty selector as nothing and a bad one as

@@ -3,11 +3,9 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR};
+use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR, template_containers};
 use crate::table::duration::human_duration;
-use crate::table::object::{
-    age, condition, containers, deleting, field, format_label_selector, integer, name, since, time,
-};
+use crate::table::object::{age, condition, deleting, field, format_label_selector, integer, name, since, time};
 
 pub(super) static PRINTER: Printer = Printer::new(COLUMNS, cells);
 
@@ -23,7 +21,7 @@ const COLUMNS: &[Column] = &[
 ];
 
 fn cells(job: &Value, now: Timestamp) -> Vec<Value> {
-    let [names, images] = containers(job.pointer("/spec/template/spec").unwrap_or(&Value::Null));
+    let [names, images] = template_containers(job);
     vec![
         name(job),
         status(job).into(),

@@ -40,6 +40,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 
 use crate::registry::GroupVersionKind;
+use crate::table::object::{containers, field, integer};
 
 /// The printer for `gvk`'s kind; kinds upstream has no printer for (roles, limit ranges,
 /// custom resource definitions, ...) get its default table.
@@ -165,6 +166,21 @@ const IMAGES: Column = Column::text("Images", "Images referenced by each contain
 /// The wide SELECTOR column of workloads.
 const SELECTOR: Column =
     Column::text("Selector", "A label query over pods that should match the replica count.").wide();
+
+/// The CONTAINERS and IMAGES cells of a workload: those of its pod template (`spec.template`).
+fn template_containers(workload: &Value) -> [Value; 2] {
+    containers(workload.pointer("/spec/template/spec").unwrap_or(&Value::Null))
+}
+
+/// `spec.replicas`, which the API defaults to 1.
+fn desired_replicas(workload: &Value) -> i64 {
+    field(workload, "/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
+}
+
+/// The READY cell of deployments and stateful sets: ready pods out of desired replicas (`2/3`).
+fn ready_of_desired(workload: &Value) -> Value {
+    format!("{}/{}", integer(workload, "/status/readyReplicas"), desired_replicas(workload)).into()
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,34 +3,45 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::deployment::desired_replicas;
-use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR};
-use crate::table::object::{age, containers, format_label_selector, integer, name};
+use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR, desired_replicas, template_containers};
+use crate::table::object::{age, format_label_selector, integer, name};
 
 pub(super) static PRINTER: Printer = Printer::new(COLUMNS, cells);
 
-const COLUMNS: &[Column] = &[
-    NAME,
-    Column::integer("Desired", "Replicas is the number of desired replicas."),
-    Column::integer("Current", "Replicas is the most recently observed number of replicas."),
-    Column::integer("Ready", "The number of ready replicas for this replica set."),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    SELECTOR,
-];
+const COLUMNS: &[Column] = &replica_columns("The number of ready replicas for this replica set.");
 
 fn cells(replica_set: &Value, now: Timestamp) -> Vec<Value> {
-    let [names, images] = containers(replica_set.pointer("/spec/template/spec").unwrap_or(&Value::Null));
+    replica_cells(replica_set, now, format_label_selector(replica_set.pointer("/spec/selector")))
+}
+
+/// The columns of the kinds that keep a number of pod replicas (`ReplicaSet`,
+/// `ReplicationController`), `ready` describing the READY column in the kind's words.
+pub(super) const fn replica_columns(ready: &'static str) -> [Column; 8] {
+    [
+        NAME,
+        Column::integer("Desired", "Replicas is the number of desired replicas."),
+        Column::integer("Current", "Replicas is the most recently observed number of replicas."),
+        Column::integer("Ready", ready),
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        SELECTOR,
+    ]
+}
+
+/// The cells for [`replica_columns`]; the kinds write their selectors differently, so the
+/// caller formats it.
+pub(super) fn replica_cells(controller: &Value, now: Timestamp, selector: String) -> Vec<Value> {
+    let [names, images] = template_containers(controller);
     vec![
-        name(replica_set),
-        desired_replicas(replica_set).into(),
-        integer(replica_set, "/status/replicas").into(),
-        integer(replica_set, "/status/readyReplicas").into(),
-        age(replica_set, now),
+        name(controller),
+        desired_replicas(controller).into(),
+        integer(controller, "/status/replicas").into(),
+        integer(controller, "/status/readyReplicas").into(),
+        age(controller, now),
         names,
         images,
-        format_label_selector(replica_set.pointer("/spec/selector")).into(),
+        selector.into(),
     ]
 }
 

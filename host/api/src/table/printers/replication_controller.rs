@@ -4,35 +4,16 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::deployment::desired_replicas;
-use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, SELECTOR};
-use crate::table::object::{age, containers, format_labels, integer, name};
+use super::replica_set::{replica_cells, replica_columns};
+use super::{Column, Printer};
+use crate::table::object::format_labels;
 
 pub(super) static PRINTER: Printer = Printer::new(COLUMNS, cells);
 
-const COLUMNS: &[Column] = &[
-    NAME,
-    Column::integer("Desired", "Replicas is the number of desired replicas."),
-    Column::integer("Current", "Replicas is the most recently observed number of replicas."),
-    Column::integer("Ready", "The number of ready replicas for this replication controller."),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    SELECTOR,
-];
+const COLUMNS: &[Column] = &replica_columns("The number of ready replicas for this replication controller.");
 
 fn cells(controller: &Value, now: Timestamp) -> Vec<Value> {
-    let [names, images] = containers(controller.pointer("/spec/template/spec").unwrap_or(&Value::Null));
-    vec![
-        name(controller),
-        desired_replicas(controller).into(),
-        integer(controller, "/status/replicas").into(),
-        integer(controller, "/status/readyReplicas").into(),
-        age(controller, now),
-        names,
-        images,
-        format_labels(controller.pointer("/spec/selector")).into(),
-    ]
+    replica_cells(controller, now, format_labels(controller.pointer("/spec/selector")))
 }
 
 #[cfg(test)]

@@ -3,9 +3,8 @@
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::deployment::desired_replicas;
-use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer};
-use crate::table::object::{age, containers, integer, name};
+use super::{AGE, CONTAINERS, Column, IMAGES, NAME, Printer, ready_of_desired, template_containers};
+use crate::table::object::{age, name};
 
 pub(super) static PRINTER: Printer = Printer::new(COLUMNS, cells);
 
@@ -13,14 +12,8 @@ const COLUMNS: &[Column] =
     &[NAME, Column::text("Ready", "Number of the pod with ready state"), AGE, CONTAINERS, IMAGES];
 
 fn cells(stateful_set: &Value, now: Timestamp) -> Vec<Value> {
-    let [names, images] = containers(stateful_set.pointer("/spec/template/spec").unwrap_or(&Value::Null));
-    vec![
-        name(stateful_set),
-        format!("{}/{}", integer(stateful_set, "/status/readyReplicas"), desired_replicas(stateful_set)).into(),
-        age(stateful_set, now),
-        names,
-        images,
-    ]
+    let [names, images] = template_containers(stateful_set);
+    vec![name(stateful_set), ready_of_desired(stateful_set), age(stateful_set, now), names, images]
 }
 
 #[cfg(test)]
