@@ -10,7 +10,9 @@
 
 pub mod auth;
 pub mod body;
+pub mod bootstrap;
 pub mod cache;
+pub mod catalog;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use capstan_api::openapi::OpenApi;
 use capstan_api::{Registry, ResourceInfo};
 use capstan_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::{Identity, PeerIdentity, Tokens, identity_from_certificate};
+use crate::bootstrap::namespace_cleaner;
+pub use crate::catalog::Catalog;
 use crate::defaults::Defaults;
 use crate::handlers::{self, Call, json_response};
 use crate::metrics::Metrics;
@@ -32,7 +33,7 @@ use crate::objects::{ObjectRef, Objects};
 use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki};
 use crate::routing::{self, Query, Target, Verb};
 use crate::status::{ApiError, ApiResult};
-use crate::{body, discovery, meta, subresources, watch};
+use crate::{body, discovery, subresources, watch};
 
 /// The Kubernetes version Capstan serves; kubectl wrappers pick their client by its minor.
 pub const KUBERNETES_VERSION: &str = "v1.32.2";
@@ -75,27 +76,9 @@ pub struct Config {
     pub store: Arc<dyn Store>,
 }
 
-/// What the server serves right now: the resources and their OpenAPI documents. Replaced as a
-/// whole when a `CustomResourceDefinition` changes; each request works on one snapshot.
-pub struct Catalog {
-    /// Served resources.
-    pub registry: Registry,
-    /// OpenAPI documents and schemas.
-    pub openapi: OpenApi,
-}
-
-impl Catalog {
-    /// The built-in resources plus those of `crds`.
-    pub fn build(crds: &[Value]) -> Result<Self, String> {
-        let registry = Registry::builtin().with_custom_resources(crds);
-        let openapi = OpenApi::build(&registry).map_err(|e| e.to_string())?;
-        Ok(Catalog { registry, openapi })
-    }
-}
-
 /// Shared state of the running server.
 pub struct ApiServer {
-    catalog: std::sync::RwLock<Arc<Catalog>>,
+    pub(crate) catalog: std::sync::RwLock<Arc<Catalog>>,
     /// Object storage.
     pub objects: Objects,
     /// Lists and watches served from memory.
@@ -104,7 +87,7 @@ pub struct ApiServer {
     pub defaults: Defaults,
     tokens: Tokens,
     metrics: Arc<Metrics>,
-    server_address: String,
+    pub(crate) server_address: String,
     namespace_cleanup: mpsc::UnboundedSender<String>,
 }
 
@@ -265,108 +248,6 @@ impl ApiServer {
         }
     }
 
-    /// Rebuilds the catalog from the stored `CustomResourceDefinitions`, then marks each CRD
-    /// Established with its accepted names, as kube-apiserver's CRD controllers do.
-    pub async fn reload_custom_resources(&self) -> ApiResult<()> {
-        let catalog = self.catalog();
-        let crd_info = catalog
-            .registry
-            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-            .ok_or_else(|| ApiError::Internal("customresourcedefinitions are not registered".into()))?;
-        let crds = self.objects.list(crd_info, None, None, None, None).await?.items;
-        let live: Vec<Value> =
-            crds.iter().filter(|c| c.pointer("/metadata/deletionTimestamp").is_none()).cloned().collect();
-        let built = tokio::task::spawn_blocking(move || Catalog::build(&live))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(ApiError::Internal)?;
-        let new = Arc::new(built);
-        match self.catalog.write() {
-            Ok(mut current) => *current = Arc::clone(&new),
-            Err(poisoned) => *poisoned.into_inner() = Arc::clone(&new),
-        }
-        let crd_info = new
-            .registry
-            .lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-            .ok_or_else(|| ApiError::Internal("customresourcedefinitions are not registered".into()))?;
-        for crd in crds {
-            self.mark_established(crd_info, crd).await?;
-        }
-        Ok(())
-    }
-
-    async fn mark_established(&self, info: &ResourceInfo, crd: Value) -> ApiResult<()> {
-        let name = meta::meta_str(&crd, "name").unwrap_or_default().to_string();
-        let revision = meta::meta_str(&crd, "resourceVersion")
-            .map(crate::objects::parse_resource_version)
-            .transpose()?
-            .unwrap_or_default();
-        let mut updated = crd.clone();
-        meta::metadata_mut(&mut updated).remove("resourceVersion");
-        let now = meta::now();
-        let condition = |kind: &str, reason: &str, message: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now, "reason": reason, "message": message});
-        let stored: Vec<Value> = crd
-            .pointer("/spec/versions")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter(|v| v["storage"].as_bool() == Some(true))
-            .map(|v| v["name"].clone())
-            .collect();
-        let mut status = json!({
-            "conditions": [
-                condition("NamesAccepted", "NoConflicts", "no conflicts found"),
-                condition("Established", "InitialNamesAccepted", "the initial names have been accepted"),
-            ],
-            "acceptedNames": crd.pointer("/spec/names").cloned().unwrap_or_default(),
-            "storedVersions": stored,
-        });
-        // Keep transition times of conditions that were already true.
-        if let Some(old) = crd.pointer("/status/conditions").and_then(Value::as_array)
-            && let Some(list) = status["conditions"].as_array_mut()
-        {
-            for c in list.iter_mut() {
-                if let Some(prev) = old.iter().find(|o| o["type"] == c["type"] && o["status"] == "True") {
-                    c["lastTransitionTime"] = prev["lastTransitionTime"].clone();
-                }
-            }
-        }
-        if crd.get("status") == Some(&status) {
-            return Ok(());
-        }
-        updated["status"] = status;
-        let target = ObjectRef { info, namespace: None, name };
-        match self.objects.replace(&target, revision, &updated).await {
-            Ok(_) | Err(ApiError::Conflict(..) | ApiError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Re-registers custom resources after a CRD write, and removes the objects of resources
-    /// whose definition went away.
-    async fn custom_resources_changed(&self, before: &Catalog) -> ApiResult<()> {
-        self.reload_custom_resources().await?;
-        let after = self.catalog();
-        for info in before.registry.resources().iter().filter(|r| Registry::is_custom(r)) {
-            let still_served = after.registry.resources().iter().any(|r| r.storage_resource == info.storage_resource);
-            if !still_served {
-                self.purge_custom_objects(info.storage_resource).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Removes every object of a custom resource whose definition is gone.
-    async fn purge_custom_objects(&self, storage_resource: &str) -> ApiResult<()> {
-        let store = self.objects.store();
-        let prefix = format!("/{storage_resource}/").into_bytes();
-        let listed = store.range(capstan_store::RangeRequest::new(capstan_store::KeyRange::prefix(prefix))).await?;
-        for kv in listed.kvs {
-            let _ = store.compare_and_delete(&kv.key, kv.mod_revision).await?;
-        }
-        Ok(())
-    }
-
     fn describe(&self, method: &Method, path: &str, query: Option<&str>) -> (&'static str, String) {
         let query = Query::parse(query).unwrap_or_default();
         let catalog = self.catalog();
@@ -395,7 +276,7 @@ impl ApiServer {
         Ok(())
     }
 
-    fn resource(group: &str, version: &str, plural: &str) -> ApiResult<&'static ResourceInfo> {
+    pub(crate) fn resource(group: &str, version: &str, plural: &str) -> ApiResult<&'static ResourceInfo> {
         // Built-in resources never change; look them up in a registry kept for the process.
         static BUILTIN: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
         BUILTIN
@@ -409,77 +290,6 @@ impl ApiServer {
         // The cleaner only stops with the server.
         let _ = self.namespace_cleanup.send(namespace);
     }
-
-    /// Creates `object` unless an object of that name exists.
-    async fn ensure(&self, plural: &str, namespace: Option<&str>, mut object: Value) -> ApiResult<()> {
-        let info = Self::resource("", "v1", plural)?;
-        let name = meta::meta_str(&object, "name").unwrap_or_default().to_string();
-        let target = ObjectRef { info, namespace: namespace.map(str::to_string), name };
-        if self.objects.get_kv(&target).await?.is_some() {
-            return Ok(());
-        }
-        let metadata = meta::metadata_mut(&mut object);
-        metadata.insert("uid".into(), json!(meta::new_uid()));
-        metadata.insert("creationTimestamp".into(), json!(meta::now()));
-        if let Some(ns) = namespace {
-            metadata.insert("namespace".into(), json!(ns));
-        }
-        object["kind"] = json!(info.gvk.kind);
-        object["apiVersion"] = json!(info.group_version());
-        self.defaults.apply(info, &mut object);
-        match self.objects.create(&target, &object).await {
-            Ok(_) | Err(ApiError::AlreadyExists(_)) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The namespaces and the `kubernetes` Service every cluster has.
-    async fn bootstrap(&self) -> ApiResult<()> {
-        for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-            self.ensure("namespaces", None, json!({"metadata": {"name": namespace}})).await?;
-        }
-        let port = self.server_address.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(6443);
-        let service = json!({
-            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-            "spec": {
-                "type": "ClusterIP",
-                "clusterIP": "10.96.0.1",
-                "clusterIPs": ["10.96.0.1"],
-                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
-            },
-        });
-        self.ensure("services", Some("default"), service).await
-    }
-}
-
-/// Empties terminating namespaces and removes them. Interim: the namespace controller takes this
-/// over when controllers land, with finalizers and graceful deletion honoured.
-async fn namespace_cleaner(server: Arc<ApiServer>, mut queue: mpsc::UnboundedReceiver<String>) {
-    while let Some(namespace) = queue.recv().await {
-        if let Err(e) = empty_namespace(&server, &namespace).await {
-            tracing::warn!(%namespace, error = %e, "could not finish deleting the namespace");
-        }
-    }
-}
-
-async fn empty_namespace(server: &ApiServer, namespace: &str) -> ApiResult<()> {
-    let catalog = server.catalog();
-    for info in catalog.registry.resources().iter().filter(|r| r.namespaced) {
-        let listed = server.objects.list(info, Some(namespace), None, None, None).await?;
-        for item in &listed.items {
-            let name = meta::meta_str(item, "name").unwrap_or_default().to_string();
-            let target = ObjectRef { info, namespace: Some(namespace.to_string()), name };
-            if let Some((_, revision)) = server.objects.get_kv(&target).await? {
-                let _ = server.objects.remove(&target, revision).await;
-            }
-        }
-    }
-    let info = ApiServer::resource("", "v1", "namespaces")?;
-    let target = ObjectRef { info, namespace: None, name: namespace.to_string() };
-    if let Some((_, revision)) = server.objects.get_kv(&target).await? {
-        server.objects.remove(&target, revision).await?;
-    }
-    Ok(())
 }
 
 async fn version() -> Response {

@@ -24,7 +24,7 @@ const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
 /// `GET ...?watch=1`.
 pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, .. } = *call;
+    let Call { path, query, headers, .. } = *call;
     let info = path.info.clone();
     let mut selectors = Selectors::parse(&info, query)?;
     if let Some(name) = &path.name {
@@ -37,48 +37,9 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
     let bookmarks = query.flag("allowWatchBookmarks");
     let table_mode = wants_table(headers).then(|| table_options(query));
 
-    // Without a resourceVersion (or with "0") the watch starts with the current state as ADDED
-    // events, then continues from the revision of that state.
     let namespace = path.namespace.as_deref();
-    let (initial, start) = if let Some(rv) = query.get("resourceVersion").filter(|rv| *rv != "0") {
-        (Vec::new(), objects::parse_resource_version(rv)?)
-    } else {
-        let rv = if query.get("resourceVersion") == Some("0") { ListRv::Any } else { ListRv::Latest };
-        let (items, revision) = match server.cache.list(info.storage_resource, namespace, rv).await {
-            Ok(cached) => (
-                cached.items.iter().map(|o| objects::present(&info, Value::clone(o))).collect::<Vec<_>>(),
-                cached.revision,
-            ),
-            Err(CacheError::NotCached(_)) => {
-                let listed = server.objects.list(&info, namespace, None, None, None).await?;
-                (listed.items, listed.revision)
-            }
-            Err(e) => return Err(e.into()),
-        };
-        (items.into_iter().filter(|o| selectors.matches(o)).collect(), revision)
-    };
-    let changes = match server.cache.watch(info.storage_resource, namespace, start).await {
-        Ok(watch) => {
-            let info = info.clone();
-            watch.map(move |event| Ok(Change::from_cache(&event).presented(&info))).boxed()
-        }
-        Err(CacheError::NotCached(_)) => {
-            let range = KeyRange::prefix(prefix(&info, namespace));
-            let stream = server.objects.store().watch(WatchRequest::after(range, start)).await?;
-            let info = info.clone();
-            stream
-                .filter_map(move |event| {
-                    let info = info.clone();
-                    async move { Change::from_store(event).map(|change| change.map(|c| c.presented(&info))) }
-                })
-                .boxed()
-        }
-        Err(CacheError::TooOld { requested, oldest }) => {
-            let error = ApiError::Expired(format!("too old resource version: {} ({})", requested.get(), oldest.get()));
-            futures::stream::once(async move { Err(error) }).boxed()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let (initial, start) = starting_state(call, &info, &selectors).await?;
+    let changes = changes_after(call, &info, namespace, start).await?;
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
         let mut encoder = Encoder { info, table_mode, columns_sent: false };
@@ -128,6 +89,67 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     Ok(response)
+}
+
+/// Where a watch starts: after `resourceVersion`, or — without one (or with "0") — with the
+/// current state as ADDED events, continuing from the revision of that state.
+async fn starting_state(
+    call: &Call<'_>,
+    info: &capstan_api::ResourceInfo,
+    selectors: &Selectors,
+) -> ApiResult<(Vec<Value>, Revision)> {
+    let Call { server, path, query, .. } = *call;
+    let namespace = path.namespace.as_deref();
+    if let Some(rv) = query.get("resourceVersion").filter(|rv| *rv != "0") {
+        return Ok((Vec::new(), objects::parse_resource_version(rv)?));
+    }
+    let rv = if query.get("resourceVersion") == Some("0") { ListRv::Any } else { ListRv::Latest };
+    let (items, revision) = match server.cache.list(info.storage_resource, namespace, rv).await {
+        Ok(cached) => {
+            (cached.items.iter().map(|o| objects::present(info, Value::clone(o))).collect::<Vec<_>>(), cached.revision)
+        }
+        Err(CacheError::NotCached(_)) => {
+            let listed = server.objects.list(info, namespace, None, None, None).await?;
+            (listed.items, listed.revision)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((items.into_iter().filter(|o| selectors.matches(o)).collect(), revision))
+}
+
+type Changes = futures::stream::BoxStream<'static, ApiResult<Change>>;
+
+/// Every change after `start`: from the watch cache, or from a store watch for resources the
+/// cache does not hold; a start older than the cache's history is a 410 as the first item.
+async fn changes_after(
+    call: &Call<'_>,
+    info: &capstan_api::ResourceInfo,
+    namespace: Option<&str>,
+    start: Revision,
+) -> ApiResult<Changes> {
+    let server = call.server;
+    Ok(match server.cache.watch(info.storage_resource, namespace, start).await {
+        Ok(watch) => {
+            let info = info.clone();
+            watch.map(move |event| Ok(Change::from_cache(&event).presented(&info))).boxed()
+        }
+        Err(CacheError::NotCached(_)) => {
+            let range = KeyRange::prefix(prefix(info, namespace));
+            let stream = server.objects.store().watch(WatchRequest::after(range, start)).await?;
+            let info = info.clone();
+            stream
+                .filter_map(move |event| {
+                    let info = info.clone();
+                    async move { Change::from_store(event).map(|change| change.map(|c| c.presented(&info))) }
+                })
+                .boxed()
+        }
+        Err(CacheError::TooOld { requested, oldest }) => {
+            let error = ApiError::Expired(format!("too old resource version: {} ({})", requested.get(), oldest.get()));
+            futures::stream::once(async move { Err(error) }).boxed()
+        }
+        Err(e) => return Err(e.into()),
+    })
 }
 
 /// One change to one object, from the watch cache or straight from the store.
