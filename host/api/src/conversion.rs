@@ -30,9 +30,10 @@ fn take_annotation(object: &mut Value, name: &str) -> Option<Vec<Value>> {
     let annotations = object.pointer_mut("/metadata/annotations")?.as_object_mut()?;
     let text = annotations.remove(name)?;
     if annotations.is_empty()
-        && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-            metadata.remove("annotations");
-        }
+        && let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        metadata.remove("annotations");
+    }
     serde_json::from_str(text.as_str()?).ok()
 }
 
