@@ -672,3 +672,22 @@ type: Normal
     assert_eq!(modern["note"], "Successfully pulled image");
     assert_eq!(modern["regarding"]["name"], "web");
 }
+
+#[test]
+fn a_watch_from_a_revision_older_than_the_cache_gets_410_expired() {
+    let server = server();
+    kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
+    let url = format!(
+        "https://127.0.0.1:{}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion=1&timeoutSeconds=5",
+        server.port()
+    );
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-H", &format!("Authorization: Bearer {}", server.admin_token()), &url])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = json(text.lines().next().unwrap_or_default());
+    assert_eq!(first["type"], "ERROR", "{text}");
+    assert_eq!(first["object"]["code"], 410);
+    assert_eq!(first["object"]["reason"], "Expired");
+}
