@@ -19,6 +19,9 @@ use crate::model::{
 };
 use crate::store::{Store, WatchStream, validate_txn};
 
+/// How many keys one etcd range request reads; larger ranges are read in pages.
+const RANGE_PAGE: usize = 500;
+
 /// How long one unary request may take before etcd counts as unreachable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -187,9 +190,9 @@ impl EtcdStore {
     }
 }
 
-#[async_trait]
-impl Store for EtcdStore {
-    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+impl EtcdStore {
+    /// One etcd range request.
+    async fn range_page(&self, request: &RangeRequest) -> Result<RangeResponse> {
         let mut options = etcd::GetOptions::new();
         if let Some(end) = self.range_end(&request.range) {
             options = options.with_range(end);
@@ -212,6 +215,34 @@ impl Store for EtcdStore {
             more: response.more(),
             revision: Revision(response.header().map_or(0, etcd::ResponseHeader::revision)),
         })
+    }
+}
+
+#[async_trait]
+impl Store for EtcdStore {
+    async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
+        // etcd's gRPC messages are capped (4 MiB by default), so large ranges are read in pages
+        // at one revision, as kube-apiserver reads etcd, and joined.
+        let mut page = RangeRequest { limit: Some(request.limit.map_or(RANGE_PAGE, |l| l.min(RANGE_PAGE))), ..request.clone() };
+        let mut result = self.range_page(&page).await?;
+        let pinned = request.revision.unwrap_or(result.revision);
+        let total = result.count;
+        while result.more && !request.count_only && request.limit.is_none_or(|l| result.kvs.len() < l) {
+            let Some(last) = result.kvs.last() else { break };
+            let mut after = last.key.clone();
+            after.push(0);
+            page.range = KeyRange { start: after, end: request.range.end.clone() };
+            page.revision = Some(pinned);
+            if let Some(limit) = request.limit {
+                page.limit = Some((limit - result.kvs.len()).min(RANGE_PAGE));
+            }
+            let next = self.range_page(&page).await?;
+            result.more = next.more;
+            result.kvs.extend(next.kvs);
+        }
+        result.count = total;
+        result.more = request.limit.is_some_and(|l| total > l as u64);
+        Ok(result)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse> {

@@ -49,6 +49,7 @@ conformance! {
     shared: [
         delete_returns_the_old_value_and_resets_the_key,
         range_by_prefix_honours_limit_and_count,
+        large_ranges_are_read_whole,
         range_at_an_old_revision_sees_the_past,
         range_at_a_future_revision_is_refused,
         txn_compares_choose_the_branch,
@@ -132,6 +133,30 @@ async fn range_by_prefix_honours_limit_and_count(store: Arc<dyn Store>) {
     assert_eq!((counted.count, counted.kvs.len()), (6, 0));
     let one = store.range(RangeRequest::new(KeyRange::key("/pods/ns"))).await.expect("range");
     assert_eq!(one.count, 0, "a single-key read does not match keys it prefixes");
+}
+
+async fn large_ranges_are_read_whole(store: Arc<dyn Store>) {
+    // More keys than one etcd response may carry by default (4 MiB).
+    let value = vec![b'x'; 5000];
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            let value = value.clone();
+            tokio::spawn(async move {
+                for i in 0..150 {
+                    store.put(format!("/big/{w}-{i:03}").as_bytes(), &value).await.expect("put");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let all = store.range(RangeRequest::new(KeyRange::prefix("/big/"))).await.expect("range");
+    assert_eq!((all.kvs.len(), all.count, all.more), (1200, 1200, false));
+    assert!(all.kvs.windows(2).all(|p| p[0].key < p[1].key), "keys in order, none twice");
+    let some = store.range(RangeRequest::new(KeyRange::prefix("/big/")).limit(700)).await.expect("range");
+    assert_eq!((some.kvs.len(), some.count, some.more), (700, 1200, true));
 }
 
 async fn range_at_an_old_revision_sees_the_past(store: Arc<dyn Store>) {
