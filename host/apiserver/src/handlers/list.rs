@@ -86,7 +86,7 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
             .into_iter()
             .filter(|o| meta::meta_str(o, "name") == Some(name) && selectors.matches(o))
             .collect();
-        return Ok(list_response(path, query, headers, &items, listed.revision, None, 0));
+        return Ok(list_response(path, query, headers, &items.iter().collect::<Vec<_>>(), listed.revision, None, 0));
     }
     // With selectors, read pages until `limit` matching items are found.
     let mut items = Vec::new();
@@ -110,7 +110,15 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
                 .key();
                 let token = encode_continue(listed.revision, &key);
                 let remaining = if selectors.filtering() { 0 } else { listed.remaining + (count - index - 1) as u64 };
-                return Ok(list_response(path, query, headers, &items, listed.revision, Some(token), remaining));
+                return Ok(list_response(
+                    path,
+                    query,
+                    headers,
+                    &items.iter().collect::<Vec<_>>(),
+                    listed.revision,
+                    Some(token),
+                    remaining,
+                ));
             }
         }
         match listed.last_key {
@@ -118,7 +126,17 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
                 key.push(0);
                 from = Some(key);
             }
-            _ => return Ok(list_response(path, query, headers, &items, listed.revision, None, 0)),
+            _ => {
+                return Ok(list_response(
+                    path,
+                    query,
+                    headers,
+                    &items.iter().collect::<Vec<_>>(),
+                    listed.revision,
+                    None,
+                    0,
+                ));
+            }
         }
     }
 }
@@ -138,8 +156,17 @@ async fn list_from_cache(call: &Call<'_>, selectors: &Selectors, limit: Option<u
         Err(CacheError::NotCached(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let presented: Vec<Value> = cached.items.iter().map(|o| objects::present(path.info, Value::clone(o))).collect();
-    let matching: Vec<&Value> = presented.iter().filter(|o| selectors.matches(o)).collect();
+    // Converted resources are presented before selectors see them; the others are served from
+    // the cache's own objects without copying them.
+    let presented: Vec<Value> = match path.info.conversion {
+        Some(_) => cached.items.iter().map(|o| objects::present(path.info, Value::clone(o))).collect(),
+        None => Vec::new(),
+    };
+    let all: Vec<&Value> = match path.info.conversion {
+        Some(_) => presented.iter().collect(),
+        None => cached.items.iter().map(|o| &**o).collect(),
+    };
+    let matching: Vec<&Value> = all.into_iter().filter(|o| selectors.matches(o)).collect();
     let (page, token) = match limit {
         Some(limit) if matching.len() > limit => {
             let last = matching[limit - 1];
@@ -154,15 +181,24 @@ async fn list_from_cache(call: &Call<'_>, selectors: &Selectors, limit: Option<u
         _ => (&matching[..], None),
     };
     let remaining = (matching.len() - page.len()) as u64;
-    let items: Vec<Value> = page.iter().map(|o| (*o).clone()).collect();
-    Ok(Some(list_response(path, query, headers, &items, cached.revision, token, remaining)))
+    Ok(Some(list_response(path, query, headers, page, cached.revision, token, remaining)))
+}
+
+/// A list body, serialised straight from borrowed objects.
+#[derive(serde::Serialize)]
+struct List<'a> {
+    kind: &'a str,
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    metadata: Value,
+    items: &'a [&'a Value],
 }
 
 fn list_response(
     path: &ResourcePath<'_>,
     query: &Query,
     headers: &HeaderMap,
-    items: &[Value],
+    items: &[&Value],
     revision: capstan_store::Revision,
     continue_token: Option<String>,
     remaining: u64,
@@ -175,14 +211,13 @@ fn list_response(
         }
     }
     if wants_table(headers) {
-        let table = table::table(path.info, items, metadata, &table_options(query));
+        let owned: Vec<Value> = items.iter().map(|o| (*o).clone()).collect();
+        let table = table::table(path.info, &owned, metadata, &table_options(query));
         return json_response(StatusCode::OK, &table, &[]);
     }
-    let list = json!({
-        "kind": path.info.list_kind,
-        "apiVersion": path.info.group_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    json_response(StatusCode::OK, &list, &[])
+    let list = List { kind: path.info.list_kind, api_version: path.info.group_version(), metadata, items };
+    match serde_json::to_vec(&list) {
+        Ok(body) => raw_json_response(StatusCode::OK, body),
+        Err(e) => ApiError::Internal(format!("cannot encode the list: {e}")).into_response(),
+    }
 }

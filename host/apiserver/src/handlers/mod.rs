@@ -57,6 +57,13 @@ pub fn json_response(code: StatusCode, value: &Value, warnings: &[String]) -> Re
     response
 }
 
+/// A JSON response from already-encoded bytes.
+pub fn raw_json_response(code: StatusCode, body: Vec<u8>) -> Response {
+    let mut response = (code, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 /// Whether the client asked for a `meta.k8s.io/v1` `Table`.
 #[must_use]
 pub fn wants_table(headers: &HeaderMap) -> bool {
