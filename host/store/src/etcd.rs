@@ -223,7 +223,8 @@ impl Store for EtcdStore {
     async fn range(&self, request: RangeRequest) -> Result<RangeResponse> {
         // etcd's gRPC messages are capped (4 MiB by default), so large ranges are read in pages
         // at one revision, as kube-apiserver reads etcd, and joined.
-        let mut page = RangeRequest { limit: Some(request.limit.map_or(RANGE_PAGE, |l| l.min(RANGE_PAGE))), ..request.clone() };
+        let mut page =
+            RangeRequest { limit: Some(request.limit.map_or(RANGE_PAGE, |l| l.min(RANGE_PAGE))), ..request.clone() };
         let mut result = self.range_page(&page).await?;
         let pinned = request.revision.unwrap_or(result.revision);
         let total = result.count;
