@@ -438,6 +438,7 @@ spec:
     storage: true
     subresources:
       status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas}
     schema:
       openAPIV3Schema:
         type: object
@@ -448,6 +449,7 @@ spec:
             properties:
               size: {type: integer, minimum: 1, description: "How big the widget is."}
               color: {type: string, enum: [red, blue]}
+              replicas: {type: integer}
           status:
             type: object
             properties:
@@ -496,6 +498,9 @@ fn a_crd_serves_its_custom_resource_at_once() {
     let object = json(&kubectl(&server, &["get", "widget", "gear", "-o", "json"]));
     assert_eq!(object["status"]["ready"], true, "status changes only through /status");
     assert_eq!(object["spec"]["size"], 4);
+    let scaled = kubectl(&server, &["scale", "widget", "gear", "--replicas=3"]);
+    assert!(scaled.contains("widget.example.com/gear scaled"), "{scaled}");
+    assert_eq!(kubectl(&server, &["get", "widget", "gear", "-o", "jsonpath={.spec.replicas}"]), "3");
 
     kubectl(&server, &["delete", "crd", "widgets.example.com"]);
     let gone = kubectl_fails(&server, &["get", "widgets"], None);
