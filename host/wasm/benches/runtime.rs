@@ -1,0 +1,168 @@
+//! Plugin runtime benchmark: per guest language, the cost of instantiating a component, of an
+//! empty call and of a call carrying a 4 KB object, and of (re)loading a component cold
+//! (compiling) and from the compile cache.
+//!
+//! `cargo bench -p capstan-wasm --bench runtime` (add `-- --quick` for a short run). Only Rust
+//! guests exist so far; Python and JavaScript rows arrive with their SDKs.
+
+#![allow(clippy::expect_used, reason = "a benchmark aborts on the first failure")]
+#![allow(clippy::cast_precision_loss, reason = "durations are printed, not computed on")]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use capstan_wasm::admission::{
+    AdmissionRequest, AdmissionWorld, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
+};
+use capstan_wasm::{CacheUse, Limits, PluginSpec, Runtime, RuntimeConfig};
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (calls, loads) = if quick { (20_000, 5) } else { (200_000, 20) };
+    let cache = tempfile::tempdir().expect("temp dir");
+    let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(cache.path().to_owned()), ..RuntimeConfig::default() })
+        .expect("runtime");
+    let uncached =
+        Runtime::new(RuntimeConfig { pooled_instances: Some(16), ..RuntimeConfig::default() }).expect("runtime");
+    let bytes = support::component("fixture_allow_all");
+
+    println!(
+        "{:<6} {:>9} {:>14} {:>12} {:>16} {:>14} {:>14} {:>14}",
+        "lang", "size", "instantiate", "empty call", "(raw wasmtime)", "4 KB call", "load (cold)", "load (cached)"
+    );
+    let cold = median(loads, || load_time(&uncached, &bytes, None));
+    let cached = median(loads, || load_time(&runtime, &bytes, Some(true)));
+    let instantiate = instantiate_time(&runtime, &bytes, loads * 10);
+    let limits = Limits { deadline: Duration::from_secs(30), ..Limits::default() };
+    let policy =
+        runtime.load::<AdmissionWorld>(PluginSpec::new("allow-all").with_limits(limits), &bytes).expect("load");
+    let empty_request = request(None);
+    let empty = per_call(calls, || {
+        policy.validate(&empty_request).expect("call");
+    });
+    // Baseline: the same call straight through wasmtime on one held instance, without the
+    // runtime's pool, deadline reset and metrics.
+    let raw = policy
+        .call(|instance, store| {
+            let started = Instant::now();
+            for _ in 0..calls {
+                instance.capstan_plugin_admission().call_validate(&mut *store, &empty_request)?;
+            }
+            Ok(started.elapsed() / u32::try_from(calls).expect("calls fit u32"))
+        })
+        .expect("raw calls");
+    let object_request = request(Some(object_of_4kb()));
+    let with_object = per_call(calls, || {
+        policy.validate(&object_request).expect("call");
+    });
+    println!(
+        "{:<6} {:>7}KB {:>14} {:>12} {:>16} {:>14} {:>14} {:>14}",
+        "rust",
+        bytes.len() / 1024,
+        fmt(instantiate),
+        fmt(empty),
+        fmt(raw),
+        fmt(with_object),
+        fmt(cold),
+        fmt(cached)
+    );
+    println!(
+        "(calls reuse a pooled instance; instantiate = a new \
+         instance plus `configure`, as when the pool grows; load = compile or map, link, first \
+         instance; medians)"
+    );
+}
+
+/// Loads the component as a new plugin; `expect_hit` checks where it came from.
+fn load_time(runtime: &Runtime, bytes: &[u8], expect_hit: Option<bool>) -> Duration {
+    let started = Instant::now();
+    let plugin = runtime.load::<AdmissionWorld>(PluginSpec::new("bench"), bytes).expect("load");
+    let elapsed = started.elapsed();
+    let cache = plugin.status().version.cache;
+    if let Some(hit) = expect_hit {
+        // The first cached load compiles and stores; every later one must map the artifact.
+        assert!(!hit || matches!(cache, CacheUse::Hit(_) | CacheUse::Stored(_)), "{cache:?}");
+    }
+    elapsed
+}
+
+/// The cost of a new instance (instantiate plus `configure`), as when a pool grows: calls nested
+/// inside a call find no idle instance, so each creates one.
+fn instantiate_time(runtime: &Runtime, bytes: &[u8], rounds: usize) -> Duration {
+    let limits = Limits { max_instances: rounds + 1, ..Limits::default() };
+    let plugin =
+        runtime.load::<AdmissionWorld>(PluginSpec::new("instantiate").with_limits(limits), bytes).expect("load");
+    let started = Instant::now();
+    nest(&plugin, rounds);
+    started.elapsed() / u32::try_from(rounds).expect("rounds fit u32")
+}
+
+fn nest(plugin: &capstan_wasm::admission::AdmissionPolicy, depth: usize) {
+    if depth == 0 {
+        return;
+    }
+    plugin
+        .call(|_, _| {
+            nest(plugin, depth - 1);
+            Ok(())
+        })
+        .expect("call");
+}
+
+fn per_call(calls: usize, mut call: impl FnMut()) -> Duration {
+    for _ in 0..calls / 10 {
+        call();
+    }
+    let started = Instant::now();
+    for _ in 0..calls {
+        call();
+    }
+    started.elapsed() / u32::try_from(calls).expect("calls fit u32")
+}
+
+fn median(rounds: usize, mut measure: impl FnMut() -> Duration) -> Duration {
+    let mut samples: Vec<Duration> = (0..rounds).map(|_| measure()).collect();
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn fmt(d: Duration) -> String {
+    let micros = d.as_secs_f64() * 1e6;
+    if micros < 1000.0 { format!("{micros:.2} µs") } else { format!("{:.2} ms", micros / 1000.0) }
+}
+
+fn request(object: Option<String>) -> AdmissionRequest {
+    AdmissionRequest {
+        uid: "00000000-0000-0000-0000-000000000001".to_owned(),
+        kind: GroupVersionKind { group: String::new(), version: "v1".to_owned(), kind: "Pod".to_owned() },
+        resource: GroupVersionResource { group: String::new(), version: "v1".to_owned(), resource: "pods".to_owned() },
+        sub_resource: None,
+        request_kind: None,
+        request_resource: None,
+        name: "web".to_owned(),
+        namespace: Some("default".to_owned()),
+        operation: Operation::Create,
+        user_info: UserInfo { username: "alice".to_owned(), uid: String::new(), groups: vec![], extra: vec![] },
+        object,
+        old_object: None,
+        dry_run: false,
+        options: None,
+    }
+}
+
+/// A Pod manifest padded with annotations to 4 KB.
+fn object_of_4kb() -> String {
+    let mut annotations = String::new();
+    let mut i = 0;
+    while annotations.len() < 3900 {
+        let _ = write!(annotations, r#""example.com/note-{i}":"{}","#, "x".repeat(40));
+        i += 1;
+    }
+    annotations.pop();
+    format!(
+        r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"web","namespace":"default","annotations":{{{annotations}}}}},"spec":{{"containers":[{{"name":"web","image":"busybox"}}]}}}}"#
+    )
+}

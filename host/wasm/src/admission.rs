@@ -1,0 +1,106 @@
+//! The `admission-policy` world: typed `validate` and `mutate` calls.
+//!
+//! ```no_run
+//! # fn demo(bytes: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+//! use capstan_wasm::{PluginSpec, Runtime, RuntimeConfig};
+//! use capstan_wasm::admission::AdmissionWorld;
+//!
+//! let runtime = Runtime::new(RuntimeConfig::default())?;
+//! let policy = runtime.load::<AdmissionWorld>(PluginSpec::new("require-label"), bytes)?;
+//! # let request: capstan_wasm::admission::AdmissionRequest = todo!();
+//! let response = policy.validate(&request)?;
+//! # Ok(()) }
+//! ```
+
+use wasmtime::Store;
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+
+use crate::error::PluginError;
+use crate::host::HostState;
+use crate::plugin::PluginHandle;
+use crate::world::World;
+
+/// Bindings generated from `wit/` for the `admission-policy` world.
+pub mod bindings {
+    #![allow(missing_docs, clippy::pedantic, reason = "generated code; the WIT documents it")]
+    wasmtime::component::bindgen!({
+        path: "../../wit",
+        world: "capstan:plugin/admission-policy@0.1.0",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+use bindings::capstan::plugin::{log, types};
+
+pub use bindings::capstan::plugin::types::{GroupVersionKind, GroupVersionResource};
+pub use bindings::exports::capstan::plugin::admission::{AdmissionRequest, AdmissionResponse, Operation, UserInfo};
+
+/// The `admission-policy` world, as the runtime hosts it.
+pub struct AdmissionWorld;
+
+impl World for AdmissionWorld {
+    const NAME: &'static str = "admission-policy";
+    type Pre = bindings::AdmissionPolicyPre<HostState>;
+    type Instance = bindings::AdmissionPolicy;
+
+    fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+        wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+        bindings::AdmissionPolicy::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    }
+
+    fn pre(instance_pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+        bindings::AdmissionPolicyPre::new(instance_pre)
+    }
+
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Instance> {
+        pre.instantiate(store)
+    }
+
+    fn configure(
+        instance: &Self::Instance,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<(), String>> {
+        instance.capstan_plugin_lifecycle().call_configure(store, config)
+    }
+}
+
+/// A loaded admission policy.
+pub type AdmissionPolicy = PluginHandle<AdmissionWorld>;
+
+impl PluginHandle<AdmissionWorld> {
+    /// Asks the policy to validate `request`.
+    pub fn validate(&self, request: &AdmissionRequest) -> Result<AdmissionResponse, PluginError> {
+        self.call(|policy, store| policy.capstan_plugin_admission().call_validate(store, request))
+    }
+
+    /// Asks the policy to mutate `request`.
+    pub fn mutate(&self, request: &AdmissionRequest) -> Result<AdmissionResponse, PluginError> {
+        self.call(|policy, store| policy.capstan_plugin_admission().call_mutate(store, request))
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn enabled(&mut self, level: log::Level) -> bool {
+        match level {
+            log::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+            log::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+            log::Level::Info => tracing::enabled!(tracing::Level::INFO),
+            log::Level::Warn => tracing::enabled!(tracing::Level::WARN),
+            log::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+        }
+    }
+
+    fn log(&mut self, level: log::Level, message: String) {
+        let level = match level {
+            log::Level::Trace => tracing::Level::TRACE,
+            log::Level::Debug => tracing::Level::DEBUG,
+            log::Level::Info => tracing::Level::INFO,
+            log::Level::Warn => tracing::Level::WARN,
+            log::Level::Error => tracing::Level::ERROR,
+        };
+        HostState::log(self, level, &message);
+    }
+}

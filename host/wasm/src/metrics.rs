@@ -1,0 +1,202 @@
+//! Per-plugin call metrics: counters and a latency histogram, cheap enough for every call.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the latency histogram's buckets, in seconds (Prometheus `le`); a last bucket
+/// (`+Inf`) catches the rest.
+pub const LATENCY_BUCKETS_SECONDS: [f64; 12] =
+    [0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// Live counters of one plugin, shared by all its versions.
+#[derive(Default)]
+pub(crate) struct Metrics {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    timeouts: AtomicU64,
+    out_of_memory: AtomicU64,
+    traps: AtomicU64,
+    reloads: AtomicU64,
+    failed_reloads: AtomicU64,
+    latency_nanos_sum: AtomicU64,
+    // One count per bucket of LATENCY_BUCKETS_SECONDS plus +Inf; not cumulative.
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+}
+
+/// How a call ended, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Ok,
+    Timeout,
+    OutOfMemory,
+    Trap,
+    OtherError,
+}
+
+impl Metrics {
+    pub(crate) fn record_call(&self, latency: Duration, outcome: Outcome) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_nanos_sum.fetch_add(nanos, Ordering::Relaxed);
+        let seconds = latency.as_secs_f64();
+        let bucket =
+            LATENCY_BUCKETS_SECONDS.iter().position(|&le| seconds <= le).unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        if outcome == Outcome::Ok {
+            return;
+        }
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let counter = match outcome {
+            Outcome::Timeout => &self.timeouts,
+            Outcome::OutOfMemory => &self.out_of_memory,
+            Outcome::Trap => &self.traps,
+            Outcome::Ok | Outcome::OtherError => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_reload(&self, succeeded: bool) {
+        let counter = if succeeded { &self.reloads } else { &self.failed_reloads };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self, plugin: &str, world: &str) -> MetricsSnapshot {
+        let mut cumulative = 0;
+        let latency_buckets = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                (LATENCY_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), cumulative)
+            })
+            .collect();
+        MetricsSnapshot {
+            plugin: plugin.to_owned(),
+            world: world.to_owned(),
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            out_of_memory: self.out_of_memory.load(Ordering::Relaxed),
+            traps: self.traps.load(Ordering::Relaxed),
+            reloads: self.reloads.load(Ordering::Relaxed),
+            failed_reloads: self.failed_reloads.load(Ordering::Relaxed),
+            latency_seconds_sum: Duration::from_nanos(self.latency_nanos_sum.load(Ordering::Relaxed)).as_secs_f64(),
+            latency_buckets,
+        }
+    }
+}
+
+/// A plugin's counters at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsSnapshot {
+    /// The plugin's name.
+    pub plugin: String,
+    /// The WIT world it implements.
+    pub world: String,
+    /// Calls made, failed or not.
+    pub calls: u64,
+    /// Calls that failed, for any reason.
+    pub errors: u64,
+    /// Calls stopped at their deadline (also counted in `errors`).
+    pub timeouts: u64,
+    /// Calls stopped at the memory cap (also counted in `errors`).
+    pub out_of_memory: u64,
+    /// Calls that trapped (also counted in `errors`).
+    pub traps: u64,
+    /// Successful reloads.
+    pub reloads: u64,
+    /// Reloads refused because the new version failed to compile, link or configure.
+    pub failed_reloads: u64,
+    /// Total time spent in calls, in seconds.
+    pub latency_seconds_sum: f64,
+    /// Cumulative latency histogram: `(upper bound in seconds, calls at most that long)`, the
+    /// last bound infinite.
+    pub latency_buckets: Vec<(f64, u64)>,
+}
+
+impl MetricsSnapshot {
+    /// The latency under which at least `quantile` (0..=1) of calls finished, as the upper bound
+    /// of a histogram bucket; `None` before the first call.
+    #[must_use]
+    #[allow(clippy::cast_precision_loss, reason = "call counts far below 2^52")]
+    pub fn latency_quantile(&self, quantile: f64) -> Option<f64> {
+        let target = (quantile * self.calls as f64).ceil().max(1.0);
+        self.latency_buckets.iter().find(|(_, count)| *count as f64 >= target).map(|(le, _)| *le)
+    }
+}
+
+/// A counter's name, help text and value in a snapshot.
+type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+
+/// Renders snapshots in the Prometheus text exposition format, for a `/metrics` endpoint.
+#[must_use]
+pub fn render_prometheus(snapshots: &[MetricsSnapshot]) -> String {
+    let mut out = String::new();
+    let counters: [Counter; 7] = [
+        ("capstan_plugin_calls_total", "Calls made to a plugin.", |s| s.calls),
+        ("capstan_plugin_errors_total", "Plugin calls that failed.", |s| s.errors),
+        ("capstan_plugin_timeouts_total", "Plugin calls stopped at their deadline.", |s| s.timeouts),
+        ("capstan_plugin_out_of_memory_total", "Plugin calls stopped at the memory cap.", |s| s.out_of_memory),
+        ("capstan_plugin_traps_total", "Plugin calls that trapped.", |s| s.traps),
+        ("capstan_plugin_reloads_total", "Successful plugin reloads.", |s| s.reloads),
+        ("capstan_plugin_failed_reloads_total", "Plugin reloads refused.", |s| s.failed_reloads),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in snapshots {
+            let _ = writeln!(out, "{name}{{{}}} {}", labels(s), value(s));
+        }
+    }
+    let name = "capstan_plugin_call_duration_seconds";
+    let _ = writeln!(out, "# HELP {name} Latency of plugin calls.\n# TYPE {name} histogram");
+    for s in snapshots {
+        for (le, count) in &s.latency_buckets {
+            let le = if le.is_infinite() { "+Inf".to_owned() } else { le.to_string() };
+            let _ = writeln!(out, "{name}_bucket{{{},le=\"{le}\"}} {count}", labels(s));
+        }
+        let _ = writeln!(out, "{name}_sum{{{}}} {}", labels(s), s.latency_seconds_sum);
+        let _ = writeln!(out, "{name}_count{{{}}} {}", labels(s), s.calls);
+    }
+    out
+}
+
+fn labels(s: &MetricsSnapshot) -> String {
+    format!("plugin=\"{}\",world=\"{}\"", escape(&s.plugin), escape(&s.world))
+}
+
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_quantiles_read_bucket_bounds() {
+        let metrics = Metrics::default();
+        metrics.record_call(Duration::from_micros(3), Outcome::Ok);
+        metrics.record_call(Duration::from_micros(30), Outcome::Ok);
+        metrics.record_call(Duration::from_secs(9), Outcome::Timeout);
+        let s = metrics.snapshot("p", "w");
+        assert_eq!((s.calls, s.errors, s.timeouts), (3, 1, 1));
+        assert_eq!(s.latency_buckets[0], (0.000_01, 1));
+        assert_eq!(s.latency_buckets[1], (0.000_05, 2));
+        assert_eq!(s.latency_buckets.last(), Some(&(f64::INFINITY, 3)));
+        assert_eq!(s.latency_quantile(0.5), Some(0.000_05));
+        assert_eq!(s.latency_quantile(0.99), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn prometheus_text_names_each_plugin() {
+        let metrics = Metrics::default();
+        metrics.record_call(Duration::from_micros(3), Outcome::Trap);
+        let text = render_prometheus(&[metrics.snapshot("needs \"quotes\"", "admission-policy")]);
+        assert!(
+            text.contains("capstan_plugin_traps_total{plugin=\"needs \\\"quotes\\\"\",world=\"admission-policy\"} 1")
+        );
+        assert!(text.contains("capstan_plugin_call_duration_seconds_bucket{plugin=\"needs \\\"quotes\\\"\",world=\"admission-policy\",le=\"+Inf\"} 1"));
+    }
+}
