@@ -12,6 +12,7 @@ pub mod conversion;
 pub mod custom;
 pub mod openapi;
 pub mod patch;
+pub mod plugin;
 pub mod registry;
 pub mod selector;
 pub mod table;

@@ -334,6 +334,8 @@ impl Registry {
                 subresources: &[STATUS],
                 ..PLAIN
             }),
+            // capstan.io/v1alpha1
+            info::<crate::plugin::Plugin>(Extra { short_names: &["plg"], subresources: &[STATUS], ..PLAIN }),
         ];
         Registry { resources }
     }

@@ -8,6 +8,7 @@
 //! Start with [`server::start`]; requests flow through [`server::router`] into [`routing`] and
 //! then [`handlers`] or [`watch`].
 
+pub(crate) mod admission;
 pub mod auth;
 pub mod body;
 pub mod bootstrap;
@@ -20,6 +21,7 @@ pub mod meta;
 pub mod metrics;
 pub mod objects;
 pub mod pki;
+pub mod plugins;
 pub mod routing;
 pub mod server;
 pub mod status;

@@ -89,6 +89,8 @@ pub struct ApiServer {
     metrics: Arc<Metrics>,
     pub(crate) server_address: String,
     namespace_cleanup: mpsc::UnboundedSender<String>,
+    /// The loaded plugins.
+    pub(crate) plugins: crate::plugins::PluginManager,
 }
 
 /// A started server.
@@ -128,10 +130,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics,
         server_address: format!("{url_host}:{}", address.port()),
         namespace_cleanup: cleanup_sender,
+        plugins: crate::plugins::PluginManager::new(config.data_dir.join("plugin-cache")),
     });
     server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.reload_custom_resources().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
+    server.sync_plugins().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     tokio::spawn(namespace_cleaner(Arc::clone(&server), cleanup_receiver));
+    tokio::spawn(crate::plugins::publish_metrics(Arc::clone(&server)));
     let tls = tls_config(&pki)?;
     let app = router(Arc::clone(&server));
     let task = tokio::spawn(serve(listener, tokio_rustls::TlsAcceptor::from(Arc::new(tls)), app));
@@ -403,7 +408,18 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
             review(resource, headers, &body, &identity)
         }
         Target::Resource(path) => {
-            let call = Call { server, catalog: &catalog, path: &path, query: &query, headers, body: &body };
+            let warnings = std::sync::Mutex::new(Vec::new());
+            let identity = parts.extensions.get::<Identity>();
+            let call = Call {
+                server,
+                catalog: &catalog,
+                path: &path,
+                query: &query,
+                headers,
+                body: &body,
+                identity,
+                warnings: &warnings,
+            };
             if path.subresource.as_deref().is_some_and(|s| s != "status") {
                 return serve_subresource(&call, &parts.method).await;
             }
@@ -420,7 +436,19 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
                 Verb::Patch => handlers::patch(&call).await,
                 Verb::Delete => handlers::delete(&call).await,
                 Verb::DeleteCollection => handlers::delete_collection(&call).await,
-            }?;
+            };
+            let response = call.attach_warnings(response.unwrap_or_else(IntoResponse::into_response));
+            if !response.status().is_success() {
+                return Ok(response);
+            }
+            let defines_plugins = path.info.gvk.group == "capstan.io" && path.info.plural == "plugins";
+            if defines_plugins
+                && !matches!(verb, Verb::Get | Verb::List | Verb::Watch)
+                && !query.dry_run()?
+                && let Err(e) = server.sync_plugins().await
+            {
+                tracing::warn!(error = %e, "cannot sync plugins after a write to them");
+            }
             let defines_resources =
                 path.info.gvk.group == "apiextensions.k8s.io" && path.info.plural == "customresourcedefinitions";
             if defines_resources && !matches!(verb, Verb::Get | Verb::List | Verb::Watch) && !query.dry_run()? {

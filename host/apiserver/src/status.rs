@@ -85,6 +85,37 @@ pub enum ApiError {
     /// 501 for a route that a later part of Capstan serves.
     #[error("{0}")]
     NotImplemented(String),
+    /// An admission policy's denial, with the HTTP code it asked for.
+    #[error("{1}")]
+    Denied(u16, String),
+}
+
+/// The HTTP status of an admission denial with `code`: 403 unless the code is an error code.
+fn denial_code(code: u16) -> StatusCode {
+    StatusCode::from_u16(code)
+        .ok()
+        .filter(|c| c.is_client_error() || c.is_server_error())
+        .unwrap_or(StatusCode::FORBIDDEN)
+}
+
+/// The Kubernetes reason kube-apiserver gives an error with `code`.
+fn reason_of(code: StatusCode) -> &'static str {
+    match code.as_u16() {
+        400 => "BadRequest",
+        401 => "Unauthorized",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        409 => "Conflict",
+        410 => "Gone",
+        413 => "RequestEntityTooLarge",
+        415 => "UnsupportedMediaType",
+        422 => "Invalid",
+        429 => "TooManyRequests",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        504 => "Timeout",
+        _ => "Forbidden",
+    }
 }
 
 fn causes_text(causes: &[Cause]) -> String {
@@ -113,6 +144,10 @@ impl ApiError {
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             ApiError::NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "NotImplemented"),
+            ApiError::Denied(code, _) => {
+                let code = denial_code(*code);
+                (code, reason_of(code))
+            }
         }
     }
 

@@ -7,9 +7,11 @@
 //! Start with [`EtcdServer::start`] or [`CapstanServer::start`].
 
 mod capstan;
+mod components;
 mod etcd;
 
 pub use capstan::{CapstanServer, capstan_binary};
+pub use components::component_path;
 pub use etcd::EtcdServer;
 
 use std::path::PathBuf;

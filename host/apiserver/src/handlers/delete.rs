@@ -36,22 +36,32 @@ fn delete_options(headers: &HeaderMap, body: &Bytes, query: &Query) -> ApiResult
 
 /// `DELETE` one object: immediately, or by marking it when finalizers or a grace period hold it.
 pub async fn delete(call: &Call<'_>) -> ApiResult<Response> {
-    let Call { server, path, query, headers, body, .. } = *call;
+    let Call { path, query, headers, body, .. } = *call;
     let target = path.named()?;
     let options = delete_options(headers, body, query)?;
-    let (object, code) = delete_object(server, &target, &options).await?;
+    let (object, code) = delete_object(call, &target, &options).await?;
     Ok(json_response(code, &object, &[]))
 }
 
 async fn delete_object(
-    server: &ApiServer,
+    call: &Call<'_>,
     target: &ObjectRef<'_>,
     options: &DeleteOptions,
 ) -> ApiResult<(Value, StatusCode)> {
+    let server = call.server;
     loop {
         let (current, revision) =
             server.objects.get_kv(target).await?.ok_or_else(|| ApiError::NotFound(target.target()))?;
         check_preconditions(target, &current, options)?;
+        let attributes = crate::admission::Attributes {
+            operation: crate::admission::Operation::Delete,
+            info: target.info,
+            namespace: target.namespace.as_deref(),
+            name: &target.name,
+        };
+        let old = strip_version(&current);
+        crate::admission::mutate_on_delete(call, &attributes, &old).await?;
+        crate::admission::validate(call, &attributes, None, Some(&old)).await?;
         let mut marked = strip_version(&current);
         let mut finalizers = meta::finalizers(&marked);
         match options.propagation.as_deref() {
@@ -155,7 +165,7 @@ pub async fn delete_collection(call: &Call<'_>) -> ApiResult<Response> {
             namespace: meta::meta_str(item, "namespace").map(str::to_string),
             name: meta::meta_str(item, "name").unwrap_or_default().to_string(),
         };
-        match delete_object(server, &target, &options).await {
+        match delete_object(call, &target, &options).await {
             Ok((object, _)) => deleted.push(object),
             Err(ApiError::NotFound(_)) => {}
             Err(e) => return Err(e),

@@ -41,6 +41,32 @@ pub struct Call<'a> {
     pub headers: &'a HeaderMap,
     /// The request body.
     pub body: &'a Bytes,
+    /// Who is asking, when authenticated.
+    pub identity: Option<&'a crate::auth::Identity>,
+    /// Warnings for the client gathered while serving (admission policies add them).
+    pub warnings: &'a std::sync::Mutex<Vec<String>>,
+}
+
+impl Call<'_> {
+    /// Queues warnings for the response's `Warning` headers.
+    pub fn add_warnings(&self, warnings: &[String]) {
+        if !warnings.is_empty() {
+            self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend_from_slice(warnings);
+        }
+    }
+
+    /// Adds the queued warnings to `response`.
+    pub fn attach_warnings(&self, mut response: Response) -> Response {
+        let warnings = std::mem::take(&mut *self.warnings.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let headers = response.headers_mut();
+        for warning in warnings {
+            let text = format!("299 - {}", serde_json::Value::String(warning));
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                headers.append(header::WARNING, value);
+            }
+        }
+        response
+    }
 }
 
 /// A JSON response.

@@ -3,6 +3,7 @@
 
 #[allow(clippy::wildcard_imports, reason = "the verb modules share the parent's imports")]
 use super::*;
+use crate::admission;
 
 /// How many times a write without a resourceVersion precondition is retried on conflict.
 const WRITE_RETRIES: usize = 8;
@@ -74,6 +75,14 @@ fn decode(info: &ResourceInfo, object: Value) -> ApiResult<capstan_api::registry
     }
 }
 
+/// Decodes an object a mutating policy patched, as the client's object was: a policy cannot
+/// smuggle in fields or types the schema refuses.
+fn renormalise(call: &Call<'_>, object: Value) -> ApiResult<Value> {
+    let (object, warnings) = normalise(call.path.info, object, call.query)?;
+    call.add_warnings(&warnings);
+    Ok(object)
+}
+
 /// `POST` a new object.
 pub async fn create(call: &Call<'_>) -> ApiResult<Response> {
     let Call { path, query, headers, body, .. } = *call;
@@ -107,10 +116,23 @@ async fn insert_new(
     }
     prepare_for_create(info, &mut object);
     server.defaults.apply(info, &mut object);
+    let attributes = admission::Attributes {
+        operation: admission::Operation::Create,
+        info,
+        namespace: namespace.as_deref(),
+        name: &name,
+    };
+    let (mutated, changed) = admission::mutate(call, &attributes, object, None).await?;
+    object = mutated;
+    if changed {
+        object = renormalise(call, object)?;
+        server.defaults.apply(info, &mut object);
+    }
     let causes = crate::validation::validate(info, &object, None);
     if !causes.is_empty() {
         return Err(ApiError::Invalid(objects::target(info, &name), causes));
     }
+    admission::validate(call, &attributes, Some(&object), None).await?;
     let object = finish(&object)?;
     let target = ObjectRef { info, namespace, name };
     if query.dry_run()? {
@@ -336,11 +358,24 @@ async fn write_with_retries(
             ));
         }
         let wanted = transform(&current)?;
-        let next = merge_for_update(target.info, &current, wanted, subresource)?;
+        let mut next = merge_for_update(target.info, &current, wanted, subresource)?;
+        let attributes = admission::Attributes {
+            operation: admission::Operation::Update,
+            info: target.info,
+            namespace: target.namespace.as_deref(),
+            name: &target.name,
+        };
+        let old = strip_version(&current);
+        let (mutated, changed) = admission::mutate(call, &attributes, next, Some(&old)).await?;
+        next = mutated;
+        if changed {
+            next = merge_for_update(target.info, &current, renormalise(call, next)?, subresource)?;
+        }
         let causes = crate::validation::validate(target.info, &next, Some(&current));
         if !causes.is_empty() {
             return Err(ApiError::Invalid(target.target(), causes));
         }
+        admission::validate(call, &attributes, Some(&next), Some(&old)).await?;
         // Applies track their own fields; every other write is tracked here.
         let next = match manager {
             Some(manager) => track_fields(call, manager, Some(&strip_version(&current)), &next),

@@ -22,6 +22,7 @@ mod network_policy;
 mod node;
 mod persistent_volume;
 mod persistent_volume_claim;
+mod plugin;
 mod pod;
 mod pod_disruption_budget;
 mod priority_class;
@@ -80,6 +81,7 @@ pub(super) fn printer_for(gvk: &GroupVersionKind) -> &'static Printer {
         ("storage.k8s.io", "CSINode") => &csi_node::PRINTER,
         ("storage.k8s.io", "VolumeAttachment") => &volume_attachment::PRINTER,
         ("scheduling.k8s.io", "PriorityClass") => &priority_class::PRINTER,
+        ("capstan.io", "Plugin") => &plugin::PRINTER,
         _ => &default::PRINTER,
     }
 }
