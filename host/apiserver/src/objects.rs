@@ -21,7 +21,17 @@ pub struct ObjectRef<'a> {
     pub name: String,
 }
 
-impl ObjectRef<'_> {
+impl<'a> ObjectRef<'a> {
+    /// Where a stored object of resource `info` lives, from its own metadata.
+    #[must_use]
+    pub fn of(info: &'a ResourceInfo, object: &Value) -> Self {
+        ObjectRef {
+            info,
+            namespace: meta::meta_str(object, "namespace").map(str::to_string),
+            name: meta::meta_str(object, "name").unwrap_or_default().to_string(),
+        }
+    }
+
     /// The store key: `/<resource>/<namespace>/<name>` or `/<resource>/<name>`.
     #[must_use]
     pub fn key(&self) -> Vec<u8> {

@@ -14,9 +14,7 @@ mod support;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use capstan_wasm::admission::{
-    AdmissionRequest, AdmissionWorld, GroupVersionKind, GroupVersionResource, Operation, UserInfo,
-};
+use capstan_wasm::admission::{AdmissionRequest, AdmissionWorld};
 use capstan_wasm::{CacheUse, Limits, PluginSpec, Runtime, RuntimeConfig};
 
 fn main() {
@@ -135,22 +133,7 @@ fn fmt(d: Duration) -> String {
 }
 
 fn request(object: Option<String>) -> AdmissionRequest {
-    AdmissionRequest {
-        uid: "00000000-0000-0000-0000-000000000001".to_owned(),
-        kind: GroupVersionKind { group: String::new(), version: "v1".to_owned(), kind: "Pod".to_owned() },
-        resource: GroupVersionResource { group: String::new(), version: "v1".to_owned(), resource: "pods".to_owned() },
-        sub_resource: None,
-        request_kind: None,
-        request_resource: None,
-        name: "web".to_owned(),
-        namespace: Some("default".to_owned()),
-        operation: Operation::Create,
-        user_info: UserInfo { username: "alice".to_owned(), uid: String::new(), groups: vec![], extra: vec![] },
-        object,
-        old_object: None,
-        dry_run: false,
-        options: None,
-    }
+    support::pod_request("web", object)
 }
 
 /// A Pod manifest padded with annotations to 4 KB.

@@ -9,10 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use capstan_wasm::admission::{
-    AdmissionPolicy, AdmissionRequest, AdmissionResponse, AdmissionWorld, GroupVersionKind, GroupVersionResource,
-    Operation, UserInfo,
-};
+use capstan_wasm::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, AdmissionWorld};
 use capstan_wasm::{CacheUse, Cause, Limits, PluginSpec, Runtime, RuntimeConfig, render_prometheus};
 
 fn runtime() -> &'static Runtime {
@@ -41,22 +38,8 @@ fn healthy() -> AdmissionPolicy {
 }
 
 fn pod(name: &str, labels: &str) -> AdmissionRequest {
-    AdmissionRequest {
-        uid: "00000000-0000-0000-0000-000000000001".to_owned(),
-        kind: GroupVersionKind { group: String::new(), version: "v1".to_owned(), kind: "Pod".to_owned() },
-        resource: GroupVersionResource { group: String::new(), version: "v1".to_owned(), resource: "pods".to_owned() },
-        sub_resource: None,
-        request_kind: None,
-        request_resource: None,
-        name: name.to_owned(),
-        namespace: Some("default".to_owned()),
-        operation: Operation::Create,
-        user_info: UserInfo { username: "alice".to_owned(), uid: String::new(), groups: vec![], extra: vec![] },
-        object: Some(format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{labels}}}}}"#)),
-        old_object: None,
-        dry_run: false,
-        options: None,
-    }
+    let object = format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{labels}}}}}"#);
+    support::pod_request(name, Some(object))
 }
 
 fn labelled() -> AdmissionRequest {

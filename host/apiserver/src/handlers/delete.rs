@@ -160,11 +160,7 @@ pub async fn delete_collection(call: &Call<'_>) -> ApiResult<Response> {
     let listed = server.objects.list(path.info, path.namespace.as_deref(), None, None, None).await?;
     let mut deleted = Vec::new();
     for item in listed.items.iter().filter(|o| selectors.matches(o)) {
-        let target = ObjectRef {
-            info: path.info,
-            namespace: meta::meta_str(item, "namespace").map(str::to_string),
-            name: meta::meta_str(item, "name").unwrap_or_default().to_string(),
-        };
+        let target = ObjectRef::of(path.info, item);
         match delete_object(call, &target, &options).await {
             Ok((object, _)) => deleted.push(object),
             Err(ApiError::NotFound(_)) => {}

@@ -95,49 +95,32 @@ pub async fn list(call: &Call<'_>) -> ApiResult<Response> {
         let listed = server.objects.list(info, namespace, revision, from.take(), page).await?;
         revision = Some(listed.revision);
         let count = listed.items.len();
+        let mut page_full = None;
         for (index, item) in listed.items.into_iter().enumerate() {
             if !selectors.matches(&item) {
                 continue;
             }
             items.push(item);
             if limit.is_some_and(|l| items.len() >= l) && (index + 1 < count || listed.more) {
-                let last = &items[items.len() - 1];
-                let key = ObjectRef {
-                    info,
-                    namespace: meta::meta_str(last, "namespace").map(str::to_string),
-                    name: meta::meta_str(last, "name").unwrap_or_default().to_string(),
-                }
-                .key();
-                let token = encode_continue(listed.revision, &key);
-                let remaining = if selectors.filtering() { 0 } else { listed.remaining + (count - index - 1) as u64 };
-                return Ok(list_response(
-                    path,
-                    query,
-                    headers,
-                    &items.iter().collect::<Vec<_>>(),
-                    listed.revision,
-                    Some(token),
-                    remaining,
-                ));
+                page_full = Some(index);
+                break;
             }
         }
-        match listed.last_key {
-            Some(mut key) if listed.more => {
+        let (token, remaining) = match (page_full, listed.last_key) {
+            (Some(index), _) => {
+                let key = ObjectRef::of(info, &items[items.len() - 1]).key();
+                let remaining = if selectors.filtering() { 0 } else { listed.remaining + (count - index - 1) as u64 };
+                (Some(encode_continue(listed.revision, &key)), remaining)
+            }
+            (None, Some(mut key)) if listed.more => {
                 key.push(0);
                 from = Some(key);
+                continue;
             }
-            _ => {
-                return Ok(list_response(
-                    path,
-                    query,
-                    headers,
-                    &items.iter().collect::<Vec<_>>(),
-                    listed.revision,
-                    None,
-                    0,
-                ));
-            }
-        }
+            (None, _) => (None, 0),
+        };
+        let items: Vec<&Value> = items.iter().collect();
+        return Ok(list_response(path, query, headers, &items, listed.revision, token, remaining));
     }
 }
 
@@ -169,13 +152,7 @@ async fn list_from_cache(call: &Call<'_>, selectors: &Selectors, limit: Option<u
     let matching: Vec<&Value> = all.into_iter().filter(|o| selectors.matches(o)).collect();
     let (page, token) = match limit {
         Some(limit) if matching.len() > limit => {
-            let last = matching[limit - 1];
-            let key = ObjectRef {
-                info: path.info,
-                namespace: meta::meta_str(last, "namespace").map(str::to_string),
-                name: meta::meta_str(last, "name").unwrap_or_default().to_string(),
-            }
-            .key();
+            let key = ObjectRef::of(path.info, matching[limit - 1]).key();
             (&matching[..limit], Some(encode_continue(cached.revision, &key)))
         }
         _ => (&matching[..], None),

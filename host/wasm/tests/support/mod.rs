@@ -51,3 +51,24 @@ fn find_or_build() -> PathBuf {
     assert!(dir.join(PROBE).is_file(), "the fixtures build did not produce {}", dir.join(PROBE).display());
     dir
 }
+
+/// A `Pod` create request named `name` carrying `object` (JSON), as the API server sends it.
+pub fn pod_request(name: &str, object: Option<String>) -> capstan_wasm::admission::AdmissionRequest {
+    use capstan_wasm::admission::{AdmissionRequest, GroupVersionKind, GroupVersionResource, Operation, UserInfo};
+    AdmissionRequest {
+        uid: "00000000-0000-0000-0000-000000000001".to_owned(),
+        kind: GroupVersionKind { group: String::new(), version: "v1".to_owned(), kind: "Pod".to_owned() },
+        resource: GroupVersionResource { group: String::new(), version: "v1".to_owned(), resource: "pods".to_owned() },
+        sub_resource: None,
+        request_kind: None,
+        request_resource: None,
+        name: name.to_owned(),
+        namespace: Some("default".to_owned()),
+        operation: Operation::Create,
+        user_info: UserInfo { username: "alice".to_owned(), uid: String::new(), groups: vec![], extra: vec![] },
+        object,
+        old_object: None,
+        dry_run: false,
+        options: None,
+    }
+}
