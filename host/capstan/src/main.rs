@@ -43,6 +43,51 @@ struct ServerArgs {
     /// How often store history is compacted (history of at least this long is kept).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: Duration,
+    /// Where the default plugin components (`<crate_name>.wasm`, built from `plugins/`) are read.
+    /// By default the `plugins/` build output of the source tree this binary was built from.
+    #[arg(long, env = "CAPSTAN_COMPONENTS_DIR")]
+    components_dir: Option<PathBuf>,
+}
+
+/// The default components Capstan ships, found by crate name (`node-name` → `node_name.wasm`).
+#[derive(Clone)]
+struct Components {
+    dirs: Vec<PathBuf>,
+}
+
+impl Components {
+    fn new(explicit: Option<PathBuf>) -> Self {
+        let dirs = match explicit {
+            Some(dir) => vec![dir],
+            None => {
+                let mut dirs = Vec::new();
+                if let Some(target) = option_env!("CARGO_TARGET_DIR") {
+                    dirs.push(PathBuf::from(target).join("wasm32-wasip2/release"));
+                }
+                dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release"));
+                dirs
+            }
+        };
+        Self { dirs }
+    }
+
+    /// The bytes of the component built from plugin crate `name`.
+    #[allow(dead_code, reason = "the scheduler and controller manager read their defaults through it")]
+    fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        for dir in &self.dirs {
+            let path = dir.join(&file);
+            if path.is_file() {
+                return std::fs::read(&path).with_context(|| format!("cannot read component {}", path.display()));
+            }
+        }
+        let searched: Vec<_> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        anyhow::bail!(
+            "component {file} not found in {}; build plugins/ with `cargo build --manifest-path plugins/Cargo.toml \
+             --target wasm32-wasip2 --release` or pass --components-dir",
+            searched.join(", ")
+        )
+    }
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -81,6 +126,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let revision = store.current_revision().await.context("cannot read the store")?;
     tracing::info!(store = %store.describe(), %revision, "store ready");
     let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
+    let _components = Components::new(args.components_dir.clone());
     let config = capstan_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
