@@ -57,17 +57,17 @@ struct Components {
 
 impl Components {
     fn new(explicit: Option<PathBuf>) -> Self {
-        let dirs = match explicit {
-            Some(dir) => vec![dir],
-            None => {
+        let dirs = explicit.map_or_else(
+            || {
                 let mut dirs = Vec::new();
                 if let Some(target) = option_env!("CARGO_TARGET_DIR") {
                     dirs.push(PathBuf::from(target).join("wasm32-wasip2/release"));
                 }
                 dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release"));
                 dirs
-            }
-        };
+            },
+            |dir| vec![dir],
+        );
         Self { dirs }
     }
 
