@@ -47,6 +47,56 @@ struct ServerArgs {
     /// By default the `plugins/` build output of the source tree this binary was built from.
     #[arg(long, env = "CAPSTAN_COMPONENTS_DIR")]
     components_dir: Option<PathBuf>,
+    #[command(flatten)]
+    hollow: HollowArgs,
+}
+
+/// Hollow nodes: nodes without a container runtime whose pods are reported running.
+#[derive(clap::Args)]
+struct HollowArgs {
+    /// Register this many hollow nodes (for trying the scheduler and controllers at scale).
+    #[arg(long = "hollow-nodes", default_value_t = 0)]
+    count: usize,
+    /// CPU capacity of each hollow node.
+    #[arg(long = "hollow-node-cpu", default_value = "8")]
+    cpu: String,
+    /// Memory capacity of each hollow node.
+    #[arg(long = "hollow-node-memory", default_value = "32Gi")]
+    memory: String,
+    /// Pod capacity of each hollow node.
+    #[arg(long = "hollow-node-max-pods", default_value_t = 110)]
+    max_pods: u32,
+    /// Spread hollow nodes over this many zones (`topology.kubernetes.io/zone`).
+    #[arg(long = "hollow-zones", default_value_t = 3)]
+    zones: usize,
+    /// Labels on every hollow node (`key=value`, comma-separated).
+    #[arg(long = "hollow-node-labels", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Taints on every hollow node (`key[=value]:Effect`, comma-separated).
+    #[arg(long = "hollow-node-taints", value_delimiter = ',')]
+    taints: Vec<String>,
+}
+
+impl HollowArgs {
+    fn config(&self) -> anyhow::Result<capstan_hollow::HollowConfig> {
+        let mut labels = std::collections::BTreeMap::new();
+        for label in &self.labels {
+            let (key, value) =
+                label.split_once('=').with_context(|| format!("hollow node label '{label}' is not key=value"))?;
+            labels.insert(key.to_owned(), value.to_owned());
+        }
+        let taints = self.taints.iter().map(|t| capstan_hollow::parse_taint(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(capstan_hollow::HollowConfig {
+            count: self.count,
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            max_pods: self.max_pods,
+            zones: self.zones,
+            labels,
+            taints,
+            ..capstan_hollow::HollowConfig::default()
+        })
+    }
 }
 
 /// The default components Capstan ships, found by crate name (`node-name` → `node_name.wasm`).
@@ -135,6 +185,12 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");
+    let _hollow = if args.hollow.count > 0 {
+        let client = capstan_client::from_kubeconfig(&running.kubeconfig).await?;
+        Some(capstan_hollow::start(client, args.hollow.config()?).await.context("cannot start the hollow nodes")?)
+    } else {
+        None
+    };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
