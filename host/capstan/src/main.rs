@@ -43,8 +43,8 @@ struct ServerArgs {
     /// How often store history is compacted (history of at least this long is kept).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: Duration,
-    /// Where the default plugin components (`<crate_name>.wasm`, built from `plugins/`) are read.
-    /// By default the `plugins/` build output of the source tree this binary was built from.
+    /// Read the default plugin components (`<crate_name>.wasm`, built from `plugins/`) from this
+    /// directory instead of the copies embedded in the binary.
     #[arg(long, env = "CAPSTAN_COMPONENTS_DIR")]
     components_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -99,44 +99,31 @@ impl HollowArgs {
     }
 }
 
-/// The default components Capstan ships, found by crate name (`node-name` → `node_name.wasm`).
+/// The default components Capstan ships, found by crate name (`node-name`): from
+/// `--components-dir` when given (`<crate_name>.wasm` files), otherwise embedded in the binary.
 #[derive(Clone)]
 struct Components {
-    dirs: Vec<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
 impl Components {
-    fn new(explicit: Option<PathBuf>) -> Self {
-        let dirs = explicit.map_or_else(
-            || {
-                let mut dirs = Vec::new();
-                if let Some(target) = option_env!("CARGO_TARGET_DIR") {
-                    dirs.push(PathBuf::from(target).join("wasm32-wasip2/release"));
-                }
-                dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release"));
-                dirs
-            },
-            |dir| vec![dir],
-        );
-        Self { dirs }
+    fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir }
     }
 
     /// The bytes of the component built from plugin crate `name`.
     #[allow(dead_code, reason = "the scheduler and controller manager read their defaults through it")]
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
-        let file = format!("{}.wasm", name.replace('-', "_"));
-        for dir in &self.dirs {
-            let path = dir.join(&file);
-            if path.is_file() {
-                return std::fs::read(&path).with_context(|| format!("cannot read component {}", path.display()));
-            }
+        if let Some(dir) = &self.dir {
+            let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+            return std::fs::read(&path).with_context(|| format!("cannot read component {}", path.display()));
         }
-        let searched: Vec<_> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-        anyhow::bail!(
-            "component {file} not found in {}; build plugins/ with `cargo build --manifest-path plugins/Cargo.toml \
-             --target wasm32-wasip2 --release` or pass --components-dir",
-            searched.join(", ")
-        )
+        capstan_components::get(name).map(<[u8]>::to_vec).with_context(|| {
+            format!(
+                "no component named {name} is shipped (shipped: {})",
+                capstan_components::names().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
 }
 
