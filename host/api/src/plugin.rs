@@ -64,7 +64,30 @@ pub enum PluginKind {
 #[schemars(rename = "io.capstan.v1alpha1.PluginComponent")]
 pub struct PluginComponent {
     /// A `.wasm` component file the server can read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// A component the server ships (`namespace-lifecycle`, `resource-quota`, …), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// A key of a ConfigMap's `binaryData` holding the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ComponentKey>,
+    /// A key of a Secret's `data` holding the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<ComponentKey>,
+}
+
+/// One key of a ConfigMap or Secret.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.capstan.v1alpha1.ComponentKey")]
+pub struct ComponentKey {
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+    /// The key whose (base64) value is the component.
+    pub key: String,
 }
 
 /// How an admission policy takes part in admission.

@@ -72,7 +72,6 @@ impl Components {
     }
 
     /// The bytes of the component built from plugin crate `name`.
-    #[allow(dead_code, reason = "the scheduler and controller manager read their defaults through it")]
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         let file = format!("{}.wasm", name.replace('-', "_"));
         for dir in &self.dirs {
@@ -88,6 +87,21 @@ impl Components {
             searched.join(", ")
         )
     }
+}
+
+/// The built-in admission policies whose components are there; a missing one is logged and
+/// left out, so a server without built plugins still starts.
+fn builtin_plugins(components: &Components) -> std::collections::BTreeMap<String, capstan_apiserver::plugins::BuiltinPlugin> {
+    let mut builtins = std::collections::BTreeMap::new();
+    for (name, spec) in capstan_apiserver::plugins::builtin_admission_specs() {
+        match components.bytes(name) {
+            Ok(bytes) => {
+                builtins.insert(name.to_string(), capstan_apiserver::plugins::BuiltinPlugin { bytes: bytes.into(), spec });
+            }
+            Err(e) => tracing::warn!(plugin = name, error = %e, "built-in admission policy not available"),
+        }
+    }
+    builtins
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -126,12 +140,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let revision = store.current_revision().await.context("cannot read the store")?;
     tracing::info!(store = %store.describe(), %revision, "store ready");
     let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
-    let _components = Components::new(args.components_dir.clone());
+    let components = Components::new(args.components_dir.clone());
     let config = capstan_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
         port: args.port,
         store,
+        builtin_plugins: builtin_plugins(&components),
     };
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");

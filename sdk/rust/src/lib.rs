@@ -38,6 +38,7 @@
 //! policy is then about 40 KB and compiles in milliseconds.
 
 pub mod admission;
+pub mod quantity;
 pub mod log;
 
 // Lets the generated bindings name this crate the same way from inside and outside it.
