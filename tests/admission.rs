@@ -316,3 +316,57 @@ fn resource_quota_admits_exactly_its_limit_under_20_concurrent_creates() {
     let used = kubectl(&server, &["get", "quota", "pods", "-n", "q", "-o", "jsonpath={.status.used.pods}"]);
     assert_eq!(used, "6", "deleting releases the pod's charge");
 }
+
+/// A component built from an SDK example by its language's build script (scripts/test builds
+/// them into `target/sdk-examples/`; built here when missing).
+fn sdk_example(script: &str, source: &str, file: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/sdk-examples").join(file);
+    if !out.is_file() {
+        let built = std::process::Command::new(root.join(script))
+            .arg(root.join(source))
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+        assert!(built.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&built.stderr));
+    }
+    out.to_string_lossy().into_owned()
+}
+
+const POD_RULES: &str = "    - operations: [CREATE]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [pods]";
+
+#[test]
+fn a_python_policy_gives_pods_their_namespace_team_label() {
+    let component = sdk_example("sdk/python/build", "sdk/python/examples/default-team", "default_team.wasm");
+    let server = server();
+    load(&server, &policy("default-team", &component, true, "", POD_RULES), "default-team");
+    kubectl(&server, &["create", "namespace", "payments"]);
+    kubectl(&server, &["label", "namespace", "payments", "team=billing"]);
+    kubectl_stdin(&server, &["apply", "-n", "payments", "-f", "-"], &pod("teamless", ""));
+    let team = kubectl(&server, &["get", "pod", "teamless", "-n", "payments", "-o", "jsonpath={.metadata.labels.team}"]);
+    assert_eq!(team, "billing", "the Python policy labelled the pod from its namespace");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod("elsewhere", ""));
+    let none = kubectl(&server, &["get", "pod", "elsewhere", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(!none.contains("team"), "namespaces without a team label add none: {none}");
+}
+
+#[test]
+fn a_javascript_policy_denies_images_from_registries_off_its_allow_list() {
+    let component =
+        sdk_example("sdk/js/build", "sdk/js/examples/registry-allow-list/policy.js", "registry_allow_list.wasm");
+    let server = server();
+    let config = "  config:\n    allowedRegistries: [registry.example.com]";
+    load(&server, &policy("registries", &component, false, config, POD_RULES), "registries");
+    let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&pod("hub", "")));
+    assert!(
+        refused.stderr.contains(r#"admission webhook "registries" denied the request"#)
+            && refused.stderr.contains(r#"from registry "docker.io", which is not on the allow-list"#),
+        "{}",
+        refused.stderr
+    );
+    let ours = pod("ours", "").replace("busybox:1", "registry.example.com/tools/busybox:1");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &ours);
+}

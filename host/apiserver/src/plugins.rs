@@ -92,6 +92,14 @@ impl PluginManager {
         policies
     }
 
+    /// Every loaded plugin's call metrics (calls, errors, timeouts, latency histogram) in the
+    /// Prometheus text format, for the API server's `/metrics`.
+    #[must_use]
+    pub fn prometheus(&self) -> String {
+        let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        runtime.map(|r| capstan_wasm::render_prometheus(&r.metrics())).unwrap_or_default()
+    }
+
     fn runtime(&self) -> Result<Runtime, String> {
         let mut runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(runtime) = runtime.as_ref() {

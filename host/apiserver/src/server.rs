@@ -332,7 +332,9 @@ async fn ready(State(server): State<Arc<ApiServer>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<ApiServer>>) -> Response {
-    let mut response = server.metrics.render(server.cache.watcher_count()).into_response();
+    let mut text = server.metrics.render(server.cache.watcher_count());
+    text.push_str(&server.plugins.prometheus());
+    let mut response = text.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
 }

@@ -8,6 +8,8 @@ use anyhow::Context;
 use capstan_store::{Compactor, EtcdConfig, StoreConfig};
 use clap::{Parser, Subcommand};
 
+mod plugin_cmd;
+
 /// Capstan: a Kubernetes-compatible orchestrator whose scheduler, admission and controllers are
 /// WebAssembly components.
 #[derive(Parser)]
@@ -21,6 +23,9 @@ struct Cli {
 enum Command {
     /// Runs the control plane on this machine.
     Server(ServerArgs),
+    /// Plugin tooling: new, build, inspect.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
 }
 
 #[derive(clap::Args)]
@@ -127,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Server(args) => server(args).await,
+        Command::Plugin(command) => plugin_cmd::run(command),
     }
 }
 
