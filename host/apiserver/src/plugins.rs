@@ -517,7 +517,7 @@ pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
             }),
         ),
         ("service-account", pods(true, 100, &["CREATE"])),
-        ("limit-ranger", pods(true, 200, &["CREATE", "UPDATE"])),
+        ("limit-ranger", pods(true, 200, &["CREATE"])),
         ("priority", pods(true, 300, &["CREATE"])),
         ("default-toleration-seconds", pods(true, 400, &["CREATE"])),
         ("pod-security", pods(false, 100, &["CREATE", "UPDATE"])),
