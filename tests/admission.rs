@@ -111,13 +111,8 @@ fn scale_goes_through_admission_with_its_subresource() {
       apiGroups: [apps]
       apiVersions: [v1]
       resources: [deployments/scale]";
-    let setter = policy(
-        "scale-watcher",
-        &component("fixture-label-setter"),
-        false,
-        "  config:\n    warning: scale seen",
-        rules,
-    );
+    let setter =
+        policy("scale-watcher", &component("fixture-label-setter"), false, "  config:\n    warning: scale seen", rules);
     load(&server, &setter, "scale-watcher");
     let scaled = run(&server, &["scale", "deployment", "web", "--replicas=3"], None);
     assert!(scaled.ok, "{}", scaled.stderr);
@@ -138,20 +133,13 @@ fn a_policy_past_its_deadline_follows_its_failure_policy() {
       apiVersions: [v1]
       resources: [configmaps]";
     let looping = |failure: &str| {
-        policy(
-            "spinner",
-            &component("fixture-loop-forever"),
-            false,
-            "",
-            rules,
-        )
-        .replace("  admission:\n", &format!("  admission:\n    timeoutSeconds: 1\n    failurePolicy: {failure}\n"))
+        policy("spinner", &component("fixture-loop-forever"), false, "", rules)
+            .replace("  admission:\n", &format!("  admission:\n    timeoutSeconds: 1\n    failurePolicy: {failure}\n"))
     };
     load(&server, &looping("Fail"), "spinner");
     let failed = kubectl_fails(&server, &["create", "configmap", "refused"], None);
     assert!(
-        failed.stderr.contains(r#"failed calling admission plugin "spinner""#)
-            && failed.stderr.contains("deadline"),
+        failed.stderr.contains(r#"failed calling admission plugin "spinner""#) && failed.stderr.contains("deadline"),
         "Fail refuses the request and says why:\n{}",
         failed.stderr
     );
@@ -253,10 +241,12 @@ spec:
     kubectl_stdin(&server, &["apply", "-f", "-"], range);
     kubectl_stdin(&server, &["apply", "-f", "-"], &pod("defaulted", ""));
     let resources =
-        json(&kubectl(&server, &["get", "pod", "defaulted", "-o", "json"]))["spec"]["containers"][0]["resources"].clone();
+        json(&kubectl(&server, &["get", "pod", "defaulted", "-o", "json"]))["spec"]["containers"][0]["resources"]
+            .clone();
     assert_eq!(resources["limits"]["cpu"], "500m", "{resources}");
     assert_eq!(resources["requests"]["cpu"], "100m", "{resources}");
-    let big = pod("big", "").replace("    image: busybox:1\n", "    image: busybox:1\n    resources: {limits: {cpu: '2'}}\n");
+    let big =
+        pod("big", "").replace("    image: busybox:1\n", "    image: busybox:1\n    resources: {limits: {cpu: '2'}}\n");
     let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&big));
     assert!(refused.stderr.contains("maximum cpu usage per Container is 1, but limit is 2"), "{}", refused.stderr);
 }
@@ -268,8 +258,8 @@ fn pod_security_restricted_rejects_a_privileged_pod_and_warn_only_warns() {
     kubectl(&server, &["label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted"]);
     kubectl(&server, &["create", "namespace", "watched"]);
     kubectl(&server, &["label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline"]);
-    let privileged =
-        pod("root", "").replace("    image: busybox:1\n", "    image: busybox:1\n    securityContext: {privileged: true}\n");
+    let privileged = pod("root", "")
+        .replace("    image: busybox:1\n", "    image: busybox:1\n    securityContext: {privileged: true}\n");
     let refused = kubectl_fails(&server, &["apply", "-n", "locked", "-f", "-"], Some(&privileged));
     assert!(
         refused.stderr.contains(r#"violates PodSecurity "restricted:latest""#) && refused.stderr.contains("privileged"),
@@ -303,7 +293,9 @@ fn resource_quota_admits_exactly_its_limit_under_20_concurrent_creates() {
     let refusals: Vec<&Run> = results.iter().filter(|r| !r.ok).collect();
     assert_eq!(admitted, 7, "exactly the quota is admitted; refusals: {:?}", refusals.first().map(|r| &r.stderr));
     assert!(
-        refusals.iter().all(|r| r.stderr.contains("exceeded quota: pods, requested: pods=1, used: pods=7, limited: pods=7")),
+        refusals
+            .iter()
+            .all(|r| r.stderr.contains("exceeded quota: pods, requested: pods=1, used: pods=7, limited: pods=7")),
         "{:?}",
         refusals.first().map(|r| &r.stderr)
     );
@@ -346,7 +338,8 @@ fn a_python_policy_gives_pods_their_namespace_team_label() {
     kubectl(&server, &["create", "namespace", "payments"]);
     kubectl(&server, &["label", "namespace", "payments", "team=billing"]);
     kubectl_stdin(&server, &["apply", "-n", "payments", "-f", "-"], &pod("teamless", ""));
-    let team = kubectl(&server, &["get", "pod", "teamless", "-n", "payments", "-o", "jsonpath={.metadata.labels.team}"]);
+    let team =
+        kubectl(&server, &["get", "pod", "teamless", "-n", "payments", "-o", "jsonpath={.metadata.labels.team}"]);
     assert_eq!(team, "billing", "the Python policy labelled the pod from its namespace");
     kubectl_stdin(&server, &["apply", "-f", "-"], &pod("elsewhere", ""));
     let none = kubectl(&server, &["get", "pod", "elsewhere", "-o", "jsonpath={.metadata.labels}"]);

@@ -147,7 +147,10 @@ fn a_component_in_a_config_map_is_loaded() {
     let component = capstan_testbed::component_path("require-label").unwrap_or_else(|e| panic!("{e}"));
     let server = server();
     let component = component.to_string_lossy().into_owned();
-    kubectl(&server, &["create", "configmap", "policy", "-n", "kube-system", &format!("--from-file=policy.wasm={component}")]);
+    kubectl(
+        &server,
+        &["create", "configmap", "policy", "-n", "kube-system", &format!("--from-file=policy.wasm={component}")],
+    );
     let manifest = plugin(&component).replace(
         &format!("    path: {component:?}"),
         "    configMap: {namespace: kube-system, name: policy, key: policy.wasm}",

@@ -95,7 +95,9 @@ fn main() {
         );
         let metrics = server.kubectl(&["get", "--raw", "/metrics"]);
         for line in String::from_utf8_lossy(&metrics.stdout).lines() {
-            if line.starts_with("capstan_plugin_calls_total") || line.starts_with("capstan_plugin_call_duration_seconds_sum") {
+            if line.starts_with("capstan_plugin_calls_total")
+                || line.starts_with("capstan_plugin_call_duration_seconds_sum")
+            {
                 println!("    {line}");
             }
         }

@@ -188,7 +188,13 @@ async fn matching(
         .filter(|policy| {
             policy.settings.rules.iter().any(|rule| {
                 rule.scope_matches(info.namespaced)
-                    && rule.matches(attributes.operation_name(), info.gvk.group, info.gvk.version, info.plural, subresource)
+                    && rule.matches(
+                        attributes.operation_name(),
+                        info.gvk.group,
+                        info.gvk.version,
+                        info.plural,
+                        subresource,
+                    )
             })
         })
         .collect();
@@ -409,7 +415,9 @@ impl Cluster for StoreCluster {
                 return Err(ClusterError::Conflict(format!("{name} no longer exists")));
             };
             if revision != expected {
-                return Err(ClusterError::Conflict(format!("{name} changed since resource version {resource_version}")));
+                return Err(ClusterError::Conflict(format!(
+                    "{name} changed since resource version {resource_version}"
+                )));
             }
             meta::metadata_mut(&mut object).remove("resourceVersion");
             object["status"] = status;

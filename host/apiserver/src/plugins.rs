@@ -312,7 +312,8 @@ impl ApiServer {
         let existing = self.objects.list(info, None, None, None, None).await?.items;
         for object in &existing {
             let name = meta::meta_str(object, "name").unwrap_or_default();
-            let from_dir = object.pointer("/metadata/labels/capstan.io~1source").and_then(Value::as_str) == Some(DROP_IN);
+            let from_dir =
+                object.pointer("/metadata/labels/capstan.io~1source").and_then(Value::as_str) == Some(DROP_IN);
             if from_dir && !wanted.iter().any(|(n, _)| n == name) {
                 let target = ObjectRef::of(info, object);
                 if let Some((_, revision)) = self.objects.get_kv(&target).await? {

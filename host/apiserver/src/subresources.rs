@@ -101,10 +101,8 @@ pub async fn scale(call: &Call<'_>, method: &axum::http::Method) -> ApiResult<Re
                 "the object has been modified; please apply your changes to the latest version and try again".into(),
             ));
         }
-        let attributes = Attributes {
-            kind: Some(("autoscaling", "v1", "Scale")),
-            ..Attributes::new(Operation::Update, &target)
-        };
+        let attributes =
+            Attributes { kind: Some(("autoscaling", "v1", "Scale")), ..Attributes::new(Operation::Update, &target) };
         let wanted = admission::admit(call, &attributes, wanted, Some(&current)).await?;
         let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
         if replicas < 0 {
@@ -143,8 +141,7 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
     let Call { server, path, headers, body, .. } = *call;
     let target = target_of(path)?;
     let binding = body::decode_object(headers, body)?;
-    let attributes =
-        Attributes { kind: Some(("", "v1", "Binding")), ..Attributes::new(Operation::Create, &target) };
+    let attributes = Attributes { kind: Some(("", "v1", "Binding")), ..Attributes::new(Operation::Create, &target) };
     let binding = admission::admit(call, &attributes, binding, None).await?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::Invalid(

@@ -96,12 +96,15 @@ impl Components {
 
 /// The built-in admission policies whose components are there; a missing one is logged and
 /// left out, so a server without built plugins still starts.
-fn builtin_plugins(components: &Components) -> std::collections::BTreeMap<String, capstan_apiserver::plugins::BuiltinPlugin> {
+fn builtin_plugins(
+    components: &Components,
+) -> std::collections::BTreeMap<String, capstan_apiserver::plugins::BuiltinPlugin> {
     let mut builtins = std::collections::BTreeMap::new();
     for (name, spec) in capstan_apiserver::plugins::builtin_admission_specs() {
         match components.bytes(name) {
             Ok(bytes) => {
-                builtins.insert(name.to_string(), capstan_apiserver::plugins::BuiltinPlugin { bytes: bytes.into(), spec });
+                builtins
+                    .insert(name.to_string(), capstan_apiserver::plugins::BuiltinPlugin { bytes: bytes.into(), spec });
             }
             Err(e) => tracing::warn!(plugin = name, error = %e, "built-in admission policy not available"),
         }

@@ -102,7 +102,9 @@ fn new(kind: Kind, lang: Lang, name: &str) -> anyhow::Result<()> {
         }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!("created {name}/; build it with `capstan plugin build {name}`, then `kubectl apply -f {name}/plugin.yaml`");
+    println!(
+        "created {name}/; build it with `capstan plugin build {name}`, then `kubectl apply -f {name}/plugin.yaml`"
+    );
     Ok(())
 }
 

@@ -139,7 +139,9 @@ fn with_cluster<R>(
     cluster: Option<Arc<dyn Cluster>>,
     call: impl FnOnce(&mut Store<HostState>) -> R,
 ) -> R {
-    store.data_mut().set_call_context(cluster.map(|c| Arc::new(ClusterContext(c)) as Arc<dyn std::any::Any + Send + Sync>));
+    store
+        .data_mut()
+        .set_call_context(cluster.map(|c| Arc::new(ClusterContext(c)) as Arc<dyn std::any::Any + Send + Sync>));
     let result = call(store);
     store.data_mut().set_call_context(None);
     result

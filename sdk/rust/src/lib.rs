@@ -38,8 +38,8 @@
 //! policy is then about 40 KB and compiles in milliseconds.
 
 pub mod admission;
-pub mod quantity;
 pub mod log;
+pub mod quantity;
 
 // Lets the generated bindings name this crate the same way from inside and outside it.
 extern crate self as capstan_plugin_sdk;

@@ -35,7 +35,8 @@ pub fn parse(text: &str) -> Option<Milli> {
     };
     let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
     let negative = whole.starts_with('-');
-    let whole: i128 = whole.trim_start_matches(['+', '-']).parse().ok().or(if whole.len() <= 1 { Some(0) } else { None })?;
+    let whole: i128 =
+        whole.trim_start_matches(['+', '-']).parse().ok().or(if whole.len() <= 1 { Some(0) } else { None })?;
     let mut value = whole.checked_mul(multiplier)?;
     if !fraction.is_empty() {
         let digits: i128 = fraction.parse().ok()?;

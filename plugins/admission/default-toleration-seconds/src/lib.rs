@@ -33,10 +33,10 @@ fn patch(pod: &Value, config: &Config) -> Option<Value> {
         existing.is_some_and(|list| {
             list.iter().any(|t| {
                 let effect = t.get("effect").and_then(Value::as_str).unwrap_or_default();
-                let matches_key = t.get("key").and_then(Value::as_str).map_or(
-                    t.get("operator").and_then(Value::as_str) == Some("Exists"),
-                    |k| k == key,
-                );
+                let matches_key = t
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .map_or(t.get("operator").and_then(Value::as_str) == Some("Exists"), |k| k == key);
                 matches_key && (effect.is_empty() || effect == "NoExecute")
             })
         })

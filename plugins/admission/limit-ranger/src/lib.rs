@@ -20,7 +20,10 @@ fn container_limits(ranges: &[Value]) -> Vec<&Value> {
 }
 
 fn entries(value: Option<&Value>) -> Vec<(String, Value)> {
-    value.and_then(Value::as_object).map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).unwrap_or_default()
+    value
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default()
 }
 
 /// One container's resources with defaults filled in.
@@ -70,7 +73,12 @@ fn violation(container: &str, resources: &Value, limits: &[&Value]) -> Option<St
                         quantity::format(amount("requests", &resource).unwrap_or(0))
                     ));
                 }
-                None => return Some(format!("minimum {resource} usage per Container is {}, but no request is specified", quantity::format(bound))),
+                None => {
+                    return Some(format!(
+                        "minimum {resource} usage per Container is {}, but no request is specified",
+                        quantity::format(bound)
+                    ));
+                }
             }
         }
         for (resource, bound) in entries(limit.get("max")) {
@@ -84,7 +92,12 @@ fn violation(container: &str, resources: &Value, limits: &[&Value]) -> Option<St
                         quantity::format(have)
                     ));
                 }
-                None => return Some(format!("maximum {resource} usage per Container is {}, but no limit is specified", quantity::format(bound))),
+                None => {
+                    return Some(format!(
+                        "maximum {resource} usage per Container is {}, but no limit is specified",
+                        quantity::format(bound)
+                    ));
+                }
             }
         }
     }
@@ -99,7 +112,9 @@ fn admit(pod: &Value, ranges: &[Value]) -> Result<Vec<Value>, String> {
         return Ok(ops);
     }
     for list in ["containers", "initContainers"] {
-        for (index, container) in pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten().enumerate() {
+        for (index, container) in
+            pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
             let current = container.get("resources").cloned().unwrap_or(json!({}));
             let resources = defaulted(&current, &limits);
             let name = container.get("name").and_then(Value::as_str).unwrap_or_default();

@@ -37,8 +37,19 @@ impl Level {
 
 /// Capabilities baseline allows adding.
 const BASELINE_CAPABILITIES: &[&str] = &[
-    "AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID",
-    "SETPCAP", "SETUID", "SYS_CHROOT",
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
 ];
 
 /// Volume types restricted allows.
@@ -81,19 +92,34 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
         let allowed: &[&str] = if level == Level::Restricted { &["NET_BIND_SERVICE"] } else { BASELINE_CAPABILITIES };
         let extra: Vec<&str> = added.iter().copied().filter(|cap| !allowed.contains(cap)).collect();
         if !extra.is_empty() {
-            found.push(format!("unrestricted capabilities (container {:?} must not include {:?} in securityContext.capabilities.add)", name_of(c), extra));
+            found.push(format!(
+                "unrestricted capabilities (container {:?} must not include {:?} in securityContext.capabilities.add)",
+                name_of(c),
+                extra
+            ));
         }
-        let host_ports = c.get("ports").and_then(Value::as_array).into_iter().flatten().any(|p| p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) != 0);
+        let host_ports = c
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .any(|p| p.get("hostPort").and_then(Value::as_i64).unwrap_or(0) != 0);
         if host_ports {
             found.push(format!("hostPort (container {:?} uses hostPorts)", name_of(c)));
         }
         if c.pointer("/securityContext/seccompProfile/type").and_then(Value::as_str) == Some("Unconfined") {
-            found.push(format!("seccompProfile (container {:?} must not set securityContext.seccompProfile.type to \"Unconfined\")", name_of(c)));
+            found.push(format!(
+                "seccompProfile (container {:?} must not set securityContext.seccompProfile.type to \"Unconfined\")",
+                name_of(c)
+            ));
         }
     }
     for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
         if volume.get("hostPath").is_some() {
-            found.push(format!("hostPath volumes (volume {:?})", volume.get("name").and_then(Value::as_str).unwrap_or_default()));
+            found.push(format!(
+                "hostPath volumes (volume {:?})",
+                volume.get("name").and_then(Value::as_str).unwrap_or_default()
+            ));
         }
     }
     if level == Level::Restricted {
@@ -104,9 +130,13 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
 
 fn restricted_violations(pod: &Value, all: &[&Value], found: &mut Vec<String>) {
     for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
-        let kind = volume.as_object().and_then(|m| m.keys().find(|k| *k != "name")).map(String::as_str).unwrap_or_default();
+        let kind =
+            volume.as_object().and_then(|m| m.keys().find(|k| *k != "name")).map(String::as_str).unwrap_or_default();
         if !RESTRICTED_VOLUMES.contains(&kind) && kind != "hostPath" {
-            found.push(format!("restricted volume types (volume {:?} uses restricted volume type {kind:?})", volume.get("name").and_then(Value::as_str).unwrap_or_default()));
+            found.push(format!(
+                "restricted volume types (volume {:?} uses restricted volume type {kind:?})",
+                volume.get("name").and_then(Value::as_str).unwrap_or_default()
+            ));
         }
     }
     let pod_non_root = pod.pointer("/spec/securityContext/runAsNonRoot") == Some(&Value::Bool(true));
@@ -118,7 +148,9 @@ fn restricted_violations(pod: &Value, all: &[&Value], found: &mut Vec<String>) {
         }
         let drops = strings(c.pointer("/securityContext/capabilities/drop"));
         if !drops.contains(&"ALL") {
-            found.push(format!("unrestricted capabilities (container {name:?} must set securityContext.capabilities.drop=[\"ALL\"])"));
+            found.push(format!(
+                "unrestricted capabilities (container {name:?} must set securityContext.capabilities.drop=[\"ALL\"])"
+            ));
         }
         let non_root = c.pointer("/securityContext/runAsNonRoot").and_then(Value::as_bool).unwrap_or(pod_non_root);
         if !non_root {
@@ -151,12 +183,16 @@ impl AdmissionPolicy for PodSecurity {
         };
         let labels = match cluster::get("", "v1", "namespaces", None, namespace) {
             Ok(ns) => ns.and_then(|ns| ns.pointer("/metadata/labels").cloned()).unwrap_or(Value::Null),
-            Err(e) => return AdmissionResponse::deny(format!("cannot read namespace {namespace}: {e:?}")).with_code(500),
+            Err(e) => {
+                return AdmissionResponse::deny(format!("cannot read namespace {namespace}: {e:?}")).with_code(500);
+            }
         };
-        let level = |mode: &str| Level::parse(labels.get(format!("pod-security.kubernetes.io/{mode}")).and_then(Value::as_str));
+        let level =
+            |mode: &str| Level::parse(labels.get(format!("pod-security.kubernetes.io/{mode}")).and_then(Value::as_str));
         let describe = |level: Level| {
             let found = violations(&pod, level);
-            (!found.is_empty()).then(|| format!("violates PodSecurity \"{}:latest\": {}", level.name(), found.join(", ")))
+            (!found.is_empty())
+                .then(|| format!("violates PodSecurity \"{}:latest\": {}", level.name(), found.join(", ")))
         };
         if let Some(message) = describe(level("enforce")) {
             return AdmissionResponse::deny(format!("pods {:?} is forbidden: {message}", request.name));

@@ -30,7 +30,9 @@ fn usage(pod: &Value) -> BTreeMap<String, Milli> {
     usage.insert("pods".to_string(), 1000);
     usage.insert("count/pods".to_string(), 1000);
     for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        for (section, resource) in [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")] {
+        for (section, resource) in
+            [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
+        {
             let amount = container
                 .pointer(&format!("/resources/{section}/{resource}"))
                 .and_then(Value::as_str)
@@ -93,7 +95,8 @@ fn charged(
     if exceeded.is_empty() {
         return Ok(next);
     }
-    let list = |f: &dyn Fn(&(&String, Milli, Milli, Milli)) -> String| exceeded.iter().map(f).collect::<Vec<_>>().join(",");
+    let list =
+        |f: &dyn Fn(&(&String, Milli, Milli, Milli)) -> String| exceeded.iter().map(f).collect::<Vec<_>>().join(",");
     Err(format!(
         "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
         list(&|e| format!("{}={}", e.0, quantity::format(e.1))),
@@ -109,7 +112,8 @@ fn as_quantities(values: &BTreeMap<String, Milli>) -> Value {
 /// Applies `delta` to every quota of `namespace`, each with a compare-and-swap retried on
 /// conflict; with `charge` false only checks.
 fn apply(namespace: &str, delta: &BTreeMap<String, Milli>, charge: bool) -> Result<(), String> {
-    let quotas = cluster::list("", "v1", "resourcequotas", Some(namespace)).map_err(|e| format!("cannot list quotas: {e:?}"))?;
+    let quotas =
+        cluster::list("", "v1", "resourcequotas", Some(namespace)).map_err(|e| format!("cannot list quotas: {e:?}"))?;
     for listed in quotas {
         let name = listed.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut quota = listed;

@@ -103,10 +103,13 @@ impl AdmissionPolicy for ServiceAccount {
             Err(e) => return AdmissionResponse::deny(format!("the pod is not valid JSON: {e}")).with_code(400),
         };
         let name = pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).filter(|n| !n.is_empty());
-        let account = match cluster::get("", "v1", "serviceaccounts", request.namespace.as_deref(), name.unwrap_or("default")) {
-            Ok(account) => account,
-            Err(e) => return AdmissionResponse::deny(format!("cannot read the service account: {e:?}")).with_code(500),
-        };
+        let account =
+            match cluster::get("", "v1", "serviceaccounts", request.namespace.as_deref(), name.unwrap_or("default")) {
+                Ok(account) => account,
+                Err(e) => {
+                    return AdmissionResponse::deny(format!("cannot read the service account: {e:?}")).with_code(500);
+                }
+            };
         let seed = pod.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or(&request.uid);
         let ops = patch(&pod, account.as_ref(), seed);
         if ops.is_empty() {
