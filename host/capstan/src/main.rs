@@ -8,6 +8,8 @@ use anyhow::Context;
 use capstan_store::{Compactor, EtcdConfig, StoreConfig};
 use clap::{Parser, Subcommand};
 
+mod plugin_cmd;
+
 /// Capstan: a Kubernetes-compatible orchestrator whose scheduler, admission and controllers are
 /// WebAssembly components.
 #[derive(Parser)]
@@ -20,7 +22,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the control plane on this machine.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// Plugin tooling: new, build, inspect.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
 }
 
 #[derive(clap::Args)]
@@ -112,7 +117,6 @@ impl Components {
     }
 
     /// The bytes of the component built from plugin crate `name`.
-    #[allow(dead_code, reason = "the scheduler and controller manager read their defaults through it")]
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         if let Some(dir) = &self.dir {
             let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
@@ -125,6 +129,24 @@ impl Components {
             )
         })
     }
+}
+
+/// The built-in admission policies whose components are there; a missing one is logged and
+/// left out, so a server without built plugins still starts.
+fn builtin_plugins(
+    components: &Components,
+) -> std::collections::BTreeMap<String, capstan_apiserver::plugins::BuiltinPlugin> {
+    let mut builtins = std::collections::BTreeMap::new();
+    for (name, spec) in capstan_apiserver::plugins::builtin_admission_specs() {
+        match components.bytes(name) {
+            Ok(bytes) => {
+                builtins
+                    .insert(name.to_string(), capstan_apiserver::plugins::BuiltinPlugin { bytes: bytes.into(), spec });
+            }
+            Err(e) => tracing::warn!(plugin = name, error = %e, "built-in admission policy not available"),
+        }
+    }
+    builtins
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -149,7 +171,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
-        Command::Server(args) => server(args).await,
+        Command::Server(args) => server(*args).await,
+        Command::Plugin(command) => plugin_cmd::run(command),
     }
 }
 
@@ -163,12 +186,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let revision = store.current_revision().await.context("cannot read the store")?;
     tracing::info!(store = %store.describe(), %revision, "store ready");
     let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
-    let _components = Components::new(args.components_dir.clone());
+    let components = Components::new(args.components_dir.clone());
     let config = capstan_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
         port: args.port,
         store,
+        builtin_plugins: builtin_plugins(&components),
     };
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");
