@@ -40,6 +40,9 @@ struct NodeArgs {
     /// The cluster CIDR node pod CIDRs (/24 each) are allocated from.
     #[arg(long, default_value = "10.88.0.0/16")]
     cluster_cidr: String,
+    /// The node's HTTPS port for logs, exec and attach (0 picks a free one).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -207,7 +210,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let node = if args.node {
         let client =
             capstan_client::from_kubeconfig(&running.kubeconfig).await.context("cannot build the node client")?;
-        Some(spawn_agent(client, args.data_dir.clone(), args.node_args))
+        let ca = args.data_dir.join("pki/ca.crt");
+        let ca = std::fs::read_to_string(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        Some(spawn_agent(client, args.data_dir.clone(), ca, args.node_args))
     } else {
         None
     };
@@ -224,13 +229,20 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_agent(client: capstan_client::Client, data_dir: PathBuf, args: NodeArgs) -> tokio::task::JoinHandle<()> {
+fn spawn_agent(
+    client: capstan_client::Client,
+    data_dir: PathBuf,
+    ca_pem: String,
+    args: NodeArgs,
+) -> tokio::task::JoinHandle<()> {
     let config = capstan_node::AgentConfig {
         node_name: args.node_name.unwrap_or_else(capstan_node::default_node_name),
         data_dir: capstan_node::node_dir(&data_dir),
         runtime_endpoint: args.runtime_endpoint,
         cluster_cidr: args.cluster_cidr,
         client,
+        ca_pem,
+        port: args.kubelet_port,
     };
     tokio::spawn(async move {
         if let Err(e) = capstan_node::Agent::new(config).run().await {
@@ -243,7 +255,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let ca =
         std::fs::read_to_string(&args.ca_file).with_context(|| format!("cannot read {}", args.ca_file.display()))?;
     let client = capstan_client::from_token(&args.server, &ca, &args.token).context("cannot build the client")?;
-    let task = spawn_agent(client, args.data_dir, args.node);
+    let task = spawn_agent(client, args.data_dir, ca, args.node);
     println!("Capstan node agent is up");
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,

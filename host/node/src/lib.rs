@@ -10,6 +10,7 @@ pub mod image;
 pub mod node;
 pub mod pods;
 pub mod runtime;
+pub mod server;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,10 @@ pub struct AgentConfig {
     pub cluster_cidr: String,
     /// The client to the API server.
     pub client: kube::Client,
+    /// The cluster CA (PEM): the node's HTTPS port serves only clients it signed.
+    pub ca_pem: String,
+    /// The node's HTTPS port for logs and exec (0 picks a free one).
+    pub port: u16,
 }
 
 /// A node agent.
@@ -94,6 +99,9 @@ impl Agent {
                 return Ok(());
             }
         };
+        let streams = server::StreamServer::bind(config.port, &config.ca_pem).await?;
+        let registration = registration.with_port(streams.address.port());
+        tokio::spawn(streams.serve(cri.clone()));
         let subnet = registration.register(Some(&cri), None).await?;
         let subnet = match subnet {
             Some(subnet) => subnet,

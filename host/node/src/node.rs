@@ -28,6 +28,7 @@ pub const KUBELET_VERSION: &str = "v1.32.0-capstan";
 pub struct Registration {
     client: kube::Client,
     name: String,
+    port: u16,
 }
 
 fn now() -> String {
@@ -87,10 +88,17 @@ impl Registration {
     /// A registration of node `name`.
     #[must_use]
     pub fn new(client: kube::Client, name: &str) -> Self {
-        Registration { client, name: name.to_string() }
+        Registration { client, name: name.to_string(), port: 0 }
     }
 
-    fn status(runtime_version: &str, not_ready: Option<&str>) -> Value {
+    /// Publishes `port` as the node's streaming endpoint (`daemonEndpoints.kubeletEndpoint`).
+    #[must_use]
+    pub fn with_port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    fn status(&self, runtime_version: &str, not_ready: Option<&str>) -> Value {
         let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let memory = format!("{}Ki", memory_kib());
         let resources = json!({"cpu": cpus.to_string(), "memory": memory, "pods": MAX_PODS.to_string(),
@@ -125,7 +133,7 @@ impl Registration {
                 condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                 condition("Ready", ready, reason, &message),
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.port}},
         })
     }
 
@@ -159,7 +167,7 @@ impl Registration {
             Some(cri) => cri.version().await.unwrap_or_default(),
             None => String::new(),
         };
-        let status = Self::status(&version, not_ready);
+        let status = self.status(&version, not_ready);
         nodes.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
         Ok(node.spec.and_then(|s| s.pod_cidr))
     }
@@ -186,7 +194,7 @@ impl Registration {
                 Some(cri) => cri.version().await.unwrap_or_default(),
                 None => String::new(),
             };
-            let status = Self::status(&version, reason.as_deref());
+            let status = self.status(&version, reason.as_deref());
             if let Err(e) =
                 nodes.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await
             {
