@@ -40,19 +40,29 @@ impl Drop for NodeServer {
 /// A server with a node agent named `name`, pod CIDRs from `10.<octet>.0.0/16`, and the busybox
 /// image imported.
 fn node_server(name: &str, octet: u8) -> NodeServer {
+    NodeServer(start_node(None, name, octet))
+}
+
+/// Starts (or, given its directory, restarts) a server with a node agent and waits until the
+/// node is Ready with the busybox image imported.
+fn start_node(dir: Option<tempfile::TempDir>, name: &str, octet: u8) -> CapstanServer {
     for command in ["containerd", "runc", "ctr", "busybox", "cc"] {
         ensure_installed(command, "node").unwrap_or_else(|e| panic!("{e}"));
     }
     let cidr = format!("10.{octet}.0.0/16");
-    let server = CapstanServer::start_with(&["--node=true", "--node-name", name, "--cluster-cidr", &cidr])
-        .unwrap_or_else(|e| panic!("{e}"));
+    let args = ["--node=true", "--node-name", name, "--cluster-cidr", &cidr, "--kubelet-port", "0"];
+    let server = match dir {
+        Some(dir) => CapstanServer::start_in(dir, &args),
+        None => CapstanServer::start_with(&args),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
     wait_for(&server, "node Ready", Duration::from_secs(60), || {
         let out =
             server.kubectl(&["get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
         String::from_utf8_lossy(&out.stdout) == "True"
     });
     import_busybox(&server);
-    NodeServer(server)
+    server
 }
 
 fn import_busybox(server: &CapstanServer) {
@@ -259,7 +269,7 @@ fn crashing_container_restarts_with_back_off() {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "crash"},
         "spec": {"nodeName": "node-d", "terminationGracePeriodSeconds": 1,
-            "containers": [{"name": "crash", "image": BUSYBOX, "command": ["sh", "-c", "sleep 1; exit 3"]}]},
+            "containers": [{"name": "crash", "image": BUSYBOX, "command": ["sh", "-c", "echo crashing; sleep 1; exit 3"]}]},
     });
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
     let mut seen = serde_json::Value::Null;
@@ -274,6 +284,8 @@ fn crashing_container_restarts_with_back_off() {
         pod(&server, "crash")["status"]["containerStatuses"][0]["restartCount"] == 1
     });
     let first = start.elapsed();
+    let previous = kubectl(&server, &["logs", "crash", "--previous"]);
+    assert_eq!(previous, "crashing\n");
     wait_for(&server, "the second restart", Duration::from_secs(60), || {
         pod(&server, "crash")["status"]["containerStatuses"][0]["restartCount"] == 2
     });
@@ -336,4 +348,88 @@ fn agent_without_containerd_joins_not_ready_with_install_hint() {
     assert!(message.contains("install-deps node"), "{message}");
     let table = kubectl(&server, &["get", "nodes"]);
     assert!(table.contains("NotReady"), "{table}");
+}
+
+/// Runs `kubectl` against `server` for `duration`, then stops it and returns what it printed.
+fn kubectl_for(server: &CapstanServer, args: &[&str], duration: Duration) -> String {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    std::thread::sleep(duration);
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("kubectl: {e}"));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn logs_and_exec_reach_the_node_through_the_api_server() {
+    let server = node_server("node-f", 106);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talker"},
+        "spec": {"nodeName": "node-f", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "talker", "image": BUSYBOX,
+                "command": ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]}]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    wait_phase(&server, "talker", "Running", Duration::from_secs(60));
+    wait_for(&server, "five log lines", Duration::from_secs(20), || {
+        server.kubectl(&["logs", "talker"]).stdout.starts_with(b"line 0\nline 1\nline 2\nline 3\nline 4\n")
+    });
+    let tail = kubectl(&server, &["logs", "talker", "--tail=2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    let stamped = kubectl(&server, &["logs", "talker", "--tail=1", "--timestamps", "-c", "talker"]);
+    let (time, line) = stamped.trim_end().split_once(' ').unwrap_or_default();
+    assert!(time.len() > 20 && time.ends_with('Z') && time.contains('T'), "{stamped}");
+    assert!(line.starts_with("line "), "{stamped}");
+    // Following: lines keep arriving after the tail.
+    let followed = kubectl_for(&server, &["logs", "-f", "talker", "--tail=1"], Duration::from_secs(3));
+    assert!(followed.lines().count() >= 5, "follow streamed only: {followed}");
+    let wrong = capstan_e2e::kubectl_fails(&server, &["logs", "talker", "-c", "nope"], None);
+    assert!(!wrong.stderr.is_empty());
+
+    let exec = server.kubectl(&["exec", "talker", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(exec.status.code(), Some(7), "{}", String::from_utf8_lossy(&exec.stderr));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&exec.stderr).contains("err"));
+    let hostname = kubectl(&server, &["exec", "talker", "--", "hostname"]);
+    assert_eq!(hostname.trim(), "talker");
+
+    // The node's port answers only clients with a certificate signed by the cluster CA.
+    ensure_installed("curl", "tools").unwrap_or_else(|e| panic!("{e}"));
+    let node = json(&kubectl(&server, &["get", "node", "node-f", "-o", "json"]));
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or_default();
+    assert_ne!(port, 0);
+    let url = format!("https://127.0.0.1:{port}/api/v1/namespaces/default/pods/talker/log");
+    let anonymous =
+        Command::new("curl").args(["-sk", "-m", "5", &url]).output().unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(!anonymous.status.success(), "the node answered without a client certificate");
+    assert!(!String::from_utf8_lossy(&anonymous.stdout).contains("line"));
+}
+
+#[test]
+fn agent_restart_adopts_running_pods() {
+    let server = start_node(None, "node-g", 107);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "steady"},
+        "spec": {"nodeName": "node-g", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "steady", "image": BUSYBOX, "command": ["sleep", "3600"]}]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let before = wait_phase(&server, "steady", "Running", Duration::from_secs(60));
+    let dir = server.stop().unwrap_or_else(|| panic!("the server had no directory"));
+    let server = NodeServer(start_node(Some(dir), "node-g", 107));
+    std::thread::sleep(Duration::from_secs(3));
+    let after = wait_phase(&server, "steady", "Running", Duration::from_secs(30));
+    let id = |pod: &serde_json::Value| pod["status"]["containerStatuses"][0]["containerID"].clone();
+    assert_eq!(id(&after), id(&before), "the restarted agent replaced the running container");
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
+    kubectl(&server, &["delete", "pod", "steady", "--timeout=60s"]);
+    assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
 }
