@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod meta;
 pub mod metrics;
+pub mod node_proxy;
 pub mod objects;
 pub mod pki;
 pub mod plugins;

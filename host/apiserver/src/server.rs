@@ -94,6 +94,8 @@ pub struct ApiServer {
     namespace_cleanup: mpsc::UnboundedSender<String>,
     /// The loaded plugins.
     pub(crate) plugins: crate::plugins::PluginManager,
+    /// How pods/log, exec and attach reach node agents.
+    pub(crate) nodes: crate::node_proxy::NodeClient,
 }
 
 /// A started server.
@@ -135,6 +137,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         namespace_cleanup: cleanup_sender,
         plugins: crate::plugins::PluginManager::new(config.data_dir.join("plugin-cache"))
             .with_sources(config.builtin_plugins, Some(config.data_dir.join("plugins"))),
+        nodes: crate::node_proxy::NodeClient::new(&pki)?,
     });
     server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.reload_custom_resources().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
@@ -395,6 +398,9 @@ async fn resources(State(server): State<Arc<ApiServer>>, request: Request) -> Re
 }
 
 async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Response> {
+    if crate::node_proxy::is_node_subresource(request.uri().path()) {
+        return crate::node_proxy::proxy(server, request).await;
+    }
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query())?;
     let catalog = server.catalog();

@@ -13,7 +13,7 @@ mod plugin_cmd;
 /// Capstan: a Kubernetes-compatible orchestrator whose scheduler, admission and controllers are
 /// WebAssembly components.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,6 +26,64 @@ enum Command {
     /// Plugin tooling: new, build, inspect.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+    /// Runs a node agent that joins the cluster at `--server`.
+    Agent(AgentArgs),
+    /// Manages images in the node's container runtime.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// Flags of the node agent, shared by `capstan server` (its local node) and `capstan agent`.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The Node's name (default: this machine's hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// An existing CRI socket; without it the agent starts and supervises its own containerd.
+    #[arg(long)]
+    runtime_endpoint: Option<PathBuf>,
+    /// The cluster CIDR node pod CIDRs (/24 each) are allocated from.
+    #[arg(long, default_value = "10.88.0.0/16")]
+    cluster_cidr: String,
+    /// The node's HTTPS port for logs, exec and attach (0 picks a free one).
+    #[arg(long, default_value_t = 10250)]
+    kubelet_port: u16,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The API server URL (`https://host:port`).
+    #[arg(long)]
+    server: String,
+    /// A bearer token the API server accepts.
+    #[arg(long, env = "CAPSTAN_TOKEN")]
+    token: String,
+    /// The cluster CA certificate (PEM), `<server data dir>/pki/ca.crt`.
+    #[arg(long)]
+    ca_file: PathBuf,
+    /// Where the agent keeps its runtime state.
+    #[arg(long, default_value = "./.capstan-agent")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    node: NodeArgs,
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Loads a docker-save or OCI image tar into the node's runtime.
+    Import {
+        /// The image tar.
+        file: PathBuf,
+        /// The data directory of the `capstan server` or `capstan agent` whose runtime gets it.
+        #[arg(long, default_value = "./.capstan", env = "CAPSTAN_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Writes the busybox image tar (`capstan.local/busybox:latest`) built from this machine's
+    /// static busybox.
+    BuildBusybox {
+        /// Where to write the tar.
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -54,6 +112,11 @@ struct ServerArgs {
     components_dir: Option<PathBuf>,
     #[command(flatten)]
     hollow: HollowArgs,
+    /// Whether to run a node agent for this machine (`--node=false` runs the control plane only).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    node: bool,
+    #[command(flatten)]
+    node_args: NodeArgs,
 }
 
 /// Hollow nodes: nodes without a container runtime whose pods are reported running.
@@ -173,6 +236,15 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Server(args) => server(*args).await,
         Command::Plugin(command) => plugin_cmd::run(command),
+        Command::Agent(args) => agent(args).await,
+        Command::Image(ImageCommand::Import { file, data_dir }) => {
+            capstan_node::import_image(&data_dir, &file).context("cannot import the image")?;
+            println!("imported {}", file.display());
+            Ok(())
+        }
+        Command::Image(ImageCommand::BuildBusybox { out }) => {
+            capstan_node::image::build_busybox(&out).context("cannot build the busybox image")
+        }
     }
 }
 
@@ -202,12 +274,59 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let node = if args.node {
+        let client =
+            capstan_client::from_kubeconfig(&running.kubeconfig).await.context("cannot build the node client")?;
+        let ca = args.data_dir.join("pki/ca.crt");
+        let ca = std::fs::read_to_string(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+        Some(spawn_agent(client, args.data_dir.clone(), ca, args.node_args))
+    } else {
+        None
+    };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
         ended = running.task => ended.context("the API server stopped")?,
     }
     compactor.abort();
+    if let Some(node) = node {
+        node.abort();
+    }
     tracing::info!("stopping");
+    Ok(())
+}
+
+fn spawn_agent(
+    client: capstan_client::Client,
+    data_dir: PathBuf,
+    ca_pem: String,
+    args: NodeArgs,
+) -> tokio::task::JoinHandle<()> {
+    let config = capstan_node::AgentConfig {
+        node_name: args.node_name.unwrap_or_else(capstan_node::default_node_name),
+        data_dir: capstan_node::node_dir(&data_dir),
+        runtime_endpoint: args.runtime_endpoint,
+        cluster_cidr: args.cluster_cidr,
+        client,
+        ca_pem,
+        port: args.kubelet_port,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = capstan_node::Agent::new(config).run().await {
+            tracing::error!(error = %e, "the node agent stopped");
+        }
+    })
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let ca =
+        std::fs::read_to_string(&args.ca_file).with_context(|| format!("cannot read {}", args.ca_file.display()))?;
+    let client = capstan_client::from_token(&args.server, &ca, &args.token).context("cannot build the client")?;
+    let task = spawn_agent(client, args.data_dir, ca, args.node);
+    println!("Capstan node agent is up");
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
+        ended = task => ended.context("the node agent stopped")?,
+    }
     Ok(())
 }

@@ -58,6 +58,8 @@ impl CapstanServer {
             .arg("--data-dir")
             .arg(&data_dir)
             .args(["--port", &port.to_string()])
+            // No node agent (containerd) unless a test asks for one with `--node=true`.
+            .arg("--node=false")
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

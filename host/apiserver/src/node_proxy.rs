@@ -1,0 +1,186 @@
+//! `pods/log`, `pods/exec`, `pods/attach` and `pods/portforward`: proxied to the node agent that
+//! runs the pod, on the HTTPS port its Node publishes (`status.daemonEndpoints.kubeletEndpoint`).
+//!
+//! The API server authenticates to the node with the cluster's client certificate; the node
+//! serves only clients whose certificate the cluster CA signed. Like kube-apiserver without
+//! `--kubelet-certificate-authority`, the node's (self-signed) serving certificate is not checked.
+//! WebSocket upgrades (exec, attach) are spliced byte for byte after the node answers 101.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use serde_json::Value;
+
+use crate::objects::ObjectRef;
+use crate::pki::Pki;
+use crate::server::{ApiServer, ServerError};
+use crate::status::{ApiError, ApiResult};
+
+/// The node subresources of pods.
+const NODE_SUBRESOURCES: [&str; 4] = ["log", "exec", "attach", "portforward"];
+
+/// Whether `path` is a pod subresource a node agent serves.
+#[must_use]
+pub fn is_node_subresource(path: &str) -> bool {
+    pod_target(path).is_some()
+}
+
+fn pod_target(path: &str) -> Option<(&str, &str, &str)> {
+    let rest = path.strip_prefix("/api/v1/namespaces/")?;
+    let mut parts = rest.split('/');
+    let namespace = parts.next()?;
+    if parts.next()? != "pods" {
+        return None;
+    }
+    let name = parts.next()?;
+    let sub = parts.next()?;
+    (parts.next().is_none() && NODE_SUBRESOURCES.contains(&sub)).then_some((namespace, name, sub))
+}
+
+/// Accepts the node's serving certificate without checking who signed it (see the module doc)
+/// while still verifying the handshake signatures.
+#[derive(Debug)]
+struct AnyNodeCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyNodeCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The TLS client the API server reaches node agents with.
+#[derive(Clone)]
+pub struct NodeClient {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl NodeClient {
+    /// A client presenting the cluster's admin client certificate.
+    pub fn new(pki: &Pki) -> Result<Self, ServerError> {
+        let tls_error = |e: &dyn std::fmt::Display| ServerError::Tls(format!("node client: {e}"));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let certs = CertificateDer::pem_slice_iter(pki.admin_cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| tls_error(&e))?;
+        let key = PrivateKeyDer::from_pem_slice(pki.admin_key.as_bytes()).map_err(|e| tls_error(&e))?;
+        let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(&e))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyNodeCertificate(provider)))
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| tls_error(&e))?;
+        Ok(NodeClient { connector: tokio_rustls::TlsConnector::from(Arc::new(config)) })
+    }
+}
+
+/// Where the node running pod `namespace/name` serves its streams.
+async fn node_endpoint(server: &ApiServer, namespace: &str, name: &str) -> ApiResult<String> {
+    let pods = ApiServer::resource("", "v1", "pods")?;
+    let pod =
+        server.objects.get(&ObjectRef { info: pods, namespace: Some(namespace.into()), name: name.into() }).await?;
+    let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
+    if node_name.is_empty() {
+        return Err(ApiError::BadRequest(format!("pod {name} is not scheduled to a node yet")));
+    }
+    let nodes = ApiServer::resource("", "v1", "nodes")?;
+    let node = server.objects.get(&ObjectRef { info: nodes, namespace: None, name: node_name.into() }).await?;
+    let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(0);
+    let address = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)
+        .and_then(|list| list.iter().find(|a| a["type"] == "InternalIP"))
+        .and_then(|a| a["address"].as_str())
+        .unwrap_or_default();
+    if port == 0 || address.is_empty() {
+        return Err(ApiError::BadRequest(format!("node {node_name} publishes no endpoint for logs and exec")));
+    }
+    Ok(format!("{address}:{port}"))
+}
+
+fn unavailable(message: String) -> ApiError {
+    ApiError::Internal(message)
+}
+
+/// Proxies one node subresource request to the node agent.
+pub async fn proxy(server: &ApiServer, mut request: Request) -> ApiResult<Response> {
+    let path = request.uri().path().to_string();
+    let Some((namespace, name, _sub)) = pod_target(&path) else { return Err(ApiError::NoRoute) };
+    let endpoint = node_endpoint(server, namespace, name).await?;
+    let tcp = tokio::net::TcpStream::connect(&endpoint)
+        .await
+        .map_err(|e| unavailable(format!("cannot reach the node at {endpoint}: {e}")))?;
+    let server_name = ServerName::try_from("node").map_err(|e| unavailable(e.to_string()))?;
+    let tls = server
+        .nodes
+        .connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(format!("TLS to the node at {endpoint} failed: {e}")))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
+        .await
+        .map_err(|e| unavailable(format!("cannot talk HTTP to the node at {endpoint}: {e}")))?;
+    tokio::spawn(connection.with_upgrades());
+    let target = request.uri().path_and_query().map_or_else(|| path.clone(), ToString::to_string);
+    let mut forward = hyper::Request::builder().method(request.method().clone()).uri(target);
+    for (key, value) in request.headers() {
+        if key != header::AUTHORIZATION && key != header::HOST && key != header::CONTENT_LENGTH {
+            forward = forward.header(key, value);
+        }
+    }
+    let forward = forward.header(header::HOST, &endpoint).body(Empty::new()).map_err(|e| unavailable(e.to_string()))?;
+    let mut reply =
+        sender.send_request(forward).await.map_err(|e| unavailable(format!("the node at {endpoint} failed: {e}")))?;
+    if reply.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let client = hyper::upgrade::on(&mut request);
+        let node = hyper::upgrade::on(&mut reply);
+        tokio::spawn(async move {
+            let (Ok(client), Ok(node)) = (client.await, node.await) else { return };
+            let mut client = TokioIo::new(client);
+            let mut node = TokioIo::new(node);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+        });
+        let (parts, _) = reply.into_parts();
+        return Ok(Response::from_parts(parts, Body::empty()));
+    }
+    let (parts, body) = reply.into_parts();
+    Ok(Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))))
+}

@@ -1,0 +1,362 @@
+//! Translating a pod spec into CRI configs: environment (values, ConfigMap/Secret references,
+//! downward API), resources (cgroup v1 limits), volumes (directories on the node) and mounts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use k8s_cri::v1 as cri;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
+use kube::Api;
+
+use crate::NodeError;
+
+/// Parses a CPU quantity into millicores (`500m`, `1`, `0.25`).
+#[must_use]
+pub fn millicores(quantity: &str) -> Option<i64> {
+    if let Some(milli) = quantity.strip_suffix('m') {
+        return milli.parse().ok();
+    }
+    quantity.parse::<f64>().ok().map(|cores| (cores * 1000.0).round() as i64)
+}
+
+/// Parses a memory quantity into bytes (`64Mi`, `1G`, `1000`).
+#[must_use]
+pub fn bytes(quantity: &str) -> Option<i64> {
+    const SUFFIXES: [(&str, i64); 12] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("Pi", 1 << 50),
+        ("Ei", 1 << 60),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+        ("P", 1_000_000_000_000_000),
+        ("E", 1_000_000_000_000_000_000),
+    ];
+    for (suffix, factor) in SUFFIXES {
+        if let Some(number) = quantity.strip_suffix(suffix) {
+            return number.parse::<f64>().ok().map(|n| (n * factor as f64) as i64);
+        }
+    }
+    quantity.parse::<f64>().ok().map(|n| n as i64)
+}
+
+/// The cgroup v1 limits for a container's resources.
+#[must_use]
+pub fn resources(container: &Container) -> cri::LinuxContainerResources {
+    let mut out = cri::LinuxContainerResources { cpu_period: 100_000, cpu_shares: 2, ..Default::default() };
+    let Some(resources) = &container.resources else { return out };
+    let get = |map: &Option<BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, key: &str| {
+        map.as_ref().and_then(|m| m.get(key)).map(|q| q.0.clone())
+    };
+    let cpu_request = get(&resources.requests, "cpu").or_else(|| get(&resources.limits, "cpu"));
+    if let Some(milli) = cpu_request.as_deref().and_then(millicores) {
+        out.cpu_shares = (milli * 1024 / 1000).max(2);
+    }
+    if let Some(milli) = get(&resources.limits, "cpu").as_deref().and_then(millicores) {
+        out.cpu_quota = (milli * 100_000 / 1000).max(1000);
+    }
+    if let Some(limit) = get(&resources.limits, "memory").as_deref().and_then(bytes) {
+        out.memory_limit_in_bytes = limit;
+    }
+    out
+}
+
+/// The value of a downward-API field path.
+fn field(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let status = pod.status.as_ref();
+    let keyed = |prefix: &str, map: Option<&BTreeMap<String, String>>| {
+        path.strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix("']"))
+            .and_then(|key| map.and_then(|m| m.get(key).cloned()))
+    };
+    Some(match path {
+        "metadata.name" => meta.name.clone()?,
+        "metadata.namespace" => meta.namespace.clone()?,
+        "metadata.uid" => meta.uid.clone()?,
+        "spec.nodeName" => spec?.node_name.clone()?,
+        "spec.serviceAccountName" => spec?.service_account_name.clone().unwrap_or_else(|| "default".into()),
+        "status.hostIP" => host_ip.to_string(),
+        "status.podIP" => status?.pod_ip.clone().unwrap_or_default(),
+        "metadata.labels" => render_map(meta.labels.as_ref()),
+        "metadata.annotations" => render_map(meta.annotations.as_ref()),
+        _ => {
+            return keyed("metadata.labels['", meta.labels.as_ref())
+                .or_else(|| keyed("metadata.annotations['", meta.annotations.as_ref()));
+        }
+    })
+}
+
+fn render_map(map: Option<&BTreeMap<String, String>>) -> String {
+    map.into_iter().flatten().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect()
+}
+
+/// Reads ConfigMaps and Secrets of one namespace, each once per sync.
+pub struct Sources {
+    configmaps: Api<ConfigMap>,
+    secrets: Api<Secret>,
+    configmap_cache: HashMap<String, Option<ConfigMap>>,
+    secret_cache: HashMap<String, Option<Secret>>,
+}
+
+impl Sources {
+    /// Sources in `namespace`.
+    #[must_use]
+    pub fn new(client: &kube::Client, namespace: &str) -> Self {
+        Sources {
+            configmaps: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client.clone(), namespace),
+            configmap_cache: HashMap::new(),
+            secret_cache: HashMap::new(),
+        }
+    }
+
+    async fn configmap(&mut self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, NodeError> {
+        if !self.configmap_cache.contains_key(name) {
+            let found = self.configmaps.get_opt(name).await?;
+            self.configmap_cache.insert(name.to_string(), found);
+        }
+        Ok(self.configmap_cache.get(name).and_then(Option::as_ref).map(|cm| {
+            let mut data: BTreeMap<String, Vec<u8>> =
+                cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+            data.extend(cm.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
+            data
+        }))
+    }
+
+    async fn secret(&mut self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, NodeError> {
+        if !self.secret_cache.contains_key(name) {
+            let found = self.secrets.get_opt(name).await?;
+            self.secret_cache.insert(name.to_string(), found);
+        }
+        Ok(self.secret_cache.get(name).and_then(Option::as_ref).map(|secret| {
+            let mut data: BTreeMap<String, Vec<u8>> =
+                secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+            data.extend(secret.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+            data
+        }))
+    }
+
+    async fn lookup(&mut self, secret: bool, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, NodeError> {
+        if secret { self.secret(name).await } else { self.configmap(name).await }
+    }
+}
+
+/// Expands `$(VAR)` references in `text` with `env` (unknown references stay as written).
+#[must_use]
+pub fn expand(text: &str, env: &[(String, String)]) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("$(") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        match after.find(')') {
+            Some(end) => {
+                let name = &after[..end];
+                match env.iter().rev().find(|(k, _)| k == name) {
+                    Some((_, value)) => out.push_str(value),
+                    None => out.push_str(&rest[start..start + 3 + end]),
+                }
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str(&rest[start..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The container's environment, in order (`envFrom` first, then `env`).
+pub async fn environment(
+    pod: &Pod,
+    container: &Container,
+    sources: &mut Sources,
+    host_ip: &str,
+) -> Result<Vec<(String, String)>, NodeError> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    for from in container.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let (secret, name, optional) = match (&from.config_map_ref, &from.secret_ref) {
+            (Some(cm), _) => (false, cm.name.clone(), cm.optional.unwrap_or(false)),
+            (None, Some(s)) => (true, s.name.clone(), s.optional.unwrap_or(false)),
+            (None, None) => continue,
+        };
+        match sources.lookup(secret, &name).await? {
+            Some(data) => {
+                env.extend(data.into_iter().map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v).into())));
+            }
+            None if optional => {}
+            None => return Err(NodeError::Spec(format!("{} \"{name}\" not found", kind_name(secret)))),
+        }
+    }
+    for var in container.env.iter().flatten() {
+        let value = if let Some(value) = &var.value {
+            expand(value, &env)
+        } else if let Some(from) = &var.value_from {
+            if let Some(field_ref) = &from.field_ref {
+                field(pod, &field_ref.field_path, host_ip).unwrap_or_default()
+            } else if let Some(resource) = &from.resource_field_ref {
+                resource_value(container, &resource.resource)
+            } else {
+                let (secret, name, key, optional) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                    (Some(r), _) => (false, r.name.clone(), r.key.clone(), r.optional.unwrap_or(false)),
+                    (None, Some(r)) => (true, r.name.clone(), r.key.clone(), r.optional.unwrap_or(false)),
+                    (None, None) => continue,
+                };
+                let data = sources.lookup(secret, &name).await?;
+                match data.as_ref().and_then(|d| d.get(&key)) {
+                    Some(value) => String::from_utf8_lossy(value).into_owned(),
+                    None if optional => continue,
+                    None if data.is_none() => {
+                        return Err(NodeError::Spec(format!("{} \"{name}\" not found", kind_name(secret))));
+                    }
+                    None => {
+                        return Err(NodeError::Spec(format!(
+                            "couldn't find key {key} in {} {}/{name}",
+                            kind_name(secret),
+                            pod.metadata.namespace.as_deref().unwrap_or_default()
+                        )));
+                    }
+                }
+            }
+        } else {
+            String::new()
+        };
+        env.push((var.name.clone(), value));
+    }
+    Ok(env)
+}
+
+fn kind_name(secret: bool) -> &'static str {
+    if secret { "secret" } else { "configmap" }
+}
+
+fn resource_value(container: &Container, resource: &str) -> String {
+    let limits = container.resources.as_ref().and_then(|r| r.limits.as_ref());
+    let quantity = limits.and_then(|l| l.get(resource.trim_start_matches("limits.")));
+    match (resource, quantity) {
+        ("limits.cpu", Some(q)) => millicores(&q.0).map_or_else(String::new, |m| ((m + 999) / 1000).to_string()),
+        ("limits.memory", Some(q)) => bytes(&q.0).map_or_else(String::new, |b| b.to_string()),
+        _ => String::new(),
+    }
+}
+
+/// Writes `files` into `dir` atomically enough for readers: each file is written then renamed.
+fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Result<(), NodeError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(dir).map_err(|e| NodeError::io("create", dir, e))?;
+    for (name, data) in files {
+        if name.split('/').any(|part| part == ".." || part.is_empty()) {
+            return Err(NodeError::Spec(format!("volume file path {name:?} is not allowed")));
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| NodeError::io("create", parent, e))?;
+        }
+        let temporary = path.with_extension("capstan-tmp");
+        std::fs::write(&temporary, data).map_err(|e| NodeError::io("write", &temporary, e))?;
+        std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| NodeError::io("chmod", &temporary, e))?;
+        std::fs::rename(&temporary, &path).map_err(|e| NodeError::io("rename", &path, e))?;
+    }
+    Ok(())
+}
+
+/// Selects `items` (key → path) from `data`, or all keys when none are listed.
+fn select(
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+) -> BTreeMap<String, Vec<u8>> {
+    match items {
+        Some(items) if !items.is_empty() => {
+            items.iter().filter_map(|item| data.get(&item.key).map(|v| (item.path.clone(), v.clone()))).collect()
+        }
+        _ => data,
+    }
+}
+
+/// Prepares every volume of the pod under `dir` and returns the host path of each by name.
+pub async fn volumes(
+    pod: &Pod,
+    dir: &Path,
+    sources: &mut Sources,
+    host_ip: &str,
+) -> Result<HashMap<String, PathBuf>, NodeError> {
+    let mut out = HashMap::new();
+    let spec_volumes: &[Volume] = pod.spec.as_ref().and_then(|s| s.volumes.as_deref()).unwrap_or_default();
+    for volume in spec_volumes {
+        let path = dir.join(&volume.name);
+        if let Some(host) = &volume.host_path {
+            let host_path = PathBuf::from(&host.path);
+            if matches!(host.type_.as_deref(), Some("DirectoryOrCreate")) {
+                std::fs::create_dir_all(&host_path).map_err(|e| NodeError::io("create", &host_path, e))?;
+            }
+            out.insert(volume.name.clone(), host_path);
+            continue;
+        }
+        if let Some(cm) = &volume.config_map {
+            let mode = cm.default_mode.map_or(0o644, |m| m as u32);
+            match sources.configmap(&cm.name).await? {
+                Some(data) => write_files(&path, &select(data, cm.items.as_ref()), mode)?,
+                None if cm.optional.unwrap_or(false) => write_files(&path, &BTreeMap::new(), mode)?,
+                None => return Err(NodeError::Spec(format!("configmap \"{}\" not found", cm.name))),
+            }
+        } else if let Some(secret) = &volume.secret {
+            let name = secret.secret_name.clone().unwrap_or_default();
+            let mode = secret.default_mode.map_or(0o644, |m| m as u32);
+            match sources.secret(&name).await? {
+                Some(data) => write_files(&path, &select(data, secret.items.as_ref()), mode)?,
+                None if secret.optional.unwrap_or(false) => write_files(&path, &BTreeMap::new(), mode)?,
+                None => return Err(NodeError::Spec(format!("secret \"{name}\" not found"))),
+            }
+        } else if let Some(downward) = &volume.downward_api {
+            let files = downward
+                .items
+                .iter()
+                .flatten()
+                .filter_map(|item| {
+                    let value = field(pod, &item.field_ref.as_ref()?.field_path, host_ip)?;
+                    Some((item.path.clone(), value.into_bytes()))
+                })
+                .collect();
+            write_files(&path, &files, 0o644)?;
+        } else {
+            // emptyDir, and volume kinds this node does not fill: an empty directory.
+            std::fs::create_dir_all(&path).map_err(|e| NodeError::io("create", &path, e))?;
+        }
+        out.insert(volume.name.clone(), path);
+    }
+    Ok(out)
+}
+
+/// The CRI mounts of a container.
+pub fn mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<cri::Mount>, NodeError> {
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|mount| {
+            let host = volumes
+                .get(&mount.name)
+                .ok_or_else(|| NodeError::Spec(format!("volumeMount {:?} names no volume of the pod", mount.name)))?;
+            let host = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => host.join(sub),
+                None => host.clone(),
+            };
+            Ok(cri::Mount {
+                container_path: mount.mount_path.clone(),
+                host_path: host.display().to_string(),
+                readonly: mount.read_only.unwrap_or(false),
+                ..Default::default()
+            })
+        })
+        .collect()
+}

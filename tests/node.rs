@@ -1,0 +1,435 @@
+//! The node agent end to end: a real `capstan server` running its node agent with a real
+//! containerd (installed by `scripts/install-deps node` when missing), driven with the real
+//! `kubectl`. Each test has its own server, cluster CIDR and bridge.
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use capstan_e2e::{json, kubectl, kubectl_stdin};
+use capstan_testbed::{CapstanServer, capstan_binary, ensure_installed};
+
+const BUSYBOX: &str = "capstan.local/busybox:latest";
+
+/// A server with a node agent; when dropped (also when a test fails) it deletes its pods through
+/// the agent and removes the node's bridge, so no pod or route outlives the test.
+struct NodeServer(CapstanServer);
+
+impl std::ops::Deref for NodeServer {
+    type Target = CapstanServer;
+    fn deref(&self) -> &CapstanServer {
+        &self.0
+    }
+}
+
+impl Drop for NodeServer {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&["delete", "pods", "--all", "-A", "--timeout=60s"]);
+        let conflist = self.0.dir().join("data/node/containerd/cni/net.d/10-capstan.conflist");
+        let bridge = std::fs::read_to_string(conflist)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|config| config["plugins"][0]["bridge"].as_str().map(String::from));
+        if let Some(bridge) = bridge {
+            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
+        }
+    }
+}
+
+/// A server with a node agent named `name`, pod CIDRs from `10.<octet>.0.0/16`, and the busybox
+/// image imported.
+fn node_server(name: &str, octet: u8) -> NodeServer {
+    NodeServer(start_node(None, name, octet))
+}
+
+/// Starts (or, given its directory, restarts) a server with a node agent and waits until the
+/// node is Ready with the busybox image imported.
+fn start_node(dir: Option<tempfile::TempDir>, name: &str, octet: u8) -> CapstanServer {
+    for command in ["containerd", "runc", "ctr", "busybox", "cc"] {
+        ensure_installed(command, "node").unwrap_or_else(|e| panic!("{e}"));
+    }
+    let cidr = format!("10.{octet}.0.0/16");
+    let args = ["--node=true", "--node-name", name, "--cluster-cidr", &cidr, "--kubelet-port", "0"];
+    let server = match dir {
+        Some(dir) => CapstanServer::start_in(dir, &args),
+        None => CapstanServer::start_with(&args),
+    }
+    .unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&server, "node Ready", Duration::from_secs(60), || {
+        let out =
+            server.kubectl(&["get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+        String::from_utf8_lossy(&out.stdout) == "True"
+    });
+    import_busybox(&server);
+    server
+}
+
+fn import_busybox(server: &CapstanServer) {
+    let tar = server.dir().join("busybox.tar");
+    let built = Command::new(capstan_binary().unwrap_or_else(|e| panic!("{e}")))
+        .args(["image", "build-busybox"])
+        .arg(&tar)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run capstan image build-busybox: {e}"));
+    assert!(built.status.success(), "build-busybox failed: {}", String::from_utf8_lossy(&built.stderr));
+    let imported = Command::new(capstan_binary().unwrap_or_else(|e| panic!("{e}")))
+        .args(["image", "import"])
+        .arg(&tar)
+        .arg("--data-dir")
+        .arg(server.dir().join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run capstan image import: {e}"));
+    assert!(imported.status.success(), "image import failed: {}", String::from_utf8_lossy(&imported.stderr));
+}
+
+fn wait_for(server: &CapstanServer, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pods = server.kubectl(&["get", "pods", "-A", "-o", "yaml"]);
+    let events = server.kubectl(&["get", "events", "-A"]);
+    panic!(
+        "timed out after {timeout:?} waiting for {what}\npods:\n{}\nevents:\n{}",
+        String::from_utf8_lossy(&pods.stdout),
+        String::from_utf8_lossy(&events.stdout)
+    );
+}
+
+fn pod(server: &CapstanServer, name: &str) -> serde_json::Value {
+    json(&kubectl(server, &["get", "pod", name, "-o", "json"]))
+}
+
+fn wait_phase(server: &CapstanServer, name: &str, phase: &str, timeout: Duration) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    wait_for(server, &format!("pod {name} {phase}"), timeout, || {
+        last = pod(server, name);
+        last["status"]["phase"] == phase
+    });
+    last
+}
+
+/// `GET path` over plain HTTP from the host.
+fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect_timeout(
+        &format!("{ip}:{port}").parse().map_err(std::io::Error::other)?,
+        Duration::from_secs(3),
+    )?;
+    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    Ok(body)
+}
+
+fn cgroups_of(uid: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .map(|dirs| dirs.flatten().map(|d| d.path().join(format!("capstan/pod{uid}"))).filter(|p| p.exists()).collect())
+        .unwrap_or_default()
+}
+
+fn sandboxes(server: &CapstanServer) -> String {
+    let socket = server.dir().join("data/node/containerd/containerd.sock");
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", "k8s.io", "containers", "list", "-q"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ctr: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn node_registers_and_heartbeats() {
+    let server = node_server("node-a", 101);
+    let node = json(&kubectl(&server, &["get", "node", "node-a", "-o", "json"]));
+    assert_eq!(node["spec"]["podCIDR"], "10.101.0.0/24");
+    assert!(
+        node["status"]["nodeInfo"]["containerRuntimeVersion"].as_str().unwrap_or_default().starts_with("containerd://")
+    );
+    assert!(node["status"]["capacity"]["cpu"].as_str().is_some_and(|c| c.parse::<u32>().is_ok_and(|c| c >= 1)));
+    assert!(node["status"]["capacity"]["memory"].as_str().is_some_and(|m| m.ends_with("Ki")));
+    let addresses = node["status"]["addresses"].as_array().cloned().unwrap_or_default();
+    assert!(addresses.iter().any(|a| a["type"] == "InternalIP"), "{addresses:?}");
+    let lease = json(&kubectl(&server, &["get", "lease", "-n", "kube-node-lease", "node-a", "-o", "json"]));
+    assert_eq!(lease["spec"]["holderIdentity"], "node-a");
+    let first = lease["spec"]["renewTime"].clone();
+    std::thread::sleep(Duration::from_secs(11));
+    let lease = json(&kubectl(&server, &["get", "lease", "-n", "kube-node-lease", "node-a", "-o", "json"]));
+    assert_ne!(lease["spec"]["renewTime"], first, "the lease was not renewed");
+}
+
+#[test]
+fn pod_runs_with_config_and_secret_and_is_cleaned_up_on_delete() {
+    let server = node_server("node-b", 102);
+    let configmap = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+        "data": {"colour": "blue", "size": "large"}});
+    kubectl_stdin(&server, &["apply", "-f", "-"], &configmap.to_string());
+    let secret = serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+        "stringData": {"password": "hunter2"}});
+    kubectl_stdin(&server, &["apply", "-f", "-"], &secret.to_string());
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "nodeName": "node-b",
+            "terminationGracePeriodSeconds": 5,
+            "containers": [{
+                "name": "web", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "mkdir -p /www && echo \"$COLOUR $PASSWORD $POD_NAME $GREETING\" > /www/env.txt && cp /config/size /www/size.txt && cp /secret/password /www/password.txt && exec httpd -f -p 8080 -h /www"],
+                "env": [
+                    {"name": "COLOUR", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "colour"}}},
+                    {"name": "GREETING", "value": "hi-$(COLOUR)"},
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                ],
+                "resources": {"limits": {"memory": "64Mi", "cpu": "250m"}},
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/config"},
+                    {"name": "secret", "mountPath": "/secret", "readOnly": true},
+                ],
+            }],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "settings"}},
+                {"name": "secret", "secret": {"secretName": "creds"}},
+            ],
+        },
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let running = wait_phase(&server, "web", "Running", Duration::from_secs(60));
+    let ip = running["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    assert!(ip.starts_with("10.102.0."), "pod IP {ip} is not from the node's pod CIDR");
+    assert_eq!(running["status"]["podIPs"][0]["ip"], ip.as_str());
+    assert!(running["status"]["hostIP"].as_str().is_some_and(|h| !h.is_empty()));
+    let status = &running["status"]["containerStatuses"][0];
+    assert_eq!(status["restartCount"], 0);
+    assert!(status["containerID"].as_str().unwrap_or_default().starts_with("containerd://"));
+    let mut env = String::new();
+    wait_for(&server, "the pod to answer HTTP", Duration::from_secs(20), || {
+        env = http_get(&ip, 8080, "/env.txt").unwrap_or_default();
+        env.contains("200 OK")
+    });
+    assert!(env.contains("blue hunter2 web hi-blue"), "{env}");
+    assert!(http_get(&ip, 8080, "/size.txt").unwrap_or_default().contains("large"));
+    assert!(http_get(&ip, 8080, "/password.txt").unwrap_or_default().contains("hunter2"));
+    let uid = running["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    let memory_limits: Vec<String> = cgroups_of(&uid)
+        .iter()
+        .filter(|p| p.starts_with("/sys/fs/cgroup/memory"))
+        .flat_map(|p| std::fs::read_dir(p).into_iter().flatten().flatten())
+        .filter_map(|c| std::fs::read_to_string(c.path().join("memory.limit_in_bytes")).ok())
+        .map(|s| s.trim().to_string())
+        .collect();
+    assert!(memory_limits.contains(&"67108864".to_string()), "64Mi limit not applied: {memory_limits:?}");
+    let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=web"]);
+    assert!(events.contains("Started"), "{events}");
+
+    // httpd as PID 1 ignores SIGTERM: the delete waits out the 5 s grace period, then kills it.
+    let start = Instant::now();
+    kubectl(&server, &["delete", "pod", "web", "--timeout=60s"]);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(20), "delete took {took:?}");
+    assert!(cgroups_of(&uid).is_empty(), "cgroups left behind: {:?}", cgroups_of(&uid));
+    assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
+    assert!(http_get(&ip, 8080, "/env.txt").is_err(), "the pod still answers after deletion");
+}
+
+#[test]
+fn init_containers_run_in_order_and_pod_succeeds() {
+    let server = node_server("node-c", 103);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "job"},
+        "spec": {
+            "nodeName": "node-c",
+            "restartPolicy": "Never",
+            "initContainers": [
+                {"name": "first", "image": BUSYBOX, "command": ["sh", "-c", "echo one > /work/log"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                {"name": "second", "image": BUSYBOX, "command": ["sh", "-c", "echo two >> /work/log"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+            ],
+            "containers": [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", "test \"$(cat /work/log | tr '\\n' ' ')\" = 'one two '"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        },
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let done = wait_phase(&server, "job", "Succeeded", Duration::from_secs(60));
+    assert_eq!(done["status"]["initContainerStatuses"][1]["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(done["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
+    kubectl(&server, &["delete", "pod", "job"]);
+}
+
+#[test]
+fn crashing_container_restarts_with_back_off() {
+    let server = node_server("node-d", 104);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "crash"},
+        "spec": {"nodeName": "node-d", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "crash", "image": BUSYBOX, "command": ["sh", "-c", "echo crashing; sleep 1; exit 3"]}]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let mut seen = serde_json::Value::Null;
+    wait_for(&server, "CrashLoopBackOff", Duration::from_secs(40), || {
+        seen = pod(&server, "crash");
+        seen["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let status = &seen["status"]["containerStatuses"][0];
+    assert_eq!(status["lastState"]["terminated"]["exitCode"], 3, "{status}");
+    let start = Instant::now();
+    wait_for(&server, "the first restart", Duration::from_secs(30), || {
+        pod(&server, "crash")["status"]["containerStatuses"][0]["restartCount"] == 1
+    });
+    let first = start.elapsed();
+    let previous = kubectl(&server, &["logs", "crash", "--previous"]);
+    assert_eq!(previous, "crashing\n");
+    wait_for(&server, "the second restart", Duration::from_secs(60), || {
+        pod(&server, "crash")["status"]["containerStatuses"][0]["restartCount"] == 2
+    });
+    let second = start.elapsed() - first;
+    assert!(second > Duration::from_secs(15), "the second back-off ({second:?}) did not grow past 10s");
+    let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=crash"]);
+    assert!(events.contains("BackOff"), "{events}");
+    kubectl(&server, &["delete", "pod", "crash"]);
+}
+
+#[test]
+fn missing_image_reports_err_image_pull() {
+    let server = node_server("node-e", 105);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "nothing"},
+        "spec": {"nodeName": "node-e", "containers": [{"name": "c", "image": "capstan.local/absent:1"}]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    wait_for(&server, "ErrImagePull", Duration::from_secs(60), || {
+        let reason = &pod(&server, "nothing")["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
+        reason == "ErrImagePull" || reason == "ImagePullBackOff"
+    });
+    let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=nothing"]);
+    assert!(events.contains("Pulling") && events.contains("Failed"), "{events}");
+    kubectl(&server, &["delete", "pod", "nothing"]);
+}
+
+#[test]
+fn agent_without_containerd_joins_not_ready_with_install_hint() {
+    let server = CapstanServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let ca = server.dir().join("data/pki/ca.crt");
+    let agent_dir = server.dir().join("agent");
+    let mut agent = Command::new(capstan_binary().unwrap_or_else(|e| panic!("{e}")))
+        .args(["agent", "--server", &url, "--token", &server.admin_token(), "--node-name", "lonely"])
+        .arg("--ca-file")
+        .arg(&ca)
+        .arg("--data-dir")
+        .arg(&agent_dir)
+        .env("PATH", "/nonexistent")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start capstan agent: {e}"));
+    let mut message = String::new();
+    wait_for(&server, "the agent's node", Duration::from_secs(30), || {
+        let out = server.kubectl(&["get", "node", "lonely", "-o", "json"]);
+        if !out.status.success() {
+            return false;
+        }
+        let node = json(&String::from_utf8_lossy(&out.stdout));
+        let ready =
+            node["status"]["conditions"].as_array().and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+        message =
+            ready.as_ref().map(|r| format!("{} {} {}", r["status"], r["reason"], r["message"])).unwrap_or_default();
+        ready.is_some()
+    });
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(message.starts_with("\"False\""), "{message}");
+    assert!(message.contains("install-deps node"), "{message}");
+    let table = kubectl(&server, &["get", "nodes"]);
+    assert!(table.contains("NotReady"), "{table}");
+}
+
+/// Runs `kubectl` against `server` for `duration`, then stops it and returns what it printed.
+fn kubectl_for(server: &CapstanServer, args: &[&str], duration: Duration) -> String {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    std::thread::sleep(duration);
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("kubectl: {e}"));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn logs_and_exec_reach_the_node_through_the_api_server() {
+    let server = node_server("node-f", 106);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "talker"},
+        "spec": {"nodeName": "node-f", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "talker", "image": BUSYBOX,
+                "command": ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]}]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    wait_phase(&server, "talker", "Running", Duration::from_secs(60));
+    wait_for(&server, "five log lines", Duration::from_secs(20), || {
+        server.kubectl(&["logs", "talker"]).stdout.starts_with(b"line 0\nline 1\nline 2\nline 3\nline 4\n")
+    });
+    let tail = kubectl(&server, &["logs", "talker", "--tail=2"]);
+    assert_eq!(tail.lines().count(), 2, "{tail}");
+    let stamped = kubectl(&server, &["logs", "talker", "--tail=1", "--timestamps", "-c", "talker"]);
+    let (time, line) = stamped.trim_end().split_once(' ').unwrap_or_default();
+    assert!(time.len() > 20 && time.ends_with('Z') && time.contains('T'), "{stamped}");
+    assert!(line.starts_with("line "), "{stamped}");
+    // Following: lines keep arriving after the tail.
+    let followed = kubectl_for(&server, &["logs", "-f", "talker", "--tail=1"], Duration::from_secs(3));
+    assert!(followed.lines().count() >= 5, "follow streamed only: {followed}");
+    let wrong = capstan_e2e::kubectl_fails(&server, &["logs", "talker", "-c", "nope"], None);
+    assert!(!wrong.stderr.is_empty());
+
+    let exec = server.kubectl(&["exec", "talker", "--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(exec.status.code(), Some(7), "{}", String::from_utf8_lossy(&exec.stderr));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&exec.stderr).contains("err"));
+    let hostname = kubectl(&server, &["exec", "talker", "--", "hostname"]);
+    assert_eq!(hostname.trim(), "talker");
+
+    // The node's port answers only clients with a certificate signed by the cluster CA.
+    ensure_installed("curl", "tools").unwrap_or_else(|e| panic!("{e}"));
+    let node = json(&kubectl(&server, &["get", "node", "node-f", "-o", "json"]));
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().unwrap_or_default();
+    assert_ne!(port, 0);
+    let url = format!("https://127.0.0.1:{port}/api/v1/namespaces/default/pods/talker/log");
+    let anonymous =
+        Command::new("curl").args(["-sk", "-m", "5", &url]).output().unwrap_or_else(|e| panic!("curl: {e}"));
+    assert!(!anonymous.status.success(), "the node answered without a client certificate");
+    assert!(!String::from_utf8_lossy(&anonymous.stdout).contains("line"));
+}
+
+#[test]
+fn agent_restart_adopts_running_pods() {
+    let server = start_node(None, "node-g", 107);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "steady"},
+        "spec": {"nodeName": "node-g", "terminationGracePeriodSeconds": 1,
+            "containers": [{"name": "steady", "image": BUSYBOX, "command": ["sleep", "3600"]}]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let before = wait_phase(&server, "steady", "Running", Duration::from_secs(60));
+    let dir = server.stop().unwrap_or_else(|| panic!("the server had no directory"));
+    let server = NodeServer(start_node(Some(dir), "node-g", 107));
+    std::thread::sleep(Duration::from_secs(3));
+    let after = wait_phase(&server, "steady", "Running", Duration::from_secs(30));
+    let id = |pod: &serde_json::Value| pod["status"]["containerStatuses"][0]["containerID"].clone();
+    assert_eq!(id(&after), id(&before), "the restarted agent replaced the running container");
+    assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
+    kubectl(&server, &["delete", "pod", "steady", "--timeout=60s"]);
+    assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
+}
