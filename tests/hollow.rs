@@ -86,3 +86,36 @@ fn a_pod_asking_to_exit_ends_with_its_exit_code() {
     let broken = json(&kubectl(&server, &["get", "pod", "broken", "-o", "json"]));
     assert_eq!(broken["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
 }
+
+#[test]
+fn capstan_agent_joins_hollow_nodes_to_a_server() {
+    let server = capstan_e2e::server();
+    let binary = capstan_testbed::capstan_binary().expect("capstan binary");
+    let ca = server.dir().join("data/pki/ca.crt");
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let mut agent = std::process::Command::new(binary)
+        .args(["agent", "--server", &url, "--ca-file"])
+        .arg(&ca)
+        .args(["--hollow", "2", "--hollow-node-prefix", "remote-", "--hollow-zones", "0"])
+        .env("CAPSTAN_TOKEN", server.admin_token())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start capstan agent");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let names = loop {
+        let nodes = json(&kubectl(&server, &["get", "nodes", "-o", "json"]));
+        let names: Vec<String> = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["metadata"]["name"].as_str().map(String::from))
+            .collect();
+        if names.len() == 2 || std::time::Instant::now() > deadline {
+            break names;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_eq!(names, ["remote-0", "remote-1"]);
+}

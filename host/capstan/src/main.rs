@@ -66,6 +66,9 @@ struct AgentArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     node: NodeArgs,
+    /// Run hollow nodes (`--hollow N`) instead of a node for this machine.
+    #[command(flatten)]
+    hollow: HollowArgs,
 }
 
 #[derive(Subcommand)]
@@ -123,8 +126,11 @@ struct ServerArgs {
 #[derive(clap::Args)]
 struct HollowArgs {
     /// Register this many hollow nodes (for trying the scheduler and controllers at scale).
-    #[arg(long = "hollow-nodes", default_value_t = 0)]
+    #[arg(long = "hollow-nodes", visible_alias = "hollow", default_value_t = 0)]
     count: usize,
+    /// Hollow node names are this prefix and a number.
+    #[arg(long = "hollow-node-prefix", default_value = "hollow-node-")]
+    prefix: String,
     /// CPU capacity of each hollow node.
     #[arg(long = "hollow-node-cpu", default_value = "8")]
     cpu: String,
@@ -156,6 +162,7 @@ impl HollowArgs {
         let taints = self.taints.iter().map(|t| capstan_hollow::parse_taint(t)).collect::<Result<Vec<_>, _>>()?;
         Ok(capstan_hollow::HollowConfig {
             count: self.count,
+            name_prefix: self.prefix.clone(),
             cpu: self.cpu.clone(),
             memory: self.memory.clone(),
             max_pods: self.max_pods,
@@ -322,6 +329,13 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     let ca =
         std::fs::read_to_string(&args.ca_file).with_context(|| format!("cannot read {}", args.ca_file.display()))?;
     let client = capstan_client::from_token(&args.server, &ca, &args.token).context("cannot build the client")?;
+    if args.hollow.count > 0 {
+        let hollow =
+            capstan_hollow::start(client, args.hollow.config()?).await.context("cannot start the hollow nodes")?;
+        println!("Capstan hollow nodes are up: {}", hollow.names().join(", "));
+        tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+        return Ok(());
+    }
     let task = spawn_agent(client, args.data_dir, ca, args.node);
     println!("Capstan node agent is up");
     tokio::select! {
