@@ -83,7 +83,7 @@ impl Agent {
     }
 
     /// Runs until the process ends: prepares the runtime, registers the node, heartbeats and
-    /// runs the pods bound to it. A missing runtime leaves the node registered NotReady.
+    /// runs the pods bound to it. A missing runtime leaves the node registered `NotReady`.
     pub async fn run(self) -> Result<(), NodeError> {
         let config = self.config;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::io("create", &config.data_dir, e))?;
