@@ -433,3 +433,56 @@ fn agent_restart_adopts_running_pods() {
     kubectl(&server, &["delete", "pod", "steady", "--timeout=60s"]);
     assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
 }
+
+fn ready_condition(pod: &serde_json::Value) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let server = node_server("node-h", 108);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probed"},
+        "spec": {"nodeName": "node-h", "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "app", "image": BUSYBOX, "command": ["sleep", "3600"],
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+                    "livenessProbe": {"exec": {"command": ["test", "!", "-f", "/tmp/dead"]}, "periodSeconds": 1, "failureThreshold": 1}},
+                {"name": "web", "image": BUSYBOX, "ports": [{"name": "http", "containerPort": 8080}],
+                    "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                    "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}},
+            ]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let mut seen = serde_json::Value::Null;
+    wait_for(&server, "web ready while app is not", Duration::from_secs(30), || {
+        seen = pod(&server, "probed");
+        seen["status"]["containerStatuses"][1]["ready"] == true
+    });
+    assert_eq!(seen["status"]["phase"], "Running");
+    assert_eq!(seen["status"]["containerStatuses"][0]["ready"], false, "{seen}");
+    assert_eq!(ready_condition(&seen), "False");
+    kubectl(&server, &["exec", "probed", "-c", "app", "--", "touch", "/tmp/ready"]);
+    wait_for(&server, "the pod to become Ready", Duration::from_secs(20), || {
+        ready_condition(&pod(&server, "probed")) == "True"
+    });
+
+    kubectl(&server, &["exec", "probed", "-c", "app", "--", "touch", "/tmp/dead"]);
+    wait_for(&server, "the liveness restart", Duration::from_secs(40), || {
+        seen = pod(&server, "probed");
+        seen["status"]["containerStatuses"][0]["restartCount"] == 1
+            && seen["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    // A fresh container: /tmp/ready is gone, so it is not ready again.
+    assert_eq!(seen["status"]["containerStatuses"][0]["ready"], false, "{seen}");
+    assert_eq!(seen["status"]["containerStatuses"][1]["restartCount"], 0);
+    let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=probed"]);
+    assert!(events.contains("Unhealthy") && events.contains("failed liveness probe"), "{events}");
+}

@@ -9,6 +9,7 @@
 pub mod image;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
 pub mod server;
 pub mod spec;
