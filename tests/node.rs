@@ -486,3 +486,30 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
     let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=probed"]);
     assert!(events.contains("Unhealthy") && events.contains("failed liveness probe"), "{events}");
 }
+
+#[test]
+fn static_pod_runs_and_appears_as_a_mirror_pod() {
+    let server = node_server("node-i", 109);
+    let manifests = server.dir().join("data/node/manifests");
+    std::fs::create_dir_all(&manifests).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  namespace: kube-system\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n"
+    );
+    std::fs::write(manifests.join("web.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = serde_json::Value::Null;
+    wait_for(&server, "the mirror pod Running", Duration::from_mins(1), || {
+        let out = server.kubectl(&["get", "pod", "-n", "kube-system", "static-web-node-i", "-o", "json"]);
+        if !out.status.success() {
+            return false;
+        }
+        seen = json(&String::from_utf8_lossy(&out.stdout));
+        seen["status"]["phase"] == "Running"
+    });
+    assert!(seen["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(), "{seen}");
+    assert_eq!(seen["spec"]["nodeName"], "node-i");
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&server, "the mirror pod to go away", Duration::from_mins(1), || {
+        !server.kubectl(&["get", "pod", "-n", "kube-system", "static-web-node-i"]).status.success()
+    });
+    assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
+}
