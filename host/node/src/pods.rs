@@ -759,8 +759,11 @@ impl Worker {
         })
     }
 
+    /// Records an event without waiting for the API server: pod startup must not queue behind it.
     async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        record_event(&self.shared, pod, kind, reason, message).await;
+        let (shared, pod) = (self.shared.clone(), pod.clone());
+        let (kind, reason, message) = (kind.to_string(), reason.to_string(), message.to_string());
+        tokio::spawn(async move { record_event(&shared, &pod, &kind, &reason, &message).await });
     }
 }
 
