@@ -52,11 +52,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-async fn delete_all(pods: &Api<Pod>) {
+/// Deletes the bench pods and waits until they are gone from the API and from containerd.
+async fn delete_all(pods: &Api<Pod>, socket: &std::path::Path) {
     pods.delete_collection(&DeleteParams::default(), &ListParams::default().labels("app=bench")).await.expect("delete");
     let deadline = Instant::now() + Duration::from_mins(2);
     while Instant::now() < deadline {
-        if pods.list(&ListParams::default().labels("app=bench")).await.expect("list").items.is_empty() {
+        let listed = pods.list(&ListParams::default().labels("app=bench")).await.expect("list").items.is_empty();
+        let containers = Command::new("ctr")
+            .arg("--address")
+            .arg(socket)
+            .args(["-n", "k8s.io", "containers", "list", "-q"])
+            .output()
+            .expect("run ctr");
+        if listed && containers.stdout.iter().all(u8::is_ascii_whitespace) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -102,6 +110,7 @@ async fn main() {
     capstan(&["image", "build-busybox", "busybox.tar"], &dir);
     capstan(&["image", "import", "busybox.tar", "--data-dir", "data"], &dir);
 
+    let socket = dir.join("data/node/containerd/containerd.sock");
     let pods: Api<Pod> = Api::namespaced(client, "default");
     let mut events = Box::pin(watcher(pods.clone(), watcher::Config::default().labels("app=bench")));
     let mut created: HashMap<String, Instant> = HashMap::new();
@@ -142,7 +151,7 @@ async fn main() {
         latencies.first().copied().unwrap_or_default().as_secs_f64() * 1000.0
     );
 
-    delete_all(&pods).await;
+    delete_all(&pods, &socket).await;
 
     // One at a time: the latency of a single pod start without queueing behind others.
     let mut sequential = Vec::new();
@@ -170,7 +179,7 @@ async fn main() {
         percentile(&sequential, 0.99).as_secs_f64() * 1000.0,
         sequential.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
     );
-    delete_all(&pods).await;
+    delete_all(&pods, &socket).await;
     let conflist = dir.join("data/node/containerd/cni/net.d/10-capstan.conflist");
     if let Some(bridge) = std::fs::read_to_string(conflist)
         .ok()
