@@ -760,6 +760,7 @@ impl Worker {
     }
 
     /// Records an event without waiting for the API server: pod startup must not queue behind it.
+    #[allow(clippy::unused_async, reason = "callers await it like the other API writes of a sync")]
     async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
         let (shared, pod) = (self.shared.clone(), pod.clone());
         let (kind, reason, message) = (kind.to_string(), reason.to_string(), message.to_string());
