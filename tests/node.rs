@@ -56,7 +56,7 @@ fn start_node(dir: Option<tempfile::TempDir>, name: &str, octet: u8) -> CapstanS
         None => CapstanServer::start_with(&args),
     }
     .unwrap_or_else(|e| panic!("{e}"));
-    wait_for(&server, "node Ready", Duration::from_secs(60), || {
+    wait_for(&server, "node Ready", Duration::from_mins(1), || {
         let out =
             server.kubectl(&["get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
         String::from_utf8_lossy(&out.stdout) == "True"
@@ -200,7 +200,7 @@ fn pod_runs_with_config_and_secret_and_is_cleaned_up_on_delete() {
         },
     });
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
-    let running = wait_phase(&server, "web", "Running", Duration::from_secs(60));
+    let running = wait_phase(&server, "web", "Running", Duration::from_mins(1));
     let ip = running["status"]["podIP"].as_str().unwrap_or_default().to_string();
     assert!(ip.starts_with("10.102.0."), "pod IP {ip} is not from the node's pod CIDR");
     assert_eq!(running["status"]["podIPs"][0]["ip"], ip.as_str());
@@ -256,7 +256,7 @@ fn init_containers_run_in_order_and_pod_succeeds() {
         },
     });
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
-    let done = wait_phase(&server, "job", "Succeeded", Duration::from_secs(60));
+    let done = wait_phase(&server, "job", "Succeeded", Duration::from_mins(1));
     assert_eq!(done["status"]["initContainerStatuses"][1]["state"]["terminated"]["exitCode"], 0);
     assert_eq!(done["status"]["containerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
     kubectl(&server, &["delete", "pod", "job"]);
@@ -286,10 +286,10 @@ fn crashing_container_restarts_with_back_off() {
     let first = start.elapsed();
     let previous = kubectl(&server, &["logs", "crash", "--previous"]);
     assert_eq!(previous, "crashing\n");
-    wait_for(&server, "the second restart", Duration::from_secs(60), || {
+    wait_for(&server, "the second restart", Duration::from_mins(1), || {
         pod(&server, "crash")["status"]["containerStatuses"][0]["restartCount"] == 2
     });
-    let second = start.elapsed() - first;
+    let second = start.elapsed().saturating_sub(first);
     assert!(second > Duration::from_secs(15), "the second back-off ({second:?}) did not grow past 10s");
     let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=crash"]);
     assert!(events.contains("BackOff"), "{events}");
@@ -305,7 +305,7 @@ fn missing_image_reports_err_image_pull() {
         "spec": {"nodeName": "node-e", "containers": [{"name": "c", "image": "capstan.local/absent:1"}]},
     });
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
-    wait_for(&server, "ErrImagePull", Duration::from_secs(60), || {
+    wait_for(&server, "ErrImagePull", Duration::from_mins(1), || {
         let reason = &pod(&server, "nothing")["status"]["containerStatuses"][0]["state"]["waiting"]["reason"];
         reason == "ErrImagePull" || reason == "ImagePullBackOff"
     });
@@ -376,7 +376,7 @@ fn logs_and_exec_reach_the_node_through_the_api_server() {
                 "command": ["sh", "-c", "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.2; done"]}]},
     });
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
-    wait_phase(&server, "talker", "Running", Duration::from_secs(60));
+    wait_phase(&server, "talker", "Running", Duration::from_mins(1));
     wait_for(&server, "five log lines", Duration::from_secs(20), || {
         server.kubectl(&["logs", "talker"]).stdout.starts_with(b"line 0\nline 1\nline 2\nline 3\nline 4\n")
     });
@@ -421,7 +421,7 @@ fn agent_restart_adopts_running_pods() {
             "containers": [{"name": "steady", "image": BUSYBOX, "command": ["sleep", "3600"]}]},
     });
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
-    let before = wait_phase(&server, "steady", "Running", Duration::from_secs(60));
+    let before = wait_phase(&server, "steady", "Running", Duration::from_mins(1));
     let dir = server.stop().unwrap_or_else(|| panic!("the server had no directory"));
     let server = NodeServer(start_node(Some(dir), "node-g", 107));
     std::thread::sleep(Duration::from_secs(3));
@@ -431,5 +431,85 @@ fn agent_restart_adopts_running_pods() {
     assert_eq!(after["status"]["containerStatuses"][0]["restartCount"], 0);
     assert_eq!(after["status"]["podIP"], before["status"]["podIP"]);
     kubectl(&server, &["delete", "pod", "steady", "--timeout=60s"]);
+    assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
+}
+
+fn ready_condition(pod: &serde_json::Value) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let server = node_server("node-h", 108);
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probed"},
+        "spec": {"nodeName": "node-h", "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "app", "image": BUSYBOX, "command": ["sleep", "3600"],
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1},
+                    "livenessProbe": {"exec": {"command": ["test", "!", "-f", "/tmp/dead"]}, "periodSeconds": 1, "failureThreshold": 1}},
+                {"name": "web", "image": BUSYBOX, "ports": [{"name": "http", "containerPort": 8080}],
+                    "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"],
+                    "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}},
+            ]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let mut seen = serde_json::Value::Null;
+    wait_for(&server, "web ready while app is not", Duration::from_secs(30), || {
+        seen = pod(&server, "probed");
+        seen["status"]["containerStatuses"][1]["ready"] == true
+    });
+    assert_eq!(seen["status"]["phase"], "Running");
+    assert_eq!(seen["status"]["containerStatuses"][0]["ready"], false, "{seen}");
+    assert_eq!(ready_condition(&seen), "False");
+    kubectl(&server, &["exec", "probed", "-c", "app", "--", "touch", "/tmp/ready"]);
+    wait_for(&server, "the pod to become Ready", Duration::from_secs(20), || {
+        ready_condition(&pod(&server, "probed")) == "True"
+    });
+
+    kubectl(&server, &["exec", "probed", "-c", "app", "--", "touch", "/tmp/dead"]);
+    wait_for(&server, "the liveness restart", Duration::from_secs(40), || {
+        seen = pod(&server, "probed");
+        seen["status"]["containerStatuses"][0]["restartCount"] == 1
+            && seen["status"]["containerStatuses"][0]["state"]["running"].is_object()
+    });
+    // A fresh container: /tmp/ready is gone, so it is not ready again.
+    assert_eq!(seen["status"]["containerStatuses"][0]["ready"], false, "{seen}");
+    assert_eq!(seen["status"]["containerStatuses"][1]["restartCount"], 0);
+    let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=probed"]);
+    assert!(events.contains("Unhealthy") && events.contains("failed liveness probe"), "{events}");
+}
+
+#[test]
+fn static_pod_runs_and_appears_as_a_mirror_pod() {
+    let server = node_server("node-i", 109);
+    let manifests = server.dir().join("data/node/manifests");
+    std::fs::create_dir_all(&manifests).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: static-web\n  namespace: kube-system\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {BUSYBOX}\n    command: [sleep, '3600']\n"
+    );
+    std::fs::write(manifests.join("web.yaml"), manifest).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen = serde_json::Value::Null;
+    wait_for(&server, "the mirror pod Running", Duration::from_mins(1), || {
+        let out = server.kubectl(&["get", "pod", "-n", "kube-system", "static-web-node-i", "-o", "json"]);
+        if !out.status.success() {
+            return false;
+        }
+        seen = json(&String::from_utf8_lossy(&out.stdout));
+        seen["status"]["phase"] == "Running"
+    });
+    assert!(seen["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(), "{seen}");
+    assert_eq!(seen["spec"]["nodeName"], "node-i");
+    std::fs::remove_file(manifests.join("web.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    wait_for(&server, "the mirror pod to go away", Duration::from_mins(1), || {
+        !server.kubectl(&["get", "pod", "-n", "kube-system", "static-web-node-i"]).status.success()
+    });
     assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
 }

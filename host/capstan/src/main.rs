@@ -286,7 +286,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
             capstan_client::from_kubeconfig(&running.kubeconfig).await.context("cannot build the node client")?;
         let ca = args.data_dir.join("pki/ca.crt");
         let ca = std::fs::read_to_string(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
-        Some(spawn_agent(client, args.data_dir.clone(), ca, args.node_args))
+        Some(spawn_agent(client, &args.data_dir, ca, args.node_args))
     } else {
         None
     };
@@ -305,13 +305,13 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 
 fn spawn_agent(
     client: capstan_client::Client,
-    data_dir: PathBuf,
+    data_dir: &std::path::Path,
     ca_pem: String,
     args: NodeArgs,
 ) -> tokio::task::JoinHandle<()> {
     let config = capstan_node::AgentConfig {
         node_name: args.node_name.unwrap_or_else(capstan_node::default_node_name),
-        data_dir: capstan_node::node_dir(&data_dir),
+        data_dir: capstan_node::node_dir(data_dir),
         runtime_endpoint: args.runtime_endpoint,
         cluster_cidr: args.cluster_cidr,
         client,
@@ -336,7 +336,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
         return Ok(());
     }
-    let task = spawn_agent(client, args.data_dir, ca, args.node);
+    let task = spawn_agent(client, &args.data_dir, ca, args.node);
     println!("Capstan node agent is up");
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,

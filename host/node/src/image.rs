@@ -15,7 +15,7 @@ pub const PAUSE_IMAGE: &str = "capstan.local/pause:3.9";
 pub const BUSYBOX_IMAGE: &str = "capstan.local/busybox:latest";
 
 /// The pause program: PID 1 of a pod sandbox. It reaps orphans and exits on SIGTERM/SIGINT.
-const PAUSE_C: &str = r#"
+const PAUSE_C: &str = r"
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -29,7 +29,7 @@ int main(void) {
   for (;;) pause();
   return 0;
 }
-"#;
+";
 
 /// A file in an image layer.
 enum Entry {

@@ -4,14 +4,17 @@
 //!
 //! Start with [`Agent::run`]: it prepares the runtime ([`runtime`]), registers the node
 //! ([`node`]), then runs one worker per pod ([`pods`]). Images without a registry are built and
-//! imported by [`image`].
+//! imported by [`image`]. Manifests in `<data dir>/manifests` run as static pods
+//! ([`static_pods`]); logs and exec are served on the node's own HTTPS port ([`server`]).
 
 pub mod image;
 pub mod node;
 pub mod pods;
+pub mod probes;
 pub mod runtime;
 pub mod server;
 pub mod spec;
+pub mod static_pods;
 
 use std::path::{Path, PathBuf};
 
@@ -83,7 +86,7 @@ impl Agent {
     }
 
     /// Runs until the process ends: prepares the runtime, registers the node, heartbeats and
-    /// runs the pods bound to it. A missing runtime leaves the node registered NotReady.
+    /// runs the pods bound to it. A missing runtime leaves the node registered `NotReady`.
     pub async fn run(self) -> Result<(), NodeError> {
         let config = self.config;
         std::fs::create_dir_all(&config.data_dir).map_err(|e| NodeError::io("create", &config.data_dir, e))?;
@@ -112,6 +115,7 @@ impl Agent {
         let cni_path = layout.cni_conf.join("10-capstan.conflist");
         std::fs::write(&cni_path, cni).map_err(|e| NodeError::io("write", &cni_path, e))?;
         let manager = pods::Manager::new(config.client.clone(), cri.clone(), &config.node_name, &layout);
+        tokio::spawn(static_pods::run(config.client.clone(), config.node_name.clone(), data_dir.join("manifests")));
         let heartbeat = registration.clone();
         let heartbeat_cri = cri.clone();
         tokio::spawn(async move { heartbeat.heartbeat(Some(heartbeat_cri), None).await });

@@ -2,6 +2,9 @@
 //! CRI to the pod's spec, reports status, and on deletion stops everything within the grace
 //! period, cleans up and finalizes the delete.
 
+// tonic's CRI call futures are large; each worker is spawned once per pod, so boxing buys nothing.
+#![allow(clippy::large_futures)]
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -28,7 +31,7 @@ const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 const RESYNC: Duration = Duration::from_secs(1);
 /// The first crash back-off; it doubles per restart up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+const MAX_BACKOFF: Duration = Duration::from_mins(5);
 
 /// What a worker is told about its pod.
 #[derive(Clone)]
@@ -184,6 +187,7 @@ struct Worker {
     last_status: Option<Value>,
     started: Option<String>,
     pulled: HashSet<String>,
+    probes: HashMap<String, crate::probes::ContainerProbes>,
 }
 
 impl Worker {
@@ -197,6 +201,7 @@ impl Worker {
             last_status: None,
             started: None,
             pulled: HashSet::new(),
+            probes: HashMap::new(),
         }
     }
 
@@ -305,6 +310,9 @@ impl Worker {
                 }
             }
         }
+        if initialized && !failed {
+            self.run_probes(pod, &spec.containers, &observed).await;
+        }
         let observed = self.observe(&sandbox).await?;
         let status = self.status(pod, &observed, initialized, failed, &policy);
         if self.last_status.as_ref() != Some(&status) {
@@ -317,6 +325,31 @@ impl Worker {
             }
         }
         Ok(false)
+    }
+
+    /// Runs the due probes of running containers; a failed liveness or startup probe stops the
+    /// container (within the grace period), and the restart policy takes it from there.
+    async fn run_probes(&mut self, pod: &Pod, containers: &[Container], observed: &HashMap<String, Observed>) {
+        let pod_ip = self.pod_ip.clone().unwrap_or_default();
+        for container in containers {
+            let Some(latest) = observed.get(&container.name).and_then(|o| o.latest.as_ref()).filter(|s| running(s))
+            else {
+                continue;
+            };
+            let probes = self.probes.entry(container.name.clone()).or_default();
+            let (verdict, failures) = probes.probe(&self.shared.cri, &latest.id, container, &pod_ip).await;
+            for failure in failures {
+                self.event(pod, "Warning", "Unhealthy", &failure).await;
+            }
+            if let crate::probes::Verdict::Restart(message) = verdict {
+                self.event(pod, "Normal", "Killing", &message).await;
+                let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+                let request = cri::StopContainerRequest { container_id: latest.id.clone(), timeout: grace };
+                if let Err(e) = self.shared.cri.runtime.clone().stop_container(request).await {
+                    tracing::warn!(error = %e, "cannot stop a container that failed its probe");
+                }
+            }
+        }
     }
 
     /// Finds or creates the pod's sandbox and learns its IP.
@@ -516,8 +549,7 @@ impl Worker {
         let present = images
             .image_status(cri::ImageStatusRequest { image: Some(spec.clone()), verbose: false })
             .await
-            .map(|r| r.into_inner().image.is_some())
-            .unwrap_or(false);
+            .is_ok_and(|r| r.into_inner().image.is_some());
         let pull = match policy.as_str() {
             "Never" => {
                 if present {
@@ -642,12 +674,17 @@ impl Worker {
             _ => observed.and_then(|o| o.previous.as_ref()).filter(|s| exited(s)).map_or(json!({}), terminated),
         };
         let is_running = latest.is_some_and(running);
+        let (started, ready) = crate::probes::ContainerProbes::gates(
+            self.probes.get(&container.name),
+            latest.map_or("", |s| s.id.as_str()),
+            container,
+        );
         let mut status = json!({
             "name": container.name,
             "image": image,
             "imageID": latest.map(|s| s.image_ref.clone()).unwrap_or_default(),
-            "ready": is_running,
-            "started": is_running,
+            "ready": is_running && started && ready,
+            "started": is_running && started,
             "restartCount": restart_count,
             "state": state,
             "lastState": last_state,
@@ -690,7 +727,7 @@ impl Worker {
         } else {
             "Pending"
         };
-        let ready = all_running && phase == "Running";
+        let ready = all_running && phase == "Running" && statuses.iter().all(|s| s["ready"] == true);
         let previous = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
         let condition = |kind: &str, ok: bool| {
             let status = if ok { "True" } else { "False" };
@@ -722,8 +759,12 @@ impl Worker {
         })
     }
 
+    /// Records an event without waiting for the API server: pod startup must not queue behind it.
+    #[allow(clippy::unused_async, reason = "callers await it like the other API writes of a sync")]
     async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        record_event(&self.shared, pod, kind, reason, message).await;
+        let (shared, pod) = (self.shared.clone(), pod.clone());
+        let (kind, reason, message) = (kind.to_string(), reason.to_string(), message.to_string());
+        tokio::spawn(async move { record_event(&shared, &pod, &kind, &reason, &message).await });
     }
 }
 

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::NodeError;
 
-/// How to install the runtime when it is missing (the reason a node is NotReady).
+/// How to install the runtime when it is missing (the reason a node is `NotReady`).
 pub const INSTALL_HINT: &str = "containerd is not installed: install it with `scripts/install-deps node` (Debian packages containerd, runc, containernetworking-plugins) or pass --runtime-endpoint";
 
 /// CRI clients over one channel.

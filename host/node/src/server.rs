@@ -295,6 +295,8 @@ fn render(line: &str, timestamps: bool, since: Option<chrono::DateTime<chrono::U
     Some(if timestamps { format!("{time} {message}{end}") } else { format!("{message}{end}") })
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "the options move into the streaming task")]
+#[allow(clippy::too_many_lines, reason = "one streaming loop: initial read, then follow")]
 fn logs(cri: Cri, target: Target, options: LogOptions) -> Response<Body> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
     tokio::spawn(async move {
@@ -313,13 +315,12 @@ fn logs(cri: Cri, target: Target, options: LogOptions) -> Response<Body> {
         if let Some(tail) = options.tail {
             lines = lines.split_off(lines.len().saturating_sub(tail));
         }
-        let mut sent = 0usize;
-        let mut out = lines.concat();
+        let mut first = lines.concat();
         if let Some(limit) = options.limit {
-            out.truncate(limit);
+            first.truncate(limit);
         }
-        sent += out.len();
-        if !out.is_empty() && !send(out).await {
+        let mut written = first.len();
+        if !first.is_empty() && !send(first).await {
             return;
         }
         if !options.follow {
@@ -342,13 +343,13 @@ fn logs(cri: Cri, target: Target, options: LogOptions) -> Response<Body> {
                 line.clear();
             }
             if let Some(limit) = options.limit {
-                batch.truncate(limit.saturating_sub(sent));
+                batch.truncate(limit.saturating_sub(written));
             }
-            sent += batch.len();
+            written += batch.len();
             if !batch.is_empty() && !send(batch).await {
                 return;
             }
-            if !running || options.limit.is_some_and(|l| sent >= l) {
+            if !running || options.limit.is_some_and(|l| written >= l) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -372,6 +373,7 @@ fn logs(cri: Cri, target: Target, options: LogOptions) -> Response<Body> {
 /// Exec or attach: asks CRI for a streaming URL and splices the client's WebSocket upgrade onto
 /// the runtime's streaming server (which speaks channel.k8s.io v4; v5 framing is the same apart
 /// from the close channel, so the negotiated protocol is rewritten on the way).
+#[allow(clippy::too_many_lines, reason = "one request: CRI call, upstream upgrade, splice")]
 async fn stream(
     cri: Cri,
     target: Target,
@@ -456,7 +458,7 @@ async fn stream(
     };
     if reply.status() != StatusCode::SWITCHING_PROTOCOLS {
         let code = reply.status();
-        let text = reply.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let text = reply.into_body().collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
         return status(code, &String::from_utf8_lossy(&text));
     }
     let mut response = Response::new(full(Bytes::new()));

@@ -38,6 +38,7 @@ pub fn bytes(quantity: &str) -> Option<i64> {
     ];
     for (suffix, factor) in SUFFIXES {
         if let Some(number) = quantity.strip_suffix(suffix) {
+            #[allow(clippy::cast_precision_loss, reason = "quantities are far below 2^52 bytes")]
             return number.parse::<f64>().ok().map(|n| (n * factor as f64) as i64);
         }
     }
@@ -93,10 +94,14 @@ fn field(pod: &Pod, path: &str, host_ip: &str) -> Option<String> {
 }
 
 fn render_map(map: Option<&BTreeMap<String, String>>) -> String {
-    map.into_iter().flatten().map(|(k, v)| format!("{k}=\"{v}\"\n")).collect()
+    use std::fmt::Write as _;
+    map.into_iter().flatten().fold(String::new(), |mut out, (k, v)| {
+        let _ = writeln!(out, "{k}=\"{v}\"");
+        out
+    })
 }
 
-/// Reads ConfigMaps and Secrets of one namespace, each once per sync.
+/// Reads `ConfigMaps` and Secrets of one namespace, each once per sync.
 pub struct Sources {
     configmaps: Api<ConfigMap>,
     secrets: Api<Secret>,
@@ -155,20 +160,17 @@ pub fn expand(text: &str, env: &[(String, String)]) -> String {
     while let Some(start) = rest.find("$(") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        match after.find(')') {
-            Some(end) => {
-                let name = &after[..end];
-                match env.iter().rev().find(|(k, _)| k == name) {
-                    Some((_, value)) => out.push_str(value),
-                    None => out.push_str(&rest[start..start + 3 + end]),
-                }
-                rest = &after[end + 1..];
-            }
-            None => {
-                out.push_str(&rest[start..]);
-                rest = "";
-            }
+        let Some(end) = after.find(')') else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        match env.iter().rev().find(|(k, _)| k == name) {
+            Some((_, value)) => out.push_str(value),
+            None => out.push_str(&rest[start..start + 3 + end]),
         }
+        rest = &after[end + 1..];
     }
     out.push_str(rest);
     out
@@ -338,7 +340,10 @@ pub async fn volumes(
 }
 
 /// The CRI mounts of a container.
-pub fn mounts(container: &Container, volumes: &HashMap<String, PathBuf>) -> Result<Vec<cri::Mount>, NodeError> {
+pub fn mounts<S: std::hash::BuildHasher>(
+    container: &Container,
+    volumes: &HashMap<String, PathBuf, S>,
+) -> Result<Vec<cri::Mount>, NodeError> {
     container
         .volume_mounts
         .iter()
