@@ -27,7 +27,7 @@ enum Command {
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
     /// Runs a node agent that joins the cluster at `--server`.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Manages images in the node's container runtime.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -243,7 +243,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Server(args) => server(*args).await,
         Command::Plugin(command) => plugin_cmd::run(command),
-        Command::Agent(args) => agent(args).await,
+        Command::Agent(args) => agent(*args).await,
         Command::Image(ImageCommand::Import { file, data_dir }) => {
             capstan_node::import_image(&data_dir, &file).context("cannot import the image")?;
             println!("imported {}", file.display());
