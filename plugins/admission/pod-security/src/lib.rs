@@ -1,4 +1,4 @@
-//! Built-in admission policy PodSecurity: the Pod Security Standards, levels `baseline` and
+//! Built-in admission policy `PodSecurity`: the Pod Security Standards, levels `baseline` and
 //! `restricted`, chosen per namespace by the labels `pod-security.kubernetes.io/enforce`
 //! (violations are refused), `…/warn` (violations are warnings to the client) and `…/audit`
 //! (violations are audit annotations). `privileged`, or no label, checks nothing.
