@@ -125,7 +125,7 @@ fn wait_for_state(server: &CapstanServer, name: &str, state: &str) {
 fn a_component_dropped_into_the_plugins_directory_is_loaded_and_removed_with_its_file() {
     let component = capstan_testbed::component_path("require-label").unwrap_or_else(|e| panic!("{e}"));
     let server = server();
-    let dir = server.dir().join("plugins");
+    let dir = server.dir().join("data/plugins");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let settings = "config: {label: app}\nadmission:\n  rules:\n  - {operations: [CREATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}\n";
     std::fs::write(dir.join("dropped.yaml"), settings).unwrap_or_else(|e| panic!("{e}"));
