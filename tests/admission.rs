@@ -286,7 +286,8 @@ fn pod_security_restricted_rejects_a_privileged_pod_and_warn_only_warns() {
 fn resource_quota_admits_exactly_its_limit_under_20_concurrent_creates() {
     let server = server();
     namespace(&server, "q", "");
-    let quota = "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: pods, namespace: q}\nspec:\n  hard: {pods: '7'}\n";
+    let quota =
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: pods, namespace: q}\nspec:\n  hard: {pods: '7'}\n";
     kubectl_stdin(&server, &["apply", "-f", "-"], quota);
     let results: Vec<Run> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)

@@ -166,7 +166,8 @@ fn a_component_in_a_config_map_is_loaded() {
 #[test]
 fn plugin_metrics_are_on_the_metrics_endpoint() {
     let server = server();
-    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: probe}\nspec:\n  containers: [{name: c, image: 'busybox:1'}]\n";
+    let pod =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: probe}\nspec:\n  containers: [{name: c, image: 'busybox:1'}]\n";
     kubectl_stdin(&server, &["apply", "-f", "-"], pod);
     let metrics = kubectl(&server, &["get", "--raw", "/metrics"]);
     assert!(

@@ -95,10 +95,11 @@ pub(crate) async fn mutate(
         seen_at.push(changes);
     }
     for (policy, seen) in policies.iter().zip(seen_at) {
-        if policy.settings.reinvocation_policy == ReinvocationPolicy::IfNeeded && changes > seen {
-            if mutate_once(call, attributes, policy, &mut object, old).await? {
-                changes += 1;
-            }
+        if policy.settings.reinvocation_policy == ReinvocationPolicy::IfNeeded
+            && changes > seen
+            && mutate_once(call, attributes, policy, &mut object, old).await?
+        {
+            changes += 1;
         }
     }
     Ok((object, changes > 0))
