@@ -72,6 +72,16 @@ fn run(server: &CapstanServer, args: &[&str], stdin: Option<&str>) -> Run {
     Run::from(server.kubectl_with_stdin(args, stdin))
 }
 
+/// Creates a namespace with labels (`kubectl create` sends protobuf, which Capstan does not read).
+fn namespace(server: &CapstanServer, name: &str, labels: &str) {
+    let manifest = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{labels}}}\n");
+    kubectl_stdin(server, &["apply", "-f", "-"], &manifest);
+}
+
+fn config_map(name: &str, namespace: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\n")
+}
+
 #[test]
 fn a_mutating_policy_patches_and_warns_then_validation_sees_the_patch_and_dry_run_writes_nothing() {
     let server = server();
@@ -137,7 +147,7 @@ fn a_policy_past_its_deadline_follows_its_failure_policy() {
             .replace("  admission:\n", &format!("  admission:\n    timeoutSeconds: 1\n    failurePolicy: {failure}\n"))
     };
     load(&server, &looping("Fail"), "spinner");
-    let failed = kubectl_fails(&server, &["create", "configmap", "refused"], None);
+    let failed = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map("refused", "default")));
     assert!(
         failed.stderr.contains(r#"failed calling admission plugin "spinner""#) && failed.stderr.contains("deadline"),
         "Fail refuses the request and says why:\n{}",
@@ -147,7 +157,7 @@ fn a_policy_past_its_deadline_follows_its_failure_policy() {
     kubectl_stdin(&server, &["apply", "-f", "-"], &looping("Ignore"));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let attempt = run(&server, &["create", "configmap", "admitted"], None);
+        let attempt = run(&server, &["apply", "-f", "-"], Some(&config_map("admitted", "default")));
         if attempt.ok {
             break;
         }
@@ -159,9 +169,8 @@ fn a_policy_past_its_deadline_follows_its_failure_policy() {
 #[test]
 fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
     let server = server();
-    kubectl(&server, &["create", "namespace", "watched"]);
-    kubectl(&server, &["label", "namespace", "watched", "policy=on"]);
-    kubectl(&server, &["create", "namespace", "ignored"]);
+    namespace(&server, "watched", "policy: 'on'");
+    namespace(&server, "ignored", "");
     let rules = "    - operations: [CREATE]
       apiGroups: ['']
       apiVersions: [v1]
@@ -169,9 +178,9 @@ fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
     let manifest = policy("selective", &component("require-label"), false, "  config: {label: app}", rules)
         .replace("  admission:\n", "  admission:\n    namespaceSelector: {matchLabels: {policy: 'on'}}\n");
     load(&server, &manifest, "selective");
-    let denied = kubectl_fails(&server, &["create", "configmap", "c", "-n", "watched"], None);
+    let denied = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map("c", "watched")));
     assert!(denied.stderr.contains("must have the label `app`"), "{}", denied.stderr);
-    kubectl(&server, &["create", "configmap", "c", "-n", "ignored"]);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &config_map("c", "ignored"));
 }
 
 fn pod(name: &str, extra_spec: &str) -> String {
@@ -220,7 +229,7 @@ fn built_in_policies_are_listed_and_default_pods() {
     let unknown = kubectl_fails(&server, &["apply", "-f", "-"], Some(&pod("odd", "  priorityClassName: nope")));
     assert!(unknown.stderr.contains("no PriorityClass with name nope was found"), "{}", unknown.stderr);
 
-    let missing = kubectl_fails(&server, &["create", "configmap", "c", "-n", "nowhere"], None);
+    let missing = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map("c", "nowhere")));
     assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
 }
 
@@ -254,10 +263,8 @@ spec:
 #[test]
 fn pod_security_restricted_rejects_a_privileged_pod_and_warn_only_warns() {
     let server = server();
-    kubectl(&server, &["create", "namespace", "locked"]);
-    kubectl(&server, &["label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted"]);
-    kubectl(&server, &["create", "namespace", "watched"]);
-    kubectl(&server, &["label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline"]);
+    namespace(&server, "locked", "pod-security.kubernetes.io/enforce: restricted");
+    namespace(&server, "watched", "pod-security.kubernetes.io/warn: baseline");
     let privileged = pod("root", "")
         .replace("    image: busybox:1\n", "    image: busybox:1\n    securityContext: {privileged: true}\n");
     let refused = kubectl_fails(&server, &["apply", "-n", "locked", "-f", "-"], Some(&privileged));
@@ -278,8 +285,10 @@ fn pod_security_restricted_rejects_a_privileged_pod_and_warn_only_warns() {
 #[test]
 fn resource_quota_admits_exactly_its_limit_under_20_concurrent_creates() {
     let server = server();
-    kubectl(&server, &["create", "namespace", "q"]);
-    kubectl(&server, &["create", "quota", "pods", "-n", "q", "--hard=pods=7"]);
+    namespace(&server, "q", "");
+    let quota =
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata: {name: pods, namespace: q}\nspec:\n  hard: {pods: '7'}\n";
+    kubectl_stdin(&server, &["apply", "-f", "-"], quota);
     let results: Vec<Run> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..20)
             .map(|i| {
@@ -335,8 +344,7 @@ fn a_python_policy_gives_pods_their_namespace_team_label() {
     let component = sdk_example("sdk/python/build", "sdk/python/examples/default-team", "default_team.wasm");
     let server = server();
     load(&server, &policy("default-team", &component, true, "", POD_RULES), "default-team");
-    kubectl(&server, &["create", "namespace", "payments"]);
-    kubectl(&server, &["label", "namespace", "payments", "team=billing"]);
+    namespace(&server, "payments", "team: billing");
     kubectl_stdin(&server, &["apply", "-n", "payments", "-f", "-"], &pod("teamless", ""));
     let team =
         kubectl(&server, &["get", "pod", "teamless", "-n", "payments", "-o", "jsonpath={.metadata.labels.team}"]);

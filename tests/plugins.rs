@@ -125,7 +125,7 @@ fn wait_for_state(server: &CapstanServer, name: &str, state: &str) {
 fn a_component_dropped_into_the_plugins_directory_is_loaded_and_removed_with_its_file() {
     let component = capstan_testbed::component_path("require-label").unwrap_or_else(|e| panic!("{e}"));
     let server = server();
-    let dir = server.dir().join("plugins");
+    let dir = server.dir().join("data/plugins");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let settings = "config: {label: app}\nadmission:\n  rules:\n  - {operations: [CREATE], apiGroups: [apps], apiVersions: [v1], resources: [deployments]}\n";
     std::fs::write(dir.join("dropped.yaml"), settings).unwrap_or_else(|e| panic!("{e}"));
@@ -147,10 +147,12 @@ fn a_component_in_a_config_map_is_loaded() {
     let component = capstan_testbed::component_path("require-label").unwrap_or_else(|e| panic!("{e}"));
     let server = server();
     let component = component.to_string_lossy().into_owned();
-    kubectl(
-        &server,
-        &["create", "configmap", "policy", "-n", "kube-system", &format!("--from-file=policy.wasm={component}")],
+    let bytes = std::fs::read(&component).unwrap_or_else(|e| panic!("{e}"));
+    let config_map = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: policy, namespace: kube-system}}\nbinaryData:\n  policy.wasm: {}\n",
+        base64_encode(&bytes)
     );
+    kubectl_stdin(&server, &["apply", "-f", "-"], &config_map);
     let manifest = plugin(&component).replace(
         &format!("    path: {component:?}"),
         "    configMap: {namespace: kube-system, name: policy, key: policy.wasm}",
@@ -164,7 +166,9 @@ fn a_component_in_a_config_map_is_loaded() {
 #[test]
 fn plugin_metrics_are_on_the_metrics_endpoint() {
     let server = server();
-    kubectl(&server, &["run", "probe", "--image=busybox:1"]);
+    let pod =
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: probe}\nspec:\n  containers: [{name: c, image: 'busybox:1'}]\n";
+    kubectl_stdin(&server, &["apply", "-f", "-"], pod);
     let metrics = kubectl(&server, &["get", "--raw", "/metrics"]);
     assert!(
         metrics.lines().any(|l| l.starts_with("capstan_plugin_calls_total{") && l.contains("pod-security")),
@@ -206,4 +210,21 @@ fn capstan_plugin_inspect_new_and_build() {
     let inspected = capstan(&["plugin", "inspect", "python-policy/python-policy.wasm"], &work);
     assert!(inspected.stdout.contains("world:   capstan:plugin/admission-policy"), "{}", inspected.stdout);
     let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Standard base64 (the tests package has no base64 crate; the format is four lines of code).
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -69,7 +69,7 @@ pub struct PluginComponent {
     /// A component the server ships (`namespace-lifecycle`, `resource-quota`, …), by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<String>,
-    /// A key of a ConfigMap's `binaryData` holding the component.
+    /// A key of a `ConfigMap`'s `binaryData` holding the component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ComponentKey>,
     /// A key of a Secret's `data` holding the component.
@@ -77,7 +77,7 @@ pub struct PluginComponent {
     pub secret: Option<ComponentKey>,
 }
 
-/// One key of a ConfigMap or Secret.
+/// One key of a `ConfigMap` or Secret.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(rename = "io.capstan.v1alpha1.ComponentKey")]

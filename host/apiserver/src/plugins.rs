@@ -468,7 +468,7 @@ fn rfc3339(time: SystemTime) -> String {
 }
 
 /// Keeps the Plugin objects' call metrics current while the server runs, and picks up changed
-/// component sources (files, ConfigMaps, Secrets, the drop-in directory) every few seconds.
+/// component sources (files, `ConfigMaps`, Secrets, the drop-in directory) every few seconds.
 pub(crate) async fn publish_metrics(server: Arc<ApiServer>) {
     let mut ticks = 0u32;
     loop {
@@ -527,7 +527,7 @@ pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
 }
 
 impl ApiServer {
-    /// The PriorityClasses every cluster has (`system-node-critical`, `system-cluster-critical`),
+    /// The `PriorityClasses` every cluster has (`system-node-critical`, `system-cluster-critical`),
     /// which the Priority policy resolves like any other.
     pub(crate) async fn ensure_system_priority_classes(&self) -> ApiResult<()> {
         let info = Self::resource("scheduling.k8s.io", "v1", "priorityclasses")?;

@@ -435,7 +435,8 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
                 warnings: &warnings,
             };
             if path.subresource.as_deref().is_some_and(|s| s != "status") {
-                return serve_subresource(&call, &parts.method).await;
+                let response = serve_subresource(&call, &parts.method).await;
+                return Ok(call.attach_warnings(response.unwrap_or_else(IntoResponse::into_response)));
             }
             let verb = routing::verb(&parts.method, &path, &query)?;
             if !path.info.supports(verb.as_str()) && path.subresource.is_none() {

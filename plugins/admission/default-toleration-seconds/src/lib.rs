@@ -1,4 +1,4 @@
-//! Built-in admission policy DefaultTolerationSeconds: pods tolerate `not-ready` and
+//! Built-in admission policy `DefaultTolerationSeconds`: pods tolerate `not-ready` and
 //! `unreachable` nodes for 300 seconds (configurable) unless they say otherwise.
 //!
 //! Configuration: `{"notReadySeconds": 300, "unreachableSeconds": 300}`.
@@ -21,7 +21,7 @@ impl Default for Config {
     }
 }
 
-/// Adds the default NoExecute tolerations.
+/// Adds the default `NoExecute` tolerations.
 pub struct DefaultTolerationSeconds {
     config: Config,
 }

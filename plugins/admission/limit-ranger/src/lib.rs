@@ -1,4 +1,4 @@
-//! Built-in admission policy LimitRanger: applies the namespace's LimitRanges (type
+//! Built-in admission policy `LimitRanger`: applies the namespace's `LimitRanges` (type
 //! `Container`) to pods — `default` limits and `defaultRequest` requests fill what containers
 //! leave out, then `min` and `max` bound every container's requests and limits.
 
@@ -6,10 +6,10 @@ use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, Admission
 use capstan_plugin_sdk::quantity;
 use serde_json::{Map, Value, json};
 
-/// Applies LimitRanges.
+/// Applies `LimitRanges`.
 pub struct LimitRanger;
 
-/// The container limits of the namespace's LimitRanges.
+/// The container limits of the namespace's `LimitRanges`.
 fn container_limits(ranges: &[Value]) -> Vec<&Value> {
     ranges
         .iter()

@@ -1,4 +1,4 @@
-//! Built-in admission policy NamespaceLifecycle: nothing may be created in a namespace that does
+//! Built-in admission policy `NamespaceLifecycle`: nothing may be created in a namespace that does
 //! not exist or is being deleted (upstream's admission plugin of that name).
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, Operation, cluster};

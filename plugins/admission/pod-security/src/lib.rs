@@ -1,4 +1,4 @@
-//! Built-in admission policy PodSecurity: the Pod Security Standards, levels `baseline` and
+//! Built-in admission policy `PodSecurity`: the Pod Security Standards, levels `baseline` and
 //! `restricted`, chosen per namespace by the labels `pod-security.kubernetes.io/enforce`
 //! (violations are refused), `…/warn` (violations are warnings to the client) and `…/audit`
 //! (violations are audit annotations). `privileged`, or no label, checks nothing.
@@ -192,17 +192,17 @@ impl AdmissionPolicy for PodSecurity {
         let describe = |level: Level| {
             let found = violations(&pod, level);
             (!found.is_empty())
-                .then(|| format!("violates PodSecurity \"{}:latest\": {}", level.name(), found.join(", ")))
+                .then(|| format!("PodSecurity \"{}:latest\": {}", level.name(), found.join(", ")))
         };
         if let Some(message) = describe(level("enforce")) {
-            return AdmissionResponse::deny(format!("pods {:?} is forbidden: {message}", request.name));
+            return AdmissionResponse::deny(format!("pods {:?} is forbidden: violates {message}", request.name));
         }
         let mut response = AdmissionResponse::allow();
         if let Some(message) = describe(level("warn")) {
-            response = response.with_warning(format!("would {message}"));
+            response = response.with_warning(format!("would violate {message}"));
         }
         if let Some(message) = describe(level("audit")) {
-            response = response.with_audit_annotation("audit-violations", format!("would {message}"));
+            response = response.with_audit_annotation("audit-violations", format!("would violate {message}"));
         }
         response
     }

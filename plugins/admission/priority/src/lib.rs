@@ -1,5 +1,5 @@
 //! Built-in admission policy Priority: a pod's `priorityClassName` becomes its `priority` (and
-//! `preemptionPolicy`) from the PriorityClass; pods without one get the global default class's
+//! `preemptionPolicy`) from the `PriorityClass`; pods without one get the global default class's
 //! value, or 0. An unknown class is refused.
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, cluster};

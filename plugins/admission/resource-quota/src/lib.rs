@@ -1,5 +1,5 @@
-//! Built-in admission policy ResourceQuota: charges each new pod to the namespace's
-//! ResourceQuotas and refuses it when a quota's `hard` limit would be exceeded; releases the
+//! Built-in admission policy `ResourceQuota`: charges each new pod to the namespace's
+//! `ResourceQuotas` and refuses it when a quota's `hard` limit would be exceeded; releases the
 //! charge when a pod is deleted.
 //!
 //! Usage lives in the quota's `status.used` (computed from the namespace's pods when absent).
@@ -95,15 +95,19 @@ fn charged(
     if exceeded.is_empty() {
         return Ok(next);
     }
-    let list =
-        |f: &dyn Fn(&(&String, Milli, Milli, Milli)) -> String| exceeded.iter().map(f).collect::<Vec<_>>().join(",");
+    let column = |pick: fn(&Exceeded<'_>) -> Milli| {
+        exceeded.iter().map(|e| format!("{}={}", e.0, quantity::format(pick(e)))).collect::<Vec<_>>().join(",")
+    };
     Err(format!(
         "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
-        list(&|e| format!("{}={}", e.0, quantity::format(e.1))),
-        list(&|e| format!("{}={}", e.0, quantity::format(e.2))),
-        list(&|e| format!("{}={}", e.0, quantity::format(e.3))),
+        column(|e| e.1),
+        column(|e| e.2),
+        column(|e| e.3),
     ))
 }
+
+/// A resource over its limit: name, requested, used, limit.
+type Exceeded<'a> = (&'a String, Milli, Milli, Milli);
 
 fn as_quantities(values: &BTreeMap<String, Milli>) -> Value {
     Value::Object(values.iter().map(|(k, v)| (k.clone(), json!(quantity::format(*v)))).collect::<Map<_, _>>())

@@ -1,9 +1,9 @@
-//! Built-in admission policy ServiceAccount: pods run as the `default` service account unless
+//! Built-in admission policy `ServiceAccount`: pods run as the `default` service account unless
 //! they name one, and get the projected API token volume (`kube-api-access-…`, mounted at
 //! `/var/run/secrets/kubernetes.io/serviceaccount` in every container) unless they or their
 //! service account opt out with `automountServiceAccountToken: false`.
 //!
-//! Interim: the token volume is added only when the ServiceAccount object exists, since Capstan
+//! Interim: the token volume is added only when the `ServiceAccount` object exists, since Capstan
 //! does not yet create each namespace's `default` account; upstream refuses such pods instead.
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, cluster};
@@ -46,7 +46,7 @@ fn suffix(seed: &str) -> String {
         .collect()
 }
 
-/// The JSON patch for `pod`; `account` is the ServiceAccount object when it exists.
+/// The JSON patch for `pod`; `account` is the `ServiceAccount` object when it exists.
 fn patch(pod: &Value, account: Option<&Value>, seed: &str) -> Vec<Value> {
     let mut ops = Vec::new();
     if pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).is_none_or(str::is_empty) {
