@@ -16,6 +16,7 @@
 //! [`admission`] is the typed world to copy when adding another.
 
 pub mod admission;
+pub mod controller;
 mod cache;
 mod error;
 mod host;
