@@ -47,6 +47,9 @@ struct ServerArgs {
     /// By default the `plugins/` build output of the source tree this binary was built from.
     #[arg(long, env = "CAPSTAN_COMPONENTS_DIR")]
     components_dir: Option<PathBuf>,
+    /// Run the controller manager (Deployment, ReplicaSet, garbage collector, …) in this server.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
 }
 
 /// The default components Capstan ships, found by crate name (`node-name` → `node_name.wasm`).
@@ -72,7 +75,6 @@ impl Components {
     }
 
     /// The bytes of the component built from plugin crate `name`.
-    #[allow(dead_code, reason = "the scheduler and controller manager read their defaults through it")]
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         let file = format!("{}.wasm", name.replace('-', "_"));
         for dir in &self.dirs {
@@ -106,6 +108,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// Starts the default controllers, elected through a Lease, as clients of the API server.
+async fn start_controllers(
+    data_dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    components: &Components,
+) -> anyhow::Result<capstan_controllers::ControllerManager> {
+    let client = capstan_client::from_kubeconfig(kubeconfig).await.context("cannot build the controllers' client")?;
+    let runtime = capstan_wasm::Runtime::new(capstan_wasm::RuntimeConfig {
+        cache_dir: Some(data_dir.join("wasm-cache")),
+        ..capstan_wasm::RuntimeConfig::default()
+    })
+    .context("cannot start the plugin runtime")?;
+    let mut specs = Vec::new();
+    for default in capstan_controllers::defaults() {
+        match components.bytes(default.component) {
+            Ok(bytes) => specs.push(default.spec(bytes)),
+            Err(e) => tracing::error!(controller = default.name, error = %format!("{e:#}"), "controller not started"),
+        }
+    }
+    let identity = format!("{}-{}", std::process::id(), data_dir.display());
+    Ok(capstan_controllers::run_elected(runtime, client, specs, identity))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -126,7 +151,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let revision = store.current_revision().await.context("cannot read the store")?;
     tracing::info!(store = %store.describe(), %revision, "store ready");
     let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
-    let _components = Components::new(args.components_dir.clone());
+    let components = Components::new(args.components_dir.clone());
     let config = capstan_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
@@ -135,6 +160,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");
+    let _controllers = if args.controllers {
+        Some(start_controllers(&args.data_dir, &running.kubeconfig, &components).await?)
+    } else {
+        None
+    };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,

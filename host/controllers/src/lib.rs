@@ -13,6 +13,7 @@
 //! while its queue and caches carry on.
 
 pub mod client;
+mod defaults;
 mod error;
 pub mod events;
 pub mod informer;
@@ -23,6 +24,7 @@ pub mod queue;
 
 use std::fmt;
 
+pub use defaults::{DefaultController, defaults, run_elected};
 pub use error::ControllerError;
 pub use manager::{ControllerManager, ControllerSpec};
 
