@@ -64,7 +64,30 @@ pub enum PluginKind {
 #[schemars(rename = "io.capstan.v1alpha1.PluginComponent")]
 pub struct PluginComponent {
     /// A `.wasm` component file the server can read.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// A component the server ships (`namespace-lifecycle`, `resource-quota`, …), by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
+    /// A key of a ConfigMap's `binaryData` holding the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ComponentKey>,
+    /// A key of a Secret's `data` holding the component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<ComponentKey>,
+}
+
+/// One key of a ConfigMap or Secret.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.capstan.v1alpha1.ComponentKey")]
+pub struct ComponentKey {
+    /// The object's namespace.
+    pub namespace: String,
+    /// The object's name.
+    pub name: String,
+    /// The key whose (base64) value is the component.
+    pub key: String,
 }
 
 /// How an admission policy takes part in admission.
@@ -87,6 +110,30 @@ pub struct AdmissionSettings {
     /// Which requests the policy sees; none when empty.
     #[serde(default)]
     pub rules: Vec<AdmissionRule>,
+    /// Only objects in namespaces whose labels match this `LabelSelector` (a Namespace object
+    /// is matched by its own labels; other cluster-scoped objects always match). All when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub namespace_selector: Option<serde_json::Value>,
+    /// Only objects whose labels (new or old) match this `LabelSelector`. All when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
+    pub object_selector: Option<serde_json::Value>,
+    /// Mutating policies: whether to call the policy again when a later policy changed the
+    /// object (`IfNeeded`), as upstream's `reinvocationPolicy`. `Never` when absent.
+    #[serde(default)]
+    pub reinvocation_policy: ReinvocationPolicy,
+}
+
+/// Whether a mutating policy runs again after later policies changed the object.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(rename = "io.capstan.v1alpha1.ReinvocationPolicy")]
+pub enum ReinvocationPolicy {
+    /// Once per request.
+    #[default]
+    Never,
+    /// Once more, if a policy after it changed the object.
+    IfNeeded,
 }
 
 impl AdmissionSettings {
@@ -126,6 +173,9 @@ pub struct AdmissionRule {
     /// every resource and subresource.
     #[serde(default)]
     pub resources: Vec<String>,
+    /// `Cluster`, `Namespaced` or `*` (the default): which objects by scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl AdmissionRule {
@@ -144,6 +194,16 @@ impl AdmissionRule {
             && any(&self.api_groups, group)
             && any(&self.api_versions, version)
             && self.resources.iter().any(|pattern| resource_matches(pattern, resource, subresource))
+    }
+
+    /// Whether the rule's `scope` admits an object of a namespaced (or cluster-scoped) resource.
+    #[must_use]
+    pub fn scope_matches(&self, namespaced: bool) -> bool {
+        match self.scope.as_deref() {
+            Some("Cluster") => !namespaced,
+            Some("Namespaced") => namespaced,
+            _ => true,
+        }
     }
 }
 
@@ -240,6 +300,7 @@ mod tests {
             api_groups: vec!["apps".into()],
             api_versions: vec!["*".into()],
             resources: vec!["deployments".into(), "*/scale".into()],
+            scope: None,
         };
         let cases = [
             ("CREATE", "apps", "v1", "deployments", None, true),

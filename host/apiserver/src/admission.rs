@@ -1,19 +1,31 @@
-//! The admission chain: every create, update and delete (Plugins themselves excepted) passes the
-//! loaded admission policies whose rules match it — mutating ones first, in order, their patches
-//! applied; then, after schema validation, the validating ones. A denial or a failed policy (under
-//! `failurePolicy: Fail`) refuses the request; warnings go back to the client.
+//! The admission chain: every create, update and delete (Plugins themselves excepted), and the
+//! subresource writes `status`, `scale`, `binding` and `eviction`, pass the loaded admission
+//! policies whose rules, scope and selectors match it — mutating ones first, in order, their
+//! patches applied (and `IfNeeded` policies called again when a later one changed the object);
+//! then, after schema validation, the validating ones. A denial or a failed policy (under
+//! `failurePolicy: Fail`) refuses the request before anything is written; warnings go back to
+//! the client; audit annotations go to the server's audit log (`target: "audit"`).
+//!
+//! Policies read the cluster through [`StoreCluster`], the host side of the WIT `cluster`
+//! import, and on dry-run requests it refuses writes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use capstan_api::ResourceInfo;
-use capstan_api::plugin::FailurePolicy;
+use capstan_api::plugin::{FailurePolicy, ReinvocationPolicy};
+use capstan_api::selector::LabelSelector;
 pub(crate) use capstan_wasm::admission::Operation;
-use capstan_wasm::admission::{AdmissionRequest, AdmissionResponse, GroupVersionKind, GroupVersionResource, UserInfo};
+use capstan_wasm::admission::{
+    AdmissionRequest, AdmissionResponse, Cluster, ClusterError, GroupVersionKind, GroupVersionResource, UserInfo,
+};
 use serde_json::Value;
 
 use crate::handlers::Call;
 use crate::meta;
+use crate::objects::{ObjectRef, Objects};
 use crate::plugins::LoadedPolicy;
+use crate::server::ApiServer;
 use crate::status::{ApiError, ApiResult};
 
 /// What is being admitted, besides the objects.
@@ -26,9 +38,23 @@ pub(crate) struct Attributes<'a> {
     pub namespace: Option<&'a str>,
     /// The object's name.
     pub name: &'a str,
+    /// The kind of the admitted object when it is not the resource's own (`Scale`, `Binding`,
+    /// `Eviction` for those subresources): group, version, kind.
+    pub kind: Option<(&'static str, &'static str, &'static str)>,
 }
 
-impl Attributes<'_> {
+impl<'a> Attributes<'a> {
+    /// A write of the resource's own kind.
+    pub(crate) fn new(operation: Operation, target: &'a ObjectRef<'a>) -> Self {
+        Attributes {
+            operation,
+            info: target.info,
+            namespace: target.namespace.as_deref(),
+            name: &target.name,
+            kind: None,
+        }
+    }
+
     fn operation_name(&self) -> &'static str {
         match self.operation {
             Operation::Create => "CREATE",
@@ -54,28 +80,51 @@ pub(crate) async fn mutate(
     old: Option<&Value>,
 ) -> ApiResult<(Value, bool)> {
     let mut object = object;
-    let mut changed = false;
     if !admitted(attributes.info) {
         return Ok((object, false));
     }
-    for policy in matching(call, attributes, true) {
-        let request = request(call, attributes, Some(&object), old)?;
-        let Some(response) = run(call, &policy, request, true).await? else { continue };
-        if let Some(patch) = response.patch.as_deref().filter(|p| !p.trim().is_empty()) {
-            let patch: Value = serde_json::from_str(patch).map_err(|e| {
-                ApiError::Internal(format!("admission plugin {:?} returned a patch that is not JSON: {e}", policy.name))
-            })?;
-            let patched = capstan_api::patch::json_patch(&object, &patch).map_err(|e| {
-                ApiError::Internal(format!(
-                    "admission plugin {:?} returned a patch that does not apply: {e}",
-                    policy.name
-                ))
-            })?;
-            changed |= patched != object;
-            object = patched;
+    let policies = matching(call, attributes, true, Some(&object), old).await?;
+    // For each policy, the number of changes made when it last ran: an `IfNeeded` policy runs
+    // again when a later policy changed the object after it.
+    let mut changes = 0usize;
+    let mut seen_at = Vec::with_capacity(policies.len());
+    for policy in &policies {
+        if mutate_once(call, attributes, policy, &mut object, old).await? {
+            changes += 1;
+        }
+        seen_at.push(changes);
+    }
+    for (policy, seen) in policies.iter().zip(seen_at) {
+        if policy.settings.reinvocation_policy == ReinvocationPolicy::IfNeeded
+            && changes > seen
+            && mutate_once(call, attributes, policy, &mut object, old).await?
+        {
+            changes += 1;
         }
     }
-    Ok((object, changed))
+    Ok((object, changes > 0))
+}
+
+/// Calls one mutating policy and applies its patch; true when the object changed.
+async fn mutate_once(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    policy: &Arc<LoadedPolicy>,
+    object: &mut Value,
+    old: Option<&Value>,
+) -> ApiResult<bool> {
+    let request = request(call, attributes, Some(object), old)?;
+    let Some(response) = run(call, policy, request, true).await? else { return Ok(false) };
+    let Some(patch) = response.patch.as_deref().filter(|p| !p.trim().is_empty()) else { return Ok(false) };
+    let patch: Value = serde_json::from_str(patch).map_err(|e| {
+        ApiError::Internal(format!("admission plugin {:?} returned a patch that is not JSON: {e}", policy.name))
+    })?;
+    let patched = capstan_api::patch::json_patch(object, &patch).map_err(|e| {
+        ApiError::Internal(format!("admission plugin {:?} returned a patch that does not apply: {e}", policy.name))
+    })?;
+    let changed = patched != *object;
+    *object = patched;
+    Ok(changed)
 }
 
 /// Runs the matching mutating policies on a deletion: they may deny it; there is no object to
@@ -84,7 +133,7 @@ pub(crate) async fn mutate_on_delete(call: &Call<'_>, attributes: &Attributes<'_
     if !admitted(attributes.info) {
         return Ok(());
     }
-    for policy in matching(call, attributes, true) {
+    for policy in matching(call, attributes, true, None, Some(old)).await? {
         let request = request(call, attributes, None, Some(old))?;
         run(call, &policy, request, true).await?;
     }
@@ -101,26 +150,112 @@ pub(crate) async fn validate(
     if !admitted(attributes.info) {
         return Ok(());
     }
-    for policy in matching(call, attributes, false) {
+    for policy in matching(call, attributes, false, object, old).await? {
         let request = request(call, attributes, object, old)?;
         run(call, &policy, request, false).await?;
     }
     Ok(())
 }
 
-fn matching(call: &Call<'_>, attributes: &Attributes<'_>, mutating: bool) -> Vec<Arc<LoadedPolicy>> {
-    let gvk = &attributes.info.gvk;
+/// Mutates then validates an object that has no schema validation of its own in between
+/// (`Scale`, `Binding`, `Eviction`); returns the admitted object.
+pub(crate) async fn admit(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    object: Value,
+    old: Option<&Value>,
+) -> ApiResult<Value> {
+    let (object, _) = mutate(call, attributes, object, old).await?;
+    validate(call, attributes, Some(&object), old).await?;
+    Ok(object)
+}
+
+/// The policies of one kind whose rules, scope, namespace selector and object selector cover
+/// this request, in the order they run.
+async fn matching(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    mutating: bool,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> ApiResult<Vec<Arc<LoadedPolicy>>> {
+    let info = attributes.info;
     let subresource = call.path.subresource.as_deref();
-    call.server
+    let by_rules: Vec<_> = call
+        .server
         .plugins
         .admission_policies(mutating)
         .into_iter()
         .filter(|policy| {
             policy.settings.rules.iter().any(|rule| {
-                rule.matches(attributes.operation_name(), gvk.group, gvk.version, attributes.info.plural, subresource)
+                rule.scope_matches(info.namespaced)
+                    && rule.matches(
+                        attributes.operation_name(),
+                        info.gvk.group,
+                        info.gvk.version,
+                        info.plural,
+                        subresource,
+                    )
             })
         })
-        .collect()
+        .collect();
+    let mut namespace_labels: Option<BTreeMap<String, String>> = None;
+    let mut matched = Vec::with_capacity(by_rules.len());
+    for policy in by_rules {
+        if let Some(selector) = &policy.settings.object_selector {
+            let selector = selector_of(&policy, selector)?;
+            let labelled = |o: Option<&Value>| o.is_some_and(|o| selector.matches(&labels(o)));
+            if !selector.is_empty() && !labelled(object) && !labelled(old) {
+                continue;
+            }
+        }
+        if let Some(selector) = &policy.settings.namespace_selector {
+            let selector = selector_of(&policy, selector)?;
+            let has_namespace = info.namespaced || (info.gvk.group.is_empty() && info.plural == "namespaces");
+            if has_namespace && !selector.is_empty() {
+                let labels = match &namespace_labels {
+                    Some(labels) => labels,
+                    None => namespace_labels.insert(labels_of_namespace(call, attributes, object, old).await?),
+                };
+                if !selector.matches(labels) {
+                    continue;
+                }
+            }
+        }
+        matched.push(policy);
+    }
+    Ok(matched)
+}
+
+fn selector_of(policy: &LoadedPolicy, selector: &Value) -> ApiResult<LabelSelector> {
+    LabelSelector::from_json(selector)
+        .map_err(|e| ApiError::Internal(format!("admission plugin {:?} has an invalid selector: {e}", policy.name)))
+}
+
+fn labels(object: &Value) -> BTreeMap<String, String> {
+    object
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+/// The labels a namespace selector is matched against: the namespace's, or a Namespace object's
+/// own (other cluster-scoped objects are not matched against it, as upstream).
+async fn labels_of_namespace(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> ApiResult<BTreeMap<String, String>> {
+    let info = attributes.info;
+    if info.gvk.group.is_empty() && info.plural == "namespaces" {
+        return Ok(object.or(old).map(labels).unwrap_or_default());
+    }
+    let Some(namespace) = attributes.namespace else { return Ok(BTreeMap::new()) };
+    let namespaces = ApiServer::resource("", "v1", "namespaces")?;
+    let target = ObjectRef { info: namespaces, namespace: None, name: namespace.to_string() };
+    Ok(call.server.objects.get_kv(&target).await?.map(|(ns, _)| labels(&ns)).unwrap_or_default())
 }
 
 fn request(
@@ -139,13 +274,10 @@ fn request(
             extra: Vec::new(),
         },
     );
+    let (group, version, kind) = attributes.kind.unwrap_or((info.gvk.group, info.gvk.version, info.gvk.kind));
     Ok(AdmissionRequest {
         uid: meta::new_uid(),
-        kind: GroupVersionKind {
-            group: info.gvk.group.to_string(),
-            version: info.gvk.version.to_string(),
-            kind: info.gvk.kind.to_string(),
-        },
+        kind: GroupVersionKind { group: group.to_string(), version: version.to_string(), kind: kind.to_string() },
         resource: GroupVersionResource {
             group: info.gvk.group.to_string(),
             version: info.gvk.version.to_string(),
@@ -175,8 +307,16 @@ async fn run(
     mutating: bool,
 ) -> ApiResult<Option<AdmissionResponse>> {
     let handle = policy.handle.clone();
+    let cluster: Arc<dyn Cluster> = Arc::new(StoreCluster {
+        objects: call.server.objects.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        dry_run: request.dry_run,
+    });
+    let uid = request.uid.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        if mutating { handle.mutate(&request) } else { handle.validate(&request) }.map_err(|e| e.to_string())
+        let cluster = Some(cluster);
+        if mutating { handle.mutate_with(&request, cluster) } else { handle.validate_with(&request, cluster) }
+            .map_err(|e| e.to_string())
     })
     .await
     .unwrap_or_else(|e| Err(format!("the call did not finish: {e}")));
@@ -195,6 +335,9 @@ async fn run(
         }
     };
     call.add_warnings(&response.warnings);
+    for (key, value) in &response.audit_annotations {
+        tracing::info!(target: "audit", request = %uid, annotation = %format!("{}/{key}", policy.name), %value);
+    }
     if !response.allowed {
         let mut message = format!("admission webhook {:?} denied the request", policy.name);
         if let Some(reason) = response.message.as_deref().filter(|m| !m.is_empty()) {
@@ -206,4 +349,86 @@ async fn run(
         return Err(ApiError::Denied(response.code.unwrap_or(403), message));
     }
     Ok(Some(response))
+}
+
+/// The host side of the WIT `cluster` import for one admission call: reads and status
+/// compare-and-swaps on the store, run from the policy's blocking thread. Writes are refused on
+/// dry-run requests.
+struct StoreCluster {
+    objects: Objects,
+    runtime: tokio::runtime::Handle,
+    dry_run: bool,
+}
+
+impl StoreCluster {
+    fn info(resource: &GroupVersionResource) -> Result<&'static ResourceInfo, ClusterError> {
+        ApiServer::resource(&resource.group, &resource.version, &resource.resource).map_err(|_| {
+            ClusterError::Forbidden(format!(
+                "{}/{}/{} is not a built-in resource policies may read",
+                resource.group, resource.version, resource.resource
+            ))
+        })
+    }
+}
+
+fn failed(error: &ApiError) -> ClusterError {
+    ClusterError::Failed(error.to_string())
+}
+
+impl Cluster for StoreCluster {
+    fn get(
+        &self,
+        resource: &GroupVersionResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<String>, ClusterError> {
+        let info = Self::info(resource)?;
+        let target = ObjectRef { info, namespace: namespace.map(str::to_string), name: name.to_string() };
+        let found = self.runtime.block_on(self.objects.get_kv(&target)).map_err(|e| failed(&e))?;
+        Ok(found.map(|(object, _)| object.to_string()))
+    }
+
+    fn list(&self, resource: &GroupVersionResource, namespace: Option<&str>) -> Result<Vec<String>, ClusterError> {
+        let info = Self::info(resource)?;
+        let listed =
+            self.runtime.block_on(self.objects.list(info, namespace, None, None, None)).map_err(|e| failed(&e))?;
+        Ok(listed.items.iter().map(Value::to_string).collect())
+    }
+
+    fn replace_status(
+        &self,
+        resource: &GroupVersionResource,
+        namespace: Option<&str>,
+        name: &str,
+        resource_version: &str,
+        status: &str,
+    ) -> Result<String, ClusterError> {
+        if self.dry_run {
+            return Err(ClusterError::Forbidden("a dry-run request must not write".to_string()));
+        }
+        let info = Self::info(resource)?;
+        let status: Value = serde_json::from_str(status)
+            .map_err(|e| ClusterError::Failed(format!("the status is not valid JSON: {e}")))?;
+        let expected = crate::objects::parse_resource_version(resource_version).map_err(|e| failed(&e))?;
+        let target = ObjectRef { info, namespace: namespace.map(str::to_string), name: name.to_string() };
+        self.runtime.block_on(async {
+            let Some((mut object, revision)) = self.objects.get_kv(&target).await.map_err(|e| failed(&e))? else {
+                return Err(ClusterError::Conflict(format!("{name} no longer exists")));
+            };
+            if revision != expected {
+                return Err(ClusterError::Conflict(format!(
+                    "{name} changed since resource version {resource_version}"
+                )));
+            }
+            meta::metadata_mut(&mut object).remove("resourceVersion");
+            object["status"] = status;
+            match self.objects.replace(&target, revision, &object).await {
+                Ok(stored) => Ok(stored.to_string()),
+                Err(ApiError::Conflict(..) | ApiError::NotFound(_)) => {
+                    Err(ClusterError::Conflict(format!("{name} changed since resource version {resource_version}")))
+                }
+                Err(e) => Err(failed(&e)),
+            }
+        })
+    }
 }

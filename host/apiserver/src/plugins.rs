@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
-use capstan_api::plugin::{AdmissionSettings, Plugin, PluginKind, PluginState, PluginStatus};
+use capstan_api::plugin::{AdmissionSettings, Plugin, PluginComponent, PluginKind, PluginState, PluginStatus};
 use capstan_wasm::admission::AdmissionPolicy;
 use capstan_wasm::{Digest, Limits, PluginSpec, Runtime, RuntimeConfig};
 use serde_json::Value;
@@ -20,6 +20,18 @@ use crate::status::{ApiError, ApiResult};
 
 /// How often call metrics are copied into the Plugin objects' status.
 const METRICS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Every how many metric intervals component sources are checked for changes.
+const SOURCE_CHECK_TICKS: u32 = 2;
+
+/// A component the server ships, with the Plugin spec it is enabled with by default.
+#[derive(Clone)]
+pub struct BuiltinPlugin {
+    /// The component's bytes.
+    pub bytes: Arc<[u8]>,
+    /// The Plugin `spec` (without `component`), as JSON.
+    pub spec: Value,
+}
 
 /// One loaded admission policy and what it was loaded from.
 pub struct LoadedPolicy {
@@ -41,6 +53,10 @@ pub struct PluginManager {
     loaded: RwLock<BTreeMap<String, Arc<LoadedPolicy>>>,
     /// Syncs run one at a time, so two writes never load the same plugin twice.
     syncing: tokio::sync::Mutex<()>,
+    /// The components this server ships, by name.
+    builtins: BTreeMap<String, BuiltinPlugin>,
+    /// The drop-in directory of `.wasm` files, when there is one.
+    drop_in: Option<PathBuf>,
 }
 
 impl PluginManager {
@@ -53,7 +69,18 @@ impl PluginManager {
             runtime: Mutex::new(None),
             loaded: RwLock::new(BTreeMap::new()),
             syncing: tokio::sync::Mutex::new(()),
+            builtins: BTreeMap::new(),
+            drop_in: None,
         }
+    }
+
+    /// Adds the components the server ships (each enabled by a Plugin object created at start
+    /// unless one of its name exists) and the drop-in directory watched for `.wasm` files.
+    #[must_use]
+    pub fn with_sources(mut self, builtins: BTreeMap<String, BuiltinPlugin>, drop_in: Option<PathBuf>) -> Self {
+        self.builtins = builtins;
+        self.drop_in = drop_in;
+        self
     }
 
     /// The loaded admission policies, mutating or validating, in the order they run.
@@ -63,6 +90,14 @@ impl PluginManager {
         let mut policies: Vec<_> = loaded.values().filter(|p| p.settings.mutating == mutating).cloned().collect();
         policies.sort_by(|a, b| a.settings.order.cmp(&b.settings.order).then_with(|| a.name.cmp(&b.name)));
         policies
+    }
+
+    /// Every loaded plugin's call metrics (calls, errors, timeouts, latency histogram) in the
+    /// Prometheus text format, for the API server's `/metrics`.
+    #[must_use]
+    pub fn prometheus(&self) -> String {
+        let runtime = self.runtime.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        runtime.map(|r| capstan_wasm::render_prometheus(&r.metrics())).unwrap_or_default()
     }
 
     fn runtime(&self) -> Result<Runtime, String> {
@@ -139,16 +174,9 @@ impl ApiServer {
                 plugin.spec.kind
             ));
         }
-        let path = PathBuf::from(&plugin.spec.component.path);
-        let read = tokio::task::spawn_blocking({
-            let path = path.clone();
-            move || std::fs::read(&path)
-        })
-        .await;
-        let bytes = match read {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e)) => return Outcome::Failed(format!("cannot read component {}: {e}", path.display())),
-            Err(e) => return Outcome::Failed(format!("reading component {} failed: {e}", path.display())),
+        let bytes = match self.component_bytes(&plugin.spec.component).await {
+            Ok(bytes) => bytes,
+            Err(message) => return Outcome::Failed(message),
         };
         let settings = plugin.spec.admission.clone().unwrap_or_default();
         let config = plugin.spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
@@ -201,6 +229,121 @@ impl ApiServer {
                 Outcome::Failed(message)
             }
         }
+    }
+
+    /// The bytes of a plugin's component, from whichever source its spec names.
+    async fn component_bytes(&self, component: &PluginComponent) -> Result<Arc<[u8]>, String> {
+        if let Some(name) = &component.builtin {
+            return self.plugins.builtins.get(name).map(|b| Arc::clone(&b.bytes)).ok_or_else(|| {
+                format!("this server ships no component {name:?} (is plugins/ built, or --components-dir right?)")
+            });
+        }
+        for (source, key, plural, field) in [
+            ("ConfigMap", &component.config_map, "configmaps", "binaryData"),
+            ("Secret", &component.secret, "secrets", "data"),
+        ] {
+            let Some(key) = key else { continue };
+            let info = Self::resource("", "v1", plural).map_err(|e| e.to_string())?;
+            let target = ObjectRef { info, namespace: Some(key.namespace.clone()), name: key.name.clone() };
+            let object = self
+                .objects
+                .get_kv(&target)
+                .await
+                .map_err(|e| format!("cannot read {source} {}/{}: {e}", key.namespace, key.name))?
+                .ok_or_else(|| format!("{source} {}/{} does not exist", key.namespace, key.name))?
+                .0;
+            let encoded = object.get(field).and_then(|d| d.get(&key.key)).and_then(Value::as_str).ok_or_else(|| {
+                format!("{source} {}/{} has no key {:?} in {field}", key.namespace, key.name, key.key)
+            })?;
+            return base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded)
+                .map(Arc::from)
+                .map_err(|e| format!("{source} {}/{} key {:?} is not base64: {e}", key.namespace, key.name, key.key));
+        }
+        let path = PathBuf::from(&component.path);
+        if component.path.is_empty() {
+            return Err("spec.component names no path, builtin, configMap or secret".to_string());
+        }
+        let read = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || std::fs::read(&path)
+        })
+        .await;
+        match read {
+            Ok(Ok(bytes)) => Ok(Arc::from(bytes)),
+            Ok(Err(e)) => Err(format!("cannot read component {}: {e}", path.display())),
+            Err(e) => Err(format!("reading component {} failed: {e}", path.display())),
+        }
+    }
+
+    /// Creates the Plugin objects of the built-in admission policies this server ships, unless
+    /// objects of those names exist (an administrator's edits stay).
+    pub(crate) async fn ensure_builtin_plugins(&self) -> ApiResult<()> {
+        let info = Self::plugin_info()?;
+        for (name, builtin) in &self.plugins.builtins {
+            let target = ObjectRef { info, namespace: None, name: name.clone() };
+            if self.objects.get_kv(&target).await?.is_some() {
+                continue;
+            }
+            let mut object = serde_json::json!({
+                "apiVersion": "capstan.io/v1alpha1",
+                "kind": "Plugin",
+                "metadata": {"name": name, "uid": meta::new_uid(), "creationTimestamp": meta::now(),
+                             "labels": {"capstan.io/builtin": "true"}},
+                "spec": builtin.spec.clone(),
+            });
+            object["spec"]["component"] = serde_json::json!({"builtin": name});
+            match self.objects.create(&target, &object).await {
+                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the drop-in directory's components Plugin objects: `NAME.wasm` (with settings from
+    /// an optional `NAME.yaml` holding a Plugin `spec`, admission by default) becomes Plugin
+    /// `NAME`, labelled as coming from the directory; objects whose file is gone are deleted.
+    async fn sync_drop_in(&self) -> ApiResult<()> {
+        let Some(dir) = self.plugins.drop_in.clone() else { return Ok(()) };
+        let info = Self::plugin_info()?;
+        let wanted = tokio::task::spawn_blocking(move || drop_in_specs(&dir))
+            .await
+            .map_err(|e| ApiError::Internal(format!("scanning the plugin directory failed: {e}")))?;
+        let existing = self.objects.list(info, None, None, None, None).await?.items;
+        for object in &existing {
+            let name = meta::meta_str(object, "name").unwrap_or_default();
+            let from_dir =
+                object.pointer("/metadata/labels/capstan.io~1source").and_then(Value::as_str) == Some(DROP_IN);
+            if from_dir && !wanted.iter().any(|(n, _)| n == name) {
+                let target = ObjectRef::of(info, object);
+                if let Some((_, revision)) = self.objects.get_kv(&target).await? {
+                    let _ = self.objects.remove(&target, revision).await;
+                }
+            }
+        }
+        for (name, spec) in wanted {
+            let target = ObjectRef { info, namespace: None, name: name.clone() };
+            let current = self.objects.get_kv(&target).await?;
+            let mut object = match &current {
+                Some((object, _)) if object.get("spec") == Some(&spec) => continue,
+                Some((object, _)) => strip_version(object.clone()),
+                None => serde_json::json!({
+                    "apiVersion": "capstan.io/v1alpha1",
+                    "kind": "Plugin",
+                    "metadata": {"name": name, "uid": meta::new_uid(), "creationTimestamp": meta::now(),
+                                 "labels": {"capstan.io/source": DROP_IN}},
+                }),
+            };
+            object["spec"] = spec;
+            let written = match current {
+                Some((_, revision)) => self.objects.replace(&target, revision, &object).await.map(|_| ()),
+                None => self.objects.create(&target, &object).await.map(|_| ()),
+            };
+            if let Err(e) = written {
+                tracing::warn!(plugin = %name, error = %e, "cannot record a drop-in plugin");
+            }
+        }
+        Ok(())
     }
 
     async fn write_plugin_status(&self, name: &str, outcome: &Outcome) -> ApiResult<()> {
@@ -271,6 +414,48 @@ impl ApiServer {
     }
 }
 
+/// The label value marking Plugin objects made from the drop-in directory.
+const DROP_IN: &str = "drop-in";
+
+fn strip_version(mut object: Value) -> Value {
+    meta::metadata_mut(&mut object).remove("resourceVersion");
+    object
+}
+
+/// The Plugin specs the drop-in directory asks for, by plugin name.
+fn drop_in_specs(dir: &std::path::Path) -> Vec<(String, Value)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut specs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            continue;
+        }
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+        let sidecar = path.with_extension("yaml");
+        let mut spec: Value = match std::fs::read_to_string(&sidecar) {
+            Ok(text) => match serde_yaml::from_str(&text) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    tracing::warn!(file = %sidecar.display(), error = %e, "drop-in plugin settings are not YAML");
+                    continue;
+                }
+            },
+            Err(_) => serde_json::json!({}),
+        };
+        if !spec.is_object() {
+            spec = serde_json::json!({});
+        }
+        if spec.get("kind").is_none() {
+            spec["kind"] = serde_json::json!("admission");
+        }
+        spec["component"] = serde_json::json!({"path": path.to_string_lossy()});
+        specs.push((name, spec));
+    }
+    specs.sort_by(|a, b| a.0.cmp(&b.0));
+    specs
+}
+
 fn copy_metrics(status: &mut PluginStatus, policy: &LoadedPolicy) {
     let metrics = policy.handle.metrics();
     status.calls = metrics.calls;
@@ -282,12 +467,88 @@ fn rfc3339(time: SystemTime) -> String {
     jiff::Timestamp::try_from(time).map(|t| t.round(jiff::Unit::Second).unwrap_or(t).to_string()).unwrap_or_default()
 }
 
-/// Keeps the Plugin objects' call metrics current while the server runs.
+/// Keeps the Plugin objects' call metrics current while the server runs, and picks up changed
+/// component sources (files, ConfigMaps, Secrets, the drop-in directory) every few seconds.
 pub(crate) async fn publish_metrics(server: Arc<ApiServer>) {
+    let mut ticks = 0u32;
     loop {
         tokio::time::sleep(METRICS_INTERVAL).await;
         if let Err(e) = server.publish_plugin_metrics().await {
             tracing::warn!(error = %e, "cannot publish plugin metrics");
         }
+        ticks += 1;
+        if ticks.is_multiple_of(SOURCE_CHECK_TICKS) {
+            if let Err(e) = server.sync_drop_in().await {
+                tracing::warn!(error = %e, "cannot sync the drop-in plugin directory");
+            }
+            if let Err(e) = server.sync_plugins().await {
+                tracing::warn!(error = %e, "cannot sync plugins");
+            }
+        }
+    }
+}
+
+/// The admission policies Capstan ships, in `plugins/admission/<name>`, with the Plugin spec
+/// each is enabled with by default (the binary reads their components and passes them in
+/// [`crate::Config::builtin_plugins`]).
+#[must_use]
+pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
+    let pods = |mutating: bool, order: i32, operations: &[&str]| {
+        serde_json::json!({
+            "kind": "admission",
+            "admission": {
+                "mutating": mutating,
+                "failurePolicy": "Fail",
+                "order": order,
+                "timeoutSeconds": 5,
+                "rules": [{"operations": operations, "apiGroups": [""], "apiVersions": ["v1"], "resources": ["pods"]}],
+            },
+        })
+    };
+    vec![
+        (
+            "namespace-lifecycle",
+            serde_json::json!({
+                "kind": "admission",
+                "admission": {
+                    "mutating": false, "failurePolicy": "Fail", "order": -1000, "timeoutSeconds": 5,
+                    "rules": [{"operations": ["CREATE"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"],
+                               "scope": "Namespaced"}],
+                },
+            }),
+        ),
+        ("service-account", pods(true, 100, &["CREATE"])),
+        ("limit-ranger", pods(true, 200, &["CREATE"])),
+        ("priority", pods(true, 300, &["CREATE"])),
+        ("default-toleration-seconds", pods(true, 400, &["CREATE"])),
+        ("pod-security", pods(false, 100, &["CREATE", "UPDATE"])),
+        ("resource-quota", pods(false, 1000, &["CREATE", "DELETE"])),
+    ]
+}
+
+impl ApiServer {
+    /// The PriorityClasses every cluster has (`system-node-critical`, `system-cluster-critical`),
+    /// which the Priority policy resolves like any other.
+    pub(crate) async fn ensure_system_priority_classes(&self) -> ApiResult<()> {
+        let info = Self::resource("scheduling.k8s.io", "v1", "priorityclasses")?;
+        for (name, value) in [("system-node-critical", 2_000_001_000), ("system-cluster-critical", 2_000_000_000)] {
+            let target = ObjectRef { info, namespace: None, name: name.to_string() };
+            if self.objects.get_kv(&target).await?.is_some() {
+                continue;
+            }
+            let object = serde_json::json!({
+                "apiVersion": "scheduling.k8s.io/v1",
+                "kind": "PriorityClass",
+                "metadata": {"name": name, "uid": meta::new_uid(), "creationTimestamp": meta::now()},
+                "value": value,
+                "preemptionPolicy": "PreemptLowerPriority",
+                "description": "Used for system critical pods that must not be moved from their current node.",
+            });
+            match self.objects.create(&target, &object).await {
+                Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 }

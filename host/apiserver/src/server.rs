@@ -74,6 +74,9 @@ pub struct Config {
     pub port: u16,
     /// The store.
     pub store: Arc<dyn Store>,
+    /// The admission components the binary ships, by name, enabled by default (see
+    /// [`crate::plugins::builtin_admission_specs`]).
+    pub builtin_plugins: std::collections::BTreeMap<String, crate::plugins::BuiltinPlugin>,
 }
 
 /// Shared state of the running server.
@@ -130,10 +133,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         metrics,
         server_address: format!("{url_host}:{}", address.port()),
         namespace_cleanup: cleanup_sender,
-        plugins: crate::plugins::PluginManager::new(config.data_dir.join("plugin-cache")),
+        plugins: crate::plugins::PluginManager::new(config.data_dir.join("plugin-cache"))
+            .with_sources(config.builtin_plugins, Some(config.data_dir.join("plugins"))),
     });
     server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.reload_custom_resources().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
+    server.ensure_system_priority_classes().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
+    server.ensure_builtin_plugins().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.sync_plugins().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     tokio::spawn(namespace_cleaner(Arc::clone(&server), cleanup_receiver));
     tokio::spawn(crate::plugins::publish_metrics(Arc::clone(&server)));
@@ -326,7 +332,9 @@ async fn ready(State(server): State<Arc<ApiServer>>) -> Response {
 }
 
 async fn metrics(State(server): State<Arc<ApiServer>>) -> Response {
-    let mut response = server.metrics.render(server.cache.watcher_count()).into_response();
+    let mut text = server.metrics.render(server.cache.watcher_count());
+    text.push_str(&server.plugins.prometheus());
+    let mut response = text.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
 }

@@ -6,11 +6,12 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::{Value, json};
 
+use crate::admission::{self, Attributes, Operation};
 use crate::body;
 use crate::handlers::{Call, json_response};
 use crate::meta;
 use crate::objects::{self, ObjectRef};
-use crate::routing::{Query, ResourcePath};
+use crate::routing::ResourcePath;
 use crate::status::{ApiError, ApiResult, Cause};
 
 /// How many times a subresource write retries on a conflicting concurrent write.
@@ -100,6 +101,9 @@ pub async fn scale(call: &Call<'_>, method: &axum::http::Method) -> ApiResult<Re
                 "the object has been modified; please apply your changes to the latest version and try again".into(),
             ));
         }
+        let attributes =
+            Attributes { kind: Some(("autoscaling", "v1", "Scale")), ..Attributes::new(Operation::Update, &target) };
+        let wanted = admission::admit(call, &attributes, wanted, Some(&current)).await?;
         let replicas = wanted.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
         if replicas < 0 {
             return Err(ApiError::Invalid(
@@ -137,6 +141,8 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
     let Call { server, path, headers, body, .. } = *call;
     let target = target_of(path)?;
     let binding = body::decode_object(headers, body)?;
+    let attributes = Attributes { kind: Some(("", "v1", "Binding")), ..Attributes::new(Operation::Create, &target) };
+    let binding = admission::admit(call, &attributes, binding, None).await?;
     let node = binding.pointer("/target/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::Invalid(
             objects::target(path.info, &target.name),
@@ -165,6 +171,9 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
             &mut bound,
             json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": meta::now()}),
         );
+        if call.query.dry_run()? {
+            return Ok(json_response(StatusCode::CREATED, &success(), &[]));
+        }
         match server.objects.replace(&target, revision, &bound).await {
             Ok(_) => {
                 let status =
@@ -176,6 +185,10 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
         }
     }
     Err(ApiError::Conflict(target.target(), "too many concurrent writes; try again".into()))
+}
+
+fn success() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})
 }
 
 fn set_condition(pod: &mut Value, condition: Value) {
@@ -196,7 +209,10 @@ fn set_condition(pod: &mut Value, condition: Value) {
 pub async fn evict(call: &Call<'_>) -> ApiResult<Response> {
     let Call { server, path, headers, body, .. } = *call;
     let target = target_of(path)?;
-    let _eviction = body::decode_object(headers, body)?;
+    let eviction = body::decode_object(headers, body)?;
+    let attributes =
+        Attributes { kind: Some(("policy", "v1", "Eviction")), ..Attributes::new(Operation::Create, &target) };
+    admission::admit(call, &attributes, eviction, None).await?;
     let pod = server.objects.get(&target).await?;
     let Some(pdbs) = call.catalog.registry.lookup("policy", "v1", "poddisruptionbudgets") else {
         return Err(ApiError::Internal("poddisruptionbudgets are not registered".into()));
@@ -227,10 +243,13 @@ pub async fn evict(call: &Call<'_>) -> ApiResult<Response> {
         let mut spent = pdb.clone();
         meta::metadata_mut(&mut spent).remove("resourceVersion");
         spent["status"]["disruptionsAllowed"] = json!(allowed - 1);
-        server.objects.replace(&pdb_target, expected, &spent).await?;
+        if !call.query.dry_run()? {
+            server.objects.replace(&pdb_target, expected, &spent).await?;
+        }
     }
     let pod_path = path_without_subresource(path);
-    let delete = Call { path: &pod_path, query: &Query::default(), body: &Bytes::new(), ..*call };
+    // The eviction's own query carries `dryRun`, which the deletion honours.
+    let delete = Call { path: &pod_path, body: &Bytes::new(), ..*call };
     crate::handlers::delete(&delete).await?;
     let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     Ok(json_response(StatusCode::CREATED, &status, &[]))

@@ -8,6 +8,8 @@ use anyhow::Context;
 use capstan_store::{Compactor, EtcdConfig, StoreConfig};
 use clap::{Parser, Subcommand};
 
+mod plugin_cmd;
+
 /// Capstan: a Kubernetes-compatible orchestrator whose scheduler, admission and controllers are
 /// WebAssembly components.
 #[derive(Parser)]
@@ -20,7 +22,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the control plane on this machine.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
+    /// Plugin tooling: new, build, inspect.
+    #[command(subcommand)]
+    Plugin(plugin_cmd::PluginCommand),
 }
 
 #[derive(clap::Args)]
@@ -43,53 +48,108 @@ struct ServerArgs {
     /// How often store history is compacted (history of at least this long is kept).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: Duration,
-    /// Where the default plugin components (`<crate_name>.wasm`, built from `plugins/`) are read.
-    /// By default the `plugins/` build output of the source tree this binary was built from.
+    /// Read the default plugin components (`<crate_name>.wasm`, built from `plugins/`) from this
+    /// directory instead of the copies embedded in the binary.
     #[arg(long, env = "CAPSTAN_COMPONENTS_DIR")]
     components_dir: Option<PathBuf>,
+    #[command(flatten)]
+    hollow: HollowArgs,
     /// Run the controller manager (Deployment, ReplicaSet, garbage collector, …) in this server.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
 }
 
-/// The default components Capstan ships, found by crate name (`node-name` → `node_name.wasm`).
+/// Hollow nodes: nodes without a container runtime whose pods are reported running.
+#[derive(clap::Args)]
+struct HollowArgs {
+    /// Register this many hollow nodes (for trying the scheduler and controllers at scale).
+    #[arg(long = "hollow-nodes", default_value_t = 0)]
+    count: usize,
+    /// CPU capacity of each hollow node.
+    #[arg(long = "hollow-node-cpu", default_value = "8")]
+    cpu: String,
+    /// Memory capacity of each hollow node.
+    #[arg(long = "hollow-node-memory", default_value = "32Gi")]
+    memory: String,
+    /// Pod capacity of each hollow node.
+    #[arg(long = "hollow-node-max-pods", default_value_t = 110)]
+    max_pods: u32,
+    /// Spread hollow nodes over this many zones (`topology.kubernetes.io/zone`).
+    #[arg(long = "hollow-zones", default_value_t = 3)]
+    zones: usize,
+    /// Labels on every hollow node (`key=value`, comma-separated).
+    #[arg(long = "hollow-node-labels", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Taints on every hollow node (`key[=value]:Effect`, comma-separated).
+    #[arg(long = "hollow-node-taints", value_delimiter = ',')]
+    taints: Vec<String>,
+}
+
+impl HollowArgs {
+    fn config(&self) -> anyhow::Result<capstan_hollow::HollowConfig> {
+        let mut labels = std::collections::BTreeMap::new();
+        for label in &self.labels {
+            let (key, value) =
+                label.split_once('=').with_context(|| format!("hollow node label '{label}' is not key=value"))?;
+            labels.insert(key.to_owned(), value.to_owned());
+        }
+        let taints = self.taints.iter().map(|t| capstan_hollow::parse_taint(t)).collect::<Result<Vec<_>, _>>()?;
+        Ok(capstan_hollow::HollowConfig {
+            count: self.count,
+            cpu: self.cpu.clone(),
+            memory: self.memory.clone(),
+            max_pods: self.max_pods,
+            zones: self.zones,
+            labels,
+            taints,
+            ..capstan_hollow::HollowConfig::default()
+        })
+    }
+}
+
+/// The default components Capstan ships, found by crate name (`node-name`): from
+/// `--components-dir` when given (`<crate_name>.wasm` files), otherwise embedded in the binary.
 #[derive(Clone)]
 struct Components {
-    dirs: Vec<PathBuf>,
+    dir: Option<PathBuf>,
 }
 
 impl Components {
-    fn new(explicit: Option<PathBuf>) -> Self {
-        let dirs = explicit.map_or_else(
-            || {
-                let mut dirs = Vec::new();
-                if let Some(target) = option_env!("CARGO_TARGET_DIR") {
-                    dirs.push(PathBuf::from(target).join("wasm32-wasip2/release"));
-                }
-                dirs.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target/wasm32-wasip2/release"));
-                dirs
-            },
-            |dir| vec![dir],
-        );
-        Self { dirs }
+    fn new(dir: Option<PathBuf>) -> Self {
+        Self { dir }
     }
 
     /// The bytes of the component built from plugin crate `name`.
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
-        let file = format!("{}.wasm", name.replace('-', "_"));
-        for dir in &self.dirs {
-            let path = dir.join(&file);
-            if path.is_file() {
-                return std::fs::read(&path).with_context(|| format!("cannot read component {}", path.display()));
-            }
+        if let Some(dir) = &self.dir {
+            let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+            return std::fs::read(&path).with_context(|| format!("cannot read component {}", path.display()));
         }
-        let searched: Vec<_> = self.dirs.iter().map(|d| d.display().to_string()).collect();
-        anyhow::bail!(
-            "component {file} not found in {}; build plugins/ with `cargo build --manifest-path plugins/Cargo.toml \
-             --target wasm32-wasip2 --release` or pass --components-dir",
-            searched.join(", ")
-        )
+        capstan_components::get(name).map(<[u8]>::to_vec).with_context(|| {
+            format!(
+                "no component named {name} is shipped (shipped: {})",
+                capstan_components::names().collect::<Vec<_>>().join(", ")
+            )
+        })
     }
+}
+
+/// The built-in admission policies whose components are there; a missing one is logged and
+/// left out, so a server without built plugins still starts.
+fn builtin_plugins(
+    components: &Components,
+) -> std::collections::BTreeMap<String, capstan_apiserver::plugins::BuiltinPlugin> {
+    let mut builtins = std::collections::BTreeMap::new();
+    for (name, spec) in capstan_apiserver::plugins::builtin_admission_specs() {
+        match components.bytes(name) {
+            Ok(bytes) => {
+                builtins
+                    .insert(name.to_string(), capstan_apiserver::plugins::BuiltinPlugin { bytes: bytes.into(), spec });
+            }
+            Err(e) => tracing::warn!(plugin = name, error = %e, "built-in admission policy not available"),
+        }
+    }
+    builtins
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -137,7 +197,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     match Cli::parse().command {
-        Command::Server(args) => server(args).await,
+        Command::Server(args) => server(*args).await,
+        Command::Plugin(command) => plugin_cmd::run(command),
     }
 }
 
@@ -157,9 +218,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         bind_address: args.bind_address,
         port: args.port,
         store,
+        builtin_plugins: builtin_plugins(&components),
     };
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");
+    let _hollow = if args.hollow.count > 0 {
+        let client = capstan_client::from_kubeconfig(&running.kubeconfig).await?;
+        Some(capstan_hollow::start(client, args.hollow.config()?).await.context("cannot start the hollow nodes")?)
+    } else {
+        None
+    };
     let _controllers = if args.controllers {
         Some(start_controllers(&args.data_dir, &running.kubeconfig, &components).await?)
     } else {

@@ -30,7 +30,11 @@ pub mod bindings {
     });
 }
 
-use bindings::capstan::plugin::{log, types};
+use std::sync::Arc;
+
+use bindings::capstan::plugin::{cluster, log, types};
+
+pub use bindings::capstan::plugin::cluster::ClusterError;
 
 pub use bindings::capstan::plugin::types::{GroupVersionKind, GroupVersionResource};
 pub use bindings::exports::capstan::plugin::admission::{AdmissionRequest, AdmissionResponse, Operation, UserInfo};
@@ -68,15 +72,112 @@ impl World for AdmissionWorld {
 /// A loaded admission policy.
 pub type AdmissionPolicy = PluginHandle<AdmissionWorld>;
 
+/// The cluster a policy's `cluster` import reads (and, for quota, writes), supplied by the host
+/// for one call. The API server implements it over its store; see `wit/admission.wit`.
+pub trait Cluster: Send + Sync + 'static {
+    /// Reads one object as JSON; `None` when it does not exist.
+    fn get(
+        &self,
+        resource: &GroupVersionResource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<String>, ClusterError>;
+
+    /// Lists objects as JSON, in one namespace or all.
+    fn list(&self, resource: &GroupVersionResource, namespace: Option<&str>) -> Result<Vec<String>, ClusterError>;
+
+    /// Compare-and-swap of one object's status; returns the stored object.
+    fn replace_status(
+        &self,
+        resource: &GroupVersionResource,
+        namespace: Option<&str>,
+        name: &str,
+        resource_version: &str,
+        status: &str,
+    ) -> Result<String, ClusterError>;
+}
+
+/// The call context holding a call's [`Cluster`].
+struct ClusterContext(Arc<dyn Cluster>);
+
 impl PluginHandle<AdmissionWorld> {
-    /// Asks the policy to validate `request`.
+    /// Asks the policy to validate `request`; its `cluster` import is refused.
     pub fn validate(&self, request: &AdmissionRequest) -> Result<AdmissionResponse, PluginError> {
-        self.call(|policy, store| policy.capstan_plugin_admission().call_validate(store, request))
+        self.validate_with(request, None)
     }
 
-    /// Asks the policy to mutate `request`.
+    /// Asks the policy to mutate `request`; its `cluster` import is refused.
     pub fn mutate(&self, request: &AdmissionRequest) -> Result<AdmissionResponse, PluginError> {
-        self.call(|policy, store| policy.capstan_plugin_admission().call_mutate(store, request))
+        self.mutate_with(request, None)
+    }
+
+    /// Asks the policy to validate `request`, its `cluster` import served by `cluster`.
+    pub fn validate_with(
+        &self,
+        request: &AdmissionRequest,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Result<AdmissionResponse, PluginError> {
+        self.call(|policy, store| {
+            with_cluster(store, cluster, |store| policy.capstan_plugin_admission().call_validate(store, request))
+        })
+    }
+
+    /// Asks the policy to mutate `request`, its `cluster` import served by `cluster`.
+    pub fn mutate_with(
+        &self,
+        request: &AdmissionRequest,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Result<AdmissionResponse, PluginError> {
+        self.call(|policy, store| {
+            with_cluster(store, cluster, |store| policy.capstan_plugin_admission().call_mutate(store, request))
+        })
+    }
+}
+
+fn with_cluster<R>(
+    store: &mut Store<HostState>,
+    cluster: Option<Arc<dyn Cluster>>,
+    call: impl FnOnce(&mut Store<HostState>) -> R,
+) -> R {
+    store
+        .data_mut()
+        .set_call_context(cluster.map(|c| Arc::new(ClusterContext(c)) as Arc<dyn std::any::Any + Send + Sync>));
+    let result = call(store);
+    store.data_mut().set_call_context(None);
+    result
+}
+
+impl HostState {
+    fn cluster(&self) -> Result<Arc<ClusterContext>, ClusterError> {
+        self.call_context::<ClusterContext>().ok_or_else(|| {
+            ClusterError::Forbidden("cluster access is only available while admitting a request".to_string())
+        })
+    }
+}
+
+impl cluster::Host for HostState {
+    fn get(
+        &mut self,
+        resource: GroupVersionResource,
+        namespace: Option<String>,
+        name: String,
+    ) -> Result<Option<String>, ClusterError> {
+        self.cluster()?.0.get(&resource, namespace.as_deref(), &name)
+    }
+
+    fn list(&mut self, resource: GroupVersionResource, namespace: Option<String>) -> Result<Vec<String>, ClusterError> {
+        self.cluster()?.0.list(&resource, namespace.as_deref())
+    }
+
+    fn replace_status(
+        &mut self,
+        resource: GroupVersionResource,
+        namespace: Option<String>,
+        name: String,
+        resource_version: String,
+        status: String,
+    ) -> Result<String, ClusterError> {
+        self.cluster()?.0.replace_status(&resource, namespace.as_deref(), &name, &resource_version, &status)
     }
 }
 

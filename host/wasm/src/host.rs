@@ -13,6 +13,9 @@ pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     memory: MemoryCap,
+    /// What the current call's imports act for (e.g. the admission world's cluster access); set
+    /// by the world's typed wrapper for one call and cleared after it.
+    call_context: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl HostState {
@@ -21,13 +24,24 @@ impl HostState {
         // guest's standard library links against WASI, but a plugin reaches the world only
         // through the world's imports.
         let wasi = WasiCtx::builder().allow_ip_name_lookup(false).build();
-        Self { plugin, wasi, table: ResourceTable::new(), memory: MemoryCap::new(memory_bytes) }
+        Self { plugin, wasi, table: ResourceTable::new(), memory: MemoryCap::new(memory_bytes), call_context: None }
     }
 
     /// The plugin this instance belongs to.
     #[must_use]
     pub fn plugin(&self) -> &str {
         &self.plugin
+    }
+
+    /// Sets (or with `None` clears) what the current call's imports act for.
+    pub fn set_call_context(&mut self, context: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>) {
+        self.call_context = context;
+    }
+
+    /// The current call's context, if it is a `T`.
+    #[must_use]
+    pub fn call_context<T: Send + Sync + 'static>(&self) -> Option<std::sync::Arc<T>> {
+        self.call_context.clone().and_then(|context| context.downcast::<T>().ok())
     }
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {

@@ -177,3 +177,69 @@ macro_rules! admission_policy {
         };
     };
 }
+
+/// Reading cluster objects during admission (the world's `cluster` import).
+///
+/// ```no_run
+/// use capstan_plugin_sdk::admission::cluster;
+///
+/// let namespace = cluster::get("", "v1", "namespaces", None, "default");
+/// ```
+pub mod cluster {
+    use serde_json::Value;
+
+    use crate::__private::admission_bindings::capstan::plugin::cluster as wit;
+    use crate::__private::admission_bindings::capstan::plugin::types::GroupVersionResource;
+
+    pub use wit::ClusterError;
+
+    fn resource(group: &str, version: &str, resource: &str) -> GroupVersionResource {
+        GroupVersionResource { group: group.to_owned(), version: version.to_owned(), resource: resource.to_owned() }
+    }
+
+    fn parse(text: &str) -> Result<Value, ClusterError> {
+        serde_json::from_str(text).map_err(|e| ClusterError::Failed(format!("the host sent invalid JSON: {e}")))
+    }
+
+    /// Reads one object of `group`/`version`/`resource` (plural, e.g. `namespaces`); `None` when
+    /// it does not exist.
+    pub fn get(
+        group: &str,
+        version: &str,
+        resource_name: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ClusterError> {
+        wit::get(&resource(group, version, resource_name), namespace, name)?.as_deref().map(parse).transpose()
+    }
+
+    /// Lists the objects of a resource, in `namespace` or in all namespaces.
+    pub fn list(
+        group: &str,
+        version: &str,
+        resource_name: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>, ClusterError> {
+        wit::list(&resource(group, version, resource_name), namespace)?.iter().map(|o| parse(o)).collect()
+    }
+
+    /// Replaces the status of `object` (as read, with its `metadata.resourceVersion`) if it has
+    /// not changed since; [`ClusterError::Conflict`] otherwise. Refused on dry-run requests.
+    pub fn replace_status(
+        group: &str,
+        version: &str,
+        resource_name: &str,
+        object: &Value,
+        status: &Value,
+    ) -> Result<Value, ClusterError> {
+        let meta = |field: &str| object.pointer(&format!("/metadata/{field}")).and_then(Value::as_str);
+        let stored = wit::replace_status(
+            &resource(group, version, resource_name),
+            meta("namespace"),
+            meta("name").unwrap_or_default(),
+            meta("resourceVersion").unwrap_or_default(),
+            &status.to_string(),
+        )?;
+        parse(&stored)
+    }
+}

@@ -40,6 +40,7 @@
 pub mod admission;
 pub mod controller;
 pub mod log;
+pub mod quantity;
 
 // Lets the generated bindings name this crate the same way from inside and outside it.
 extern crate self as capstan_plugin_sdk;

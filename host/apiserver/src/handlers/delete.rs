@@ -53,12 +53,7 @@ async fn delete_object(
         let (current, revision) =
             server.objects.get_kv(target).await?.ok_or_else(|| ApiError::NotFound(target.target()))?;
         check_preconditions(target, &current, options)?;
-        let attributes = crate::admission::Attributes {
-            operation: crate::admission::Operation::Delete,
-            info: target.info,
-            namespace: target.namespace.as_deref(),
-            name: &target.name,
-        };
+        let attributes = crate::admission::Attributes::new(crate::admission::Operation::Delete, target);
         let old = strip_version(&current);
         crate::admission::mutate_on_delete(call, &attributes, &old).await?;
         crate::admission::validate(call, &attributes, None, Some(&old)).await?;

@@ -121,6 +121,7 @@ async fn insert_new(
         info,
         namespace: namespace.as_deref(),
         name: &name,
+        kind: None,
     };
     let (mutated, changed) = admission::mutate(call, &attributes, object, None).await?;
     object = mutated;
@@ -359,12 +360,7 @@ async fn write_with_retries(
         }
         let wanted = transform(&current)?;
         let mut next = merge_for_update(target.info, &current, wanted, subresource)?;
-        let attributes = admission::Attributes {
-            operation: admission::Operation::Update,
-            info: target.info,
-            namespace: target.namespace.as_deref(),
-            name: &target.name,
-        };
+        let attributes = admission::Attributes::new(admission::Operation::Update, target);
         let old = strip_version(&current);
         let (mutated, changed) = admission::mutate(call, &attributes, next, Some(&old)).await?;
         next = mutated;

@@ -1,0 +1,59 @@
+//! Built-in admission policy NamespaceLifecycle: nothing may be created in a namespace that does
+//! not exist or is being deleted (upstream's admission plugin of that name).
+
+use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, Operation, cluster};
+use serde_json::Value;
+
+/// Denies creates in missing or terminating namespaces.
+pub struct NamespaceLifecycle;
+
+/// Why a namespace refuses new objects, if it does.
+fn refusal(namespace: &str, found: Option<&Value>) -> Option<String> {
+    match found {
+        None => Some(format!("namespaces \"{namespace}\" not found")),
+        Some(ns)
+            if ns.pointer("/metadata/deletionTimestamp").is_some()
+                || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") =>
+        {
+            Some(format!("unable to create new content in namespace {namespace} because it is being terminated"))
+        }
+        Some(_) => None,
+    }
+}
+
+impl AdmissionPolicy for NamespaceLifecycle {
+    fn configure(_config: &str) -> Result<Self, String> {
+        Ok(Self)
+    }
+
+    fn validate(&self, request: &AdmissionRequest) -> AdmissionResponse {
+        let Some(namespace) = request.namespace.as_deref() else { return AdmissionResponse::allow() };
+        if request.operation != Operation::Create || request.sub_resource.is_some() {
+            return AdmissionResponse::allow();
+        }
+        match cluster::get("", "v1", "namespaces", None, namespace) {
+            Ok(found) => match refusal(namespace, found.as_ref()) {
+                Some(message) => AdmissionResponse::deny(message).with_code(if found.is_none() { 404 } else { 403 }),
+                None => AdmissionResponse::allow(),
+            },
+            Err(e) => AdmissionResponse::deny(format!("cannot read namespace {namespace}: {e:?}")).with_code(500),
+        }
+    }
+}
+
+capstan_plugin_sdk::admission_policy!(NamespaceLifecycle);
+
+#[cfg(test)]
+mod tests {
+    use super::refusal;
+    use serde_json::json;
+
+    #[test]
+    fn only_live_namespaces_accept_objects() {
+        let live = json!({"metadata": {"name": "a"}, "status": {"phase": "Active"}});
+        let terminating = json!({"metadata": {"name": "a", "deletionTimestamp": "2024-01-01T00:00:00Z"}});
+        assert_eq!(refusal("a", Some(&live)), None);
+        assert!(refusal("a", Some(&terminating)).is_some_and(|m| m.contains("being terminated")));
+        assert!(refusal("a", None).is_some_and(|m| m.contains("not found")));
+    }
+}

@@ -1,0 +1,365 @@
+//! Admission through the real kubectl: policies' warnings, patches, failure policies, deadlines,
+//! dry-run and subresources; the built-in policies Capstan ships and enables by default.
+
+use std::time::{Duration, Instant};
+
+use capstan_e2e::{CapstanServer, Run, json, kubectl, kubectl_fails, kubectl_stdin, server};
+
+/// A Plugin object for an admission component.
+fn policy(name: &str, component: &str, mutating: bool, extra: &str, rules: &str) -> String {
+    format!(
+        r"apiVersion: capstan.io/v1alpha1
+kind: Plugin
+metadata:
+  name: {name}
+spec:
+  kind: admission
+  component:
+    path: {component:?}
+{extra}
+  admission:
+    mutating: {mutating}
+    rules:
+{rules}
+"
+    )
+}
+
+fn component(name: &str) -> String {
+    capstan_testbed::component_path(name).unwrap_or_else(|e| panic!("{e}")).to_string_lossy().into_owned()
+}
+
+/// Applies a Plugin and waits until it is loaded.
+fn load(server: &CapstanServer, manifest: &str, name: &str) {
+    kubectl_stdin(server, &["apply", "-f", "-"], manifest);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = kubectl(server, &["get", "plugin", name, "-o", "jsonpath={.status.state}"]);
+        if state == "Loaded" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "plugin {name} never loaded: {state}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const DEPLOYMENT_RULES: &str = "    - operations: [CREATE, UPDATE]
+      apiGroups: [apps]
+      apiVersions: [v1]
+      resources: [deployments]";
+
+fn deployment(name: &str) -> String {
+    format!(
+        r"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  selector:
+    matchLabels: {{tier: {name}}}
+  template:
+    metadata:
+      labels: {{tier: {name}}}
+    spec:
+      containers:
+      - name: main
+        image: busybox:1
+"
+    )
+}
+
+fn run(server: &CapstanServer, args: &[&str], stdin: Option<&str>) -> Run {
+    Run::from(server.kubectl_with_stdin(args, stdin))
+}
+
+#[test]
+fn a_mutating_policy_patches_and_warns_then_validation_sees_the_patch_and_dry_run_writes_nothing() {
+    let server = server();
+    let setter = policy(
+        "label-setter",
+        &component("fixture-label-setter"),
+        true,
+        "  config:\n    labels: {app: set-by-policy}\n    warning: label-setter saw it",
+        DEPLOYMENT_RULES,
+    );
+    load(&server, &setter, "label-setter");
+    let require = policy("require-app", &component("require-label"), false, "  config: {label: app}", DEPLOYMENT_RULES);
+    load(&server, &require, "require-app");
+
+    let created = run(&server, &["apply", "-f", "-"], Some(&deployment("web")));
+    assert!(created.ok, "the patched deployment passes validation: {}", created.stderr);
+    assert!(
+        created.stderr.contains("Warning: label-setter saw it (dryRun=false, subResource=none, kind=Deployment)"),
+        "kubectl shows the policy's warning:\n{}",
+        created.stderr
+    );
+    let labels = json(&kubectl(&server, &["get", "deployment", "web", "-o", "json"]))["metadata"]["labels"].clone();
+    assert_eq!(labels["app"], "set-by-policy", "the mutating policy's patch is stored: {labels}");
+
+    let dry = run(&server, &["create", "--dry-run=server", "-o", "name", "-f", "-"], Some(&deployment("dry")));
+    assert!(dry.ok, "{}", dry.stderr);
+    assert!(dry.stderr.contains("(dryRun=true"), "policies see dryRun=true:\n{}", dry.stderr);
+    let missing = kubectl_fails(&server, &["get", "deployment", "dry"], None);
+    assert!(missing.stderr.contains("NotFound"), "a dry run writes nothing: {}", missing.stderr);
+}
+
+#[test]
+fn scale_goes_through_admission_with_its_subresource() {
+    let server = server();
+    kubectl_stdin(&server, &["apply", "-f", "-"], &deployment("web"));
+    let rules = "    - operations: [UPDATE]
+      apiGroups: [apps]
+      apiVersions: [v1]
+      resources: [deployments/scale]";
+    let setter =
+        policy("scale-watcher", &component("fixture-label-setter"), false, "  config:\n    warning: scale seen", rules);
+    load(&server, &setter, "scale-watcher");
+    let scaled = run(&server, &["scale", "deployment", "web", "--replicas=3"], None);
+    assert!(scaled.ok, "{}", scaled.stderr);
+    assert!(
+        scaled.stderr.contains("Warning: scale seen (dryRun=false, subResource=scale, kind=Scale)"),
+        "the scale subresource is admitted as a Scale:\n{}",
+        scaled.stderr
+    );
+    let labelled = run(&server, &["label", "deployment", "web", "x=y"], None);
+    assert!(!labelled.stderr.contains("scale seen"), "a rule for deployments/scale skips the main resource");
+}
+
+#[test]
+fn a_policy_past_its_deadline_follows_its_failure_policy() {
+    let server = server();
+    let rules = "    - operations: [CREATE]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [configmaps]";
+    let looping = |failure: &str| {
+        policy("spinner", &component("fixture-loop-forever"), false, "", rules)
+            .replace("  admission:\n", &format!("  admission:\n    timeoutSeconds: 1\n    failurePolicy: {failure}\n"))
+    };
+    load(&server, &looping("Fail"), "spinner");
+    let failed = kubectl_fails(&server, &["create", "configmap", "refused"], None);
+    assert!(
+        failed.stderr.contains(r#"failed calling admission plugin "spinner""#) && failed.stderr.contains("deadline"),
+        "Fail refuses the request and says why:\n{}",
+        failed.stderr
+    );
+    kubectl_fails(&server, &["get", "configmap", "refused"], None);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &looping("Ignore"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = run(&server, &["create", "configmap", "admitted"], None);
+        if attempt.ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Ignore never admitted the request: {}", attempt.stderr);
+    }
+    kubectl(&server, &["get", "configmap", "admitted"]);
+}
+
+#[test]
+fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
+    let server = server();
+    kubectl(&server, &["create", "namespace", "watched"]);
+    kubectl(&server, &["label", "namespace", "watched", "policy=on"]);
+    kubectl(&server, &["create", "namespace", "ignored"]);
+    let rules = "    - operations: [CREATE]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [configmaps]";
+    let manifest = policy("selective", &component("require-label"), false, "  config: {label: app}", rules)
+        .replace("  admission:\n", "  admission:\n    namespaceSelector: {matchLabels: {policy: 'on'}}\n");
+    load(&server, &manifest, "selective");
+    let denied = kubectl_fails(&server, &["create", "configmap", "c", "-n", "watched"], None);
+    assert!(denied.stderr.contains("must have the label `app`"), "{}", denied.stderr);
+    kubectl(&server, &["create", "configmap", "c", "-n", "ignored"]);
+}
+
+fn pod(name: &str, extra_spec: &str) -> String {
+    format!(
+        r"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+{extra_spec}
+  containers:
+  - name: main
+    image: busybox:1
+"
+    )
+}
+
+#[test]
+fn built_in_policies_are_listed_and_default_pods() {
+    let server = server();
+    let plugins = kubectl(&server, &["get", "plugins"]);
+    for builtin in [
+        "namespace-lifecycle",
+        "service-account",
+        "limit-ranger",
+        "priority",
+        "default-toleration-seconds",
+        "pod-security",
+        "resource-quota",
+    ] {
+        assert!(plugins.lines().any(|l| l.starts_with(builtin) && l.contains("Loaded")), "{builtin}:\n{plugins}");
+    }
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod("plain", ""));
+    let spec = json(&kubectl(&server, &["get", "pod", "plain", "-o", "json"]))["spec"].clone();
+    assert_eq!(spec["serviceAccountName"], "default", "{spec}");
+    assert_eq!(spec["priority"], 0, "{spec}");
+    let tolerations = spec["tolerations"].to_string();
+    assert!(
+        tolerations.contains("node.kubernetes.io/not-ready") && tolerations.contains("300"),
+        "default toleration seconds: {tolerations}"
+    );
+
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod("critical", "  priorityClassName: system-node-critical"));
+    let priority = kubectl(&server, &["get", "pod", "critical", "-o", "jsonpath={.spec.priority}"]);
+    assert_eq!(priority, "2000001000");
+    let unknown = kubectl_fails(&server, &["apply", "-f", "-"], Some(&pod("odd", "  priorityClassName: nope")));
+    assert!(unknown.stderr.contains("no PriorityClass with name nope was found"), "{}", unknown.stderr);
+
+    let missing = kubectl_fails(&server, &["create", "configmap", "c", "-n", "nowhere"], None);
+    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+}
+
+#[test]
+fn limit_ranges_default_and_bound_containers() {
+    let server = server();
+    let range = r#"apiVersion: v1
+kind: LimitRange
+metadata:
+  name: cpu
+spec:
+  limits:
+  - type: Container
+    default: {cpu: "500m"}
+    defaultRequest: {cpu: "100m"}
+    max: {cpu: "1"}
+"#;
+    kubectl_stdin(&server, &["apply", "-f", "-"], range);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod("defaulted", ""));
+    let resources =
+        json(&kubectl(&server, &["get", "pod", "defaulted", "-o", "json"]))["spec"]["containers"][0]["resources"]
+            .clone();
+    assert_eq!(resources["limits"]["cpu"], "500m", "{resources}");
+    assert_eq!(resources["requests"]["cpu"], "100m", "{resources}");
+    let big =
+        pod("big", "").replace("    image: busybox:1\n", "    image: busybox:1\n    resources: {limits: {cpu: '2'}}\n");
+    let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&big));
+    assert!(refused.stderr.contains("maximum cpu usage per Container is 1, but limit is 2"), "{}", refused.stderr);
+}
+
+#[test]
+fn pod_security_restricted_rejects_a_privileged_pod_and_warn_only_warns() {
+    let server = server();
+    kubectl(&server, &["create", "namespace", "locked"]);
+    kubectl(&server, &["label", "namespace", "locked", "pod-security.kubernetes.io/enforce=restricted"]);
+    kubectl(&server, &["create", "namespace", "watched"]);
+    kubectl(&server, &["label", "namespace", "watched", "pod-security.kubernetes.io/warn=baseline"]);
+    let privileged = pod("root", "")
+        .replace("    image: busybox:1\n", "    image: busybox:1\n    securityContext: {privileged: true}\n");
+    let refused = kubectl_fails(&server, &["apply", "-n", "locked", "-f", "-"], Some(&privileged));
+    assert!(
+        refused.stderr.contains(r#"violates PodSecurity "restricted:latest""#) && refused.stderr.contains("privileged"),
+        "{}",
+        refused.stderr
+    );
+    let warned = run(&server, &["apply", "-n", "watched", "-f", "-"], Some(&privileged));
+    assert!(warned.ok, "{}", warned.stderr);
+    assert!(
+        warned.stderr.contains(r#"Warning: would violate PodSecurity "baseline:latest""#),
+        "warn mode warns:\n{}",
+        warned.stderr
+    );
+}
+
+#[test]
+fn resource_quota_admits_exactly_its_limit_under_20_concurrent_creates() {
+    let server = server();
+    kubectl(&server, &["create", "namespace", "q"]);
+    kubectl(&server, &["create", "quota", "pods", "-n", "q", "--hard=pods=7"]);
+    let results: Vec<Run> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let server = &server;
+                scope.spawn(move || run(server, &["apply", "-n", "q", "-f", "-"], Some(&pod(&format!("p{i}"), ""))))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| panic!("a kubectl thread panicked"))).collect()
+    });
+    let admitted = results.iter().filter(|r| r.ok).count();
+    let refusals: Vec<&Run> = results.iter().filter(|r| !r.ok).collect();
+    assert_eq!(admitted, 7, "exactly the quota is admitted; refusals: {:?}", refusals.first().map(|r| &r.stderr));
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.stderr.contains("exceeded quota: pods, requested: pods=1, used: pods=7, limited: pods=7")),
+        "{:?}",
+        refusals.first().map(|r| &r.stderr)
+    );
+    let listed = kubectl(&server, &["get", "pods", "-n", "q", "--no-headers"]);
+    assert_eq!(listed.lines().count(), 7, "{listed}");
+    let used = kubectl(&server, &["get", "quota", "pods", "-n", "q", "-o", "jsonpath={.status.used.pods}"]);
+    assert_eq!(used, "7");
+
+    kubectl(&server, &["delete", "pod", "p0", "-n", "q", "--wait=false"]);
+    let used = kubectl(&server, &["get", "quota", "pods", "-n", "q", "-o", "jsonpath={.status.used.pods}"]);
+    assert_eq!(used, "6", "deleting releases the pod's charge");
+}
+
+/// A component built from an SDK example by its language's build script (scripts/test builds
+/// them into `target/sdk-examples/`; built here when missing).
+fn sdk_example(script: &str, source: &str, file: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = root.join("target/sdk-examples").join(file);
+    if !out.is_file() {
+        let built = std::process::Command::new(root.join(script))
+            .arg(root.join(source))
+            .arg(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
+        assert!(built.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&built.stderr));
+    }
+    out.to_string_lossy().into_owned()
+}
+
+const POD_RULES: &str = "    - operations: [CREATE]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [pods]";
+
+#[test]
+fn a_python_policy_gives_pods_their_namespace_team_label() {
+    let component = sdk_example("sdk/python/build", "sdk/python/examples/default-team", "default_team.wasm");
+    let server = server();
+    load(&server, &policy("default-team", &component, true, "", POD_RULES), "default-team");
+    kubectl(&server, &["create", "namespace", "payments"]);
+    kubectl(&server, &["label", "namespace", "payments", "team=billing"]);
+    kubectl_stdin(&server, &["apply", "-n", "payments", "-f", "-"], &pod("teamless", ""));
+    let team =
+        kubectl(&server, &["get", "pod", "teamless", "-n", "payments", "-o", "jsonpath={.metadata.labels.team}"]);
+    assert_eq!(team, "billing", "the Python policy labelled the pod from its namespace");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod("elsewhere", ""));
+    let none = kubectl(&server, &["get", "pod", "elsewhere", "-o", "jsonpath={.metadata.labels}"]);
+    assert!(!none.contains("team"), "namespaces without a team label add none: {none}");
+}
+
+#[test]
+fn a_javascript_policy_denies_images_from_registries_off_its_allow_list() {
+    let component =
+        sdk_example("sdk/js/build", "sdk/js/examples/registry-allow-list/policy.js", "registry_allow_list.wasm");
+    let server = server();
+    let config = "  config:\n    allowedRegistries: [registry.example.com]";
+    load(&server, &policy("registries", &component, false, config, POD_RULES), "registries");
+    let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&pod("hub", "")));
+    assert!(
+        refused.stderr.contains(r#"admission webhook "registries" denied the request"#)
+            && refused.stderr.contains(r#"from registry "docker.io", which is not on the allow-list"#),
+        "{}",
+        refused.stderr
+    );
+    let ours = pod("ours", "").replace("busybox:1", "registry.example.com/tools/busybox:1");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &ours);
+}
