@@ -368,15 +368,16 @@ impl State<'_> {
             return Ok(true);
         }
         idle.sort_by_key(|rs| revision(rs));
-        let excess: Vec<ObjectKey> = idle[..idle.len() - limit].iter().map(|rs| ObjectKey::of(rs)).collect();
-        for key in &excess {
-            match self.api.delete(&replica_set(), key, &DeleteOptions::default()) {
+        let excess: Vec<String> = idle[..idle.len() - limit].iter().map(|rs| meta::name(rs).to_owned()).collect();
+        for name in &excess {
+            let key = ObjectKey { namespace: meta::namespace(&self.deployment).map(str::to_owned), name: name.clone() };
+            match self.api.delete(&replica_set(), &key, &DeleteOptions::default()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
         }
-        self.old.retain(|rs| !excess.contains(&ObjectKey::of(rs)));
+        self.old.retain(|rs| !excess.iter().any(|name| name == meta::name(rs)));
         Ok(true)
     }
 
@@ -427,6 +428,7 @@ impl State<'_> {
             ("True", "ReplicaSetUpdated", format!("ReplicaSet \"{new_name}\" is progressing."))
         };
         let touch = changed || self.created_new;
+        let exceeded = progressing.1 == "ProgressDeadlineExceeded";
         let conditions = vec![
             condition(d, "Available", available_condition, now, false),
             condition(d, "Progressing", progressing, now, touch),
@@ -441,7 +443,7 @@ impl State<'_> {
                 Err(e) => return Err(e),
             }
         }
-        Ok((!complete && !paused && progressing.1 != "ProgressDeadlineExceeded").then(|| (deadline - (now - last_progress)).max(1)))
+        Ok((!complete && !paused && !exceeded).then(|| (deadline - (now - last_progress)).max(1)))
     }
 }
 
