@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::__private::controller_bindings::capstan::plugin::client as host;
 
-pub use crate::__private::admission_bindings::capstan::plugin::types::{GroupVersionKind, ObjectKey, ObjectRef};
+pub use crate::__private::controller_bindings::capstan::plugin::types::{GroupVersionKind, ObjectKey, ObjectRef};
 pub use crate::__private::controller_bindings::exports::capstan::plugin::reconciler::{
     ReconcileResult, RelatedKind, Watches,
 };
@@ -123,67 +123,101 @@ impl Api for HostApi {
     }
 }
 
-impl GroupVersionKind {
-    /// `group`/`version`/`kind`; `group` is empty for the core group.
-    #[must_use]
-    pub fn new(group: &str, version: &str, kind: &str) -> Self {
-        Self { group: group.into(), version: version.into(), kind: kind.into() }
+/// Constructors and helpers on the WIT types (they are defined in the bindings crate, so they
+/// come as traits: `use capstan_plugin_sdk::controller::prelude::*`).
+pub mod prelude {
+    use serde_json::Value;
+
+    use super::{ApiError, DeleteOptions, GroupVersionKind, ListOptions, ObjectKey, ObjectRef, meta};
+
+    /// Helpers on [`GroupVersionKind`].
+    pub trait GroupVersionKindExt {
+        /// `group`/`version`/`kind`; `group` is empty for the core group.
+        fn new(group: &str, version: &str, kind: &str) -> Self;
+        /// The `apiVersion` string: `v1` or `apps/v1`.
+        fn api_version(&self) -> String;
     }
 
-    /// The `apiVersion` string: `v1` or `apps/v1`.
-    #[must_use]
-    pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
-    }
-}
+    impl GroupVersionKindExt for GroupVersionKind {
+        fn new(group: &str, version: &str, kind: &str) -> Self {
+            Self { group: group.into(), version: version.into(), kind: kind.into() }
+        }
 
-impl ObjectKey {
-    /// A namespaced key.
-    #[must_use]
-    pub fn namespaced(namespace: &str, name: &str) -> Self {
-        Self { namespace: Some(namespace.into()), name: name.into() }
+        fn api_version(&self) -> String {
+            if self.group.is_empty() { self.version.clone() } else { format!("{}/{}", self.group, self.version) }
+        }
     }
 
-    /// The key of `object`.
-    #[must_use]
-    pub fn of(object: &Value) -> Self {
-        Self { namespace: meta::namespace(object).map(str::to_owned), name: meta::name(object).to_owned() }
-    }
-}
-
-impl ListOptions {
-    /// Everything in `namespace`.
-    #[must_use]
-    pub fn in_namespace(namespace: Option<&str>) -> Self {
-        Self { namespace: namespace.map(str::to_owned), label_selector: None, field_selector: None }
-    }
-}
-
-impl Default for DeleteOptions {
-    fn default() -> Self {
-        Self { propagation: None, precondition_uid: None, precondition_resource_version: None }
-    }
-}
-
-impl ApiError {
-    /// Whether the error is a 404.
-    #[must_use]
-    pub fn is_not_found(&self) -> bool {
-        self.code == 404
+    /// Helpers on [`ObjectKey`].
+    pub trait ObjectKeyExt {
+        /// A namespaced key.
+        fn namespaced(namespace: &str, name: &str) -> Self;
+        /// The key of `object`.
+        fn of(object: &Value) -> Self;
     }
 
-    /// Whether the error is a 409 (conflict or already exists).
-    #[must_use]
-    pub fn is_conflict(&self) -> bool {
-        self.code == 409
-    }
-}
+    impl ObjectKeyExt for ObjectKey {
+        fn namespaced(namespace: &str, name: &str) -> Self {
+            Self { namespace: Some(namespace.into()), name: name.into() }
+        }
 
-impl ObjectRef {
-    /// A reference to `object` of `kind`.
-    #[must_use]
-    pub fn to(kind: &GroupVersionKind, object: &Value) -> Self {
-        Self { kind: kind.clone(), key: ObjectKey::of(object), uid: meta::uid(object).map(str::to_owned) }
+        fn of(object: &Value) -> Self {
+            Self { namespace: meta::namespace(object).map(str::to_owned), name: meta::name(object).to_owned() }
+        }
+    }
+
+    /// Helpers on [`ListOptions`].
+    pub trait ListOptionsExt {
+        /// Everything in `namespace`.
+        fn in_namespace(namespace: Option<&str>) -> Self;
+    }
+
+    impl ListOptionsExt for ListOptions {
+        fn in_namespace(namespace: Option<&str>) -> Self {
+            Self { namespace: namespace.map(str::to_owned), label_selector: None, field_selector: None }
+        }
+    }
+
+    /// Helpers on [`DeleteOptions`].
+    pub trait DeleteOptionsExt {
+        /// The kind's default propagation, no preconditions.
+        fn plain() -> Self;
+    }
+
+    impl DeleteOptionsExt for DeleteOptions {
+        fn plain() -> Self {
+            Self { propagation: None, precondition_uid: None, precondition_resource_version: None }
+        }
+    }
+
+    /// Helpers on [`ApiError`].
+    pub trait ApiErrorExt {
+        /// Whether the error is a 404.
+        fn is_not_found(&self) -> bool;
+        /// Whether the error is a 409 (conflict or already exists).
+        fn is_conflict(&self) -> bool;
+    }
+
+    impl ApiErrorExt for ApiError {
+        fn is_not_found(&self) -> bool {
+            self.code == 404
+        }
+
+        fn is_conflict(&self) -> bool {
+            self.code == 409
+        }
+    }
+
+    /// Helpers on [`ObjectRef`].
+    pub trait ObjectRefExt {
+        /// A reference to `object` of `kind`.
+        fn to(kind: &GroupVersionKind, object: &Value) -> Self;
+    }
+
+    impl ObjectRefExt for ObjectRef {
+        fn to(kind: &GroupVersionKind, object: &Value) -> Self {
+            Self { kind: kind.clone(), key: ObjectKey::of(object), uid: meta::uid(object).map(str::to_owned) }
+        }
     }
 }
 
@@ -194,9 +228,10 @@ pub type Slot<C> = RefCell<Option<C>>;
 /// The bodies of the exports the macro generates.
 #[doc(hidden)]
 pub mod __private {
+    use super::prelude::GroupVersionKindExt as _;
     use super::{Controller, GroupVersionKind, HostApi, LocalKey, ObjectKey, ReconcileResult, Slot, Watches};
 
-    pub use crate::__private::admission_bindings::exports::capstan::plugin::lifecycle::Guest as LifecycleGuest;
+    pub use crate::__private::controller_bindings::exports::capstan::plugin::lifecycle::Guest as LifecycleGuest;
     pub use crate::__private::controller_bindings::exports::capstan::plugin::reconciler::Guest as ReconcilerGuest;
 
     pub fn configure<C: Controller>(slot: &'static LocalKey<Slot<C>>, config: &str) -> Result<(), String> {
@@ -272,9 +307,6 @@ macro_rules! controller {
             }
 
             $crate::__private::controller_bindings::__export_controller!(__CapstanController);
-            $crate::__export_capstan_plugin_lifecycle_0_1_0_cabi!(
-                __CapstanController with_types_in $crate::__private::admission_bindings::exports::capstan::plugin::lifecycle
-            );
         };
     };
 }

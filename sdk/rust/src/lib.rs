@@ -63,29 +63,6 @@ pub mod __private {
         });
     }
 
-    /// Bindings for the `controller` world, less its `lifecycle` export: two worlds exporting
-    /// one interface would define that interface's export macro twice in this crate, so
-    /// `controller!` exports `lifecycle` through the admission bindings' macro.
-    pub mod controller_bindings {
-        #![allow(missing_docs, clippy::pedantic, reason = "generated code")]
-        wit_bindgen::generate!({
-            path: "../../wit",
-            inline: "package capstan:sdk;
-                world controller-guest {
-                    import capstan:plugin/log@0.1.0;
-                    import capstan:plugin/client@0.1.0;
-                    export capstan:plugin/reconciler@0.1.0;
-                }",
-            world: "capstan:sdk/controller-guest",
-            pub_export_macro: true,
-            export_macro_name: "__export_controller",
-            default_bindings_module: "capstan_plugin_sdk::__private::controller_bindings",
-            runtime_path: "capstan_plugin_sdk::__private::wit_bindgen::rt",
-            with: {
-                "capstan:plugin/types@0.1.0": crate::__private::admission_bindings::capstan::plugin::types,
-                "capstan:plugin/log@0.1.0": crate::__private::admission_bindings::capstan::plugin::log,
-                "capstan:plugin/client@0.1.0": generate,
-            },
-        });
-    }
+    /// Bindings for the `controller` world.
+    pub use capstan_plugin_sdk_controller_bindings as controller_bindings;
 }

@@ -13,6 +13,7 @@ use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
     PatchType, ReconcileResult, Watches, meta,
 };
+use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Map, Value, json};
 
 /// The annotation numbering a ReplicaSet's (and its Deployment's) revision.
@@ -371,7 +372,7 @@ impl State<'_> {
         let excess: Vec<String> = idle[..idle.len() - limit].iter().map(|rs| meta::name(rs).to_owned()).collect();
         for name in &excess {
             let key = ObjectKey { namespace: meta::namespace(&self.deployment).map(str::to_owned), name: name.clone() };
-            match self.api.delete(&replica_set(), &key, &DeleteOptions::default()) {
+            match self.api.delete(&replica_set(), &key, &DeleteOptions::plain()) {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),

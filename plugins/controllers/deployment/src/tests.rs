@@ -3,6 +3,7 @@
 
 use capstan_plugin_sdk::controller::testing::FakeCluster;
 use capstan_plugin_sdk::controller::{Api, ObjectKey, meta};
+use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Value, json};
 
 use super::{HASH_LABEL, REVISION, deployment, reconcile, replica_set};

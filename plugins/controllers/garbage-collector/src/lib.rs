@@ -16,6 +16,7 @@ use capstan_plugin_sdk::controller::{
     ReconcileResult, RelatedKind, Watches, meta,
 };
 use serde::Deserialize;
+use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Value, json};
 
 const ORPHAN: &str = "orphan";
@@ -260,7 +261,7 @@ mod tests {
             let gc = collector(POD, RS, "");
             gc.collect(&cluster, &pod_key("p")).unwrap();
             assert!(cluster.get(&pod(), &pod_key("p")).unwrap().is_some(), "a pod with a live owner stays");
-            let options = DeleteOptions { propagation, ..DeleteOptions::default() };
+            let options = DeleteOptions { propagation, ..DeleteOptions::plain() };
             cluster.delete(&rs_kind(), &pod_key("web"), &options).unwrap();
             gc.collect(&cluster, &pod_key("p")).unwrap();
             let after = cluster.get(&pod(), &pod_key("p")).unwrap();
@@ -278,7 +279,7 @@ mod tests {
             let cluster = FakeCluster::new();
             let owner = cluster.insert(&rs_kind(), json!({"metadata": {"name": "web", "namespace": "default"}}));
             owned_pod(&cluster, "p", &owner);
-            let options = DeleteOptions { propagation: Some(propagation), ..DeleteOptions::default() };
+            let options = DeleteOptions { propagation: Some(propagation), ..DeleteOptions::plain() };
             cluster.delete(&rs_kind(), &pod_key("web"), &options).unwrap();
             let owner_gc = collector(RS, "", POD);
             owner_gc.collect(&cluster, &pod_key("web")).unwrap();

@@ -9,6 +9,7 @@ use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
     PatchType, ReconcileResult, Watches, meta,
 };
+use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Value, json};
 
 /// Most pods created or deleted in one reconcile; the rest follow on the next.
@@ -137,7 +138,7 @@ fn delete_pods(api: &dyn Api, rs: &Value, active: &mut Vec<Value>, count: usize)
     active.sort_by_key(deletion_rank);
     let regarding = ObjectRef::to(&replica_set(), rs);
     for victim in active.drain(..count) {
-        match api.delete(&pod(), &ObjectKey::of(&victim), &DeleteOptions::default()) {
+        match api.delete(&pod(), &ObjectKey::of(&victim), &DeleteOptions::plain()) {
             Ok(()) => {
                 let message = format!("Deleted pod: {}", meta::name(&victim));
                 api.record_event(&regarding, EventType::Normal, "SuccessfulDelete", &message);

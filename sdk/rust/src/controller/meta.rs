@@ -4,6 +4,7 @@
 use serde_json::{Map, Value, json};
 
 use super::GroupVersionKind;
+use super::prelude::GroupVersionKindExt as _;
 
 /// `metadata.name` (empty when absent).
 #[must_use]

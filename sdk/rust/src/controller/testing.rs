@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{Api, ApiError, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef, PatchType};
 use super::{Propagation, meta};
+use super::prelude::*;
 
 type Bucket = BTreeMap<(Option<String>, String), Value>;
 
