@@ -151,10 +151,18 @@ impl ControllerManager {
             client.cache(&other.kind, Arc::clone(&informer));
             if other.maps_to_keys {
                 let (kind, mapper) = (other.kind.clone(), mapper.clone());
+                // An update maps both states: a change may remove what tied the object to a key
+                // (an owner reference dropped), and that key must still hear of it.
                 let handler: Handler = Arc::new(move |change: &Change| {
-                    let object: Arc<str> = Arc::from(change.object().json.as_str());
-                    if mapper.try_send((kind.clone(), object)).is_err() {
-                        tracing::warn!(kind = %kind.kind, "map-to-keys backlog full; change dropped");
+                    let states = match change {
+                        Change::Updated(old, new) => vec![old, new],
+                        Change::Added(object) | Change::Deleted(object) => vec![object],
+                    };
+                    for state in states {
+                        let object: Arc<str> = Arc::from(state.json.as_str());
+                        if mapper.try_send((kind.clone(), object)).is_err() {
+                            tracing::warn!(kind = %kind.kind, "map-to-keys backlog full; change dropped");
+                        }
                     }
                 });
                 informer.subscribe(&handler);
