@@ -53,7 +53,10 @@ fn items(server: &CapstanServer, args: &[&str]) -> Vec<serde_json::Value> {
 }
 
 fn live_pods(server: &CapstanServer, selector: &str) -> Vec<serde_json::Value> {
-    items(server, &["pods", "-l", selector]).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
+    items(server, &["pods", "-l", selector])
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
 }
 
 fn rollout_status(server: &CapstanServer, name: &str) -> String {
@@ -96,18 +99,25 @@ fn set_image_rolls_over_within_max_unavailable_and_undo_restores() {
         let d = json(&kubectl(&server, &["get", "deployment", "api", "-o", "json"]));
         let ready = live_pods(&server, "app=api")
             .iter()
-            .filter(|p| p["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True")))
+            .filter(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
             .count();
         assert!(ready >= 3, "only {ready} pods ready during the rollout");
-        if d["status"]["updatedReplicas"] == 4 && d["status"]["replicas"] == 4 && d["status"]["availableReplicas"] == 4 {
+        if d["status"]["updatedReplicas"] == 4 && d["status"]["replicas"] == 4 && d["status"]["availableReplicas"] == 4
+        {
             break;
         }
         assert!(Instant::now() < deadline, "the rollout did not finish: {}", d["status"]);
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(rollout_status(&server, "api").contains("successfully rolled out"));
-    let images: Vec<String> =
-        live_pods(&server, "app=api").iter().map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().to_owned()).collect();
+    let images: Vec<String> = live_pods(&server, "app=api")
+        .iter()
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().to_owned())
+        .collect();
     assert!(images.iter().all(|i| i == "nginx:2"), "{images:?}");
     let history = kubectl(&server, &["rollout", "history", "deployment/api"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
@@ -133,7 +143,8 @@ fn deleting_a_deployment_collects_its_replica_sets_and_pods_unless_orphaned() {
 
     kubectl(&server, &["delete", "deployment", "gone"]);
     eventually(Duration::from_secs(60), "the ReplicaSet and pods of `gone` collected", || {
-        (items(&server, &["replicasets", "-l", "app=gone"]).is_empty() && live_pods(&server, "app=gone").is_empty()).then_some(())
+        (items(&server, &["replicasets", "-l", "app=gone"]).is_empty() && live_pods(&server, "app=gone").is_empty())
+            .then_some(())
     });
 
     kubectl(&server, &["delete", "deployment", "kept", "--cascade=orphan"]);

@@ -92,10 +92,15 @@ impl HostClient {
 
     fn path(&self, kind: &GroupVersionKind, namespace: Option<&str>, name: Option<&str>) -> Result<String, ApiError> {
         let (resource, namespaced) = self.resource(kind)?;
-        let mut path =
-            if kind.group.is_empty() { format!("/api/{}", kind.version) } else { format!("/apis/{}/{}", kind.group, kind.version) };
+        let mut path = if kind.group.is_empty() {
+            format!("/api/{}", kind.version)
+        } else {
+            format!("/apis/{}/{}", kind.group, kind.version)
+        };
         if namespaced {
-            let ns = namespace.ok_or_else(|| api_error(400, "BadRequest", format!("{} is namespaced: give a namespace", kind.kind)))?;
+            let ns = namespace.ok_or_else(|| {
+                api_error(400, "BadRequest", format!("{} is namespaced: give a namespace", kind.kind))
+            })?;
             path.push_str("/namespaces/");
             path.push_str(ns);
         }
@@ -118,11 +123,19 @@ impl HostClient {
             .map_err(|e| api_error(400, "BadRequest", format!("cannot build the request: {e}")))?;
         let client = self.informers.client().clone();
         let text = self.handle.block_on(client.request_text(request)).map_err(from_kube)?;
-        serde_json::from_str(&text).map_err(|e| api_error(500, "InternalError", format!("invalid JSON from the API server: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| api_error(500, "InternalError", format!("invalid JSON from the API server: {e}")))
     }
 
     /// Writes `object` of `kind` and feeds the stored result back into the cache.
-    fn write(&self, kind: &GroupVersionKind, method: http::Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<String, ApiError> {
+    fn write(
+        &self,
+        kind: &GroupVersionKind,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<String, ApiError> {
         let stored = self.send(method, path, content_type, body)?;
         let text = stored.to_string();
         if let Some(informer) = self.informer(kind) {
@@ -156,7 +169,10 @@ fn fields_match(selector: &str, object: &Value) -> bool {
             },
         };
         let pointer = format!("/{}", path.trim().replace('.', "/"));
-        let actual = object.pointer(&pointer).map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).unwrap_or_default();
+        let actual = object
+            .pointer(&pointer)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default();
         (actual == want.trim()) == equal
     })
 }

@@ -35,17 +35,30 @@ impl DefaultController {
 pub fn defaults() -> Vec<DefaultController> {
     // The garbage collector runs once per kind it collects, each instance told its kind's
     // possible owners and dependents.
-    const GC_PODS: &str =
-        r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
+    const GC_PODS: &str = r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
     const GC_REPLICA_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "ReplicaSet"}, "owners": [{"group": "apps", "version": "v1", "kind": "Deployment"}], "dependents": [{"version": "v1", "kind": "Pod"}]}"#;
-    const GC_DEPLOYMENTS: &str =
-        r#"{"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}, "dependents": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
+    const GC_DEPLOYMENTS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}, "dependents": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
     vec![
         DefaultController { name: "replicaset", component: "replicaset-controller", config: "{}", workers: 5 },
         DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
-        DefaultController { name: "garbage-collector-pods", component: "garbage-collector", config: GC_PODS, workers: 4 },
-        DefaultController { name: "garbage-collector-replicasets", component: "garbage-collector", config: GC_REPLICA_SETS, workers: 2 },
-        DefaultController { name: "garbage-collector-deployments", component: "garbage-collector", config: GC_DEPLOYMENTS, workers: 2 },
+        DefaultController {
+            name: "garbage-collector-pods",
+            component: "garbage-collector",
+            config: GC_PODS,
+            workers: 4,
+        },
+        DefaultController {
+            name: "garbage-collector-replicasets",
+            component: "garbage-collector",
+            config: GC_REPLICA_SETS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-deployments",
+            component: "garbage-collector",
+            config: GC_DEPLOYMENTS,
+            workers: 2,
+        },
     ]
 }
 

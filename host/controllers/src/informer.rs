@@ -223,7 +223,9 @@ impl Informer {
             for (key, old) in objects.iter() {
                 match fresh.get(key) {
                     None => changes.push(Change::Deleted(Arc::clone(old))),
-                    Some(new) if new.json != old.json => changes.push(Change::Updated(Arc::clone(old), Arc::clone(new))),
+                    Some(new) if new.json != old.json => {
+                        changes.push(Change::Updated(Arc::clone(old), Arc::clone(new)))
+                    }
                     Some(_) => {}
                 }
             }

@@ -89,7 +89,8 @@ impl LeaderElection {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let valid_for = i64::from(spec.lease_duration_seconds.unwrap_or(seconds));
-        let expired = spec.renew_time.as_ref().is_none_or(|renewed| renewed.0.as_second() + valid_for < now.as_second());
+        let expired =
+            spec.renew_time.as_ref().is_none_or(|renewed| renewed.0.as_second() + valid_for < now.as_second());
         if !mine && !expired {
             return Ok(false);
         }

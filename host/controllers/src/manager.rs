@@ -7,18 +7,20 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use capstan_wasm::controller::{Controller, ControllerClient, ControllerWorld, GroupVersionKind, ReconcileResult, Watches};
+use capstan_wasm::controller::{
+    Controller, ControllerClient, ControllerWorld, GroupVersionKind, ReconcileResult, Watches,
+};
 use capstan_wasm::{Limits, PluginSpec, Runtime, VersionInfo};
 use serde_json::Value;
 use tokio::runtime::Handle;
 
+use crate::Key;
 use crate::client::HostClient;
 use crate::error::ControllerError;
 use crate::events::EventRecorder;
 use crate::informer::{Change, Handler, Informers};
 use crate::metrics::{ControllerMetrics, MetricsSnapshot, Outcome};
 use crate::queue::{RateLimits, WorkQueue};
-use crate::Key;
 
 /// How to run one controller.
 #[derive(Clone, Debug)]
@@ -94,7 +96,8 @@ impl ControllerManager {
             return Err(ControllerError::NoPrimary(spec.name));
         }
         let queue = WorkQueue::new(RateLimits::default());
-        let client = Arc::new(HostClient::new(&spec.name, self.informers.clone(), self.handle.clone(), self.recorder.clone()));
+        let client =
+            Arc::new(HostClient::new(&spec.name, self.informers.clone(), self.handle.clone(), self.recorder.clone()));
         let dyn_client: Arc<dyn ControllerClient> = client.clone();
         let mapper = start_mapper(&spec.name, plugin.clone(), Arc::clone(&dyn_client), queue.clone());
         self.connect(&watches, &client, &queue, &mapper).await?;
@@ -179,7 +182,8 @@ impl ControllerManager {
     /// on: reconciles in flight finish on the old version, the next ones run the new one. A
     /// component that fails to load leaves the old one running.
     pub fn reload(&self, name: &str, bytes: &[u8]) -> Result<VersionInfo, ControllerError> {
-        let plugin = self.lock().get(name).map(|r| r.plugin.clone()).ok_or_else(|| ControllerError::Unknown(name.into()))?;
+        let plugin =
+            self.lock().get(name).map(|r| r.plugin.clone()).ok_or_else(|| ControllerError::Unknown(name.into()))?;
         Ok(plugin.reload(bytes)?)
     }
 
@@ -229,8 +233,11 @@ impl ControllerManager {
 /// A change of an owned kind enqueues the primary object named by its controller reference
 /// (and, when that reference changed, the previous owner too).
 fn owner_handler(primary: &GroupVersionKind, queue: WorkQueue<Key>) -> Handler {
-    let api_version =
-        if primary.group.is_empty() { primary.version.clone() } else { format!("{}/{}", primary.group, primary.version) };
+    let api_version = if primary.group.is_empty() {
+        primary.version.clone()
+    } else {
+        format!("{}/{}", primary.group, primary.version)
+    };
     let kind = primary.kind.clone();
     Arc::new(move |change: &Change| {
         let owner_of = |object: &Value| -> Option<Key> {

@@ -3,8 +3,8 @@
 //! again once the first worker is done), failed keys come back after a per-key exponential
 //! backoff bounded by an overall token bucket, and keys can be added after a delay.
 
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

@@ -16,8 +16,8 @@
 //! [`admission`] is the typed world to copy when adding another.
 
 pub mod admission;
-pub mod controller;
 mod cache;
+pub mod controller;
 mod error;
 mod host;
 mod metrics;

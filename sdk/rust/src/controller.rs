@@ -245,14 +245,11 @@ pub mod __private {
     }
 
     pub fn describe<C: Controller>(slot: &'static LocalKey<Slot<C>>) -> Watches {
-        let empty = Watches {
-            primary: GroupVersionKind::new("", "", ""),
-            owned: Vec::new(),
-            others: Vec::new(),
-        };
+        let empty = Watches { primary: GroupVersionKind::new("", "", ""), owned: Vec::new(), others: Vec::new() };
         with(slot, empty, C::watches)
     }
 
+    #[must_use]
     pub fn map_to_keys<C: Controller>(
         slot: &'static LocalKey<Slot<C>>,
         kind: &GroupVersionKind,
@@ -262,6 +259,7 @@ pub mod __private {
         with(slot, Vec::new(), |c| c.map_to_keys(&HostApi, kind, &object))
     }
 
+    #[must_use]
     pub fn reconcile<C: Controller>(slot: &'static LocalKey<Slot<C>>, key: &ObjectKey) -> ReconcileResult {
         let fallback = ReconcileResult::Error("controller called before configure".into());
         with(slot, fallback, |c| c.reconcile(&HostApi, key))

@@ -1,5 +1,5 @@
 //! Kubernetes resource quantities (`100m`, `1.5Gi`, `2`) as exact thousandths, for policies that
-//! compare and add requests and limits (LimitRanger, ResourceQuota).
+//! compare and add requests and limits (`LimitRanger`, `ResourceQuota`).
 
 /// A quantity in thousandths of its unit (`1` CPU = 1000, `1Ki` = 1 024 000).
 pub type Milli = i128;

@@ -9,11 +9,11 @@
 
 pub mod rolling;
 
+use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
     PatchType, ReconcileResult, Watches, meta,
 };
-use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Map, Value, json};
 
 /// The annotation numbering a ReplicaSet's (and its Deployment's) revision.
@@ -47,7 +47,7 @@ impl Controller for DeploymentController {
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
         match reconcile(api, key) {
             Ok(None) => ReconcileResult::Done,
-            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(seconds.max(1) as u64 * 1000),
+            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
             Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
         }
     }
@@ -73,8 +73,7 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<Option<i64>, ApiError
     }
     let owned = owned_replica_sets(api, &deployment_object)?;
     let (new, old): (Vec<Value>, Vec<Value>) = owned.into_iter().partition(|rs| same_template(&deployment_object, rs));
-    let mut state =
-        State { api, deployment: deployment_object, new: newest(new), old, created_new: false };
+    let mut state = State { api, deployment: deployment_object, new: newest(new), old, created_new: false };
     let paused = state.deployment.pointer("/spec/paused").and_then(Value::as_bool) == Some(true);
     if paused {
         state.scale_paused()?;
@@ -138,13 +137,13 @@ fn revision(rs: &Value) -> i64 {
 /// collision count, written with the API's safe alphabet.
 #[must_use]
 pub fn template_hash(template: &Value, collision_count: i64) -> String {
+    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut hash: u32 = 0x811c_9dc5;
     let text = format!("{template}{}", if collision_count > 0 { collision_count.to_string() } else { String::new() });
     for byte in text.bytes() {
         hash ^= u32::from(byte);
         hash = hash.wrapping_mul(0x0100_0193);
     }
-    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     hash.to_string().bytes().map(|b| char::from(SAFE[usize::from(b) % SAFE.len()])).collect()
 }
 
@@ -270,7 +269,8 @@ impl State<'_> {
         }
         let Some(new) = &self.new else { return Ok(()) };
         let new_unavailable = replicas(new) - status_int(new, "availableReplicas");
-        let olds: Vec<(i64, i64)> = self.old.iter().map(|rs| (replicas(rs), status_int(rs, "availableReplicas"))).collect();
+        let olds: Vec<(i64, i64)> =
+            self.old.iter().map(|rs| (replicas(rs), status_int(rs, "availableReplicas"))).collect();
         let available: i64 = self.all().map(|rs| status_int(rs, "availableReplicas")).sum();
         let targets = rolling::scale_down_old(desired, unavailable, total, new_unavailable, available, &olds);
         let old = std::mem::take(&mut self.old);
@@ -349,7 +349,9 @@ impl State<'_> {
 
     fn is_complete(&self) -> bool {
         let desired = self.desired();
-        let Some(new) = &self.new else { return desired == 0 && self.old.iter().all(|rs| status_int(rs, "replicas") == 0) };
+        let Some(new) = &self.new else {
+            return desired == 0 && self.old.iter().all(|rs| status_int(rs, "replicas") == 0);
+        };
         status_int(new, "replicas") == desired
             && status_int(new, "availableReplicas") >= desired
             && replicas(new) == desired
@@ -363,8 +365,11 @@ impl State<'_> {
             return Ok(false);
         }
         let limit = usize::try_from(meta::int(&self.deployment, "/spec/revisionHistoryLimit", 10)).unwrap_or(0);
-        let mut idle: Vec<&Value> =
-            self.old.iter().filter(|rs| replicas(rs) == 0 && status_int(rs, "replicas") == 0 && !meta::is_terminating(rs)).collect();
+        let mut idle: Vec<&Value> = self
+            .old
+            .iter()
+            .filter(|rs| replicas(rs) == 0 && status_int(rs, "replicas") == 0 && !meta::is_terminating(rs))
+            .collect();
         if idle.len() <= limit {
             return Ok(true);
         }
@@ -415,7 +420,9 @@ impl State<'_> {
             .and_then(meta::parse_rfc3339)
             .unwrap_or(now);
         let changed = d.get("status").is_none_or(|old| {
-            ["replicas", "updatedReplicas", "availableReplicas", "readyReplicas"].iter().any(|f| old.get(*f) != status.get(*f))
+            ["replicas", "updatedReplicas", "availableReplicas", "readyReplicas"]
+                .iter()
+                .any(|f| old.get(*f) != status.get(*f))
         });
         let progressing = if paused {
             ("Unknown", "DeploymentPaused", "Deployment is paused".to_owned())

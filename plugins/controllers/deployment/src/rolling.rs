@@ -23,7 +23,11 @@ fn resolve(value: Option<&Value>, desired: i64, round_up: bool) -> i64 {
             if round_up { (scaled + 99) / 100 } else { scaled / 100 }
         }
         _ => {
-            if round_up { (desired * 25 + 99) / 100 } else { desired * 25 / 100 }
+            if round_up {
+                (desired * 25 + 99) / 100
+            } else {
+                desired * 25 / 100
+            }
         }
     }
 }
@@ -83,7 +87,10 @@ mod tests {
             (json!({"replicas": 10}), (3, 2)),
             (json!({"replicas": 10, "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 0}}}), (0, 1)),
             (json!({"replicas": 4, "strategy": {"rollingUpdate": {"maxSurge": "50%", "maxUnavailable": 1}}}), (2, 1)),
-            (json!({"replicas": 3, "strategy": {"rollingUpdate": {"maxSurge": "10%", "maxUnavailable": "10%"}}}), (1, 0)),
+            (
+                json!({"replicas": 3, "strategy": {"rollingUpdate": {"maxSurge": "10%", "maxUnavailable": "10%"}}}),
+                (1, 0),
+            ),
         ];
         for (spec, expected) in cases {
             assert_eq!(limits(&json!({"spec": spec})), expected, "{spec}");
@@ -93,7 +100,8 @@ mod tests {
     #[test]
     fn the_new_replica_set_grows_within_the_surge() {
         // (desired, surge, total, current) → new replicas
-        let cases = [(3, 1, 3, 0, 1), (3, 1, 4, 1, 1), (3, 1, 2, 1, 2), (3, 0, 3, 0, 0), (3, 1, 5, 5, 3), (200, 50, 0, 0, 200)];
+        let cases =
+            [(3, 1, 3, 0, 1), (3, 1, 4, 1, 1), (3, 1, 2, 1, 3), (3, 0, 3, 0, 0), (3, 1, 5, 5, 3), (200, 50, 0, 0, 200)];
         for (desired, surge, total, current, expected) in cases {
             assert_eq!(new_replicas(desired, surge, total, current), expected, "{desired} {surge} {total} {current}");
         }

@@ -11,12 +11,12 @@
 //!
 //! Start with [`GarbageCollector::reconcile`].
 
+use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, GroupVersionKind, ListOptions, ObjectKey, PatchType, Propagation,
     ReconcileResult, RelatedKind, Watches, meta,
 };
 use serde::Deserialize;
-use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Value, json};
 
 const ORPHAN: &str = "orphan";
@@ -69,7 +69,8 @@ impl Controller for GarbageCollector {
     }
 
     fn watches(&self) -> Watches {
-        let related = self.owners.iter().chain(&self.dependents).map(|k| RelatedKind { kind: k.gvk(), maps_to_keys: true });
+        let related =
+            self.owners.iter().chain(&self.dependents).map(|k| RelatedKind { kind: k.gvk(), maps_to_keys: true });
         Watches { primary: self.kind.gvk(), owned: Vec::new(), others: related.collect() }
     }
 
@@ -86,10 +87,11 @@ impl Controller for GarbageCollector {
             // A dependent changed: its owners of our kind.
             let namespace = meta::namespace(object).map(str::to_owned);
             let owners = meta::owner_references(object).iter().filter(|r| self.kind.matches_reference(r));
-            keys.extend(owners.filter_map(|r| r.get("name").and_then(Value::as_str)).map(|name| ObjectKey {
-                namespace: namespace.clone(),
-                name: name.to_owned(),
-            }));
+            keys.extend(
+                owners
+                    .filter_map(|r| r.get("name").and_then(Value::as_str))
+                    .map(|name| ObjectKey { namespace: namespace.clone(), name: name.to_owned() }),
+            );
         }
         keys
     }
@@ -131,7 +133,8 @@ impl GarbageCollector {
         if references.is_empty() {
             return Ok(());
         }
-        let verdicts: Vec<Owner> = references.iter().map(|r| self.owner_state(api, &object, r)).collect::<Result<_, _>>()?;
+        let verdicts: Vec<Owner> =
+            references.iter().map(|r| self.owner_state(api, &object, r)).collect::<Result<_, _>>()?;
         let keep = |v: &Owner| matches!(v, Owner::Alive);
         if verdicts.iter().any(|v| matches!(v, Owner::Foreground)) && !verdicts.iter().any(keep) {
             return delete(api, &self.kind, &object, Propagation::Foreground);
@@ -140,8 +143,12 @@ impl GarbageCollector {
             return delete(api, &self.kind, &object, Propagation::Background);
         }
         if verdicts.iter().any(|v| matches!(v, Owner::Gone | Owner::Orphaning)) {
-            let kept: Vec<Value> =
-                references.iter().zip(&verdicts).filter(|(_, v)| keep(v) || matches!(v, Owner::Foreground)).map(|(r, _)| r.clone()).collect();
+            let kept: Vec<Value> = references
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| keep(v) || matches!(v, Owner::Foreground))
+                .map(|(r, _)| r.clone())
+                .collect();
             let patch = json!({"metadata": {"ownerReferences": kept, "uid": meta::uid(&object)}});
             api.patch(&self.kind.gvk(), &ObjectKey::of(&object), PatchType::Merge, &patch, None)?;
         }
@@ -190,7 +197,8 @@ impl GarbageCollector {
         }
         let blocking = remaining.iter().any(|d| {
             meta::owner_references(d).iter().any(|r| {
-                r.get("uid").and_then(Value::as_str) == Some(uid) && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
+                r.get("uid").and_then(Value::as_str) == Some(uid)
+                    && r.get("blockOwnerDeletion").and_then(Value::as_bool) == Some(true)
             })
         });
         if finalizers.contains(&FOREGROUND) && !blocking {
@@ -220,6 +228,7 @@ fn delete(api: &dyn Api, kind: &Kind, object: &Value, propagation: Propagation) 
 
 #[cfg(test)]
 mod tests {
+    use capstan_plugin_sdk::controller::prelude::*;
     use capstan_plugin_sdk::controller::testing::FakeCluster;
     use capstan_plugin_sdk::controller::{Api, Controller, DeleteOptions, ObjectKey, Propagation, meta};
     use serde_json::{Value, json};
@@ -227,7 +236,10 @@ mod tests {
     use super::GarbageCollector;
 
     fn collector(kind: &str, owners: &str, dependents: &str) -> GarbageCollector {
-        GarbageCollector::configure(&format!(r#"{{"kind": {kind}, "owners": [{owners}], "dependents": [{dependents}]}}"#)).unwrap()
+        GarbageCollector::configure(&format!(
+            r#"{{"kind": {kind}, "owners": [{owners}], "dependents": [{dependents}]}}"#
+        ))
+        .unwrap()
     }
 
     const RS: &str = r#"{"group": "apps", "version": "v1", "kind": "ReplicaSet"}"#;
@@ -235,7 +247,8 @@ mod tests {
 
     fn owned_pod(cluster: &FakeCluster, name: &str, owner: &Value) -> Value {
         let reference = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": meta::name(owner), "uid": meta::uid(owner), "controller": true, "blockOwnerDeletion": true});
-        cluster.insert(&pod(), json!({"metadata": {"name": name, "namespace": "default", "ownerReferences": [reference]}}))
+        cluster
+            .insert(&pod(), json!({"metadata": {"name": name, "namespace": "default", "ownerReferences": [reference]}}))
     }
 
     fn pod() -> capstan_plugin_sdk::controller::GroupVersionKind {
@@ -253,7 +266,11 @@ mod tests {
     #[test]
     fn dependents_follow_their_owners_deletion() {
         // (propagation of the owner's deletion, whether the pod remains, whether it keeps its reference)
-        let cases = [(None, false, false), (Some(Propagation::Orphan), true, false), (Some(Propagation::Foreground), false, false)];
+        let cases = [
+            (None, false, false),
+            (Some(Propagation::Orphan), true, false),
+            (Some(Propagation::Foreground), false, false),
+        ];
         for (propagation, remains, _) in cases {
             let cluster = FakeCluster::new();
             let owner = cluster.insert(&rs_kind(), json!({"metadata": {"name": "web", "namespace": "default"}}));
@@ -275,7 +292,9 @@ mod tests {
 
     #[test]
     fn owners_keep_their_finalizer_until_dependents_allow() {
-        for (propagation, finalizer) in [(Propagation::Orphan, "orphan"), (Propagation::Foreground, "foregroundDeletion")] {
+        for (propagation, finalizer) in
+            [(Propagation::Orphan, "orphan"), (Propagation::Foreground, "foregroundDeletion")]
+        {
             let cluster = FakeCluster::new();
             let owner = cluster.insert(&rs_kind(), json!({"metadata": {"name": "web", "namespace": "default"}}));
             owned_pod(&cluster, "p", &owner);

@@ -5,11 +5,11 @@
 //! Start with [`ReplicaSetController::reconcile`]; the logic is plain functions over
 //! [`Api`], tested natively against the SDK's in-memory cluster.
 
+use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
     PatchType, ReconcileResult, Watches, meta,
 };
-use capstan_plugin_sdk::controller::prelude::*;
 use serde_json::{Value, json};
 
 /// Most pods created or deleted in one reconcile; the rest follow on the next.
@@ -156,9 +156,7 @@ pub fn status_for(rs: &Value, active: &[Value]) -> Value {
     let template_labels = rs.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
     let fully_labeled = active
         .iter()
-        .filter(|p| {
-            template_labels.into_iter().flatten().all(|(k, v)| meta::label(p, k) == v.as_str())
-        })
+        .filter(|p| template_labels.into_iter().flatten().all(|(k, v)| meta::label(p, k) == v.as_str()))
         .count();
     let ready = active.iter().filter(|p| meta::pod_is_ready(p)).count();
     let mut status = json!({
@@ -190,6 +188,7 @@ fn update_status(api: &dyn Api, rs: &Value, active: &[Value]) -> Result<(), ApiE
 
 #[cfg(test)]
 mod tests {
+    use capstan_plugin_sdk::controller::prelude::*;
     use capstan_plugin_sdk::controller::testing::FakeCluster;
     use capstan_plugin_sdk::controller::{Api, ObjectKey, meta};
     use serde_json::{Value, json};
@@ -246,7 +245,8 @@ mod tests {
     fn orphans_matching_the_selector_are_adopted_and_others_left_alone() {
         let cluster = FakeCluster::new();
         cluster.insert(&replica_set(), rs(1));
-        cluster.insert(&pod(), json!({"metadata": {"name": "stray", "namespace": "default", "labels": {"app": "web"}}}));
+        cluster
+            .insert(&pod(), json!({"metadata": {"name": "stray", "namespace": "default", "labels": {"app": "web"}}}));
         cluster.insert(&pod(), json!({"metadata": {"name": "other", "namespace": "default", "labels": {"app": "db"}}}));
         reconcile(&cluster, &ObjectKey::namespaced("default", "web")).unwrap();
         let pods = live_pods(&cluster);

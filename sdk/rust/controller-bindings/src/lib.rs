@@ -19,6 +19,7 @@ wit_bindgen::generate!({
     path: "../../../wit",
     world: "capstan:plugin/controller@0.1.0",
     pub_export_macro: true,
+    additional_derives: [PartialEq, Eq],
     export_macro_name: "__export_controller",
     default_bindings_module: "capstan_plugin_sdk::__private::controller_bindings",
     runtime_path: "capstan_plugin_sdk::__private::controller_bindings::wit_bindgen::rt",

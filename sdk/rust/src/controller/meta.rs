@@ -110,8 +110,13 @@ pub fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> boo
     let expressions = selector.get("matchExpressions").and_then(Value::as_array);
     expressions.into_iter().flatten().all(|expression| {
         let key = expression.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> =
-            expression.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+        let values: Vec<&str> = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         match expression.get("operator").and_then(Value::as_str) {
             Some("In") => label(key).is_some_and(|v| values.contains(&v)),
             Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
@@ -158,7 +163,9 @@ pub fn int(object: &Value, pointer: &str, default: i64) -> i64 {
 /// Seconds since the Unix epoch, now.
 #[must_use]
 pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// `seconds` since the epoch as an RFC 3339 timestamp in UTC (`2026-01-02T03:04:05Z`).
@@ -204,12 +211,15 @@ mod tests {
 
     #[test]
     fn timestamps_round_trip() {
-        for (seconds, text) in [(0, "1970-01-01T00:00:00Z"), (1_795_000_000, "2026-11-18T11:06:40Z"), (951_782_400, "2000-02-29T00:00:00Z")] {
+        for (seconds, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_795_000_000, "2026-11-18T11:06:40Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+        ] {
             assert_eq!(rfc3339(seconds), text);
             assert_eq!(parse_rfc3339(text), Some(seconds));
         }
     }
-
 
     #[test]
     fn selectors_match_labels_and_expressions() {

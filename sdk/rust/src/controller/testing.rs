@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
+use super::prelude::*;
 use super::{Api, ApiError, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef, PatchType};
 use super::{Propagation, meta};
-use super::prelude::*;
 
 type Bucket = BTreeMap<(Option<String>, String), Value>;
 
@@ -57,7 +57,9 @@ impl FakeCluster {
     /// Changes a stored object in place (as another actor would), e.g. to mark pods ready.
     pub fn modify(&self, kind: &GroupVersionKind, key: &ObjectKey, change: impl FnOnce(&mut Value)) {
         let mut objects = self.objects.borrow_mut();
-        if let Some(object) = objects.get_mut(&kind_key(kind)).and_then(|b| b.get_mut(&(key.namespace.clone(), key.name.clone()))) {
+        if let Some(object) =
+            objects.get_mut(&kind_key(kind)).and_then(|b| b.get_mut(&(key.namespace.clone(), key.name.clone())))
+        {
             change(object);
         }
     }
@@ -89,7 +91,10 @@ impl FakeCluster {
     }
 
     fn current(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Option<Value> {
-        self.objects.borrow().get(&kind_key(kind)).and_then(|b| b.get(&(key.namespace.clone(), key.name.clone())).cloned())
+        self.objects
+            .borrow()
+            .get(&kind_key(kind))
+            .and_then(|b| b.get(&(key.namespace.clone(), key.name.clone())).cloned())
     }
 
     fn replace(&self, kind: &GroupVersionKind, object: &Value, status_only: bool) -> Result<Value, ApiError> {
@@ -139,7 +144,10 @@ impl Api for FakeCluster {
 
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError> {
         let all = self.all(kind);
-        Ok(all.into_iter().filter(|o| options.namespace.is_none() || meta::namespace(o) == options.namespace.as_deref()).collect())
+        Ok(all
+            .into_iter()
+            .filter(|o| options.namespace.is_none() || meta::namespace(o) == options.namespace.as_deref())
+            .collect())
     }
 
     fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
