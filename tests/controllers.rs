@@ -94,7 +94,7 @@ fn set_image_rolls_over_within_max_unavailable_and_undo_restores() {
     rollout_status(&server, "api");
     kubectl(&server, &["set", "image", "deployment/api", "app=nginx:2"]);
     // While it rolls, at least replicas - maxUnavailable pods stay ready.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let d = json(&kubectl(&server, &["get", "deployment", "api", "-o", "json"]));
         let ready = live_pods(&server, "app=api")
@@ -124,7 +124,7 @@ fn set_image_rolls_over_within_max_unavailable_and_undo_restores() {
 
     kubectl(&server, &["rollout", "undo", "deployment/api"]);
     rollout_status(&server, "api");
-    eventually(Duration::from_secs(60), "pods back on nginx:1", || {
+    eventually(Duration::from_mins(1), "pods back on nginx:1", || {
         let pods = live_pods(&server, "app=api");
         (pods.len() == 4 && pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1")).then_some(())
     });
@@ -142,7 +142,7 @@ fn deleting_a_deployment_collects_its_replica_sets_and_pods_unless_orphaned() {
     rollout_status(&server, "kept");
 
     kubectl(&server, &["delete", "deployment", "gone"]);
-    eventually(Duration::from_secs(60), "the ReplicaSet and pods of `gone` collected", || {
+    eventually(Duration::from_mins(1), "the ReplicaSet and pods of `gone` collected", || {
         (items(&server, &["replicasets", "-l", "app=gone"]).is_empty() && live_pods(&server, "app=gone").is_empty())
             .then_some(())
     });
