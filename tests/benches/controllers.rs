@@ -43,7 +43,7 @@ fn main() {
     println!(
         "replicaset: {pods} pods created in {:.2} s ({:.0} pods/s)",
         created.as_secs_f64(),
-        pods as f64 / created.as_secs_f64()
+        f64::from(u32::try_from(pods).unwrap_or(u32::MAX)) / created.as_secs_f64()
     );
     kubectl(&server, &["delete", "replicaset", "bench-rs", "--wait=false"]);
 
