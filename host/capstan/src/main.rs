@@ -120,6 +120,9 @@ struct ServerArgs {
     node: bool,
     #[command(flatten)]
     node_args: NodeArgs,
+    /// Run the controller manager (Deployment, ReplicaSet, garbage collector, …) in this server.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    controllers: bool,
 }
 
 /// Hollow nodes: nodes without a container runtime whose pods are reported running.
@@ -235,6 +238,29 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(seconds))
 }
 
+/// Starts the default controllers, elected through a Lease, as clients of the API server.
+async fn start_controllers(
+    data_dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    components: &Components,
+) -> anyhow::Result<capstan_controllers::ControllerManager> {
+    let client = capstan_client::from_kubeconfig(kubeconfig).await.context("cannot build the controllers' client")?;
+    let runtime = capstan_wasm::Runtime::new(capstan_wasm::RuntimeConfig {
+        cache_dir: Some(data_dir.join("wasm-cache")),
+        ..capstan_wasm::RuntimeConfig::default()
+    })
+    .context("cannot start the plugin runtime")?;
+    let mut specs = Vec::new();
+    for default in capstan_controllers::defaults() {
+        match components.bytes(default.component) {
+            Ok(bytes) => specs.push(default.spec(bytes)),
+            Err(e) => tracing::error!(controller = default.name, error = %format!("{e:#}"), "controller not started"),
+        }
+    }
+    let identity = format!("{}-{}", std::process::id(), data_dir.display());
+    Ok(capstan_controllers::run_elected(runtime, client, specs, identity))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -287,6 +313,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         let ca = args.data_dir.join("pki/ca.crt");
         let ca = std::fs::read_to_string(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
         Some(spawn_agent(client, &args.data_dir, ca, args.node_args))
+    } else {
+        None
+    };
+    let _controllers = if args.controllers {
+        Some(start_controllers(&args.data_dir, &running.kubeconfig, &components).await?)
     } else {
         None
     };

@@ -17,6 +17,7 @@
 
 pub mod admission;
 mod cache;
+pub mod controller;
 mod error;
 mod host;
 mod metrics;

@@ -38,6 +38,7 @@
 //! policy is then about 40 KB and compiles in milliseconds.
 
 pub mod admission;
+pub mod controller;
 pub mod log;
 pub mod quantity;
 
@@ -61,4 +62,7 @@ pub mod __private {
             runtime_path: "capstan_plugin_sdk::__private::wit_bindgen::rt",
         });
     }
+
+    /// Bindings for the `controller` world.
+    pub use capstan_plugin_sdk_controller_bindings as controller_bindings;
 }

@@ -1,0 +1,313 @@
+//! The `client` a controller component imports: reads from the shared informers' caches, writes
+//! through the API server.
+//!
+//! Reconciles run on the manager's worker threads (plain OS threads, not the async runtime), so
+//! a write blocks its worker on the async client with [`Handle::block_on`] while the runtime's
+//! own threads keep the informers flowing. Each write's result is fed back into the cache, so
+//! the controller's next read sees its own writes even before the watch event arrives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use capstan_api::selector::LabelSelector;
+use capstan_wasm::controller::{
+    ApiError, ControllerClient, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
+    PatchType, Propagation,
+};
+use kube::api::ApiResource;
+use serde_json::{Value, json};
+use tokio::runtime::Handle;
+
+use crate::Key;
+use crate::events::EventRecorder;
+use crate::informer::{Informer, Informers};
+
+/// One controller's client.
+pub struct HostClient {
+    name: String,
+    informers: Informers,
+    cached: RwLock<HashMap<String, Arc<Informer>>>,
+    resources: RwLock<HashMap<String, (ApiResource, bool)>>,
+    handle: Handle,
+    recorder: EventRecorder,
+}
+
+fn kind_name(kind: &GroupVersionKind) -> String {
+    format!("{}/{}/{}", kind.group, kind.version, kind.kind)
+}
+
+fn api_error(code: u16, reason: &str, message: impl Into<String>) -> ApiError {
+    ApiError { code, reason: reason.into(), message: message.into() }
+}
+
+fn from_kube(error: kube::Error) -> ApiError {
+    match error {
+        kube::Error::Api(status) => api_error(status.code, &status.reason, status.message.clone()),
+        other => api_error(503, "ServiceUnavailable", format!("cannot reach the API server: {other}")),
+    }
+}
+
+impl HostClient {
+    /// A client for controller `name`, reading from `cached` informers (the kinds it declared).
+    #[must_use]
+    pub fn new(name: &str, informers: Informers, handle: Handle, recorder: EventRecorder) -> Self {
+        Self {
+            name: name.to_owned(),
+            informers,
+            cached: RwLock::default(),
+            resources: RwLock::default(),
+            handle,
+            recorder,
+        }
+    }
+
+    /// Serves reads of `kind` from `informer`.
+    pub fn cache(&self, kind: &GroupVersionKind, informer: Arc<Informer>) {
+        self.cached.write().unwrap_or_else(PoisonError::into_inner).insert(kind_name(kind), informer);
+    }
+
+    fn informer(&self, kind: &GroupVersionKind) -> Option<Arc<Informer>> {
+        self.cached.read().unwrap_or_else(PoisonError::into_inner).get(&kind_name(kind)).cloned()
+    }
+
+    /// The kind's resource and scope: from its informer, else discovered once.
+    fn resource(&self, kind: &GroupVersionKind) -> Result<(ApiResource, bool), ApiError> {
+        if let Some(informer) = self.informer(kind) {
+            return Ok((informer.resource().clone(), informer.namespaced()));
+        }
+        let name = kind_name(kind);
+        if let Some(found) = self.resources.read().unwrap_or_else(PoisonError::into_inner).get(&name) {
+            return Ok(found.clone());
+        }
+        let gvk = kube::api::GroupVersionKind::gvk(&kind.group, &kind.version, &kind.kind);
+        let client = self.informers.client().clone();
+        let (resource, capabilities) = self
+            .handle
+            .block_on(kube::discovery::pinned_kind(&client, &gvk))
+            .map_err(|e| api_error(404, "NotFound", format!("the server does not serve {name}: {e}")))?;
+        let found = (resource, capabilities.scope == kube::discovery::Scope::Namespaced);
+        self.resources.write().unwrap_or_else(PoisonError::into_inner).insert(name, found.clone());
+        Ok(found)
+    }
+
+    fn path(&self, kind: &GroupVersionKind, namespace: Option<&str>, name: Option<&str>) -> Result<String, ApiError> {
+        let (resource, namespaced) = self.resource(kind)?;
+        let mut path = if kind.group.is_empty() {
+            format!("/api/{}", kind.version)
+        } else {
+            format!("/apis/{}/{}", kind.group, kind.version)
+        };
+        if namespaced {
+            let ns = namespace.ok_or_else(|| {
+                api_error(400, "BadRequest", format!("{} is namespaced: give a namespace", kind.kind))
+            })?;
+            path.push_str("/namespaces/");
+            path.push_str(ns);
+        }
+        path.push('/');
+        path.push_str(&resource.plural);
+        if let Some(name) = name {
+            path.push('/');
+            path.push_str(name);
+        }
+        Ok(path)
+    }
+
+    fn send(&self, method: http::Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Value, ApiError> {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .header(http::header::ACCEPT, "application/json")
+            .body(body)
+            .map_err(|e| api_error(400, "BadRequest", format!("cannot build the request: {e}")))?;
+        let client = self.informers.client().clone();
+        let text = self.handle.block_on(client.request_text(request)).map_err(from_kube)?;
+        serde_json::from_str(&text)
+            .map_err(|e| api_error(500, "InternalError", format!("invalid JSON from the API server: {e}")))
+    }
+
+    /// Writes `object` of `kind` and feeds the stored result back into the cache.
+    fn write(
+        &self,
+        kind: &GroupVersionKind,
+        method: http::Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<String, ApiError> {
+        let stored = self.send(method, path, content_type, body)?;
+        let text = stored.to_string();
+        if let Some(informer) = self.informer(kind) {
+            informer.observe(stored);
+        }
+        Ok(text)
+    }
+
+    fn field_manager(&self, path: &str) -> String {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        format!("{path}{separator}fieldManager={}", self.name)
+    }
+}
+
+fn parse_object(object: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(object).map_err(|e| api_error(400, "BadRequest", format!("the object is not valid JSON: {e}")))
+}
+
+fn text_at<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
+    object.pointer(pointer).and_then(Value::as_str)
+}
+
+/// Whether `object` passes a field selector such as `spec.nodeName=n1,status.phase!=Failed`.
+fn fields_match(selector: &str, object: &Value) -> bool {
+    selector.split(',').filter(|term| !term.trim().is_empty()).all(|term| {
+        let (path, want, equal) = match term.split_once("!=") {
+            Some((path, value)) => (path, value, false),
+            None => match term.split_once("==").or_else(|| term.split_once('=')) {
+                Some((path, value)) => (path, value, true),
+                None => return false,
+            },
+        };
+        let pointer = format!("/{}", path.trim().replace('.', "/"));
+        let actual = object
+            .pointer(&pointer)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default();
+        (actual == want.trim()) == equal
+    })
+}
+
+impl ControllerClient for HostClient {
+    fn get(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Result<Option<String>, ApiError> {
+        if let Some(informer) = self.informer(kind) {
+            return Ok(informer.get(&Key::from(key)).map(|object| object.json.clone()));
+        }
+        // A kind the controller did not declare: read it live.
+        let path = self.path(kind, key.namespace.as_deref(), Some(&key.name))?;
+        match self.send(http::Method::GET, &path, "application/json", Vec::new()) {
+            Ok(object) => Ok(Some(object.to_string())),
+            Err(e) if e.code == 404 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<String>, ApiError> {
+        let labels = options
+            .label_selector
+            .as_deref()
+            .map(LabelSelector::parse)
+            .transpose()
+            .map_err(|e| api_error(400, "BadRequest", format!("invalid label selector: {e}")))?;
+        let filter = |object: &Value| {
+            labels.as_ref().is_none_or(|s| s.matches_object(object))
+                && options.field_selector.as_deref().is_none_or(|s| fields_match(s, object))
+        };
+        if let Some(informer) = self.informer(kind) {
+            return Ok(informer.list(options.namespace.as_deref(), filter).iter().map(|o| o.json.clone()).collect());
+        }
+        let path = self.path(kind, options.namespace.as_deref(), None)?;
+        let listed = self.send(http::Method::GET, &path, "application/json", Vec::new())?;
+        let items = listed.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(items.iter().filter(|o| filter(o)).map(Value::to_string).collect())
+    }
+
+    fn create(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError> {
+        let value = parse_object(object)?;
+        let path = self.path(kind, text_at(&value, "/metadata/namespace"), None)?;
+        self.write(kind, http::Method::POST, &self.field_manager(&path), "application/json", object.as_bytes().to_vec())
+    }
+
+    fn update(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError> {
+        let value = parse_object(object)?;
+        let name = text_at(&value, "/metadata/name").unwrap_or_default();
+        let path = self.path(kind, text_at(&value, "/metadata/namespace"), Some(name))?;
+        self.write(kind, http::Method::PUT, &self.field_manager(&path), "application/json", object.as_bytes().to_vec())
+    }
+
+    fn update_status(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError> {
+        let value = parse_object(object)?;
+        let name = text_at(&value, "/metadata/name").unwrap_or_default();
+        let path = format!("{}/status", self.path(kind, text_at(&value, "/metadata/namespace"), Some(name))?);
+        self.write(kind, http::Method::PUT, &self.field_manager(&path), "application/json", object.as_bytes().to_vec())
+    }
+
+    fn patch(
+        &self,
+        kind: &GroupVersionKind,
+        key: &ObjectKey,
+        patch_type: PatchType,
+        patch: &str,
+        subresource: Option<&str>,
+    ) -> Result<String, ApiError> {
+        let object_path = self.path(kind, key.namespace.as_deref(), Some(&key.name))?;
+        let target = match subresource {
+            Some(sub) => format!("{object_path}/{sub}"),
+            None => object_path,
+        };
+        let content_type = match patch_type {
+            PatchType::Json => "application/json-patch+json",
+            PatchType::Merge => "application/merge-patch+json",
+            PatchType::StrategicMerge => "application/strategic-merge-patch+json",
+            PatchType::Apply => "application/apply-patch+yaml",
+        };
+        let mut url = self.field_manager(&target);
+        if matches!(patch_type, PatchType::Apply) {
+            url.push_str("&force=true");
+        }
+        self.write(kind, http::Method::PATCH, &url, content_type, patch.as_bytes().to_vec())
+    }
+
+    fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError> {
+        let path = self.path(kind, key.namespace.as_deref(), Some(&key.name))?;
+        let mut body = json!({"kind": "DeleteOptions", "apiVersion": "v1"});
+        if let Some(propagation) = options.propagation {
+            body["propagationPolicy"] = json!(match propagation {
+                Propagation::Background => "Background",
+                Propagation::Foreground => "Foreground",
+                Propagation::Orphan => "Orphan",
+            });
+        }
+        if options.precondition_uid.is_some() || options.precondition_resource_version.is_some() {
+            body["preconditions"] =
+                json!({"uid": options.precondition_uid, "resourceVersion": options.precondition_resource_version});
+        }
+        let stored = self.send(http::Method::DELETE, &path, "application/json", body.to_string().into_bytes())?;
+        if let Some(informer) = self.informer(kind) {
+            // A held object (finalizers, grace period) comes back with its deletionTimestamp; a
+            // removed one as a Status.
+            if stored.get("kind").and_then(Value::as_str) == Some(kind.kind.as_str()) {
+                informer.observe(stored);
+            } else {
+                informer.observe_deleted(&Key::from(key));
+            }
+        }
+        Ok(())
+    }
+
+    fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str) {
+        self.recorder.record(&self.name, regarding, event_type, reason, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::fields_match;
+
+    #[test]
+    fn field_selectors_compare_dotted_paths() {
+        let pod = json!({"metadata": {"name": "a"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let cases = [
+            ("spec.nodeName=n1", true),
+            ("spec.nodeName==n1", true),
+            ("spec.nodeName!=n1", false),
+            ("spec.nodeName=n1,status.phase!=Failed", true),
+            ("metadata.name=b", false),
+            ("spec.nodeName=", false),
+        ];
+        for (selector, expected) in cases {
+            assert_eq!(fields_match(selector, &pod), expected, "{selector}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The ReplicaSet controller as a Capstan component: keeps as many live pods as a ReplicaSet
+//! asks for — creating them from its template in slow-start batches, deleting the least useful
+//! ones first — adopts orphan pods its selector matches, and writes the ReplicaSet's status.
+//!
+//! Start with [`ReplicaSetController::reconcile`]; the logic is plain functions over
+//! [`Api`], tested natively against the SDK's in-memory cluster.
+
+use capstan_plugin_sdk::controller::prelude::*;
+use capstan_plugin_sdk::controller::{
+    Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
+    PatchType, ReconcileResult, Watches, meta,
+};
+use serde_json::{Value, json};
+
+/// Most pods created or deleted in one reconcile; the rest follow on the next.
+const BURST: usize = 500;
+
+/// The ReplicaSet controller.
+pub struct ReplicaSetController;
+
+fn replica_set() -> GroupVersionKind {
+    GroupVersionKind::new("apps", "v1", "ReplicaSet")
+}
+
+fn pod() -> GroupVersionKind {
+    GroupVersionKind::new("", "v1", "Pod")
+}
+
+impl Controller for ReplicaSetController {
+    fn configure(_config: &str) -> Result<Self, String> {
+        Ok(Self)
+    }
+
+    fn watches(&self) -> Watches {
+        Watches { primary: replica_set(), owned: vec![pod()], others: Vec::new() }
+    }
+
+    fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
+        match reconcile(api, key) {
+            Ok(()) => ReconcileResult::Done,
+            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
+        }
+    }
+}
+
+capstan_plugin_sdk::controller!(ReplicaSetController);
+
+fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<(), ApiError> {
+    let Some(rs) = api.get(&replica_set(), key)? else { return Ok(()) };
+    let uid = meta::uid(&rs).unwrap_or_default().to_owned();
+    let all_pods = api.list(&pod(), &ListOptions::in_namespace(key.namespace.as_deref()))?;
+    let selector = rs.pointer("/spec/selector");
+    let mut active = Vec::new();
+    for pod in all_pods {
+        if meta::is_terminating(&pod) || meta::pod_is_finished(&pod) {
+            continue;
+        }
+        if meta::is_controlled_by(&pod, &uid) {
+            active.push(pod);
+        } else if meta::controller_ref(&pod).is_none()
+            && !meta::is_terminating(&rs)
+            && meta::selector_matches(selector, meta::labels(&pod))
+        {
+            active.push(adopt(api, &rs, &pod)?);
+        }
+    }
+    if !meta::is_terminating(&rs) {
+        let desired = usize::try_from(meta::int(&rs, "/spec/replicas", 1)).unwrap_or(0);
+        if active.len() < desired {
+            create_pods(api, &rs, (desired - active.len()).min(BURST))?;
+        } else if active.len() > desired {
+            let excess = (active.len() - desired).min(BURST);
+            delete_pods(api, &rs, &mut active, excess)?;
+        }
+    }
+    update_status(api, &rs, &active)
+}
+
+/// Makes `rs` the controller of an orphan pod its selector matches.
+fn adopt(api: &dyn Api, rs: &Value, pod_object: &Value) -> Result<Value, ApiError> {
+    let mut references = meta::owner_references(pod_object).to_vec();
+    references.push(meta::controller_reference(&replica_set(), rs));
+    let patch = json!({"metadata": {"ownerReferences": references, "uid": meta::uid(pod_object)}});
+    api.patch(&pod(), &ObjectKey::of(pod_object), PatchType::Merge, &patch, None)
+}
+
+/// A new pod from `rs`'s template.
+#[must_use]
+pub fn pod_from_template(rs: &Value) -> Value {
+    let template = rs.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
+    let mut metadata = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    metadata["generateName"] = json!(format!("{}-", meta::name(rs)));
+    metadata["namespace"] = json!(meta::namespace(rs));
+    metadata["ownerReferences"] = json!([meta::controller_reference(&replica_set(), rs)]);
+    if let Some(map) = metadata.as_object_mut() {
+        map.remove("name");
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec")})
+}
+
+/// Creates `count` pods in batches of 1, 2, 4, …, stopping at the first batch with a failure
+/// (as kube-controller-manager does, so a quota or admission refusal costs one call, not many).
+fn create_pods(api: &dyn Api, rs: &Value, count: usize) -> Result<(), ApiError> {
+    let regarding = ObjectRef::to(&replica_set(), rs);
+    let new_pod = pod_from_template(rs);
+    let mut remaining = count;
+    let mut batch = 1;
+    while remaining > 0 {
+        let size = batch.min(remaining);
+        for _ in 0..size {
+            match api.create(&pod(), &new_pod) {
+                Ok(created) => {
+                    let message = format!("Created pod: {}", meta::name(&created));
+                    api.record_event(&regarding, EventType::Normal, "SuccessfulCreate", &message);
+                }
+                Err(e) => {
+                    let message = format!("Error creating: {}", e.message);
+                    api.record_event(&regarding, EventType::Warning, "FailedCreate", &message);
+                    return Err(e);
+                }
+            }
+        }
+        remaining -= size;
+        batch *= 2;
+    }
+    Ok(())
+}
+
+/// How much a pod is worth keeping: unscheduled before scheduled, pending before running,
+/// not ready before ready, newer before older — the first ones go first.
+fn deletion_rank(pod_object: &Value) -> (bool, bool, bool, std::cmp::Reverse<String>) {
+    let scheduled = pod_object.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+    let running = pod_object.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+    (scheduled, running, meta::pod_is_ready(pod_object), std::cmp::Reverse(meta::created(pod_object).to_owned()))
+}
+
+fn delete_pods(api: &dyn Api, rs: &Value, active: &mut Vec<Value>, count: usize) -> Result<(), ApiError> {
+    active.sort_by_key(deletion_rank);
+    let regarding = ObjectRef::to(&replica_set(), rs);
+    for victim in active.drain(..count) {
+        match api.delete(&pod(), &ObjectKey::of(&victim), &DeleteOptions::plain()) {
+            Ok(()) => {
+                let message = format!("Deleted pod: {}", meta::name(&victim));
+                api.record_event(&regarding, EventType::Normal, "SuccessfulDelete", &message);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The status `rs` should show for its `active` pods.
+#[must_use]
+pub fn status_for(rs: &Value, active: &[Value]) -> Value {
+    let template_labels = rs.pointer("/spec/template/metadata/labels").and_then(Value::as_object);
+    let fully_labeled = active
+        .iter()
+        .filter(|p| template_labels.into_iter().flatten().all(|(k, v)| meta::label(p, k) == v.as_str()))
+        .count();
+    let ready = active.iter().filter(|p| meta::pod_is_ready(p)).count();
+    let mut status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": fully_labeled,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+        "observedGeneration": meta::generation(rs),
+    });
+    if let Some(conditions) = rs.pointer("/status/conditions") {
+        status["conditions"] = conditions.clone();
+    }
+    status
+}
+
+fn update_status(api: &dyn Api, rs: &Value, active: &[Value]) -> Result<(), ApiError> {
+    let status = status_for(rs, active);
+    if rs.get("status") == Some(&status) {
+        return Ok(());
+    }
+    let mut updated = rs.clone();
+    updated["status"] = status;
+    match api.update_status(&replica_set(), &updated) {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use capstan_plugin_sdk::controller::prelude::*;
+    use capstan_plugin_sdk::controller::testing::FakeCluster;
+    use capstan_plugin_sdk::controller::{Api, ObjectKey, meta};
+    use serde_json::{Value, json};
+
+    use super::{pod, reconcile, replica_set};
+
+    fn rs(replicas: i64) -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+            },
+        })
+    }
+
+    fn live_pods(cluster: &FakeCluster) -> Vec<Value> {
+        cluster.all(&pod()).into_iter().filter(|p| !meta::is_terminating(p)).collect()
+    }
+
+    #[test]
+    fn reconcile_converges_on_the_replica_count() {
+        // (pods before, replicas, pods after one reconcile, status.replicas after the next)
+        let cases = [(0, 3, 3, 3), (5, 2, 2, 2), (2, 2, 2, 2), (0, 0, 0, 0), (0, 700, 500, 500)];
+        for (before, replicas, after, status) in cases {
+            let cluster = FakeCluster::new();
+            let owner = cluster.insert(&replica_set(), rs(i64::from(replicas)));
+            for _ in 0..before {
+                cluster.insert(&pod(), super::pod_from_template(&owner));
+            }
+            let key = ObjectKey::namespaced("default", "web");
+            reconcile(&cluster, &key).unwrap();
+            assert_eq!(live_pods(&cluster).len(), after, "{before} pods, {replicas} replicas");
+            reconcile(&cluster, &key).unwrap();
+            let stored = cluster.get(&replica_set(), &key).unwrap().unwrap();
+            assert_eq!(stored.pointer("/status/replicas"), Some(&json!(status)));
+            assert_eq!(stored.pointer("/status/observedGeneration"), Some(&json!(1)));
+        }
+    }
+
+    #[test]
+    fn created_pods_are_controlled_and_labelled() {
+        let cluster = FakeCluster::new();
+        let owner = cluster.insert(&replica_set(), rs(1));
+        reconcile(&cluster, &ObjectKey::namespaced("default", "web")).unwrap();
+        let created = &live_pods(&cluster)[0];
+        assert!(meta::is_controlled_by(created, meta::uid(&owner).unwrap()));
+        assert_eq!(meta::label(created, "app"), Some("web"));
+        assert!(cluster.events().iter().any(|(reason, _)| reason == "SuccessfulCreate"));
+    }
+
+    #[test]
+    fn orphans_matching_the_selector_are_adopted_and_others_left_alone() {
+        let cluster = FakeCluster::new();
+        cluster.insert(&replica_set(), rs(1));
+        cluster
+            .insert(&pod(), json!({"metadata": {"name": "stray", "namespace": "default", "labels": {"app": "web"}}}));
+        cluster.insert(&pod(), json!({"metadata": {"name": "other", "namespace": "default", "labels": {"app": "db"}}}));
+        reconcile(&cluster, &ObjectKey::namespaced("default", "web")).unwrap();
+        let pods = live_pods(&cluster);
+        assert_eq!(pods.len(), 2, "the adopted pod counts; nothing new is created");
+        let stray = pods.iter().find(|p| meta::name(p) == "stray").unwrap();
+        assert!(meta::controller_ref(stray).is_some());
+    }
+
+    #[test]
+    fn scale_down_deletes_unready_pods_first() {
+        let cluster = FakeCluster::new();
+        let owner = cluster.insert(&replica_set(), rs(1));
+        let mut ready = super::pod_from_template(&owner);
+        ready["metadata"]["name"] = json!("ready");
+        ready["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+        cluster.insert(&pod(), ready);
+        let mut pending = super::pod_from_template(&owner);
+        pending["metadata"]["name"] = json!("pending");
+        cluster.insert(&pod(), pending);
+        reconcile(&cluster, &ObjectKey::namespaced("default", "web")).unwrap();
+        let names: Vec<String> = live_pods(&cluster).iter().map(|p| meta::name(p).to_owned()).collect();
+        assert_eq!(names, ["ready"]);
+    }
+}

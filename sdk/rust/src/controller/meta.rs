@@ -1,0 +1,241 @@
+//! Reading the metadata every controller looks at from a JSON object: names, labels, owner
+//! references, deletion, label selectors.
+
+use serde_json::{Map, Value, json};
+
+use super::GroupVersionKind;
+use super::prelude::GroupVersionKindExt as _;
+
+/// `metadata.name` (empty when absent).
+#[must_use]
+pub fn name(object: &Value) -> &str {
+    object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// `metadata.namespace`.
+#[must_use]
+pub fn namespace(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/namespace").and_then(Value::as_str)
+}
+
+/// `metadata.uid`.
+#[must_use]
+pub fn uid(object: &Value) -> Option<&str> {
+    object.pointer("/metadata/uid").and_then(Value::as_str)
+}
+
+/// `metadata.generation` (0 when absent).
+#[must_use]
+pub fn generation(object: &Value) -> i64 {
+    object.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// `metadata.creationTimestamp` (RFC 3339 sorts as text).
+#[must_use]
+pub fn created(object: &Value) -> &str {
+    object.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or_default()
+}
+
+/// Whether the object is being deleted.
+#[must_use]
+pub fn is_terminating(object: &Value) -> bool {
+    object.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+}
+
+/// One annotation.
+#[must_use]
+pub fn annotation<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
+}
+
+/// One label.
+#[must_use]
+pub fn label<'a>(object: &'a Value, key: &str) -> Option<&'a str> {
+    object.pointer("/metadata/labels").and_then(|a| a.get(key)).and_then(Value::as_str)
+}
+
+/// The object's finalizers.
+#[must_use]
+pub fn finalizers(object: &Value) -> Vec<&str> {
+    object
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|list| list.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The object's owner references.
+#[must_use]
+pub fn owner_references(object: &Value) -> &[Value] {
+    object.pointer("/metadata/ownerReferences").and_then(Value::as_array).map_or(&[], Vec::as_slice)
+}
+
+/// The owner reference with `controller: true`, if any.
+#[must_use]
+pub fn controller_ref(object: &Value) -> Option<&Value> {
+    owner_references(object).iter().find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+}
+
+/// Whether `object` is controlled by the object with `owner_uid`.
+#[must_use]
+pub fn is_controlled_by(object: &Value, owner_uid: &str) -> bool {
+    controller_ref(object).and_then(|r| r.get("uid")).and_then(Value::as_str) == Some(owner_uid)
+}
+
+/// A controller owner reference to `owner` of `kind`, blocking the owner's foreground deletion.
+#[must_use]
+pub fn controller_reference(kind: &GroupVersionKind, owner: &Value) -> Value {
+    json!({
+        "apiVersion": kind.api_version(),
+        "kind": kind.kind,
+        "name": name(owner),
+        "uid": uid(owner).unwrap_or_default(),
+        "controller": true,
+        "blockOwnerDeletion": true,
+    })
+}
+
+/// Whether a `LabelSelector` (`matchLabels` and `matchExpressions`) selects `labels`. An empty
+/// selector selects everything; a missing one nothing.
+#[must_use]
+pub fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> bool {
+    let Some(selector) = selector.filter(|s| !s.is_null()) else { return false };
+    let empty = Map::new();
+    let labels = labels.and_then(Value::as_object).unwrap_or(&empty);
+    let label = |key: &str| labels.get(key).and_then(Value::as_str);
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    if !match_labels.into_iter().flatten().all(|(k, v)| label(k) == v.as_str()) {
+        return false;
+    }
+    let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+    expressions.into_iter().flatten().all(|expression| {
+        let key = expression.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        match expression.get("operator").and_then(Value::as_str) {
+            Some("In") => label(key).is_some_and(|v| values.contains(&v)),
+            Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
+            Some("Exists") => label(key).is_some(),
+            Some("DoesNotExist") => label(key).is_none(),
+            _ => false,
+        }
+    })
+}
+
+/// The object's labels (`metadata.labels`).
+#[must_use]
+pub fn labels(object: &Value) -> Option<&Value> {
+    object.pointer("/metadata/labels")
+}
+
+/// Whether a pod's `Ready` condition is true.
+#[must_use]
+pub fn pod_is_ready(pod: &Value) -> bool {
+    condition(pod, "Ready").is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+}
+
+/// Whether a pod has finished (`Succeeded` or `Failed`).
+#[must_use]
+pub fn pod_is_finished(pod: &Value) -> bool {
+    matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"))
+}
+
+/// The status condition of `kind`.
+#[must_use]
+pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)))
+}
+
+/// An integer field by JSON pointer, `default` when absent.
+#[must_use]
+pub fn int(object: &Value, pointer: &str, default: i64) -> i64 {
+    object.pointer(pointer).and_then(Value::as_i64).unwrap_or(default)
+}
+
+/// Seconds since the Unix epoch, now.
+#[must_use]
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `seconds` since the epoch as an RFC 3339 timestamp in UTC (`2026-01-02T03:04:05Z`).
+#[must_use]
+pub fn rfc3339(seconds: i64) -> String {
+    let days = seconds.div_euclid(86_400);
+    let rest = seconds.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// Seconds since the epoch of an RFC 3339 timestamp (fractions and offsets other than `Z`
+/// ignored); `None` when it does not parse.
+#[must_use]
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if month > 2 { month - 3 } else { month + 9 };
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{parse_rfc3339, rfc3339, selector_matches};
+
+    #[test]
+    fn timestamps_round_trip() {
+        for (seconds, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_795_000_000, "2026-11-18T11:06:40Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+        ] {
+            assert_eq!(rfc3339(seconds), text);
+            assert_eq!(parse_rfc3339(text), Some(seconds));
+        }
+    }
+
+    #[test]
+    fn selectors_match_labels_and_expressions() {
+        let labels = json!({"app": "web", "tier": "front"});
+        let cases = [
+            (json!({}), true),
+            (json!({"matchLabels": {"app": "web"}}), true),
+            (json!({"matchLabels": {"app": "db"}}), false),
+            (json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "back"]}]}), true),
+            (json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}), false),
+            (json!({"matchExpressions": [{"key": "zone", "operator": "DoesNotExist"}]}), true),
+            (json!({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}), false),
+        ];
+        for (selector, expected) in cases {
+            assert_eq!(selector_matches(Some(&selector), Some(&labels)), expected, "{selector}");
+        }
+        assert!(!selector_matches(None, Some(&labels)));
+    }
+}

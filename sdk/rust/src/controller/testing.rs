@@ -1,0 +1,231 @@
+//! An in-memory cluster for a controller's native unit tests: objects by kind and key, writes
+//! that assign UIDs, resourceVersions and generations the way the API server does, and a record
+//! of the Events a reconcile emitted.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::prelude::*;
+use super::{Api, ApiError, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef, PatchType};
+use super::{Propagation, meta};
+
+type Bucket = BTreeMap<(Option<String>, String), Value>;
+
+/// An in-memory cluster. Not a model of the API server's every rule: it stores, versions and
+/// deletes (honouring finalizers), which is what controller logic depends on.
+#[derive(Default)]
+pub struct FakeCluster {
+    objects: RefCell<BTreeMap<String, Bucket>>,
+    revision: RefCell<u64>,
+    events: RefCell<Vec<(String, String)>>,
+}
+
+fn kind_key(kind: &GroupVersionKind) -> String {
+    format!("{}/{}", kind.api_version(), kind.kind)
+}
+
+fn error(code: u16, reason: &str, message: String) -> ApiError {
+    ApiError { code, reason: reason.into(), message }
+}
+
+impl FakeCluster {
+    /// An empty cluster.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores `object` of `kind` as if created, filling in the metadata the server sets.
+    pub fn insert(&self, kind: &GroupVersionKind, object: Value) -> Value {
+        self.store(kind, object, true)
+    }
+
+    /// Every object of `kind`.
+    #[must_use]
+    pub fn all(&self, kind: &GroupVersionKind) -> Vec<Value> {
+        self.objects.borrow().get(&kind_key(kind)).map(|b| b.values().cloned().collect()).unwrap_or_default()
+    }
+
+    /// The reasons of the Events recorded so far, with their messages.
+    #[must_use]
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.events.borrow().clone()
+    }
+
+    /// Changes a stored object in place (as another actor would), e.g. to mark pods ready.
+    pub fn modify(&self, kind: &GroupVersionKind, key: &ObjectKey, change: impl FnOnce(&mut Value)) {
+        let mut objects = self.objects.borrow_mut();
+        if let Some(object) =
+            objects.get_mut(&kind_key(kind)).and_then(|b| b.get_mut(&(key.namespace.clone(), key.name.clone())))
+        {
+            change(object);
+        }
+    }
+
+    fn next_revision(&self) -> u64 {
+        let mut revision = self.revision.borrow_mut();
+        *revision += 1;
+        *revision
+    }
+
+    fn store(&self, kind: &GroupVersionKind, mut object: Value, create: bool) -> Value {
+        let revision = self.next_revision();
+        object["apiVersion"] = json!(kind.api_version());
+        object["kind"] = json!(kind.kind);
+        let metadata = &mut object["metadata"];
+        if metadata.get("name").is_none_or(Value::is_null) {
+            let prefix = metadata.get("generateName").and_then(Value::as_str).unwrap_or("object-").to_owned();
+            metadata["name"] = json!(format!("{prefix}{revision:05}"));
+        }
+        if create {
+            metadata["uid"] = json!(format!("uid-{revision}"));
+            metadata["generation"] = json!(1);
+            metadata["creationTimestamp"] = json!(format!("2026-01-01T00:00:{:02}Z", revision % 60));
+        }
+        metadata["resourceVersion"] = json!(revision.to_string());
+        let key = (meta::namespace(&object).map(str::to_owned), meta::name(&object).to_owned());
+        self.objects.borrow_mut().entry(kind_key(kind)).or_default().insert(key, object.clone());
+        object
+    }
+
+    fn current(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Option<Value> {
+        self.objects
+            .borrow()
+            .get(&kind_key(kind))
+            .and_then(|b| b.get(&(key.namespace.clone(), key.name.clone())).cloned())
+    }
+
+    fn replace(&self, kind: &GroupVersionKind, object: &Value, status_only: bool) -> Result<Value, ApiError> {
+        let key = ObjectKey::of(object);
+        let Some(current) = self.current(kind, &key) else {
+            return Err(error(404, "NotFound", format!("{} {} not found", kind.kind, key.name)));
+        };
+        let sent = object.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+        if sent.is_some_and(|rv| Some(rv) != current.pointer("/metadata/resourceVersion").and_then(Value::as_str)) {
+            return Err(error(409, "Conflict", format!("{} {} was modified", kind.kind, key.name)));
+        }
+        let mut next = if status_only {
+            let mut next = current.clone();
+            next["status"] = object.get("status").cloned().unwrap_or(Value::Null);
+            next
+        } else {
+            let mut next = object.clone();
+            next["status"] = current.get("status").cloned().unwrap_or(Value::Null);
+            if next.get("spec") != current.get("spec") {
+                next["metadata"]["generation"] = json!(meta::generation(&current) + 1);
+            }
+            next
+        };
+        for field in ["uid", "creationTimestamp", "deletionTimestamp"] {
+            if let Some(value) = current["metadata"].get(field) {
+                next["metadata"][field] = value.clone();
+            }
+        }
+        if !status_only && meta::is_terminating(&next) && meta::finalizers(&next).is_empty() {
+            self.remove(kind, &key);
+            return Ok(next);
+        }
+        Ok(self.store(kind, next, false))
+    }
+
+    fn remove(&self, kind: &GroupVersionKind, key: &ObjectKey) {
+        if let Some(bucket) = self.objects.borrow_mut().get_mut(&kind_key(kind)) {
+            bucket.remove(&(key.namespace.clone(), key.name.clone()));
+        }
+    }
+}
+
+impl Api for FakeCluster {
+    fn get(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Result<Option<Value>, ApiError> {
+        Ok(self.current(kind, key))
+    }
+
+    fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError> {
+        let all = self.all(kind);
+        Ok(all
+            .into_iter()
+            .filter(|o| options.namespace.is_none() || meta::namespace(o) == options.namespace.as_deref())
+            .collect())
+    }
+
+    fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
+        let key = ObjectKey::of(object);
+        if !key.name.is_empty() && self.current(kind, &key).is_some() {
+            return Err(error(409, "AlreadyExists", format!("{} {} already exists", kind.kind, key.name)));
+        }
+        Ok(self.store(kind, object.clone(), true))
+    }
+
+    fn update(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
+        self.replace(kind, object, false)
+    }
+
+    fn update_status(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
+        self.replace(kind, object, true)
+    }
+
+    fn patch(
+        &self,
+        kind: &GroupVersionKind,
+        key: &ObjectKey,
+        patch_type: PatchType,
+        patch: &Value,
+        subresource: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let Some(mut current) = self.current(kind, key) else {
+            return Err(error(404, "NotFound", format!("{} {} not found", kind.kind, key.name)));
+        };
+        if !matches!(patch_type, PatchType::Merge | PatchType::StrategicMerge) {
+            return Err(error(415, "UnsupportedMediaType", "the fake cluster applies merge patches only".into()));
+        }
+        merge(&mut current, patch);
+        current["metadata"]["resourceVersion"] = Value::Null;
+        self.replace(kind, &current, subresource == Some("status"))
+    }
+
+    fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError> {
+        let Some(mut current) = self.current(kind, key) else {
+            return Err(error(404, "NotFound", format!("{} {} not found", kind.kind, key.name)));
+        };
+        let mut finalizers: Vec<String> = meta::finalizers(&current).into_iter().map(str::to_owned).collect();
+        match options.propagation {
+            Some(Propagation::Foreground) => finalizers.push("foregroundDeletion".into()),
+            Some(Propagation::Orphan) => finalizers.push("orphan".into()),
+            _ => {}
+        }
+        if finalizers.is_empty() {
+            self.remove(kind, key);
+            return Ok(());
+        }
+        current["metadata"]["finalizers"] = json!(finalizers);
+        current["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:01:00Z");
+        self.store(kind, current, false);
+        Ok(())
+    }
+
+    fn record_event(&self, _regarding: &ObjectRef, _event_type: EventType, reason: &str, message: &str) {
+        self.events.borrow_mut().push((reason.to_owned(), message.to_owned()));
+    }
+}
+
+/// RFC 7386 merge of `patch` into `target`.
+fn merge(target: &mut Value, patch: &Value) {
+    let Some(fields) = patch.as_object() else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (key, value) in fields {
+        if value.is_null() {
+            if let Some(map) = target.as_object_mut() {
+                map.remove(key);
+            }
+        } else {
+            merge(&mut target[key], value);
+        }
+    }
+}
