@@ -39,6 +39,7 @@
 
 pub mod admission;
 pub mod log;
+pub mod scheduler;
 
 // Lets the generated bindings name this crate the same way from inside and outside it.
 extern crate self as capstan_plugin_sdk;
@@ -60,4 +61,7 @@ pub mod __private {
             runtime_path: "capstan_plugin_sdk::__private::wit_bindgen::rt",
         });
     }
+
+    /// Bindings for the `scheduler-plugin` world.
+    pub use capstan_plugin_sdk_scheduler_bindings as scheduler_bindings;
 }
