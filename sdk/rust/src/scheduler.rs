@@ -17,7 +17,7 @@ use std::thread::LocalKey;
 use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
 
 pub use crate::__private::scheduler_bindings::capstan::plugin::types::{Label, ResourceAmount};
-pub use crate::__private::scheduler_bindings::{amount, find_label, labels, resources};
+pub use crate::__private::scheduler_bindings::{MAX_NODE_SCORE, amount, find_label, labels, normalize_to_max, resources};
 pub use crate::admission::parse_config;
 pub use wit::{
     Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,

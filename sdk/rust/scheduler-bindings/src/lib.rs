@@ -168,3 +168,31 @@ pub fn amount(list: &[ResourceAmount], resource: &str) -> i64 {
     list.iter().find(|amount| amount.name == resource).map_or(0, |amount| amount.milli_value)
 }
 
+
+use exports::capstan::plugin::scheduler::{Taint, Toleration};
+
+impl Toleration {
+    /// Whether this toleration tolerates `taint`: the effect matches (or the toleration names
+    /// none), the key matches (an empty key with `Exists` matches every key), and for `Equal` the
+    /// values are equal.
+    #[must_use]
+    pub fn tolerates(&self, taint: &Taint) -> bool {
+        let effect_ok = self.effect.is_none_or(|effect| effect == taint.effect);
+        let key_ok = if self.key.is_empty() { self.exists } else { self.key == taint.key };
+        effect_ok && key_ok && (self.exists || self.value == taint.value)
+    }
+}
+
+/// The framework's maximum node score.
+pub const MAX_NODE_SCORE: i64 = 100;
+
+/// Upstream's default normalisation: scales scores so the highest becomes 100 (all stay 0 when
+/// the highest is 0); with `reverse`, a score becomes 100 minus that (all 100 when the highest
+/// is 0).
+pub fn normalize_to_max(scores: &mut [i64], reverse: bool) {
+    let max = scores.iter().copied().max().unwrap_or(0);
+    for score in scores.iter_mut() {
+        let scaled = if max == 0 { 0 } else { *score * MAX_NODE_SCORE / max };
+        *score = if reverse { MAX_NODE_SCORE - scaled } else { scaled };
+    }
+}
