@@ -1,7 +1,7 @@
 //! NodeUnschedulable (Filter): a cordoned node (`spec.unschedulable`) takes no new pods, unless
 //! the pod tolerates the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
-use capstan_plugin_sdk::scheduler::{ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, TaintEffect};
+use capstan_plugin_sdk::scheduler::{ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, Taint, TaintEffect};
 
 /// Upstream's reason, shown in `FailedScheduling` events.
 pub const REASON: &str = "node(s) were unschedulable";
@@ -37,11 +37,8 @@ impl SchedulerPlugin for NodeUnschedulable {
 }
 
 fn tolerates_unschedulable(pod: &PodInfo) -> bool {
-    pod.tolerations.iter().any(|t| {
-        let key_ok = if t.key.is_empty() { t.exists } else { t.key == TAINT_KEY };
-        let effect_ok = matches!(t.effect, None | Some(TaintEffect::NoSchedule));
-        key_ok && effect_ok && (t.exists || t.value.is_empty())
-    })
+    let taint = Taint { key: TAINT_KEY.to_owned(), value: String::new(), effect: TaintEffect::NoSchedule };
+    pod.tolerations.iter().any(|toleration| toleration.tolerates(&taint))
 }
 
 capstan_plugin_sdk::scheduler_plugin!(NodeUnschedulable);
