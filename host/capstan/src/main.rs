@@ -47,6 +47,12 @@ struct ServerArgs {
     /// By default the `plugins/` build output of the source tree this binary was built from.
     #[arg(long, env = "CAPSTAN_COMPONENTS_DIR")]
     components_dir: Option<PathBuf>,
+    /// A KubeSchedulerConfiguration file for the built-in scheduler (profiles, plugins, args).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
+    /// Do not run the built-in scheduler.
+    #[arg(long)]
+    no_scheduler: bool,
 }
 
 /// The default components Capstan ships, found by crate name (`node-name` → `node_name.wasm`).
@@ -72,7 +78,6 @@ impl Components {
     }
 
     /// The bytes of the component built from plugin crate `name`.
-    #[allow(dead_code, reason = "the scheduler and controller manager read their defaults through it")]
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         let file = format!("{}.wasm", name.replace('-', "_"));
         for dir in &self.dirs {
@@ -126,7 +131,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let revision = store.current_revision().await.context("cannot read the store")?;
     tracing::info!(store = %store.describe(), %revision, "store ready");
     let compactor = Compactor::new(store.clone()).spawn(args.compaction_interval);
-    let _components = Components::new(args.components_dir.clone());
+    let components = Components::new(args.components_dir.clone());
     let config = capstan_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
@@ -135,12 +140,41 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     };
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");
+    let scheduler = if args.no_scheduler {
+        None
+    } else {
+        Some(start_scheduler(&args, &running.kubeconfig, components).await.context("cannot start the scheduler")?)
+    };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
         ended = running.task => ended.context("the API server stopped")?,
     }
     compactor.abort();
+    if let Some(scheduler) = scheduler {
+        scheduler.stop();
+    }
     tracing::info!("stopping");
     Ok(())
+}
+
+/// Starts the built-in scheduler as an API client of this server, its default plugins read from
+/// the components directory.
+async fn start_scheduler(
+    args: &ServerArgs,
+    kubeconfig: &std::path::Path,
+    components: Components,
+) -> anyhow::Result<capstan_scheduler::Started> {
+    let config = match &args.scheduler_config {
+        Some(path) => capstan_scheduler::SchedulerConfig::from_file(path)?,
+        None => capstan_scheduler::SchedulerConfig::default(),
+    };
+    let client = capstan_client::from_kubeconfig(kubeconfig).await?;
+    let runtime_config = capstan_wasm::RuntimeConfig {
+        cache_dir: Some(args.data_dir.join("plugin-cache")),
+        ..capstan_wasm::RuntimeConfig::default()
+    };
+    let runtime = capstan_wasm::Runtime::new(runtime_config)?;
+    let builtin = std::sync::Arc::new(move |name: &str| components.bytes(name).map_err(|e| format!("{e:#}")));
+    Ok(capstan_scheduler::Scheduler::start(client, runtime, config, builtin).await?)
 }
