@@ -143,7 +143,15 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let scheduler = if args.no_scheduler {
         None
     } else {
-        Some(start_scheduler(&args, &running.kubeconfig, components).await.context("cannot start the scheduler")?)
+        // The API server is useful without a scheduler (e.g. when the plugins are not built):
+        // say loudly why pods stay pending instead of refusing to start.
+        match start_scheduler(args.scheduler_config.as_deref(), &args.data_dir, &running.kubeconfig, components).await {
+            Ok(scheduler) => Some(scheduler),
+            Err(e) => {
+                tracing::error!("the scheduler is not running, pods will stay Pending: {e:#}");
+                None
+            }
+        }
     };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
     tokio::select! {
@@ -161,17 +169,18 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
 /// Starts the built-in scheduler as an API client of this server, its default plugins read from
 /// the components directory.
 async fn start_scheduler(
-    args: &ServerArgs,
+    config_file: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     components: Components,
 ) -> anyhow::Result<capstan_scheduler::Started> {
-    let config = match &args.scheduler_config {
+    let config = match config_file {
         Some(path) => capstan_scheduler::SchedulerConfig::from_file(path)?,
         None => capstan_scheduler::SchedulerConfig::default(),
     };
     let client = capstan_client::from_kubeconfig(kubeconfig).await?;
     let runtime_config = capstan_wasm::RuntimeConfig {
-        cache_dir: Some(args.data_dir.join("plugin-cache")),
+        cache_dir: Some(data_dir.join("plugin-cache")),
         ..capstan_wasm::RuntimeConfig::default()
     };
     let runtime = capstan_wasm::Runtime::new(runtime_config)?;
