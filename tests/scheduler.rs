@@ -72,7 +72,10 @@ fn pods_land_on_the_node_that_fits() {
     pod(&server, "needs-two-cores", "2", "");
     assert_eq!(node_of(&server, "needs-two-cores"), "big");
     describe_shows(&server, "needs-two-cores", &["Scheduled", "Successfully assigned default/needs-two-cores to big"]);
-    let scheduled = kubectl(&server, &["get", "pod", "needs-two-cores", "-o", "jsonpath={.status.conditions[?(@.type=='PodScheduled')].status}"]);
+    let scheduled = kubectl(
+        &server,
+        &["get", "pod", "needs-two-cores", "-o", "jsonpath={.status.conditions[?(@.type=='PodScheduled')].status}"],
+    );
     assert_eq!(scheduled, "True");
     // The big node has 2 cores left: a second 2-core pod fits there, a third fits nowhere.
     pod(&server, "second", "2", "");

@@ -73,11 +73,16 @@ impl Cache {
     pub fn upsert_pod(&mut self, pod: &Pod) {
         let key = pod::key(pod);
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
-        let finished = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let finished =
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
         match node {
             Some(node) if !finished => {
-                let usage =
-                    PodUsage { node, requests: pod::effective_requests(pod), ports: pod::host_ports(pod), assumed: None };
+                let usage = PodUsage {
+                    node,
+                    requests: pod::effective_requests(pod),
+                    ports: pod::host_ports(pod),
+                    assumed: None,
+                };
                 self.place(key, usage);
             }
             _ => self.remove_pod(&key),
@@ -162,8 +167,10 @@ impl Cache {
             }
             used_ports.extend(usage.ports.iter().cloned());
         }
-        let requested =
-            requested.into_iter().map(|(name, milli_value)| ResourceAmount { name: name.to_owned(), milli_value }).collect();
+        let requested = requested
+            .into_iter()
+            .map(|(name, milli_value)| ResourceAmount { name: name.to_owned(), milli_value })
+            .collect();
         let info = NodeInfo { requested, pod_count: count, used_ports, ..base.clone() };
         self.log.upsert(|id| NodeInfo { id, ..info }, name);
     }
@@ -176,8 +183,10 @@ mod tests {
     use serde_json::json;
 
     fn node(name: &str) -> Node {
-        serde_json::from_value(json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "pods": "110"}}}))
-            .unwrap_or_default()
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "pods": "110"}}}),
+        )
+        .unwrap_or_default()
     }
 
     fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {

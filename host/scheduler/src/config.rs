@@ -292,7 +292,9 @@ profiles:
         let fit = default.plugins.iter().find(|p| p.name == "NodeResourcesFit");
         assert!(fit.is_some_and(|p| p.weight == 2 && p.args["scoringStrategy"]["type"] == "MostAllocated"));
         let custom = default.plugins.iter().find(|p| p.name == "PreferLabel");
-        assert!(custom.is_some_and(|p| p.weight == 5 && p.component == ComponentRef::File("/opt/prefer_label.wasm".into())));
+        assert!(
+            custom.is_some_and(|p| p.weight == 5 && p.component == ComponentRef::File("/opt/prefer_label.wasm".into()))
+        );
         let names: Vec<_> = config.profiles[1].plugins.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["NodeName", "DefaultBinder"]);
     }

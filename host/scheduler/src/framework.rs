@@ -123,7 +123,9 @@ impl Profile {
     /// The QueueSort key of `pod`: the first QueueSort plugin's, or 0.
     pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, CycleError> {
         match self.with(ExtensionPoints::QUEUE_SORT).next() {
-            Some((_, plugin)) => plugin.handle.queue_sort_key(pod).map_err(|e| CycleError::plugin("QueueSort", plugin, e)),
+            Some((_, plugin)) => {
+                plugin.handle.queue_sort_key(pod).map_err(|e| CycleError::plugin("QueueSort", plugin, e))
+            }
             None => Ok(0),
         }
     }
@@ -134,7 +136,8 @@ impl Profile {
         let mut states = vec![Vec::new(); self.plugins.len()];
         let mut candidates: Option<Vec<NodeId>> = None;
         for (index, plugin) in self.with(ExtensionPoints::PRE_FILTER) {
-            let result = plugin.handle.pre_filter(nodes, pod).map_err(|e| CycleError::plugin("PreFilter", plugin, e))?;
+            let result =
+                plugin.handle.pre_filter(nodes, pod).map_err(|e| CycleError::plugin("PreFilter", plugin, e))?;
             match result.status.code {
                 Code::Success | Code::Skip => {}
                 Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
@@ -308,22 +311,28 @@ impl Profile {
     fn permit_and_bind(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) -> Result<bool, CycleError> {
         let (node, states) = (decision.node_id, &decision.states);
         for (index, plugin) in self.with(ExtensionPoints::PERMIT) {
-            let result =
-                plugin.handle.permit(nodes, pod, &states[index], node).map_err(|e| CycleError::plugin("Permit", plugin, e))?;
+            let result = plugin
+                .handle
+                .permit(nodes, pod, &states[index], node)
+                .map_err(|e| CycleError::plugin("Permit", plugin, e))?;
             if !result.status.is_success() {
                 return Err(CycleError::status("Permit", plugin, &result.status));
             }
         }
         for (index, plugin) in self.with(ExtensionPoints::PRE_BIND) {
-            let status =
-                plugin.handle.pre_bind(nodes, pod, &states[index], node).map_err(|e| CycleError::plugin("PreBind", plugin, e))?;
+            let status = plugin
+                .handle
+                .pre_bind(nodes, pod, &states[index], node)
+                .map_err(|e| CycleError::plugin("PreBind", plugin, e))?;
             if !status.is_success() {
                 return Err(CycleError::status("PreBind", plugin, &status));
             }
         }
         for (index, plugin) in self.with(ExtensionPoints::BIND) {
-            let status =
-                plugin.handle.bind(nodes, pod, &states[index], node).map_err(|e| CycleError::plugin("Bind", plugin, e))?;
+            let status = plugin
+                .handle
+                .bind(nodes, pod, &states[index], node)
+                .map_err(|e| CycleError::plugin("Bind", plugin, e))?;
             match status.code {
                 Code::Skip => {}
                 Code::Success => return Ok(true),
@@ -361,7 +370,15 @@ mod tests {
 
     #[test]
     fn feasible_nodes_follow_upstream_percentages() {
-        let cases = [(50, 0, 50), (100, 0, 100), (1000, 0, 420), (5000, 0, 500), (5000, 50, 2500), (200, 10, 100), (300, 100, 300)];
+        let cases = [
+            (50, 0, 50),
+            (100, 0, 100),
+            (1000, 0, 420),
+            (5000, 0, 500),
+            (5000, 50, 2500),
+            (200, 10, 100),
+            (300, 100, 300),
+        ];
         for (nodes, pct, expected) in cases {
             assert_eq!(feasible_nodes_to_find(nodes, pct), expected, "{nodes} nodes at {pct}%");
         }

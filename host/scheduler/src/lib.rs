@@ -19,4 +19,4 @@ mod run;
 
 pub use config::{PluginRef, ProfileConfig, SchedulerConfig};
 pub use framework::{CycleError, Decision, Profile};
-pub use run::{BuiltinComponents, Scheduler, SchedulerError, Started};
+pub use run::{BuiltinComponents, Scheduler, SchedulerError, Started, load_profiles};

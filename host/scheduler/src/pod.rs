@@ -128,12 +128,8 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, serde_json::Error> {
         })
         .collect();
     let affinity = spec.affinity.as_ref().map(serde_json::to_string).transpose()?;
-    let images = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .filter_map(|c| c.image.clone())
-        .collect();
+    let images =
+        spec.containers.iter().chain(spec.init_containers.iter().flatten()).filter_map(|c| c.image.clone()).collect();
     Ok(PodInfo {
         namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
         name: pod.metadata.name.clone().unwrap_or_default(),

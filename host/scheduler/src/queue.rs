@@ -153,8 +153,11 @@ impl SchedulingQueue {
     pub fn requeue(&mut self, key: &str, unschedulable: bool, now: Instant) {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.pod.attempts += 1;
-            entry.place =
-                if unschedulable { Place::Unschedulable(now) } else { Place::Backoff(now + backoff(entry.pod.attempts)) };
+            entry.place = if unschedulable {
+                Place::Unschedulable(now)
+            } else {
+                Place::Backoff(now + backoff(entry.pod.attempts))
+            };
         }
     }
 

@@ -104,9 +104,10 @@ impl Scheduler {
         builtin: BuiltinComponents,
     ) -> Result<Started, SchedulerError> {
         let loader = runtime.clone();
-        let base = tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &builtin))
-            .await
-            .map_err(|e| SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() })??;
+        let base =
+            tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &builtin)).await.map_err(|e| {
+                SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
+            })??;
         let shared = Arc::new(Shared {
             client,
             runtime,
@@ -125,15 +126,15 @@ impl Scheduler {
             tokio::spawn(Arc::clone(&shared).watch_plugins()),
         ];
         let looping = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("scheduler".into())
-            .spawn(move || looping.schedule_loop())
-            .map_err(|e| SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() })?;
+        std::thread::Builder::new().name("scheduler".into()).spawn(move || looping.schedule_loop()).map_err(|e| {
+            SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
+        })?;
         Ok(Started { shared, tasks })
     }
 }
 
-fn load_profiles(
+/// Loads every plugin of `config`'s profiles (compiling components: call it off async code).
+pub fn load_profiles(
     runtime: &Runtime,
     config: &SchedulerConfig,
     builtin: &BuiltinComponents,
@@ -251,16 +252,19 @@ impl Shared {
             state.cache.upsert_pod(&pod);
             return;
         }
-        let finished = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
-        let scheduler_name = spec.and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
+        let finished =
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let scheduler_name =
+            spec.and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
         let Some(profile) = self.profile(&scheduler_name) else { return };
         if finished || pod.metadata.deletion_timestamp.is_some() {
             self.lock().queue.remove(&key);
             return;
         }
-        let sort_key = match pod::pod_info(&pod).map_err(|e| e.to_string()).and_then(|info| {
-            profile.queue_sort_key(&info).map_err(|e| e.to_string())
-        }) {
+        let sort_key = match pod::pod_info(&pod)
+            .map_err(|e| e.to_string())
+            .and_then(|info| profile.queue_sort_key(&info).map_err(|e| e.to_string()))
+        {
             Ok(key) => key,
             Err(e) => {
                 tracing::warn!(pod = %key, error = %e, "queue sort failed; queueing with key 0");
@@ -280,7 +284,8 @@ impl Shared {
             state.queue.flush(now);
             state.cache.expire_assumed(now);
             let Some(queued) = state.queue.pop() else {
-                let wait = state.queue.next_due().map_or(Duration::from_secs(1), |at| at.saturating_duration_since(now));
+                let wait =
+                    state.queue.next_due().map_or(Duration::from_secs(1), |at| at.saturating_duration_since(now));
                 let wait = wait.clamp(Duration::from_millis(10), Duration::from_secs(1));
                 drop(self.wake.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner));
                 continue;
@@ -291,8 +296,11 @@ impl Shared {
 
     fn schedule_one(self: &Arc<Self>, state: &mut State, pod: &Arc<Pod>) {
         let key = pod::key(pod);
-        let scheduler_name =
-            pod.spec.as_ref().and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
+        let scheduler_name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.clone())
+            .unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
         let Some(profile) = self.profile(&scheduler_name) else {
             state.queue.remove(&key);
             return;
@@ -346,9 +354,14 @@ impl Shared {
             "metadata": {"name": name, "namespace": namespace, "uid": pod.metadata.uid},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         });
-        api.create_subresource::<serde_json::Value, serde_json::Value>("binding", name, &PostParams::default(), &binding)
-            .await
-            .map(drop)
+        api.create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(drop)
     }
 
     fn after_binding(

@@ -47,8 +47,8 @@ pub mod bindings {
 
 pub use crate::admission::bindings::capstan::plugin::types::{Label, ResourceAmount};
 pub use bindings::exports::capstan::plugin::scheduler::{
-    Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
-    PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
+    Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult,
+    PodInfo, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
 };
 
 /// The `scheduler-plugin` world, as the runtime hosts it.
@@ -340,12 +340,24 @@ impl PluginHandle<SchedulerWorld> {
     }
 
     /// Reserve.
-    pub fn reserve(&self, nodes: &NodeLog, pod: &PodInfo, state: &CycleState, node: NodeId) -> Result<Status, PluginError> {
+    pub fn reserve(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &CycleState,
+        node: NodeId,
+    ) -> Result<Status, PluginError> {
         self.synced(nodes, |guest, store| guest.call_reserve(store, pod, state, node))
     }
 
     /// Unreserve.
-    pub fn unreserve(&self, nodes: &NodeLog, pod: &PodInfo, state: &CycleState, node: NodeId) -> Result<(), PluginError> {
+    pub fn unreserve(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &CycleState,
+        node: NodeId,
+    ) -> Result<(), PluginError> {
         self.synced(nodes, |guest, store| guest.call_unreserve(store, pod, state, node))
     }
 
@@ -361,17 +373,35 @@ impl PluginHandle<SchedulerWorld> {
     }
 
     /// PreBind.
-    pub fn pre_bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &CycleState, node: NodeId) -> Result<Status, PluginError> {
+    pub fn pre_bind(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &CycleState,
+        node: NodeId,
+    ) -> Result<Status, PluginError> {
         self.synced(nodes, |guest, store| guest.call_pre_bind(store, pod, state, node))
     }
 
     /// Bind: success means the host writes the binding.
-    pub fn bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &CycleState, node: NodeId) -> Result<Status, PluginError> {
+    pub fn bind(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &CycleState,
+        node: NodeId,
+    ) -> Result<Status, PluginError> {
         self.synced(nodes, |guest, store| guest.call_bind(store, pod, state, node))
     }
 
     /// PostBind.
-    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &CycleState, node: NodeId) -> Result<(), PluginError> {
+    pub fn post_bind(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &CycleState,
+        node: NodeId,
+    ) -> Result<(), PluginError> {
         self.synced(nodes, |guest, store| guest.call_post_bind(store, pod, state, node))
     }
 }

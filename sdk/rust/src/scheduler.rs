@@ -17,7 +17,9 @@ use std::thread::LocalKey;
 use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
 
 pub use crate::__private::scheduler_bindings::capstan::plugin::types::{Label, ResourceAmount};
-pub use crate::__private::scheduler_bindings::{MAX_NODE_SCORE, amount, find_label, labels, normalize_to_max, resources};
+pub use crate::__private::scheduler_bindings::{
+    MAX_NODE_SCORE, amount, find_label, labels, normalize_to_max, resources,
+};
 pub use crate::admission::parse_config;
 pub use wit::{
     Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
@@ -299,12 +301,19 @@ pub mod __private {
         }
 
         pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
-            self.with_cycle(pod, state, |e| vec![e; nodes.len()], |i, cycle| {
-                nodes
-                    .iter()
-                    .map(|&id| i.nodes.get(id).map_or_else(|| unknown(id), |node| i.plugin.filter(pod, cycle, node)))
-                    .collect()
-            })
+            self.with_cycle(
+                pod,
+                state,
+                |e| vec![e; nodes.len()],
+                |i, cycle| {
+                    nodes
+                        .iter()
+                        .map(|&id| {
+                            i.nodes.get(id).map_or_else(|| unknown(id), |node| i.plugin.filter(pod, cycle, node))
+                        })
+                        .collect()
+                },
+            )
         }
 
         pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
@@ -406,7 +415,11 @@ macro_rules! scheduler_plugin {
                 fn pre_filter(pod: PodInfo) -> $crate::scheduler::PreFilterResult {
                     __EXPORTS.pre_filter(&pod)
                 }
-                fn filter(pod: PodInfo, state: ::std::vec::Vec<u8>, nodes: ::std::vec::Vec<NodeId>) -> ::std::vec::Vec<Status> {
+                fn filter(
+                    pod: PodInfo,
+                    state: ::std::vec::Vec<u8>,
+                    nodes: ::std::vec::Vec<NodeId>,
+                ) -> ::std::vec::Vec<Status> {
                     __EXPORTS.filter(&pod, &state, &nodes)
                 }
                 fn post_filter(

@@ -143,7 +143,8 @@ impl SchedulerPlugin for NodeAffinity {
 #[must_use]
 pub fn fits(pod: &PodInfo, affinity: &Affinity, node: &NodeInfo) -> bool {
     let selector_ok = pod.node_selector.iter().all(|l| find_label(&node.labels, &l.key) == Some(l.value.as_str()));
-    let required = affinity.node_affinity.as_ref().and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+    let required =
+        affinity.node_affinity.as_ref().and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
     selector_ok && required.is_none_or(|selector| selector.node_selector_terms.iter().any(|term| term.matches(node)))
 }
 
@@ -189,7 +190,13 @@ mod tests {
         let cases = [
             (node("a", &[("topology.kubernetes.io/zone", "antarctica-east1")]), true, 0),
             (
-                node("b", &[("topology.kubernetes.io/zone", "antarctica-west1"), ("another-node-label-key", "another-node-label-value")]),
+                node(
+                    "b",
+                    &[
+                        ("topology.kubernetes.io/zone", "antarctica-west1"),
+                        ("another-node-label-key", "another-node-label-value"),
+                    ],
+                ),
                 true,
                 1,
             ),

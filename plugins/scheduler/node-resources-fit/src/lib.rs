@@ -136,7 +136,11 @@ impl SchedulerPlugin for NodeResourcesFit {
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {
         let reasons = self.insufficient(pod, node);
-        if reasons.is_empty() { Status::success() } else { Status::new(capstan_plugin_sdk::scheduler::Code::Unschedulable, reasons) }
+        if reasons.is_empty() {
+            Status::success()
+        } else {
+            Status::new(capstan_plugin_sdk::scheduler::Code::Unschedulable, reasons)
+        }
     }
 
     fn score(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Result<i64, Status> {

@@ -3,7 +3,9 @@
 //!
 //! Configuration: `{"label": "fast", "value": "true"}` (value optional: any value matches).
 
-use capstan_plugin_sdk::scheduler::{ExtensionPoints, MAX_NODE_SCORE, NodeInfo, PodInfo, SchedulerPlugin, Status, parse_config};
+use capstan_plugin_sdk::scheduler::{
+    ExtensionPoints, MAX_NODE_SCORE, NodeInfo, PodInfo, SchedulerPlugin, Status, parse_config,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -51,7 +53,8 @@ mod tests {
 
     #[test]
     fn labelled_nodes_score_highest() {
-        let plugin = PreferNodeLabel::configure(r#"{"label": "fast", "value": "true"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let plugin =
+            PreferNodeLabel::configure(r#"{"label": "fast", "value": "true"}"#).unwrap_or_else(|e| panic!("{e}"));
         let cases = [(vec![("fast", "true")], 100), (vec![("fast", "false")], 0), (vec![], 0)];
         for (pairs, expected) in cases {
             let mut node = NodeInfo::named(1, "n");

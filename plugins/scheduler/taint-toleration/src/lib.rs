@@ -26,7 +26,9 @@ impl SchedulerPlugin for TaintToleration {
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {
         match first_untolerated(&node.taints, &pod.tolerations) {
-            Some(taint) => Status::unresolvable(format!("node(s) had untolerated taint {{{}: {}}}", taint.key, taint.value)),
+            Some(taint) => {
+                Status::unresolvable(format!("node(s) had untolerated taint {{{}: {}}}", taint.key, taint.value))
+            }
             None => Status::success(),
         }
     }

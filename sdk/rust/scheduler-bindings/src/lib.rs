@@ -159,7 +159,10 @@ pub fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
 /// A resource list from `(name, milli-value)` pairs.
 #[must_use]
 pub fn resources(pairs: &[(&str, i64)]) -> Vec<ResourceAmount> {
-    pairs.iter().map(|(name, milli_value)| ResourceAmount { name: (*name).to_owned(), milli_value: *milli_value }).collect()
+    pairs
+        .iter()
+        .map(|(name, milli_value)| ResourceAmount { name: (*name).to_owned(), milli_value: *milli_value })
+        .collect()
 }
 
 /// The amount of `resource` in `list` (0 when absent).
@@ -167,7 +170,6 @@ pub fn resources(pairs: &[(&str, i64)]) -> Vec<ResourceAmount> {
 pub fn amount(list: &[ResourceAmount], resource: &str) -> i64 {
     list.iter().find(|amount| amount.name == resource).map_or(0, |amount| amount.milli_value)
 }
-
 
 use exports::capstan::plugin::scheduler::{Taint, Toleration};
 
