@@ -124,16 +124,15 @@ impl Default for NodeLog {
 impl NodeLog {
     /// Adds or replaces the node called `name`; `build` receives its handle. Returns the handle.
     pub fn upsert(&mut self, build: impl FnOnce(NodeId) -> NodeInfo, name: &str) -> NodeId {
-        let id = match self.ids.get(name) {
-            Some(&id) => id,
-            None => {
-                let id = self.free_ids.pop().unwrap_or_else(|| {
-                    self.next_id += 1;
-                    self.next_id - 1
-                });
-                self.ids.insert(name.to_owned(), id);
-                id
-            }
+        let id = if let Some(&id) = self.ids.get(name) {
+            id
+        } else {
+            let id = self.free_ids.pop().unwrap_or_else(|| {
+                self.next_id += 1;
+                self.next_id - 1
+            });
+            self.ids.insert(name.to_owned(), id);
+            id
         };
         let info = build(id);
         self.record(NodeChange::Upsert(info.clone()));
@@ -278,12 +277,12 @@ impl PluginHandle<SchedulerWorld> {
         self.call(|plugin, store| plugin.capstan_plugin_scheduler().call_describe(store))
     }
 
-    /// QueueSort: the pod's key in the active queue.
+    /// `QueueSort`: the pod's key in the active queue.
     pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, PluginError> {
         self.call(|plugin, store| plugin.capstan_plugin_scheduler().call_queue_sort_key(store, pod))
     }
 
-    /// PreFilter.
+    /// `PreFilter`.
     pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodInfo) -> Result<PreFilterResult, PluginError> {
         self.synced(nodes, |guest, store| guest.call_pre_filter(store, pod))
     }
@@ -299,7 +298,7 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_filter(store, pod, state, ids))
     }
 
-    /// PostFilter, with every filtered-out node and why.
+    /// `PostFilter`, with every filtered-out node and why.
     pub fn post_filter(
         &self,
         nodes: &NodeLog,
@@ -310,7 +309,7 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_post_filter(store, pod, state, filtered))
     }
 
-    /// PreScore over the feasible nodes; returns the state for `score`.
+    /// `PreScore` over the feasible nodes; returns the state for `score`.
     pub fn pre_score(
         &self,
         nodes: &NodeLog,
@@ -321,7 +320,7 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_pre_score(store, pod, state, ids))
     }
 
-    /// Score, then NormalizeScore when `normalize`: one score per node, in order.
+    /// `Score`, then `NormalizeScore` when `normalize`: one score per node, in order.
     pub fn score(
         &self,
         nodes: &NodeLog,
@@ -372,7 +371,7 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_permit(store, pod, state, node))
     }
 
-    /// PreBind.
+    /// `PreBind`.
     pub fn pre_bind(
         &self,
         nodes: &NodeLog,
@@ -394,7 +393,7 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_bind(store, pod, state, node))
     }
 
-    /// PostBind.
+    /// `PostBind`.
     pub fn post_bind(
         &self,
         nodes: &NodeLog,
