@@ -42,6 +42,25 @@ pub struct PluginSpec {
     /// Admission settings; used when `kind` is `admission`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admission: Option<AdmissionSettings>,
+    /// Scheduler settings; used when `kind` is `scheduler`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler: Option<SchedulerSettings>,
+}
+
+/// How a scheduler plugin takes part in scheduling.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.capstan.v1alpha1.SchedulerSettings")]
+pub struct SchedulerSettings {
+    /// The profile (`spec.schedulerName`) the plugin joins; `default-scheduler` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The weight of its scores; 1 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<i64>,
+    /// How long one call may take, in milliseconds; 1000 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_milliseconds: Option<u64>,
 }
 
 /// The world a plugin implements.

@@ -123,6 +123,12 @@ struct ServerArgs {
     /// Run the controller manager (Deployment, ReplicaSet, garbage collector, …) in this server.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     controllers: bool,
+    /// A KubeSchedulerConfiguration file for the built-in scheduler (profiles, plugins, args).
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
+    /// Run the built-in scheduler (`--scheduler=false` to leave pods for another scheduler).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    scheduler: bool,
 }
 
 /// Hollow nodes: nodes without a container runtime whose pods are reported running.
@@ -321,6 +327,19 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let scheduler = if args.scheduler {
+        // The API server is useful without a scheduler (e.g. when the plugins are not built):
+        // say loudly why pods stay pending instead of refusing to start.
+        match start_scheduler(args.scheduler_config.as_deref(), &args.data_dir, &running.kubeconfig, components).await {
+            Ok(scheduler) => Some(scheduler),
+            Err(e) => {
+                tracing::error!("the scheduler is not running, pods will stay Pending: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
@@ -329,6 +348,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     compactor.abort();
     if let Some(node) = node {
         node.abort();
+    }
+    if let Some(scheduler) = scheduler {
+        scheduler.stop();
     }
     tracing::info!("stopping");
     Ok(())
@@ -374,4 +396,26 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         ended = task => ended.context("the node agent stopped")?,
     }
     Ok(())
+}
+
+/// Starts the built-in scheduler as an API client of this server, its default plugins read from
+/// the components directory.
+async fn start_scheduler(
+    config_file: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    components: Components,
+) -> anyhow::Result<capstan_scheduler::Started> {
+    let config = match config_file {
+        Some(path) => capstan_scheduler::SchedulerConfig::from_file(path)?,
+        None => capstan_scheduler::SchedulerConfig::default(),
+    };
+    let client = capstan_client::from_kubeconfig(kubeconfig).await?;
+    let runtime_config = capstan_wasm::RuntimeConfig {
+        cache_dir: Some(data_dir.join("plugin-cache")),
+        ..capstan_wasm::RuntimeConfig::default()
+    };
+    let runtime = capstan_wasm::Runtime::new(runtime_config)?;
+    let builtin = std::sync::Arc::new(move |name: &str| components.bytes(name).map_err(|e| format!("{e:#}")));
+    Ok(capstan_scheduler::Scheduler::start(client, runtime, config, builtin).await?)
 }

@@ -23,6 +23,7 @@ mod host;
 mod metrics;
 mod plugin;
 mod runtime;
+pub mod scheduler;
 mod world;
 
 pub use cache::{CacheUse, Digest};

@@ -41,6 +41,7 @@ pub mod admission;
 pub mod controller;
 pub mod log;
 pub mod quantity;
+pub mod scheduler;
 
 // Lets the generated bindings name this crate the same way from inside and outside it.
 extern crate self as capstan_plugin_sdk;
@@ -65,4 +66,6 @@ pub mod __private {
 
     /// Bindings for the `controller` world.
     pub use capstan_plugin_sdk_controller_bindings as controller_bindings;
+    /// Bindings for the `scheduler-plugin` world.
+    pub use capstan_plugin_sdk_scheduler_bindings as scheduler_bindings;
 }

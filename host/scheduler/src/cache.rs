@@ -1,0 +1,237 @@
+//! The scheduler's cache: nodes and the pods bound (or assumed) on them, kept as the plugins'
+//! [`NodeLog`], so every change to a node's usage becomes one node change for the plugins.
+//!
+//! A pod is *assumed* on a node as soon as a cycle picks it, before the binding is written, so
+//! the next cycle already counts it; the pod's own watch event later confirms it. An assumed pod
+//! whose binding never shows up is forgotten after [`ASSUME_EXPIRY`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use capstan_wasm::scheduler::{HostPort, NodeId, NodeInfo, NodeLog, ResourceAmount};
+use k8s_openapi::api::core::v1::{Node, Pod};
+
+use crate::pod;
+
+/// How long an assumed pod is kept after its binding finished without the pod's update arriving.
+pub const ASSUME_EXPIRY: Duration = Duration::from_secs(30);
+
+/// What the cache knows of one pod on a node.
+#[derive(Clone, Debug)]
+struct PodUsage {
+    node: String,
+    requests: Vec<ResourceAmount>,
+    ports: Vec<HostPort>,
+    /// Set while the pod is only assumed: when the assumption expires (none while binding).
+    #[allow(
+        clippy::option_option,
+        reason = "bound / binding in flight / assumed until: three states, documented here"
+    )]
+    assumed: Option<Option<Instant>>,
+}
+
+/// Nodes and pods, as the plugins see them.
+#[derive(Default)]
+pub struct Cache {
+    nodes: HashMap<String, NodeInfo>,
+    pods: HashMap<String, PodUsage>,
+    pods_by_node: HashMap<String, HashSet<String>>,
+    log: NodeLog,
+}
+
+impl Cache {
+    /// The plugins' view of the nodes: the snapshot a cycle schedules against.
+    #[must_use]
+    pub fn nodes(&self) -> &NodeLog {
+        &self.log
+    }
+
+    /// How many nodes there are.
+    #[must_use]
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The handle of node `name`.
+    #[must_use]
+    pub fn node_id(&self, name: &str) -> Option<NodeId> {
+        self.log.id(name)
+    }
+
+    /// Adds or updates a node.
+    pub fn upsert_node(&mut self, node: &Node) {
+        let info = pod::node_info(node);
+        let name = info.name.clone();
+        self.nodes.insert(name.clone(), info);
+        self.publish(&name);
+    }
+
+    /// Removes a node.
+    pub fn remove_node(&mut self, name: &str) {
+        self.nodes.remove(name);
+        self.log.remove(name);
+    }
+
+    /// Records a pod the API server shows bound to a node (confirming an assumption), or
+    /// forgets it once it finished or is gone from its node.
+    pub fn upsert_pod(&mut self, pod: &Pod) {
+        let key = pod::key(pod);
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty());
+        let finished =
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        match node {
+            Some(node) if !finished => {
+                let usage = PodUsage {
+                    node,
+                    requests: pod::effective_requests(pod),
+                    ports: pod::host_ports(pod),
+                    assumed: None,
+                };
+                self.place(key, usage);
+            }
+            _ => self.remove_pod(&key),
+        }
+    }
+
+    /// Forgets a pod.
+    pub fn remove_pod(&mut self, key: &str) {
+        if let Some(old) = self.pods.remove(key) {
+            if let Some(set) = self.pods_by_node.get_mut(&old.node) {
+                set.remove(key);
+            }
+            self.publish(&old.node);
+        }
+    }
+
+    /// Counts `pod` on `node` before its binding is written.
+    pub fn assume(&mut self, pod: &Pod, node: &str) {
+        let usage = PodUsage {
+            node: node.to_owned(),
+            requests: pod::effective_requests(pod),
+            ports: pod::host_ports(pod),
+            assumed: Some(None),
+        };
+        self.place(pod::key(pod), usage);
+    }
+
+    /// The binding of an assumed pod was written: start its expiry clock.
+    pub fn finish_binding(&mut self, key: &str) {
+        if let Some(PodUsage { assumed: Some(expiry), .. }) = self.pods.get_mut(key) {
+            *expiry = Some(Instant::now() + ASSUME_EXPIRY);
+        }
+    }
+
+    /// Whether `key` is assumed (not yet confirmed by the API server).
+    #[must_use]
+    pub fn is_assumed(&self, key: &str) -> bool {
+        self.pods.get(key).is_some_and(|p| p.assumed.is_some())
+    }
+
+    /// Forgets assumed pods whose binding never showed up.
+    pub fn expire_assumed(&mut self, now: Instant) {
+        let expired: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|(_, p)| matches!(p.assumed, Some(Some(at)) if at <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            tracing::warn!(pod = %key, "assumed pod expired: its binding never showed up");
+            self.remove_pod(&key);
+        }
+    }
+
+    fn place(&mut self, key: String, usage: PodUsage) {
+        if let Some(old) = self.pods.get(&key)
+            && old.node != usage.node
+        {
+            let old_node = old.node.clone();
+            if let Some(set) = self.pods_by_node.get_mut(&old_node) {
+                set.remove(&key);
+            }
+            self.publish(&old_node);
+        }
+        let node = usage.node.clone();
+        self.pods_by_node.entry(node.clone()).or_default().insert(key.clone());
+        self.pods.insert(key, usage);
+        self.publish(&node);
+    }
+
+    /// Recomputes node `name`'s usage and hands the plugins the change.
+    fn publish(&mut self, name: &str) {
+        let Some(base) = self.nodes.get(name) else { return };
+        let mut requested: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut used_ports = Vec::new();
+        let mut count = 0;
+        for key in self.pods_by_node.get(name).into_iter().flatten() {
+            let Some(usage) = self.pods.get(key) else { continue };
+            count += 1;
+            for amount in &usage.requests {
+                *requested.entry(&amount.name).or_default() += amount.milli_value;
+            }
+            used_ports.extend(usage.ports.iter().cloned());
+        }
+        let requested = requested
+            .into_iter()
+            .map(|(name, milli_value)| ResourceAmount { name: name.to_owned(), milli_value })
+            .collect();
+        let info = NodeInfo { requested, pod_count: count, used_ports, ..base.clone() };
+        self.log.upsert(|id| NodeInfo { id, ..info }, name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cache;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use serde_json::json;
+
+    fn node(name: &str) -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "status": {"allocatable": {"cpu": "4", "pods": "110"}}}),
+        )
+        .unwrap_or_default()
+    }
+
+    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default"}, "spec": {
+            "nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}))
+        .unwrap_or_default()
+    }
+
+    fn requested_cpu(cache: &Cache, name: &str) -> (i64, u32) {
+        let id = cache.node_id(name).unwrap_or(u32::MAX);
+        cache.nodes().get(id).map_or((-1, 0), |n| {
+            (n.requested.iter().find(|r| r.name == "cpu").map_or(0, |r| r.milli_value), n.pod_count)
+        })
+    }
+
+    #[test]
+    fn assumed_pods_count_until_confirmed_or_forgotten() {
+        let mut cache = Cache::default();
+        cache.upsert_node(&node("n1"));
+        cache.upsert_pod(&pod("a", Some("n1"), "1"));
+        assert_eq!(requested_cpu(&cache, "n1"), (1000, 1));
+        let b = pod("b", None, "500m");
+        cache.assume(&b, "n1");
+        assert_eq!(requested_cpu(&cache, "n1"), (1500, 2), "an assumed pod counts at once");
+        assert!(cache.is_assumed("default/b"));
+        cache.upsert_pod(&pod("b", Some("n1"), "500m"));
+        assert!(!cache.is_assumed("default/b"), "the API server's update confirms it");
+        cache.remove_pod("default/a");
+        assert_eq!(requested_cpu(&cache, "n1"), (500, 1));
+        let c = pod("c", None, "1");
+        cache.assume(&c, "n1");
+        cache.finish_binding("default/c");
+        cache.expire_assumed(std::time::Instant::now() + super::ASSUME_EXPIRY);
+        assert_eq!(requested_cpu(&cache, "n1"), (500, 1), "an unconfirmed assumption expires");
+    }
+
+    #[test]
+    fn pods_seen_before_their_node_count_once_it_appears() {
+        let mut cache = Cache::default();
+        cache.upsert_pod(&pod("a", Some("late"), "2"));
+        cache.upsert_node(&node("late"));
+        assert_eq!(requested_cpu(&cache, "late"), (2000, 1));
+    }
+}

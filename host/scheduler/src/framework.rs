@@ -1,0 +1,402 @@
+//! The framework runtime: one scheduling cycle of one pod through a profile's plugins — PreFilter,
+//! Filter over the nodes (until enough feasible ones are found), PostFilter, PreScore, Score and
+//! NormalizeScore with weights, then Reserve, Permit, PreBind and Bind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use capstan_wasm::PluginError;
+use capstan_wasm::scheduler::{Code, ExtensionPoints, NodeId, NodeLog, NodeStatus, PodInfo, SchedulerPlugin, Status};
+
+/// One plugin in a profile.
+#[derive(Clone)]
+pub struct ProfilePlugin {
+    /// Its name in the profile (`NodeResourcesFit`, or the Plugin object's name).
+    pub name: String,
+    /// The loaded component.
+    pub handle: SchedulerPlugin,
+    /// What it implements (from `describe`).
+    pub points: ExtensionPoints,
+    /// Its score weight.
+    pub weight: i64,
+}
+
+impl ProfilePlugin {
+    /// Loads the description of `handle` and wraps it.
+    pub fn new(name: &str, handle: SchedulerPlugin, weight: i64) -> Result<Self, PluginError> {
+        let points = handle.describe()?.extension_points;
+        Ok(Self { name: name.to_owned(), handle, points, weight })
+    }
+}
+
+/// A scheduling profile: the plugins pods with this `spec.schedulerName` go through.
+#[derive(Clone)]
+pub struct Profile {
+    /// `spec.schedulerName` it serves.
+    pub scheduler_name: String,
+    /// Its plugins, in order.
+    pub plugins: Vec<ProfilePlugin>,
+    /// `percentageOfNodesToScore`; 0 picks upstream's adaptive default.
+    pub percentage_of_nodes_to_score: u32,
+}
+
+/// What a successful scheduling cycle decided.
+#[derive(Debug)]
+pub struct Decision {
+    /// The chosen node.
+    pub node: String,
+    /// Its handle.
+    pub node_id: NodeId,
+    /// How many nodes were feasible among those filtered.
+    pub feasible: usize,
+    /// Each plugin's cycle state, by plugin index.
+    pub states: Vec<Vec<u8>>,
+}
+
+/// Why a cycle did not place the pod.
+#[derive(Debug, thiserror::Error)]
+pub enum CycleError {
+    /// No node fits; the message is kube-scheduler's "0/N nodes are available: …".
+    #[error("{message}")]
+    Unschedulable {
+        /// The diagnosis.
+        message: String,
+    },
+    /// A plugin failed (trapped, timed out, returned an error).
+    #[error("running {point} plugin \"{plugin}\": {message}")]
+    Plugin {
+        /// The extension point.
+        point: &'static str,
+        /// The plugin.
+        plugin: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+impl CycleError {
+    #[allow(clippy::needless_pass_by_value, reason = "called from `map_err` closures that own the error")]
+    fn plugin(point: &'static str, plugin: &ProfilePlugin, message: impl ToString) -> Self {
+        Self::Plugin { point, plugin: plugin.name.clone(), message: message.to_string() }
+    }
+
+    fn status(point: &'static str, plugin: &ProfilePlugin, status: &Status) -> Self {
+        Self::plugin(point, plugin, format!("{:?}: {}", status.code, status.reasons.join("; ")))
+    }
+}
+
+/// How many feasible nodes to find before scoring, as upstream: all below 100 nodes, else the
+/// percentage (adaptive `50 - nodes/125`, at least 5 %, when 0), never fewer than 100.
+#[must_use]
+pub fn feasible_nodes_to_find(nodes: usize, percentage: u32) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if nodes < MIN_FEASIBLE || percentage >= 100 {
+        return nodes;
+    }
+    let percentage = if percentage == 0 { 50usize.saturating_sub(nodes / 125).max(5) } else { percentage as usize };
+    (nodes * percentage / 100).max(MIN_FEASIBLE)
+}
+
+/// Kube-scheduler's diagnosis: `0/N nodes are available: 2 Insufficient cpu, 1 node(s) were
+/// unschedulable.` — each reason with the count of nodes giving it, sorted.
+#[must_use]
+pub fn diagnosis(total_nodes: usize, failures: &[(NodeId, Status)]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, status) in failures {
+        for reason in &status.reasons {
+            *counts.entry(reason).or_default() += 1;
+        }
+    }
+    let mut parts: Vec<String> = counts.into_iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+    parts.sort();
+    if parts.is_empty() {
+        format!("0/{total_nodes} nodes are available.")
+    } else {
+        format!("0/{total_nodes} nodes are available: {}.", parts.join(", "))
+    }
+}
+
+impl Profile {
+    fn with(&self, point: ExtensionPoints) -> impl Iterator<Item = (usize, &ProfilePlugin)> {
+        self.plugins.iter().enumerate().filter(move |(_, p)| p.points.contains(point))
+    }
+
+    /// The QueueSort key of `pod`: the first QueueSort plugin's, or 0.
+    pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, CycleError> {
+        match self.with(ExtensionPoints::QUEUE_SORT).next() {
+            Some((_, plugin)) => {
+                plugin.handle.queue_sort_key(pod).map_err(|e| CycleError::plugin("QueueSort", plugin, e))
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// Runs the scheduling cycle of `pod` against `nodes`. `start` rotates where filtering
+    /// begins, so successive pods spread their search as upstream's `nextStartNodeIndex` does.
+    pub fn schedule(&self, nodes: &NodeLog, pod: &PodInfo, start: &mut usize) -> Result<Decision, CycleError> {
+        let mut states = vec![Vec::new(); self.plugins.len()];
+        let mut candidates: Option<Vec<NodeId>> = None;
+        for (index, plugin) in self.with(ExtensionPoints::PRE_FILTER) {
+            let result =
+                plugin.handle.pre_filter(nodes, pod).map_err(|e| CycleError::plugin("PreFilter", plugin, e))?;
+            match result.status.code {
+                Code::Success | Code::Skip => {}
+                Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
+                    let failures: Vec<_> = nodes.iter().map(|n| (n.id, result.status.clone())).collect();
+                    return Err(CycleError::Unschedulable { message: diagnosis(nodes.len(), &failures) });
+                }
+                Code::Error | Code::Wait => return Err(CycleError::status("PreFilter", plugin, &result.status)),
+            }
+            states[index] = result.state;
+            if let Some(allowed) = result.nodes {
+                candidates = Some(match candidates {
+                    Some(previous) => previous.into_iter().filter(|id| allowed.contains(id)).collect(),
+                    None => allowed,
+                });
+            }
+        }
+        let mut ids: Vec<NodeId> = candidates.unwrap_or_else(|| nodes.iter().map(|n| n.id).collect());
+        ids.sort_unstable();
+        if !ids.is_empty() {
+            let offset = *start % ids.len();
+            ids.rotate_left(offset);
+        }
+        let (feasible, failures, evaluated) = self.filter(nodes, pod, &states, &ids)?;
+        *start = start.wrapping_add(evaluated);
+        if feasible.is_empty() {
+            let filtered: Vec<NodeStatus> =
+                failures.iter().map(|(node, status)| NodeStatus { node: *node, status: status.clone() }).collect();
+            if let Some(node) = self.post_filter(nodes, pod, &states, &filtered)? {
+                tracing::info!(pod = %pod.name, node, "post-filter nominated a node");
+            }
+            return Err(CycleError::Unschedulable { message: diagnosis(nodes.len(), &failures) });
+        }
+        let chosen = if feasible.len() == 1 { feasible[0] } else { self.score(nodes, pod, &mut states, &feasible)? };
+        let name = nodes.get(chosen).map(|n| n.name.clone()).unwrap_or_default();
+        Ok(Decision { node: name, node_id: chosen, feasible: feasible.len(), states })
+    }
+
+    /// Filters `ids` in order until enough feasible nodes are found; each node stops at its
+    /// first failing plugin. Returns the feasible nodes, the failures, and how many were looked at.
+    #[allow(clippy::type_complexity, reason = "a private triple read once by the caller")]
+    fn filter(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        states: &[Vec<u8>],
+        ids: &[NodeId],
+    ) -> Result<(Vec<NodeId>, Vec<(NodeId, Status)>, usize), CycleError> {
+        let wanted = feasible_nodes_to_find(ids.len(), self.percentage_of_nodes_to_score);
+        let mut feasible = Vec::new();
+        let mut failures = Vec::new();
+        let mut evaluated = 0;
+        while feasible.len() < wanted && evaluated < ids.len() {
+            let chunk_len = (wanted - feasible.len()).min(ids.len() - evaluated);
+            let mut survivors = ids[evaluated..evaluated + chunk_len].to_vec();
+            evaluated += chunk_len;
+            for (index, plugin) in self.with(ExtensionPoints::FILTER) {
+                if survivors.is_empty() {
+                    break;
+                }
+                let statuses = plugin
+                    .handle
+                    .filter(nodes, pod, &states[index], &survivors)
+                    .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
+                if statuses.len() != survivors.len() {
+                    return Err(CycleError::plugin("Filter", plugin, "returned a status count unlike the node count"));
+                }
+                let mut kept = Vec::with_capacity(survivors.len());
+                for (id, status) in survivors.into_iter().zip(statuses) {
+                    match status.code {
+                        Code::Success | Code::Skip => kept.push(id),
+                        Code::Error => return Err(CycleError::status("Filter", plugin, &status)),
+                        _ => failures.push((id, status)),
+                    }
+                }
+                survivors = kept;
+            }
+            feasible.extend(survivors);
+        }
+        Ok((feasible, failures, evaluated))
+    }
+
+    fn post_filter(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        states: &[Vec<u8>],
+        filtered: &[NodeStatus],
+    ) -> Result<Option<NodeId>, CycleError> {
+        for (index, plugin) in self.with(ExtensionPoints::POST_FILTER) {
+            let result = plugin
+                .handle
+                .post_filter(nodes, pod, &states[index], filtered)
+                .map_err(|e| CycleError::plugin("PostFilter", plugin, e))?;
+            if result.status.code == Code::Success {
+                return Ok(result.nominated_node);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs PreScore and Score (normalised, weighted) and picks the best node; ties are broken
+    /// at random, as upstream.
+    fn score(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        states: &mut [Vec<u8>],
+        feasible: &[NodeId],
+    ) -> Result<NodeId, CycleError> {
+        for (index, plugin) in self.with(ExtensionPoints::PRE_SCORE) {
+            let state = plugin
+                .handle
+                .pre_score(nodes, pod, &states[index], feasible)
+                .map_err(|e| CycleError::plugin("PreScore", plugin, e))?
+                .map_err(|status| CycleError::status("PreScore", plugin, &status))?;
+            states[index] = state;
+        }
+        let mut totals = vec![0i64; feasible.len()];
+        for (index, plugin) in self.with(ExtensionPoints::SCORE) {
+            let normalize = plugin.points.contains(ExtensionPoints::NORMALIZE_SCORE);
+            let scores = plugin
+                .handle
+                .score(nodes, pod, &states[index], feasible, normalize)
+                .map_err(|e| CycleError::plugin("Score", plugin, e))?
+                .map_err(|status| CycleError::status("Score", plugin, &status))?;
+            if scores.len() != feasible.len() {
+                return Err(CycleError::plugin("Score", plugin, "returned a score count unlike the node count"));
+            }
+            for (total, score) in totals.iter_mut().zip(scores) {
+                *total += score * plugin.weight;
+            }
+        }
+        let mut best = (i64::MIN, feasible[0]);
+        let mut ties = 0u32;
+        for (&id, &total) in feasible.iter().zip(&totals) {
+            if total > best.0 {
+                best = (total, id);
+                ties = 1;
+            } else if total == best.0 {
+                ties += 1;
+                if rand::random_range(0..ties) == 0 {
+                    best.1 = id;
+                }
+            }
+        }
+        Ok(best.1)
+    }
+
+    /// Reserve, Permit, PreBind and Bind for a decided pod. `Ok(true)` means a Bind plugin
+    /// asked the host to write the binding; `Ok(false)` that one bound it itself.
+    pub fn bind_plugins(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) -> Result<bool, CycleError> {
+        let node = decision.node_id;
+        let cycle_states = &decision.states;
+        for (index, plugin) in self.with(ExtensionPoints::RESERVE) {
+            let status = plugin
+                .handle
+                .reserve(nodes, pod, &cycle_states[index], node)
+                .map_err(|e| CycleError::plugin("Reserve", plugin, e))?;
+            if !status.is_success() {
+                self.unreserve(nodes, pod, decision);
+                return Err(CycleError::status("Reserve", plugin, &status));
+            }
+        }
+        let result = self.permit_and_bind(nodes, pod, decision);
+        if result.is_err() {
+            self.unreserve(nodes, pod, decision);
+        }
+        result
+    }
+
+    fn permit_and_bind(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) -> Result<bool, CycleError> {
+        let (node, cycle_states) = (decision.node_id, &decision.states);
+        for (index, plugin) in self.with(ExtensionPoints::PERMIT) {
+            let result = plugin
+                .handle
+                .permit(nodes, pod, &cycle_states[index], node)
+                .map_err(|e| CycleError::plugin("Permit", plugin, e))?;
+            if !result.status.is_success() {
+                return Err(CycleError::status("Permit", plugin, &result.status));
+            }
+        }
+        for (index, plugin) in self.with(ExtensionPoints::PRE_BIND) {
+            let status = plugin
+                .handle
+                .pre_bind(nodes, pod, &cycle_states[index], node)
+                .map_err(|e| CycleError::plugin("PreBind", plugin, e))?;
+            if !status.is_success() {
+                return Err(CycleError::status("PreBind", plugin, &status));
+            }
+        }
+        for (index, plugin) in self.with(ExtensionPoints::BIND) {
+            let status = plugin
+                .handle
+                .bind(nodes, pod, &cycle_states[index], node)
+                .map_err(|e| CycleError::plugin("Bind", plugin, e))?;
+            match status.code {
+                Code::Skip => {}
+                Code::Success => return Ok(true),
+                _ => return Err(CycleError::status("Bind", plugin, &status)),
+            }
+        }
+        Err(CycleError::Plugin { point: "Bind", plugin: String::new(), message: "no bind plugin bound the pod".into() })
+    }
+
+    fn unreserve(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) {
+        for (index, plugin) in self.with(ExtensionPoints::RESERVE) {
+            if let Err(e) = plugin.handle.unreserve(nodes, pod, &decision.states[index], decision.node_id) {
+                tracing::warn!(plugin = %plugin.name, error = %e, "unreserve failed");
+            }
+        }
+    }
+
+    /// Runs PostBind.
+    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) {
+        for (index, plugin) in self.with(ExtensionPoints::POST_BIND) {
+            if let Err(e) = plugin.handle.post_bind(nodes, pod, &decision.states[index], decision.node_id) {
+                tracing::warn!(plugin = %plugin.name, error = %e, "post-bind failed");
+            }
+        }
+    }
+}
+
+/// Profiles by scheduler name.
+pub type Profiles = BTreeMap<String, Arc<Profile>>;
+
+#[cfg(test)]
+mod tests {
+    use super::{Status, diagnosis, feasible_nodes_to_find};
+    use capstan_wasm::scheduler::Code;
+
+    #[test]
+    fn feasible_nodes_follow_upstream_percentages() {
+        let cases = [
+            (50, 0, 50),
+            (100, 0, 100),
+            (1000, 0, 420),
+            (5000, 0, 500),
+            (5000, 50, 2500),
+            (200, 10, 100),
+            (300, 100, 300),
+        ];
+        for (nodes, pct, expected) in cases {
+            assert_eq!(feasible_nodes_to_find(nodes, pct), expected, "{nodes} nodes at {pct}%");
+        }
+    }
+
+    #[test]
+    fn diagnosis_counts_reasons_like_kube_scheduler() {
+        let status = |reason: &str| Status { code: Code::Unschedulable, reasons: vec![reason.to_owned()] };
+        let failures = [
+            (0, status("Insufficient cpu")),
+            (1, status("node(s) had untolerated taint {dedicated: gpu}")),
+            (2, status("Insufficient cpu")),
+        ];
+        assert_eq!(
+            diagnosis(3, &failures),
+            "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu."
+        );
+        assert_eq!(diagnosis(0, &[]), "0/0 nodes are available.");
+    }
+}

@@ -1,0 +1,236 @@
+//! The scheduling queue, as kube-scheduler has it: an active queue ordered by the QueueSort
+//! plugin's key (then arrival), a backoff queue where failed pods wait an exponentially growing
+//! time, and an unschedulable set whose pods go back once a cluster event could make them fit
+//! (or after [`MAX_UNSCHEDULABLE`]).
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+
+/// A failed pod's first backoff (`podInitialBackoffSeconds`).
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// The longest backoff (`podMaxBackoffSeconds`).
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long an unschedulable pod waits for an event before it is retried anyway.
+pub const MAX_UNSCHEDULABLE: Duration = Duration::from_mins(5);
+
+/// A pod waiting to be scheduled.
+#[derive(Clone, Debug)]
+pub struct QueuedPod {
+    /// The pod.
+    pub pod: Arc<Pod>,
+    /// Its QueueSort key (higher first).
+    pub sort_key: i64,
+    /// Failed attempts so far.
+    pub attempts: u32,
+}
+
+#[derive(Debug)]
+enum Place {
+    Active,
+    Backoff(Instant),
+    Unschedulable(Instant),
+    /// Popped and being scheduled: updates are kept, the pod is not queued twice.
+    InFlight,
+}
+
+#[derive(Debug)]
+struct Entry {
+    pod: QueuedPod,
+    place: Place,
+    /// Arrival order among equal keys.
+    seq: u64,
+}
+
+#[derive(PartialEq, Eq)]
+struct HeapItem {
+    sort_key: i64,
+    seq: u64,
+    key: String,
+}
+
+impl Ord for HeapItem {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.sort_key.cmp(&other.sort_key).then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+impl PartialOrd for HeapItem {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The scheduling queue.
+#[derive(Default)]
+pub struct SchedulingQueue {
+    entries: HashMap<String, Entry>,
+    active: BinaryHeap<HeapItem>,
+    next_seq: u64,
+}
+
+/// The backoff after `attempts` failures: 1 s doubled per further failure, at most 10 s.
+#[must_use]
+pub fn backoff(attempts: u32) -> Duration {
+    let shift = attempts.saturating_sub(1).min(16);
+    INITIAL_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
+}
+
+impl SchedulingQueue {
+    /// Adds a new pod, or updates a queued one (keeping its place and attempts). An update of
+    /// an unschedulable pod moves it to backoff/active, as its spec may now fit.
+    pub fn add_or_update(&mut self, key: &str, pod: Arc<Pod>, sort_key: i64) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.pod.pod = pod;
+            entry.pod.sort_key = sort_key;
+            if matches!(entry.place, Place::Unschedulable(_)) {
+                let attempts = entry.pod.attempts;
+                entry.place = Place::Backoff(Instant::now() + backoff(attempts));
+            }
+            return;
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let entry = Entry { pod: QueuedPod { pod, sort_key, attempts: 0 }, place: Place::Active, seq };
+        self.active.push(HeapItem { sort_key, seq, key: key.to_owned() });
+        self.entries.insert(key.to_owned(), entry);
+    }
+
+    /// Forgets a pod (deleted, or bound by someone else).
+    pub fn remove(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    /// Whether the queue knows `key`.
+    #[must_use]
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Moves backed-off pods whose time is up (and long-unschedulable ones) to the active queue.
+    pub fn flush(&mut self, now: Instant) {
+        for (key, entry) in &mut self.entries {
+            let due = match entry.place {
+                Place::Backoff(at) => at <= now,
+                Place::Unschedulable(since) => since + MAX_UNSCHEDULABLE <= now,
+                Place::Active | Place::InFlight => false,
+            };
+            if due {
+                entry.place = Place::Active;
+                self.active.push(HeapItem { sort_key: entry.pod.sort_key, seq: entry.seq, key: key.clone() });
+            }
+        }
+    }
+
+    /// A cluster event happened that may make unschedulable pods fit: they move to backoff (or
+    /// active, if their backoff already passed).
+    pub fn move_all_to_active_or_backoff(&mut self, now: Instant) {
+        for entry in self.entries.values_mut() {
+            if let Place::Unschedulable(since) = entry.place {
+                entry.place = Place::Backoff(since + backoff(entry.pod.attempts));
+            }
+        }
+        self.flush(now);
+    }
+
+    /// Takes the next pod to schedule: the highest key, earliest arrival.
+    pub fn pop(&mut self) -> Option<QueuedPod> {
+        while let Some(item) = self.active.pop() {
+            let Some(entry) = self.entries.get_mut(&item.key) else { continue };
+            if matches!(entry.place, Place::Active) && entry.seq == item.seq {
+                entry.place = Place::InFlight;
+                return Some(entry.pod.clone());
+            }
+        }
+        None
+    }
+
+    /// The cycle for `key` failed: it waits in backoff (`unschedulable` false, an error) or until
+    /// a cluster event (`unschedulable` true).
+    pub fn requeue(&mut self, key: &str, unschedulable: bool, now: Instant) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.pod.attempts += 1;
+            entry.place = if unschedulable {
+                Place::Unschedulable(now)
+            } else {
+                Place::Backoff(now + backoff(entry.pod.attempts))
+            };
+        }
+    }
+
+    /// The cycle for `key` picked a node: it leaves the queue.
+    pub fn done(&mut self, key: &str) {
+        self.entries.remove(key);
+    }
+
+    /// When the next backed-off pod is due, if any.
+    #[must_use]
+    pub fn next_due(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .filter_map(|e| match e.place {
+                Place::Backoff(at) => Some(at),
+                Place::Unschedulable(since) => Some(since + MAX_UNSCHEDULABLE),
+                Place::Active | Place::InFlight => None,
+            })
+            .min()
+    }
+
+    /// How many pods wait in the active queue.
+    #[must_use]
+    pub fn active_len(&self) -> usize {
+        self.entries.values().filter(|e| matches!(e.place, Place::Active)).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SchedulingQueue, backoff};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn pod() -> Arc<k8s_openapi::api::core::v1::Pod> {
+        Arc::new(k8s_openapi::api::core::v1::Pod::default())
+    }
+
+    #[test]
+    fn higher_keys_first_then_arrival_order() {
+        let mut queue = SchedulingQueue::default();
+        for (name, key) in [("low", 0), ("high", 100), ("low2", 0), ("high2", 100)] {
+            queue.add_or_update(name, pod(), key);
+        }
+        let order: Vec<_> = std::iter::from_fn(|| queue.pop()).map(|p| p.sort_key).collect();
+        assert_eq!(order, [100, 100, 0, 0]);
+        let mut queue = SchedulingQueue::default();
+        queue.add_or_update("a", pod(), 0);
+        queue.add_or_update("b", pod(), 0);
+        assert!(queue.pop().is_some_and(|p| p.sort_key == 0));
+        assert_eq!(queue.active_len(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let seconds: Vec<u64> = (1..=6).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(seconds, [1, 2, 4, 8, 10, 10]);
+    }
+
+    #[test]
+    fn unschedulable_pods_return_after_a_cluster_event() {
+        let mut queue = SchedulingQueue::default();
+        let now = Instant::now();
+        queue.add_or_update("a", pod(), 0);
+        assert!(queue.pop().is_some());
+        queue.requeue("a", true, now);
+        queue.flush(now + Duration::from_mins(1));
+        assert!(queue.pop().is_none(), "no event, no retry before the unschedulable timeout");
+        queue.move_all_to_active_or_backoff(now + Duration::from_mins(1));
+        assert!(queue.pop().is_some(), "a node event sends it back once its backoff passed");
+        queue.requeue("a", false, now);
+        assert!(queue.pop().is_none(), "an error waits out its backoff");
+        queue.flush(now + Duration::from_secs(3));
+        assert!(queue.pop().is_some());
+    }
+}

@@ -1,0 +1,627 @@
+//! The scheduler as an API client: informers for nodes, pods and Plugin objects feed the cache
+//! and queue; one scheduling thread runs cycles; bindings, events and conditions are written
+//! asynchronously so the next cycle does not wait.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use capstan_api::plugin::{Plugin, PluginKind};
+use capstan_wasm::scheduler::{ExtensionPoints, PodInfo, SchedulerWorld};
+use capstan_wasm::{Limits, PluginSpec, Runtime};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+
+use crate::cache::Cache;
+use crate::config::{ComponentRef, DEFAULT_SCHEDULER_NAME, PluginRef, SchedulerConfig};
+use crate::framework::{CycleError, Profile, ProfilePlugin, Profiles};
+use crate::pod;
+use crate::queue::SchedulingQueue;
+
+/// Reads the bytes of a component shipped with Capstan, by crate name.
+pub type BuiltinComponents = Arc<dyn Fn(&str) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// Why the scheduler could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// A plugin of the configuration could not be loaded.
+    #[error("cannot load scheduler plugin {plugin} of profile {profile}: {message}")]
+    Plugin {
+        /// The profile.
+        profile: String,
+        /// The plugin.
+        plugin: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The scheduler, once started: dropping this does not stop it; [`Started::stop`] does.
+pub struct Started {
+    shared: Arc<Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Started {
+    /// Stops the informers and the scheduling thread.
+    pub fn stop(self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_all();
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A plugin added by a Plugin object.
+struct Overlay {
+    profile: String,
+    weight: i64,
+    plugin: ProfilePlugin,
+    path: PathBuf,
+    config: String,
+    timeout: Duration,
+}
+
+struct State {
+    cache: Cache,
+    queue: SchedulingQueue,
+    /// Where the next cycle starts filtering.
+    next_start: usize,
+}
+
+struct Shared {
+    client: kube::Client,
+    runtime: Runtime,
+    state: Mutex<State>,
+    wake: Condvar,
+    stop: AtomicBool,
+    base: Vec<Profile>,
+    overlays: Mutex<BTreeMap<String, Overlay>>,
+    /// The status last written per Plugin object (without its timestamp), so a status write
+    /// that comes back through the watch is not written again.
+    written: Mutex<BTreeMap<String, String>>,
+    profiles: RwLock<Profiles>,
+    tokio: tokio::runtime::Handle,
+}
+
+/// The scheduler.
+pub struct Scheduler;
+
+impl Scheduler {
+    /// Loads the configured profiles' plugins and starts the informers and the scheduling loop
+    /// on the current tokio runtime.
+    pub async fn start(
+        client: kube::Client,
+        runtime: Runtime,
+        config: SchedulerConfig,
+        builtin: BuiltinComponents,
+    ) -> Result<Started, SchedulerError> {
+        let loader = runtime.clone();
+        let base =
+            tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &builtin)).await.map_err(|e| {
+                SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
+            })??;
+        let shared = Arc::new(Shared {
+            client,
+            runtime,
+            state: Mutex::new(State { cache: Cache::default(), queue: SchedulingQueue::default(), next_start: 0 }),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            profiles: RwLock::new(base.iter().map(|p| (p.scheduler_name.clone(), Arc::new(p.clone()))).collect()),
+            base,
+            overlays: Mutex::new(BTreeMap::new()),
+            written: Mutex::new(BTreeMap::new()),
+            tokio: tokio::runtime::Handle::current(),
+        });
+        let tasks = vec![
+            tokio::spawn(Arc::clone(&shared).watch_nodes()),
+            tokio::spawn(Arc::clone(&shared).watch_pods()),
+            tokio::spawn(Arc::clone(&shared).watch_plugins()),
+        ];
+        let looping = Arc::clone(&shared);
+        std::thread::Builder::new().name("scheduler".into()).spawn(move || looping.schedule_loop()).map_err(|e| {
+            SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
+        })?;
+        Ok(Started { shared, tasks })
+    }
+}
+
+/// Loads every plugin of `config`'s profiles (compiling components: call it off async code).
+pub fn load_profiles(
+    runtime: &Runtime,
+    config: &SchedulerConfig,
+    builtin: &BuiltinComponents,
+) -> Result<Vec<Profile>, SchedulerError> {
+    let mut profiles = Vec::new();
+    for profile in &config.profiles {
+        let mut plugins = Vec::new();
+        for plugin in &profile.plugins {
+            let error = |message: String| SchedulerError::Plugin {
+                profile: profile.scheduler_name.clone(),
+                plugin: plugin.name.clone(),
+                message,
+            };
+            plugins.push(load_plugin(runtime, plugin, builtin).map_err(error)?);
+        }
+        profiles.push(Profile {
+            scheduler_name: profile.scheduler_name.clone(),
+            plugins,
+            percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
+        });
+    }
+    Ok(profiles)
+}
+
+fn load_plugin(runtime: &Runtime, plugin: &PluginRef, builtin: &BuiltinComponents) -> Result<ProfilePlugin, String> {
+    let bytes = match &plugin.component {
+        ComponentRef::Builtin(name) => builtin(name)?,
+        ComponentRef::File(path) => std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+    };
+    let spec = PluginSpec::new(&plugin.name).with_config(plugin.args.to_string());
+    let handle = runtime.load::<SchedulerWorld>(spec, &bytes).map_err(|e| e.to_string())?;
+    ProfilePlugin::new(&plugin.name, handle, plugin.weight).map_err(|e| e.to_string())
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn profile(&self, scheduler_name: &str) -> Option<Arc<Profile>> {
+        self.profiles.read().unwrap_or_else(PoisonError::into_inner).get(scheduler_name).cloned()
+    }
+
+    async fn watch_nodes(self: Arc<Self>) {
+        let api: Api<Node> = Api::all(self.client.clone());
+        let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+        let mut relisted: Option<HashSet<String>> = None;
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler: node watch failed; retrying");
+                    continue;
+                }
+            };
+            let mut state = self.lock();
+            match event {
+                watcher::Event::Init => relisted = Some(HashSet::new()),
+                watcher::Event::InitApply(node) | watcher::Event::Apply(node) => {
+                    if let Some(seen) = relisted.as_mut() {
+                        seen.insert(node.metadata.name.clone().unwrap_or_default());
+                    }
+                    state.cache.upsert_node(&node);
+                }
+                watcher::Event::Delete(node) => state.cache.remove_node(node.metadata.name.as_deref().unwrap_or("")),
+                watcher::Event::InitDone => {
+                    if let Some(seen) = relisted.take() {
+                        let gone: Vec<String> =
+                            state.cache.nodes().iter().map(|n| n.name.clone()).filter(|n| !seen.contains(n)).collect();
+                        for name in gone {
+                            state.cache.remove_node(&name);
+                        }
+                    }
+                }
+            }
+            state.queue.move_all_to_active_or_backoff(Instant::now());
+            drop(state);
+            self.wake.notify_all();
+        }
+    }
+
+    async fn watch_pods(self: Arc<Self>) {
+        let api: Api<Pod> = Api::all(self.client.clone());
+        let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduler: pod watch failed; retrying");
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => self.pod_changed(pod),
+                watcher::Event::Delete(pod) => {
+                    let key = pod::key(&pod);
+                    let mut state = self.lock();
+                    state.queue.remove(&key);
+                    state.cache.remove_pod(&key);
+                    state.queue.move_all_to_active_or_backoff(Instant::now());
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+            self.wake.notify_all();
+        }
+    }
+
+    fn pod_changed(&self, pod: Pod) {
+        let key = pod::key(&pod);
+        let spec = pod.spec.as_ref();
+        let bound = spec.and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+        if bound {
+            let mut state = self.lock();
+            state.queue.remove(&key);
+            state.cache.upsert_pod(&pod);
+            return;
+        }
+        let finished =
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let scheduler_name =
+            spec.and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
+        let Some(profile) = self.profile(&scheduler_name) else { return };
+        if finished || pod.metadata.deletion_timestamp.is_some() {
+            self.lock().queue.remove(&key);
+            return;
+        }
+        let sort_key = match pod::pod_info(&pod)
+            .map_err(|e| e.to_string())
+            .and_then(|info| profile.queue_sort_key(&info).map_err(|e| e.to_string()))
+        {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "queue sort failed; queueing with key 0");
+                0
+            }
+        };
+        let mut state = self.lock();
+        if !state.cache.is_assumed(&key) {
+            state.queue.add_or_update(&key, Arc::new(pod), sort_key);
+        }
+    }
+
+    fn schedule_loop(self: Arc<Self>) {
+        while !self.stop.load(Ordering::Relaxed) {
+            let mut state = self.lock();
+            let now = Instant::now();
+            state.queue.flush(now);
+            state.cache.expire_assumed(now);
+            let Some(queued) = state.queue.pop() else {
+                let wait =
+                    state.queue.next_due().map_or(Duration::from_secs(1), |at| at.saturating_duration_since(now));
+                let wait = wait.clamp(Duration::from_millis(10), Duration::from_secs(1));
+                drop(self.wake.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner));
+                continue;
+            };
+            self.schedule_one(&mut state, &queued.pod);
+        }
+    }
+
+    fn schedule_one(self: &Arc<Self>, state: &mut State, pod: &Arc<Pod>) {
+        let key = pod::key(pod);
+        let scheduler_name = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduler_name.clone())
+            .unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
+        let Some(profile) = self.profile(&scheduler_name) else {
+            state.queue.remove(&key);
+            return;
+        };
+        let info = match pod::pod_info(pod) {
+            Ok(info) => info,
+            Err(e) => {
+                tracing::warn!(pod = %key, error = %e, "cannot describe pod to plugins");
+                state.queue.requeue(&key, false, Instant::now());
+                return;
+            }
+        };
+        let mut start = state.next_start;
+        let result = profile.schedule(state.cache.nodes(), &info, &mut start);
+        state.next_start = start;
+        let decision = match result {
+            Ok(decision) => decision,
+            Err(error) => {
+                let unschedulable = matches!(error, CycleError::Unschedulable { .. });
+                state.queue.requeue(&key, unschedulable, Instant::now());
+                self.report_failure(pod, &error);
+                return;
+            }
+        };
+        state.cache.assume(pod, &decision.node);
+        match profile.bind_plugins(state.cache.nodes(), &info, &decision) {
+            Ok(host_binds) => {
+                state.queue.done(&key);
+                let this = Arc::clone(self);
+                let (pod, node) = (Arc::clone(pod), decision.node.clone());
+                let profile = Arc::clone(&profile);
+                self.tokio.spawn(async move {
+                    let bound = if host_binds { this.bind(&pod, &node).await } else { Ok(()) };
+                    this.after_binding(&pod, &info, &node, bound, &profile, &decision);
+                });
+            }
+            Err(error) => {
+                state.cache.remove_pod(&key);
+                state.queue.requeue(&key, false, Instant::now());
+                self.report_failure(pod, &error);
+            }
+        }
+    }
+
+    async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+        let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let binding = json!({
+            "apiVersion": "v1", "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": pod.metadata.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        });
+        api.create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(drop)
+    }
+
+    fn after_binding(
+        self: &Arc<Self>,
+        pod: &Arc<Pod>,
+        info: &PodInfo,
+        node: &str,
+        bound: Result<(), kube::Error>,
+        profile: &Profile,
+        decision: &crate::framework::Decision,
+    ) {
+        let key = pod::key(pod);
+        match bound {
+            Ok(()) => {
+                let mut state = self.lock();
+                state.cache.finish_binding(&key);
+                profile.post_bind(state.cache.nodes(), info, decision);
+                drop(state);
+                let message = format!("Successfully assigned {key} to {node}");
+                self.spawn_event(pod, "Normal", "Scheduled", message);
+            }
+            Err(e) => {
+                tracing::warn!(pod = %key, node, error = %e, "binding failed");
+                let mut state = self.lock();
+                state.cache.remove_pod(&key);
+                let sort_key = profile.queue_sort_key(info).unwrap_or(0);
+                state.queue.add_or_update(&key, Arc::clone(pod), sort_key);
+                state.queue.requeue(&key, false, Instant::now());
+                drop(state);
+                self.spawn_event(pod, "Warning", "FailedScheduling", format!("Binding rejected: {e}"));
+            }
+        }
+        self.wake.notify_all();
+    }
+
+    /// Records `FailedScheduling` and the `PodScheduled=False` condition.
+    fn report_failure(self: &Arc<Self>, pod: &Arc<Pod>, error: &CycleError) {
+        let message = error.to_string();
+        tracing::info!(pod = %pod::key(pod), %message, "pod not scheduled");
+        let reason = match error {
+            CycleError::Unschedulable { .. } => "Unschedulable",
+            CycleError::Plugin { .. } => "SchedulerError",
+        };
+        self.spawn_event(pod, "Warning", "FailedScheduling", message.clone());
+        let this = Arc::clone(self);
+        let pod = Arc::clone(pod);
+        self.tokio.spawn(async move {
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = pod.metadata.name.as_deref().unwrap_or("");
+            let api: Api<Pod> = Api::namespaced(this.client.clone(), namespace);
+            let patch = json!({"status": {"conditions": [{
+                "type": "PodScheduled", "status": "False", "reason": reason, "message": message,
+                "lastProbeTime": null, "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
+            }]}});
+            if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+                tracing::debug!(pod = name, error = %e, "cannot set the PodScheduled condition");
+            }
+        });
+    }
+
+    fn spawn_event(self: &Arc<Self>, pod: &Pod, kind: &str, reason: &str, message: String) {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned());
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let event = Event {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{}.", pod.metadata.name.as_deref().unwrap_or("pod"))),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                resource_version: pod.metadata.resource_version.clone(),
+                ..ObjectReference::default()
+            },
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            type_: Some(kind.to_owned()),
+            count: Some(1),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            action: Some(if kind == "Normal" { "Binding" } else { "Scheduling" }.to_owned()),
+            reporting_component: Some(DEFAULT_SCHEDULER_NAME.to_owned()),
+            reporting_instance: Some(DEFAULT_SCHEDULER_NAME.to_owned()),
+            source: Some(k8s_openapi::api::core::v1::EventSource {
+                component: Some(DEFAULT_SCHEDULER_NAME.to_owned()),
+                host: None,
+            }),
+            ..Event::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        self.tokio.spawn(async move {
+            if let Err(e) = api.create(&PostParams::default(), &event).await {
+                tracing::debug!(error = %e, "cannot record a scheduler event");
+            }
+        });
+    }
+
+    async fn watch_plugins(self: Arc<Self>) {
+        let api: Api<Plugin> = Api::all(self.client.clone());
+        let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(event) => event,
+                Err(e) => {
+                    tracing::debug!(error = %e, "scheduler: Plugin watch failed; retrying");
+                    continue;
+                }
+            };
+            match event {
+                watcher::Event::InitApply(plugin) | watcher::Event::Apply(plugin) => {
+                    let this = Arc::clone(&self);
+                    let outcome = tokio::task::spawn_blocking(move || this.apply_plugin(&plugin)).await;
+                    match outcome {
+                        Ok(Some((name, status))) => self.write_plugin_status(&name, status).await,
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "loading a scheduler plugin panicked"),
+                    }
+                }
+                watcher::Event::Delete(plugin) => {
+                    let name = plugin.metadata.name.unwrap_or_default();
+                    if self.overlays.lock().unwrap_or_else(PoisonError::into_inner).remove(&name).is_some() {
+                        tracing::info!(plugin = %name, "scheduler plugin unloaded");
+                        self.rebuild_profiles();
+                    }
+                }
+                watcher::Event::Init | watcher::Event::InitDone => {}
+            }
+        }
+    }
+
+    /// Loads, reloads or drops the plugin of one Plugin object; returns the status to write.
+    fn apply_plugin(&self, plugin: &Plugin) -> Option<(String, serde_json::Value)> {
+        let name = plugin.metadata.name.clone().unwrap_or_default();
+        if plugin.spec.kind != PluginKind::Scheduler || plugin.metadata.deletion_timestamp.is_some() {
+            if self.overlays.lock().unwrap_or_else(PoisonError::into_inner).remove(&name).is_some() {
+                self.rebuild_profiles();
+            }
+            return None;
+        }
+        let settings = plugin.spec.scheduler.clone().unwrap_or_default();
+        let path = PathBuf::from(&plugin.spec.component.path);
+        let config = plugin.spec.config.as_ref().map_or_else(|| "{}".to_owned(), serde_json::Value::to_string);
+        let timeout = Duration::from_millis(settings.timeout_milliseconds.unwrap_or(1000));
+        let profile = settings.profile.unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
+        let weight = settings.weight.unwrap_or(1);
+        let result = std::fs::read(&path)
+            .map_err(|e| format!("cannot read component {}: {e}", path.display()))
+            .and_then(|bytes| self.load_overlay(&name, &bytes, &path, &config, timeout, &profile, weight));
+        let status = match result {
+            Ok(digest) => {
+                self.rebuild_profiles();
+                json!({"state": "Loaded", "digest": digest, "lastError": null,
+                       "loadedAt": k8s_openapi::jiff::Timestamp::now().to_string()})
+            }
+            Err(message) => {
+                tracing::warn!(plugin = %name, error = %message, "scheduler plugin load refused");
+                json!({"state": "Failed", "lastError": message})
+            }
+        };
+        Some((name, status))
+    }
+
+    #[allow(clippy::too_many_arguments, reason = "the fields of one Plugin object, read once")]
+    fn load_overlay(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        path: &std::path::Path,
+        config: &str,
+        timeout: Duration,
+        profile: &str,
+        weight: i64,
+    ) -> Result<String, String> {
+        let mut overlays = self.overlays.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(current) = overlays.get_mut(name)
+            && current.config == config
+            && current.timeout == timeout
+        {
+            let handle = &current.plugin.handle;
+            let digest = capstan_wasm::Digest::of(bytes);
+            if handle.status().version.digest != digest {
+                handle.reload(bytes).map_err(|e| e.to_string())?;
+                current.plugin = ProfilePlugin::new(name, handle.clone(), weight).map_err(|e| e.to_string())?;
+                tracing::info!(plugin = %name, %digest, "scheduler plugin reloaded; the next cycle uses it");
+            }
+            profile.clone_into(&mut current.profile);
+            current.weight = weight;
+            current.plugin.weight = weight;
+            path.clone_into(&mut current.path);
+            return Ok(digest.to_string());
+        }
+        let limits = Limits { deadline: timeout, ..Limits::default() };
+        let spec = PluginSpec::new(name).with_config(config).with_limits(limits);
+        let handle = self.runtime.load::<SchedulerWorld>(spec, bytes).map_err(|e| e.to_string())?;
+        let plugin = ProfilePlugin::new(name, handle, weight).map_err(|e| e.to_string())?;
+        let digest = plugin.handle.status().version.digest.to_string();
+        let overlay = Overlay {
+            profile: profile.to_owned(),
+            weight,
+            plugin,
+            path: path.to_owned(),
+            config: config.to_owned(),
+            timeout,
+        };
+        overlays.insert(name.to_owned(), overlay);
+        tracing::info!(plugin = %name, profile, "scheduler plugin loaded");
+        Ok(digest)
+    }
+
+    /// Profiles = the configured ones, with each Plugin object replacing the plugin of its name
+    /// or joining before the bind plugins. New pods use the new profiles from their next cycle.
+    fn rebuild_profiles(&self) {
+        let overlays = self.overlays.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut profiles = Profiles::new();
+        for base in &self.base {
+            let mut profile = base.clone();
+            for overlay in overlays.values().filter(|o| o.profile == profile.scheduler_name) {
+                let plugin = ProfilePlugin { weight: overlay.weight, ..overlay.plugin.clone() };
+                if let Some(existing) = profile.plugins.iter_mut().find(|p| p.name == plugin.name) {
+                    *existing = plugin;
+                } else {
+                    let at = profile
+                        .plugins
+                        .iter()
+                        .position(|p| p.points.contains(ExtensionPoints::BIND))
+                        .unwrap_or(profile.plugins.len());
+                    profile.plugins.insert(at, plugin);
+                }
+            }
+            profiles.insert(profile.scheduler_name.clone(), Arc::new(profile));
+        }
+        *self.profiles.write().unwrap_or_else(PoisonError::into_inner) = profiles;
+        let mut state = self.lock();
+        state.queue.move_all_to_active_or_backoff(Instant::now());
+        drop(state);
+        self.wake.notify_all();
+    }
+
+    async fn write_plugin_status(&self, name: &str, status: serde_json::Value) {
+        let mut fingerprint = status.clone();
+        if let Some(map) = fingerprint.as_object_mut() {
+            map.remove("loadedAt");
+        }
+        let fingerprint = fingerprint.to_string();
+        {
+            let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+            if written.get(name) == Some(&fingerprint) {
+                return;
+            }
+            written.insert(name.to_owned(), fingerprint);
+        }
+        let api: Api<Plugin> = Api::all(self.client.clone());
+        let patch = json!({"status": status});
+        if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+            tracing::debug!(plugin = name, error = %e, "cannot write the Plugin status");
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Example scheduler plugin (Score): nodes carrying a configured label score 100, others 0.
+//! With a high weight in its Plugin object it steers pods onto those nodes.
+//!
+//! Configuration: `{"label": "fast", "value": "true"}` (value optional: any value matches).
+
+use capstan_plugin_sdk::scheduler::{
+    ExtensionPoints, MAX_NODE_SCORE, NodeInfo, PodInfo, SchedulerPlugin, Status, parse_config,
+};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    label: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+/// Prefers nodes with a label.
+pub struct PreferNodeLabel {
+    label: String,
+    value: Option<String>,
+}
+
+impl SchedulerPlugin for PreferNodeLabel {
+    type Cycle = ();
+
+    fn configure(config: &str) -> Result<Self, String> {
+        let Config { label, value } = parse_config(config)?;
+        Ok(Self { label, value })
+    }
+
+    fn cycle(&self, _pod: &PodInfo, _state: &[u8]) -> Result<(), Status> {
+        Ok(())
+    }
+
+    fn extension_points(&self) -> ExtensionPoints {
+        ExtensionPoints::SCORE
+    }
+
+    fn score(&self, _pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Result<i64, Status> {
+        let matches = node.label(&self.label).is_some_and(|v| self.value.as_deref().is_none_or(|want| want == v));
+        Ok(if matches { MAX_NODE_SCORE } else { 0 })
+    }
+}
+
+capstan_plugin_sdk::scheduler_plugin!(PreferNodeLabel);
+
+#[cfg(test)]
+mod tests {
+    use super::{NodeInfo, PodInfo, PreferNodeLabel, SchedulerPlugin};
+    use capstan_plugin_sdk::scheduler::labels;
+
+    #[test]
+    fn labelled_nodes_score_highest() {
+        let plugin =
+            PreferNodeLabel::configure(r#"{"label": "fast", "value": "true"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let cases = [(vec![("fast", "true")], 100), (vec![("fast", "false")], 0), (vec![], 0)];
+        for (pairs, expected) in cases {
+            let mut node = NodeInfo::named(1, "n");
+            node.labels = labels(&pairs);
+            assert_eq!(plugin.score(&PodInfo::named("d", "p"), &(), &node).ok(), Some(expected), "{pairs:?}");
+        }
+        assert!(PreferNodeLabel::configure("{}").is_err(), "the label is required");
+    }
+}

@@ -1,0 +1,477 @@
+//! Scheduler plugins: implement [`SchedulerPlugin`], export it with
+//! [`scheduler_plugin!`](crate::scheduler_plugin).
+//!
+//! The SDK keeps the instance's copy of the cluster's nodes ([`Nodes`]) up to date from the
+//! host's `update-nodes` changes, and turns the batched WIT calls (one call per pod over many
+//! nodes) into one trait call per node, so a filter or score plugin is a function of one pod and
+//! one node. Override only the extension points the plugin lists in
+//! [`SchedulerPlugin::extension_points`]; the others are never called.
+//!
+//! The trait works on plain Rust values, so the same plugin code also runs natively: unit tests
+//! call its methods directly, and the host can link it for comparison.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::thread::LocalKey;
+
+use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
+
+pub use crate::__private::scheduler_bindings::capstan::plugin::types::{Label, ResourceAmount};
+pub use crate::__private::scheduler_bindings::{
+    MAX_NODE_SCORE, amount, find_label, labels, normalize_to_max, resources,
+};
+pub use crate::admission::parse_config;
+pub use wit::{
+    Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
+    PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
+};
+
+/// A scheduler plugin: the extension points it implements, over plain values.
+pub trait SchedulerPlugin: Sized + 'static {
+    /// What the plugin derives once per call from the pod and its cycle state (e.g. the parsed
+    /// affinity), then reads for every node of the batch. `()` when nothing.
+    type Cycle;
+
+    /// Builds the plugin from its configuration (`{}` when none); an error refuses this version.
+    fn configure(config: &str) -> Result<Self, String>;
+
+    /// Derives [`Self::Cycle`] from the pod and the state its `pre-filter`/`pre-score` returned.
+    fn cycle(&self, pod: &PodInfo, state: &[u8]) -> Result<Self::Cycle, Status>;
+
+    /// The extension points this plugin implements.
+    fn extension_points(&self) -> ExtensionPoints;
+
+    /// Whether [`NodeInfo::object`] should carry each node's JSON (costlier updates).
+    fn wants_node_objects(&self) -> bool {
+        false
+    }
+
+    /// QueueSort: the pod's key; higher keys are scheduled first.
+    fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
+        let _ = pod;
+        0
+    }
+
+    /// PreFilter: checks the pod once per cycle, may narrow the nodes and compute state.
+    fn pre_filter(&self, pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
+        let _ = (pod, nodes);
+        PreFilterResult { status: Status::success(), nodes: None, state: Vec::new() }
+    }
+
+    /// Filter: whether the pod fits on one node.
+    fn filter(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Status {
+        let _ = (pod, cycle, node);
+        Status::success()
+    }
+
+    /// PostFilter: called when no node fits, with why each node was filtered out.
+    fn post_filter(
+        &self,
+        pod: &PodInfo,
+        cycle: &Self::Cycle,
+        filtered: &[NodeStatus],
+        nodes: &Nodes,
+    ) -> PostFilterResult {
+        let _ = (pod, cycle, filtered, nodes);
+        PostFilterResult { status: Status::new(Code::Unschedulable, Vec::new()), nominated_node: None }
+    }
+
+    /// PreScore: prepares scoring over the feasible nodes; returns state for `score`.
+    fn pre_score(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &[&NodeInfo]) -> Result<Vec<u8>, Status> {
+        let _ = (pod, cycle, nodes);
+        Ok(Vec::new())
+    }
+
+    /// Score: the raw score of one node.
+    fn score(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Result<i64, Status> {
+        let _ = (pod, cycle, node);
+        Ok(0)
+    }
+
+    /// NormalizeScore: maps the raw scores (one per node, in order) into 0..=100 in place.
+    fn normalize_score(&self, pod: &PodInfo, cycle: &Self::Cycle, scores: &mut [i64]) -> Result<(), Status> {
+        let _ = (pod, cycle, scores);
+        Ok(())
+    }
+
+    /// Reserve: the pod is about to be placed on `node`.
+    fn reserve(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Status {
+        let _ = (pod, cycle, node);
+        Status::success()
+    }
+
+    /// Unreserve: undo `reserve`.
+    fn unreserve(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) {
+        let _ = (pod, cycle, node);
+    }
+
+    /// Permit: allow, delay or reject binding.
+    fn permit(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> PermitResult {
+        let _ = (pod, cycle, node);
+        PermitResult { status: Status::success(), timeout_ms: 0 }
+    }
+
+    /// PreBind: runs before binding.
+    fn pre_bind(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Status {
+        let _ = (pod, cycle, node);
+        Status::success()
+    }
+
+    /// Bind: binds the pod, or returns [`Code::Skip`] to leave it to the next binder.
+    fn bind(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Status {
+        let _ = (pod, cycle, node);
+        Status::new(Code::Skip, Vec::new())
+    }
+
+    /// PostBind: the pod was bound to `node`.
+    fn post_bind(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) {
+        let _ = (pod, cycle, node);
+    }
+}
+
+/// The instance's copy of the cluster's nodes, kept by the SDK from `update-nodes`.
+#[derive(Default)]
+pub struct Nodes {
+    by_id: HashMap<NodeId, NodeInfo>,
+    generation: u64,
+}
+
+impl Nodes {
+    /// A node set holding `nodes` (for tests and native use).
+    #[must_use]
+    pub fn from_nodes(nodes: impl IntoIterator<Item = NodeInfo>) -> Self {
+        let mut set = Self::default();
+        set.apply(1, true, nodes.into_iter().map(NodeChange::Upsert).collect());
+        set
+    }
+
+    /// The node with handle `id`.
+    #[must_use]
+    pub fn get(&self, id: NodeId) -> Option<&NodeInfo> {
+        self.by_id.get(&id)
+    }
+
+    /// Every node, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &NodeInfo> {
+        self.by_id.values()
+    }
+
+    /// How many nodes there are.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The generation of the last applied update.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Applies `update-nodes`.
+    pub fn apply(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
+        if reset {
+            self.by_id.clear();
+        }
+        for change in changes {
+            match change {
+                NodeChange::Upsert(node) => {
+                    self.by_id.insert(node.id, node);
+                }
+                NodeChange::Remove(id) => {
+                    self.by_id.remove(&id);
+                }
+            }
+        }
+        self.generation = generation;
+    }
+}
+
+/// A configured plugin and its nodes: what one instance holds.
+#[doc(hidden)]
+pub struct Instance<P> {
+    plugin: P,
+    nodes: Nodes,
+}
+
+/// Where [`scheduler_plugin!`](crate::scheduler_plugin) keeps an instance's state.
+#[doc(hidden)]
+pub type Slot<P> = RefCell<Option<Instance<P>>>;
+
+/// The bodies of the exports the macro generates.
+#[doc(hidden)]
+pub mod __private {
+    use super::{
+        Description, Instance, LocalKey, NodeChange, NodeId, NodeInfo, NodeStatus, Nodes, PermitResult, PodInfo,
+        PostFilterResult, PreFilterResult, SchedulerPlugin, Slot, Status,
+    };
+
+    pub use crate::__private::scheduler_bindings::exports::capstan::plugin::lifecycle::Guest as LifecycleGuest;
+    pub use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler::Guest as SchedulerGuest;
+
+    /// Each export's body, over the instance's slot.
+    pub struct Exports<P: SchedulerPlugin>(pub &'static LocalKey<Slot<P>>);
+
+    fn unknown(node: NodeId) -> Status {
+        Status::error(format!("node {node} is unknown to the plugin"))
+    }
+
+    impl<P: SchedulerPlugin> Exports<P> {
+        fn with<R>(&self, missing: R, f: impl FnOnce(&mut Instance<P>) -> R) -> R {
+            self.0.with(|slot| match slot.borrow_mut().as_mut() {
+                Some(instance) => f(instance),
+                None => missing,
+            })
+        }
+
+        /// Runs `f` with the plugin and the pod's cycle data; `failed` turns a status into the
+        /// call's result when there is no configured plugin or the cycle data cannot be built.
+        fn with_cycle<R>(
+            &self,
+            pod: &PodInfo,
+            state: &[u8],
+            failed: impl FnOnce(Status) -> R,
+            f: impl FnOnce(&Instance<P>, &P::Cycle) -> R,
+        ) -> R {
+            self.0.with(|slot| match slot.borrow().as_ref() {
+                Some(instance) => match instance.plugin.cycle(pod, state) {
+                    Ok(cycle) => f(instance, &cycle),
+                    Err(status) => failed(status),
+                },
+                None => failed(Status::error("plugin called before configure")),
+            })
+        }
+
+        fn with_node<R>(
+            &self,
+            pod: &PodInfo,
+            state: &[u8],
+            node: NodeId,
+            failed: impl FnOnce(Status) -> R,
+            f: impl FnOnce(&P, &P::Cycle, &NodeInfo) -> R,
+        ) -> R {
+            self.0.with(|slot| {
+                let guard = slot.borrow();
+                let Some(instance) = guard.as_ref() else {
+                    return failed(Status::error("plugin called before configure"));
+                };
+                let Some(info) = instance.nodes.get(node) else { return failed(unknown(node)) };
+                match instance.plugin.cycle(pod, state) {
+                    Ok(cycle) => f(&instance.plugin, &cycle, info),
+                    Err(status) => failed(status),
+                }
+            })
+        }
+
+        pub fn configure(&self, config: &str) -> Result<(), String> {
+            let plugin = P::configure(config)?;
+            self.0.with(|slot| *slot.borrow_mut() = Some(Instance { plugin, nodes: Nodes::default() }));
+            Ok(())
+        }
+
+        pub fn describe(&self) -> Description {
+            let missing = Description { extension_points: super::ExtensionPoints::empty(), wants_node_objects: false };
+            self.with(missing, |i| Description {
+                extension_points: i.plugin.extension_points(),
+                wants_node_objects: i.plugin.wants_node_objects(),
+            })
+        }
+
+        pub fn nodes_generation(&self) -> u64 {
+            self.with(0, |i| i.nodes.generation())
+        }
+
+        pub fn update_nodes(&self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
+            self.with((), |i| i.nodes.apply(generation, reset, changes));
+        }
+
+        pub fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
+            self.with(0, |i| i.plugin.queue_sort_key(pod))
+        }
+
+        pub fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult {
+            let missing = PreFilterResult { status: Status::error("not configured"), nodes: None, state: Vec::new() };
+            self.with(missing, |i| i.plugin.pre_filter(pod, &i.nodes))
+        }
+
+        pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
+            self.with_cycle(
+                pod,
+                state,
+                |e| vec![e; nodes.len()],
+                |i, cycle| {
+                    nodes
+                        .iter()
+                        .map(|&id| {
+                            i.nodes.get(id).map_or_else(|| unknown(id), |node| i.plugin.filter(pod, cycle, node))
+                        })
+                        .collect()
+                },
+            )
+        }
+
+        pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
+            let failed = |status| PostFilterResult { status, nominated_node: None };
+            self.with_cycle(pod, state, failed, |i, cycle| i.plugin.post_filter(pod, cycle, filtered, &i.nodes))
+        }
+
+        pub fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
+            self.with_cycle(pod, state, Err, |i, cycle| {
+                let infos = resolve(&i.nodes, nodes)?;
+                i.plugin.pre_score(pod, cycle, &infos)
+            })
+        }
+
+        pub fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
+            self.with_cycle(pod, state, Err, |i, cycle| {
+                nodes
+                    .iter()
+                    .map(|&id| i.nodes.get(id).ok_or_else(|| unknown(id)).and_then(|n| i.plugin.score(pod, cycle, n)))
+                    .collect()
+            })
+        }
+
+        pub fn normalize_score(&self, pod: &PodInfo, state: &[u8], mut scores: Vec<i64>) -> Result<Vec<i64>, Status> {
+            self.with_cycle(pod, state, Err, |i, cycle| {
+                i.plugin.normalize_score(pod, cycle, &mut scores)?;
+                Ok(scores)
+            })
+        }
+
+        pub fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+            self.with_node(pod, state, node, |e| e, |p, c, n| p.reserve(pod, c, n))
+        }
+
+        pub fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
+            self.with_node(pod, state, node, drop, |p, c, n| p.unreserve(pod, c, n));
+        }
+
+        pub fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult {
+            let failed = |status| PermitResult { status, timeout_ms: 0 };
+            self.with_node(pod, state, node, failed, |p, c, n| p.permit(pod, c, n))
+        }
+
+        pub fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+            self.with_node(pod, state, node, |e| e, |p, c, n| p.pre_bind(pod, c, n))
+        }
+
+        pub fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+            self.with_node(pod, state, node, |e| e, |p, c, n| p.bind(pod, c, n))
+        }
+
+        pub fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
+            self.with_node(pod, state, node, drop, |p, c, n| p.post_bind(pod, c, n));
+        }
+    }
+
+    fn resolve<'a>(nodes: &'a Nodes, ids: &[NodeId]) -> Result<Vec<&'a NodeInfo>, Status> {
+        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id))).collect()
+    }
+}
+
+/// Exports a type implementing [`SchedulerPlugin`] as this component's `scheduler-plugin`
+/// world. Call it once, at the crate's top level; only on `wasm32` targets does it export
+/// anything, so the crate's native tests link.
+#[macro_export]
+macro_rules! scheduler_plugin {
+    ($plugin:ty) => {
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            use $crate::scheduler::__private as __capstan;
+            use $crate::scheduler::{NodeChange, NodeId, NodeStatus, PodInfo, Status};
+
+            ::std::thread_local! {
+                static __CAPSTAN_PLUGIN: $crate::scheduler::Slot<$plugin> = const { ::std::cell::RefCell::new(None) };
+            }
+            const __EXPORTS: __capstan::Exports<$plugin> = __capstan::Exports(&__CAPSTAN_PLUGIN);
+
+            struct __CapstanSchedulerPlugin;
+
+            impl __capstan::LifecycleGuest for __CapstanSchedulerPlugin {
+                fn configure(config: ::std::string::String) -> ::std::result::Result<(), ::std::string::String> {
+                    __EXPORTS.configure(&config)
+                }
+            }
+
+            impl __capstan::SchedulerGuest for __CapstanSchedulerPlugin {
+                fn describe() -> $crate::scheduler::Description {
+                    __EXPORTS.describe()
+                }
+                fn nodes_generation() -> u64 {
+                    __EXPORTS.nodes_generation()
+                }
+                fn update_nodes(generation: u64, reset: bool, changes: ::std::vec::Vec<NodeChange>) {
+                    __EXPORTS.update_nodes(generation, reset, changes)
+                }
+                fn queue_sort_key(pod: PodInfo) -> i64 {
+                    __EXPORTS.queue_sort_key(&pod)
+                }
+                fn pre_filter(pod: PodInfo) -> $crate::scheduler::PreFilterResult {
+                    __EXPORTS.pre_filter(&pod)
+                }
+                fn filter(
+                    pod: PodInfo,
+                    state: ::std::vec::Vec<u8>,
+                    nodes: ::std::vec::Vec<NodeId>,
+                ) -> ::std::vec::Vec<Status> {
+                    __EXPORTS.filter(&pod, &state, &nodes)
+                }
+                fn post_filter(
+                    pod: PodInfo,
+                    state: ::std::vec::Vec<u8>,
+                    filtered: ::std::vec::Vec<NodeStatus>,
+                ) -> $crate::scheduler::PostFilterResult {
+                    __EXPORTS.post_filter(&pod, &state, &filtered)
+                }
+                fn pre_score(
+                    pod: PodInfo,
+                    state: ::std::vec::Vec<u8>,
+                    nodes: ::std::vec::Vec<NodeId>,
+                ) -> ::std::result::Result<::std::vec::Vec<u8>, Status> {
+                    __EXPORTS.pre_score(&pod, &state, &nodes)
+                }
+                fn score(
+                    pod: PodInfo,
+                    state: ::std::vec::Vec<u8>,
+                    nodes: ::std::vec::Vec<NodeId>,
+                ) -> ::std::result::Result<::std::vec::Vec<i64>, Status> {
+                    __EXPORTS.score(&pod, &state, &nodes)
+                }
+                fn normalize_score(
+                    pod: PodInfo,
+                    state: ::std::vec::Vec<u8>,
+                    _nodes: ::std::vec::Vec<NodeId>,
+                    scores: ::std::vec::Vec<i64>,
+                ) -> ::std::result::Result<::std::vec::Vec<i64>, Status> {
+                    __EXPORTS.normalize_score(&pod, &state, scores)
+                }
+                fn reserve(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
+                    __EXPORTS.reserve(&pod, &state, node)
+                }
+                fn unreserve(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) {
+                    __EXPORTS.unreserve(&pod, &state, node)
+                }
+                fn permit(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> $crate::scheduler::PermitResult {
+                    __EXPORTS.permit(&pod, &state, node)
+                }
+                fn pre_bind(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
+                    __EXPORTS.pre_bind(&pod, &state, node)
+                }
+                fn bind(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
+                    __EXPORTS.bind(&pod, &state, node)
+                }
+                fn post_bind(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) {
+                    __EXPORTS.post_bind(&pod, &state, node)
+                }
+            }
+
+            $crate::__private::scheduler_bindings::__export_scheduler_plugin!(__CapstanSchedulerPlugin);
+        };
+    };
+}
