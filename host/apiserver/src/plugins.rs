@@ -128,7 +128,6 @@ impl PluginManager {
 enum Outcome {
     Loaded { digest: Digest, loaded_at: SystemTime },
     Failed(String),
-    Pending(String),
 }
 
 impl ApiServer {
@@ -150,6 +149,12 @@ impl ApiServer {
             }
             live.push(name.clone());
             let outcome = match serde_json::from_value::<Plugin>(object) {
+                // Scheduler and controller plugins are loaded, and their status written, by the
+                // scheduler and the controller manager.
+                Ok(plugin) if plugin.spec.kind != PluginKind::Admission => {
+                    self.plugins.set(&name, None);
+                    continue;
+                }
                 Ok(plugin) => self.sync_plugin(&name, &plugin).await,
                 Err(e) => Outcome::Failed(format!("the Plugin object cannot be read: {e}")),
             };
@@ -167,13 +172,6 @@ impl ApiServer {
     }
 
     async fn sync_plugin(&self, name: &str, plugin: &Plugin) -> Outcome {
-        if plugin.spec.kind != PluginKind::Admission {
-            self.plugins.set(name, None);
-            return Outcome::Pending(format!(
-                "{:?} plugins are loaded by the component that runs them, not the API server",
-                plugin.spec.kind
-            ));
-        }
         let bytes = match self.component_bytes(&plugin.spec.component).await {
             Ok(bytes) => bytes,
             Err(message) => return Outcome::Failed(message),
@@ -363,10 +361,6 @@ impl ApiServer {
                         status.digest = None;
                         status.loaded_at = None;
                     }
-                }
-                Outcome::Pending(message) => {
-                    status.state = Some(PluginState::Pending);
-                    status.last_error = Some(message.clone());
                 }
             }
             if let Some(serving) = &serving {
