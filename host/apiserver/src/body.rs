@@ -1,9 +1,10 @@
-//! Request bodies: JSON, YAML, and the protobuf envelope kubectl uses for access reviews.
+//! Request bodies: JSON, YAML, and Kubernetes protobuf (decoded to JSON by [`crate::proto`]).
 
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::proto::ProtoError;
 use crate::status::{ApiError, ApiResult};
 
 /// The largest request body accepted, as kube-apiserver's limit for objects.
@@ -30,6 +31,7 @@ pub fn decode_object(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         "application/json" | "" => serde_json::from_slice::<Value>(body)
             .map_err(|e| ApiError::BadRequest(format!("the body of the request is not valid JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(body)?,
+        PROTOBUF => protobuf(body)?,
         other => return Err(ApiError::UnsupportedMediaType(format!("{ACCEPTED} (got {other})"))),
     };
     if !value.is_object() {
@@ -44,92 +46,21 @@ pub fn yaml(body: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::BadRequest(format!("the body of the request is not valid YAML: {e}")))
 }
 
-/// The magic prefix of Kubernetes protobuf bodies.
-const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
+/// The media type of Kubernetes protobuf bodies.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
-/// `runtime.Unknown`: the envelope around every Kubernetes protobuf body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Unknown {
-    #[prost(bytes = "vec", tag = "2")]
-    raw: Vec<u8>,
-}
-
-/// The parts of `authorization.k8s.io/v1` `SelfSubjectAccessReview` the server reads.
-#[derive(Clone, PartialEq, prost::Message)]
-struct AccessReview {
-    #[prost(message, optional, tag = "2")]
-    spec: Option<AccessReviewSpec>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct AccessReviewSpec {
-    #[prost(message, optional, tag = "1")]
-    resource_attributes: Option<ResourceAttributes>,
-    #[prost(message, optional, tag = "2")]
-    non_resource_attributes: Option<NonResourceAttributes>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ResourceAttributes {
-    #[prost(string, optional, tag = "1")]
-    namespace: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    verb: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    group: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    version: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    resource: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    subresource: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct NonResourceAttributes {
-    #[prost(string, optional, tag = "1")]
-    path: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    verb: Option<String>,
+/// Decodes a protobuf body into the JSON object a JSON client would have sent.
+fn protobuf(body: &[u8]) -> ApiResult<Value> {
+    crate::proto::decode(body).map_err(|e| match e {
+        ProtoError::UnknownKind(_) => ApiError::UnsupportedMediaType(format!("{ACCEPTED} ({e})")),
+        ProtoError::Malformed(_) => ApiError::BadRequest(e.to_string()),
+    })
 }
 
 /// Decodes a `SelfSubjectAccessReview` body (JSON, YAML or protobuf) into its JSON `spec`.
 pub fn decode_access_review(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    if content_type(headers) != "application/vnd.kubernetes.protobuf" {
-        let review = decode_object(headers, body)?;
-        return Ok(review.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})));
-    }
-    let raw = body
-        .strip_prefix(PROTOBUF_MAGIC)
-        .ok_or_else(|| ApiError::BadRequest("protobuf body lacks the k8s\\0 prefix".into()))?;
-    let bad = |e: prost::DecodeError| ApiError::BadRequest(format!("malformed protobuf body: {e}"));
-    let envelope = <Unknown as prost::Message>::decode(raw).map_err(bad)?;
-    let review = <AccessReview as prost::Message>::decode(envelope.raw.as_slice()).map_err(bad)?;
-    let spec = review.spec.unwrap_or_default();
-    let mut json = serde_json::Map::new();
-    if let Some(r) = spec.resource_attributes {
-        let fields = [
-            ("namespace", r.namespace),
-            ("verb", r.verb),
-            ("group", r.group),
-            ("version", r.version),
-            ("resource", r.resource),
-            ("subresource", r.subresource),
-            ("name", r.name),
-        ];
-        let attrs: serde_json::Map<String, Value> =
-            fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::String(v)))).collect();
-        json.insert("resourceAttributes".into(), Value::Object(attrs));
-    }
-    if let Some(n) = spec.non_resource_attributes {
-        let fields = [("path", n.path), ("verb", n.verb)];
-        let attrs: serde_json::Map<String, Value> =
-            fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::String(v)))).collect();
-        json.insert("nonResourceAttributes".into(), Value::Object(attrs));
-    }
-    Ok(Value::Object(json))
+    let review = decode_object(headers, body)?;
+    Ok(review.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})))
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod node_proxy;
 pub mod objects;
 pub mod pki;
+pub mod proto;
 pub mod plugins;
 pub mod routing;
 pub mod server;
