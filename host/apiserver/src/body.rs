@@ -67,27 +67,58 @@ pub fn decode_access_review(headers: &HeaderMap, body: &Bytes) -> ApiResult<Valu
 mod tests {
     use super::*;
 
+    fn protobuf_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, PROTOBUF.parse().expect("header"));
+        headers
+    }
+
+    /// A protobuf body for `object` as client-go frames it.
+    fn protobuf_body(api_version: &str, kind: &str, object: &impl prost::Message) -> Bytes {
+        use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+        let envelope = Unknown {
+            type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+            raw: Some(object.encode_to_vec()),
+            ..Unknown::default()
+        };
+        Bytes::from([crate::proto::MAGIC, &prost::Message::encode_to_vec(&envelope)].concat())
+    }
+
     #[test]
     fn protobuf_access_review_decodes_to_its_spec() {
-        let review = AccessReview {
-            spec: Some(AccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some("default".into()),
+        use k8s_pb::api::authorization::v1 as authz;
+        let review = authz::SelfSubjectAccessReview {
+            spec: Some(authz::SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(authz::ResourceAttributes {
                     verb: Some("create".into()),
                     resource: Some("pods".into()),
-                    ..ResourceAttributes::default()
+                    ..authz::ResourceAttributes::default()
                 }),
                 non_resource_attributes: None,
             }),
+            ..authz::SelfSubjectAccessReview::default()
         };
-        let envelope = Unknown { raw: prost::Message::encode_to_vec(&review) };
-        let mut body = PROTOBUF_MAGIC.to_vec();
-        body.extend(prost::Message::encode_to_vec(&envelope));
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf".parse().expect("header"));
-        let spec = decode_access_review(&headers, &Bytes::from(body)).expect("decodes");
+        let body = protobuf_body("authorization.k8s.io/v1", "SelfSubjectAccessReview", &review);
+        let spec = decode_access_review(&protobuf_headers(), &body).expect("decodes");
         assert_eq!(spec["resourceAttributes"]["verb"], "create");
         assert_eq!(spec["resourceAttributes"]["resource"], "pods");
+    }
+
+    #[test]
+    fn protobuf_objects_decode_and_bad_ones_map_to_400_and_415() {
+        use k8s_pb::api::core::v1::Namespace;
+        use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let namespace = Namespace {
+            metadata: Some(ObjectMeta { name: Some("team-a".into()), ..ObjectMeta::default() }),
+            ..Namespace::default()
+        };
+        let object = decode_object(&protobuf_headers(), &protobuf_body("v1", "Namespace", &namespace)).expect("decodes");
+        assert_eq!(object["kind"], "Namespace");
+        assert_eq!(object["metadata"]["name"], "team-a");
+        let unknown = decode_object(&protobuf_headers(), &protobuf_body("v1", "Gizmo", &namespace)).expect_err("415");
+        assert_eq!(unknown.code_and_reason().0.as_u16(), 415);
+        let malformed = decode_object(&protobuf_headers(), &Bytes::from_static(b"k8s\0\x0a\xff")).expect_err("400");
+        assert_eq!(malformed.code_and_reason().0.as_u16(), 400);
     }
 
     #[test]

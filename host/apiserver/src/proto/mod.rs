@@ -112,11 +112,15 @@ fn package_of(api_version: &str) -> String {
 }
 
 /// The message type for a kind: prost spells `CSIDriver` as `CsiDriver`, so names match
-/// without regard to case.
+/// without regard to case. Meta kinds (`DeleteOptions`) travel under every group-version.
 fn message_for(api_version: &str, kind: &str) -> Result<&'static str, ProtoError> {
     let schema = schema()?;
-    let key = format!("{}.{}", package_of(api_version), kind.to_ascii_lowercase());
-    schema.by_kind.get(&key).map(String::as_str).ok_or_else(|| ProtoError::UnknownKind(format!("{api_version} {kind}")))
+    let kind_key = kind.to_ascii_lowercase();
+    [package_of(api_version), "apimachinery.pkg.apis.meta.v1".to_string()]
+        .iter()
+        .find_map(|package| schema.by_kind.get(&format!("{package}.{kind_key}")))
+        .map(String::as_str)
+        .ok_or_else(|| ProtoError::UnknownKind(format!("{api_version} {kind}")))
 }
 
 /// A field's value type.

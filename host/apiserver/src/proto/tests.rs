@@ -173,7 +173,7 @@ fn service_ports_and_target_ports_decode() {
             selector: BTreeMap::from([("app".into(), "web".into())]),
             r#type: Some("ClusterIP".into()),
             cluster_ip: Some(String::new()),
-            cluster_i_ps: vec!["10.0.0.10".into()],
+            cluster_ips: vec!["10.0.0.10".into()],
             ..core::ServiceSpec::default()
         }),
         status: Some(core::ServiceStatus::default()),
@@ -226,6 +226,14 @@ fn access_review_decodes_through_the_generic_path() {
     };
     let json = decoded("authorization.k8s.io/v1", "SelfSubjectAccessReview", &review);
     assert_eq!(json["spec"]["resourceAttributes"], json!({"namespace": "default", "verb": "create", "resource": "pods"}));
+}
+
+#[test]
+fn delete_options_decode_under_any_group_version() {
+    let options = meta::DeleteOptions { propagation_policy: Some("Foreground".into()), grace_period_seconds: Some(0), ..meta::DeleteOptions::default() };
+    let json = decoded("apps/v1", "DeleteOptions", &options);
+    assert_eq!(json["propagationPolicy"], "Foreground");
+    assert_eq!(json["gracePeriodSeconds"], 0);
 }
 
 #[test]
