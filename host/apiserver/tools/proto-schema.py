@@ -66,12 +66,13 @@ def camel(snake):
 
 
 FIELD = re.compile(r"#\[prost\((?P<attr>[^\]]*)\)\]\s*pub (?P<name>(?:r#)?[a-z0-9_]+):\s*(?P<ty>[^;{}]*?),\s*(?=(?:///|#\[|pub |\}))", re.S)
-STRUCT = re.compile(r"pub struct (\w+) \{(.*?)\n\}", re.S)
+# `pub struct Empty {}` sits on one line; others close with `}` alone on a line.
+STRUCT = re.compile(r"pub struct (\w+) \{(?:\}|(.*?)\n\})", re.S)
 
 
 def resolve(module, ty):
     """The full proto name of a Rust type path written inside `module`."""
-    ty = re.sub(r"\s+", "", ty)
+    ty = re.sub(r"\s+", "", ty).replace(",>", ">").rstrip(",")
     for wrapper in ("::core::option::Option<", "::prost::alloc::vec::Vec<", "::prost::alloc::boxed::Box<"):
         while ty.startswith(wrapper):
             ty = ty[len(wrapper):-1]

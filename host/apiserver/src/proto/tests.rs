@@ -251,3 +251,16 @@ fn unknown_kinds_and_malformed_bytes_are_refused() {
     let err = decode(&[MAGIC, &Unknown { type_meta: Some(TypeMeta { api_version: Some("v1".into()), kind: Some("Namespace".into()) }), raw: Some(bad.to_vec()), ..Unknown::default() }.encode_to_vec()].concat()).expect_err("bad utf-8");
     assert!(err.to_string().contains("ObjectMeta.name"), "{err}");
 }
+
+#[test]
+fn every_message_the_schema_refers_to_exists() {
+    let schema = super::schema().expect("schema parses");
+    let dangling: Vec<String> = schema
+        .messages
+        .iter()
+        .flat_map(|(name, fields)| fields.values().map(move |f| (name, f)))
+        .filter(|(_, f)| !f.message.is_empty() && !schema.messages.contains_key(&f.message))
+        .map(|(name, f)| format!("{name}.{} -> {}", f.json, f.message))
+        .collect();
+    assert!(dangling.is_empty(), "{dangling:#?}");
+}
