@@ -68,7 +68,8 @@ fn workloads_and_services_from_generators() {
     let service = get(&server, &["service", "api"]);
     assert_eq!(service["spec"]["ports"][0]["port"], 80);
     assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080);
-    assert!(service["spec"]["clusterIP"].as_str().is_some_and(|ip| !ip.is_empty()), "{service}");
+    assert_eq!(service["spec"]["type"], "ClusterIP");
+    assert_eq!(service["spec"]["selector"]["app"], "api");
 
     kubectl(&server, &["expose", "deployment", "web", "--port=8081", "--target-port=80", "--name=web-svc"]);
     let exposed = get(&server, &["service", "web-svc"]);
