@@ -81,7 +81,10 @@ fn workloads_and_services_from_generators() {
     assert_eq!(job["spec"]["template"]["spec"]["containers"][0]["command"], serde_json::json!(["echo", "hi"]));
     assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
 
-    kubectl(&server, &["run", "shell", "--image=busybox:1.36", "--labels=role=debug", "--env=MODE=x", "--", "sleep", "3600"]);
+    kubectl(
+        &server,
+        &["run", "shell", "--image=busybox:1.36", "--labels=role=debug", "--env=MODE=x", "--", "sleep", "3600"],
+    );
     let pod = get(&server, &["pod", "shell"]);
     assert_eq!(pod["metadata"]["labels"]["role"], "debug");
     assert_eq!(pod["spec"]["containers"][0]["env"][0], serde_json::json!({"name": "MODE", "value": "x"}));

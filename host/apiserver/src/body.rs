@@ -112,7 +112,8 @@ mod tests {
             metadata: Some(ObjectMeta { name: Some("team-a".into()), ..ObjectMeta::default() }),
             ..Namespace::default()
         };
-        let object = decode_object(&protobuf_headers(), &protobuf_body("v1", "Namespace", &namespace)).expect("decodes");
+        let object =
+            decode_object(&protobuf_headers(), &protobuf_body("v1", "Namespace", &namespace)).expect("decodes");
         assert_eq!(object["kind"], "Namespace");
         assert_eq!(object["metadata"]["name"], "team-a");
         let unknown = decode_object(&protobuf_headers(), &protobuf_body("v1", "Gizmo", &namespace)).expect_err("415");

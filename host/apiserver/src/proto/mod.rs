@@ -71,7 +71,8 @@ struct Envelope<'a> {
 
 impl<'a> Envelope<'a> {
     fn read(bytes: &'a [u8]) -> Result<Self, ProtoError> {
-        let mut envelope = Envelope { api_version: String::new(), kind: String::new(), raw: &[], content_encoding: String::new() };
+        let mut envelope =
+            Envelope { api_version: String::new(), kind: String::new(), raw: &[], content_encoding: String::new() };
         let mut reader = Reader::new(bytes);
         while let Some((tag, wire)) = reader.key()? {
             match (tag, wire) {
@@ -167,12 +168,17 @@ fn schema() -> Result<&'static Schema, ProtoError> {
 }
 
 fn parse_schema(text: &str) -> Result<Schema, String> {
-    let packages: HashMap<String, HashMap<String, Vec<Value>>> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let packages: HashMap<String, HashMap<String, Vec<Value>>> =
+        serde_json::from_str(text).map_err(|e| e.to_string())?;
     let mut schema = Schema::default();
     for (package, messages) in packages {
         for (name, fields) in messages {
             let full = format!("{package}.{name}");
-            let fields = fields.iter().map(parse_field).collect::<Result<HashMap<_, _>, _>>().map_err(|e| format!("{full}: {e}"))?;
+            let fields = fields
+                .iter()
+                .map(parse_field)
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map_err(|e| format!("{full}: {e}"))?;
             schema.by_kind.insert(format!("{package}.{}", name.to_ascii_lowercase()), full.clone());
             schema.messages.insert(full, fields);
         }
@@ -220,7 +226,7 @@ fn generic(name: &str, bytes: &[u8]) -> Result<Value, ProtoError> {
         };
         let context = |e: ProtoError| match e {
             ProtoError::Malformed(m) => malformed(format!("{name}.{}: {m}", field.json)),
-            other => other,
+            unknown @ ProtoError::UnknownKind(_) => unknown,
         };
         read_field(&mut object, field, wire, &mut reader).map_err(context)?;
     }
@@ -228,7 +234,12 @@ fn generic(name: &str, bytes: &[u8]) -> Result<Value, ProtoError> {
 }
 
 /// Reads one occurrence of `field` from the wire into `object`.
-fn read_field(object: &mut Map<String, Value>, field: &Field, wire: WireType, reader: &mut Reader) -> Result<(), ProtoError> {
+fn read_field(
+    object: &mut Map<String, Value>,
+    field: &Field,
+    wire: WireType,
+    reader: &mut Reader,
+) -> Result<(), ProtoError> {
     if let Kind::Map(value_kind) = field.kind {
         let (key, value) = map_entry(reader.len_delimited()?, value_kind, &field.message)?;
         let map = object.entry(field.json.clone()).or_insert_with(|| Value::Object(Map::new()));
@@ -299,7 +310,9 @@ fn read_value(kind: Kind, message: &str, wire: WireType, reader: &mut Reader) ->
         Kind::Int32 => Value::from(reader.varint()? as i32),
         #[allow(clippy::cast_possible_wrap)] // two's complement by design
         Kind::Int64 => Value::from(reader.varint()? as i64),
-        Kind::Double => serde_json::Number::from_f64(f64::from_bits(reader.fixed64()?)).map_or(Value::Null, Value::Number),
+        Kind::Double => {
+            serde_json::Number::from_f64(f64::from_bits(reader.fixed64()?)).map_or(Value::Null, Value::Number)
+        }
         Kind::Message | Kind::Map(_) => decode_message(message, reader.len_delimited()?)?,
     })
 }
@@ -307,7 +320,9 @@ fn read_value(kind: Kind, message: &str, wire: WireType, reader: &mut Reader) ->
 /// A map entry: key = 1 (string), value = 2.
 fn map_entry(bytes: &[u8], value_kind: MapValue, message: &str) -> Result<(String, Value), ProtoError> {
     let (kind, empty) = match value_kind {
-        MapValue::String | MapValue::Bytes => (if value_kind == MapValue::String { Kind::String } else { Kind::Bytes }, Value::String(String::new())),
+        MapValue::String | MapValue::Bytes => {
+            (if value_kind == MapValue::String { Kind::String } else { Kind::Bytes }, Value::String(String::new()))
+        }
         MapValue::Message => (Kind::Message, Value::Object(Map::new())),
     };
     let mut key = String::new();

@@ -48,7 +48,11 @@ fn decoded(api_version: &str, kind: &str, object: &impl Message) -> Value {
 
 #[test]
 fn namespace_decodes_with_type_meta_and_without_go_zero_values() {
-    let namespace = core::Namespace { metadata: Some(metadata("team-a", "")), spec: Some(core::NamespaceSpec::default()), status: Some(core::NamespaceStatus::default()) };
+    let namespace = core::Namespace {
+        metadata: Some(metadata("team-a", "")),
+        spec: Some(core::NamespaceSpec::default()),
+        status: Some(core::NamespaceStatus::default()),
+    };
     let json = decoded("v1", "Namespace", &namespace);
     assert_eq!(
         json,
@@ -94,7 +98,11 @@ fn container() -> core::Container {
     core::Container {
         name: Some("web".into()),
         image: Some("nginx:1.27".into()),
-        ports: vec![core::ContainerPort { container_port: Some(80), protocol: Some("TCP".into()), ..core::ContainerPort::default() }],
+        ports: vec![core::ContainerPort {
+            container_port: Some(80),
+            protocol: Some("TCP".into()),
+            ..core::ContainerPort::default()
+        }],
         resources: Some(core::ResourceRequirements {
             limits: BTreeMap::from([("memory".into(), Quantity { string: Some("128Mi".into()) })]),
             requests: BTreeMap::from([("cpu".into(), Quantity { string: Some("250m".into()) })]),
@@ -124,7 +132,10 @@ fn deployment_decodes_int_or_string_quantities_times_and_inline_structs() {
         metadata: Some(metadata("web", "default")),
         spec: Some(apps::DeploymentSpec {
             replicas: Some(2),
-            selector: Some(meta::LabelSelector { match_labels: BTreeMap::from([("app".into(), "web".into())]), ..meta::LabelSelector::default() }),
+            selector: Some(meta::LabelSelector {
+                match_labels: BTreeMap::from([("app".into(), "web".into())]),
+                ..meta::LabelSelector::default()
+            }),
             template: Some(core::PodTemplateSpec {
                 metadata: Some(template_meta),
                 spec: Some(core::PodSpec { containers: vec![container()], ..core::PodSpec::default() }),
@@ -133,7 +144,11 @@ fn deployment_decodes_int_or_string_quantities_times_and_inline_structs() {
                 r#type: Some("RollingUpdate".into()),
                 rolling_update: Some(apps::RollingUpdateDeployment {
                     max_surge: Some(IntOrString { r#type: Some(1), int_val: Some(0), str_val: Some("25%".into()) }),
-                    max_unavailable: Some(IntOrString { r#type: Some(0), int_val: Some(1), str_val: Some(String::new()) }),
+                    max_unavailable: Some(IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(1),
+                        str_val: Some(String::new()),
+                    }),
                 }),
             }),
             ..apps::DeploymentSpec::default()
@@ -225,12 +240,19 @@ fn access_review_decodes_through_the_generic_path() {
         ..authz::SelfSubjectAccessReview::default()
     };
     let json = decoded("authorization.k8s.io/v1", "SelfSubjectAccessReview", &review);
-    assert_eq!(json["spec"]["resourceAttributes"], json!({"namespace": "default", "verb": "create", "resource": "pods"}));
+    assert_eq!(
+        json["spec"]["resourceAttributes"],
+        json!({"namespace": "default", "verb": "create", "resource": "pods"})
+    );
 }
 
 #[test]
 fn delete_options_decode_under_any_group_version() {
-    let options = meta::DeleteOptions { propagation_policy: Some("Foreground".into()), grace_period_seconds: Some(0), ..meta::DeleteOptions::default() };
+    let options = meta::DeleteOptions {
+        propagation_policy: Some("Foreground".into()),
+        grace_period_seconds: Some(0),
+        ..meta::DeleteOptions::default()
+    };
     let json = decoded("apps/v1", "DeleteOptions", &options);
     assert_eq!(json["propagationPolicy"], "Foreground");
     assert_eq!(json["gracePeriodSeconds"], 0);
@@ -248,7 +270,19 @@ fn unknown_kinds_and_malformed_bytes_are_refused() {
     assert!(matches!(decode(b"{\"kind\":\"Namespace\"}"), Err(ProtoError::Malformed(_))));
     // A string field that is not UTF-8 inside a well-formed envelope.
     let bad = [0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe];
-    let err = decode(&[MAGIC, &Unknown { type_meta: Some(TypeMeta { api_version: Some("v1".into()), kind: Some("Namespace".into()) }), raw: Some(bad.to_vec()), ..Unknown::default() }.encode_to_vec()].concat()).expect_err("bad utf-8");
+    let err = decode(
+        &[
+            MAGIC,
+            &Unknown {
+                type_meta: Some(TypeMeta { api_version: Some("v1".into()), kind: Some("Namespace".into()) }),
+                raw: Some(bad.to_vec()),
+                ..Unknown::default()
+            }
+            .encode_to_vec(),
+        ]
+        .concat(),
+    )
+    .expect_err("bad utf-8");
     assert!(err.to_string().contains("ObjectMeta.name"), "{err}");
 }
 
