@@ -1,9 +1,10 @@
-//! Request bodies: JSON, YAML, and the protobuf envelope kubectl uses for access reviews.
+//! Request bodies: JSON, YAML, and Kubernetes protobuf (decoded to JSON by [`crate::proto`]).
 
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::proto::ProtoError;
 use crate::status::{ApiError, ApiResult};
 
 /// The largest request body accepted, as kube-apiserver's limit for objects.
@@ -30,6 +31,7 @@ pub fn decode_object(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         "application/json" | "" => serde_json::from_slice::<Value>(body)
             .map_err(|e| ApiError::BadRequest(format!("the body of the request is not valid JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml(body)?,
+        PROTOBUF => protobuf(body)?,
         other => return Err(ApiError::UnsupportedMediaType(format!("{ACCEPTED} (got {other})"))),
     };
     if !value.is_object() {
@@ -44,119 +46,80 @@ pub fn yaml(body: &[u8]) -> ApiResult<Value> {
         .map_err(|e| ApiError::BadRequest(format!("the body of the request is not valid YAML: {e}")))
 }
 
-/// The magic prefix of Kubernetes protobuf bodies.
-const PROTOBUF_MAGIC: &[u8] = b"k8s\0";
+/// The media type of Kubernetes protobuf bodies.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
 
-/// `runtime.Unknown`: the envelope around every Kubernetes protobuf body.
-#[derive(Clone, PartialEq, prost::Message)]
-struct Unknown {
-    #[prost(bytes = "vec", tag = "2")]
-    raw: Vec<u8>,
-}
-
-/// The parts of `authorization.k8s.io/v1` `SelfSubjectAccessReview` the server reads.
-#[derive(Clone, PartialEq, prost::Message)]
-struct AccessReview {
-    #[prost(message, optional, tag = "2")]
-    spec: Option<AccessReviewSpec>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct AccessReviewSpec {
-    #[prost(message, optional, tag = "1")]
-    resource_attributes: Option<ResourceAttributes>,
-    #[prost(message, optional, tag = "2")]
-    non_resource_attributes: Option<NonResourceAttributes>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ResourceAttributes {
-    #[prost(string, optional, tag = "1")]
-    namespace: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    verb: Option<String>,
-    #[prost(string, optional, tag = "3")]
-    group: Option<String>,
-    #[prost(string, optional, tag = "4")]
-    version: Option<String>,
-    #[prost(string, optional, tag = "5")]
-    resource: Option<String>,
-    #[prost(string, optional, tag = "6")]
-    subresource: Option<String>,
-    #[prost(string, optional, tag = "7")]
-    name: Option<String>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct NonResourceAttributes {
-    #[prost(string, optional, tag = "1")]
-    path: Option<String>,
-    #[prost(string, optional, tag = "2")]
-    verb: Option<String>,
+/// Decodes a protobuf body into the JSON object a JSON client would have sent.
+fn protobuf(body: &[u8]) -> ApiResult<Value> {
+    crate::proto::decode(body).map_err(|e| match e {
+        ProtoError::UnknownKind(_) => ApiError::UnsupportedMediaType(format!("{ACCEPTED} ({e})")),
+        ProtoError::Malformed(_) => ApiError::BadRequest(e.to_string()),
+    })
 }
 
 /// Decodes a `SelfSubjectAccessReview` body (JSON, YAML or protobuf) into its JSON `spec`.
 pub fn decode_access_review(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
-    if content_type(headers) != "application/vnd.kubernetes.protobuf" {
-        let review = decode_object(headers, body)?;
-        return Ok(review.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})));
-    }
-    let raw = body
-        .strip_prefix(PROTOBUF_MAGIC)
-        .ok_or_else(|| ApiError::BadRequest("protobuf body lacks the k8s\\0 prefix".into()))?;
-    let bad = |e: prost::DecodeError| ApiError::BadRequest(format!("malformed protobuf body: {e}"));
-    let envelope = <Unknown as prost::Message>::decode(raw).map_err(bad)?;
-    let review = <AccessReview as prost::Message>::decode(envelope.raw.as_slice()).map_err(bad)?;
-    let spec = review.spec.unwrap_or_default();
-    let mut json = serde_json::Map::new();
-    if let Some(r) = spec.resource_attributes {
-        let fields = [
-            ("namespace", r.namespace),
-            ("verb", r.verb),
-            ("group", r.group),
-            ("version", r.version),
-            ("resource", r.resource),
-            ("subresource", r.subresource),
-            ("name", r.name),
-        ];
-        let attrs: serde_json::Map<String, Value> =
-            fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::String(v)))).collect();
-        json.insert("resourceAttributes".into(), Value::Object(attrs));
-    }
-    if let Some(n) = spec.non_resource_attributes {
-        let fields = [("path", n.path), ("verb", n.verb)];
-        let attrs: serde_json::Map<String, Value> =
-            fields.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), Value::String(v)))).collect();
-        json.insert("nonResourceAttributes".into(), Value::Object(attrs));
-    }
-    Ok(Value::Object(json))
+    let review = decode_object(headers, body)?;
+    Ok(review.get("spec").cloned().unwrap_or_else(|| serde_json::json!({})))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn protobuf_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, PROTOBUF.parse().expect("header"));
+        headers
+    }
+
+    /// A protobuf body for `object` as client-go frames it.
+    fn protobuf_body(api_version: &str, kind: &str, object: &impl prost::Message) -> Bytes {
+        use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+        let envelope = Unknown {
+            type_meta: Some(TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
+            raw: Some(object.encode_to_vec()),
+            ..Unknown::default()
+        };
+        Bytes::from([crate::proto::MAGIC, &prost::Message::encode_to_vec(&envelope)].concat())
+    }
+
     #[test]
     fn protobuf_access_review_decodes_to_its_spec() {
-        let review = AccessReview {
-            spec: Some(AccessReviewSpec {
-                resource_attributes: Some(ResourceAttributes {
-                    namespace: Some("default".into()),
+        use k8s_pb::api::authorization::v1 as authz;
+        let review = authz::SelfSubjectAccessReview {
+            spec: Some(authz::SelfSubjectAccessReviewSpec {
+                resource_attributes: Some(authz::ResourceAttributes {
                     verb: Some("create".into()),
                     resource: Some("pods".into()),
-                    ..ResourceAttributes::default()
+                    ..authz::ResourceAttributes::default()
                 }),
                 non_resource_attributes: None,
             }),
+            ..authz::SelfSubjectAccessReview::default()
         };
-        let envelope = Unknown { raw: prost::Message::encode_to_vec(&review) };
-        let mut body = PROTOBUF_MAGIC.to_vec();
-        body.extend(prost::Message::encode_to_vec(&envelope));
-        let mut headers = HeaderMap::new();
-        headers.insert(header::CONTENT_TYPE, "application/vnd.kubernetes.protobuf".parse().expect("header"));
-        let spec = decode_access_review(&headers, &Bytes::from(body)).expect("decodes");
+        let body = protobuf_body("authorization.k8s.io/v1", "SelfSubjectAccessReview", &review);
+        let spec = decode_access_review(&protobuf_headers(), &body).expect("decodes");
         assert_eq!(spec["resourceAttributes"]["verb"], "create");
         assert_eq!(spec["resourceAttributes"]["resource"], "pods");
+    }
+
+    #[test]
+    fn protobuf_objects_decode_and_bad_ones_map_to_400_and_415() {
+        use k8s_pb::api::core::v1::Namespace;
+        use k8s_pb::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let namespace = Namespace {
+            metadata: Some(ObjectMeta { name: Some("team-a".into()), ..ObjectMeta::default() }),
+            ..Namespace::default()
+        };
+        let object =
+            decode_object(&protobuf_headers(), &protobuf_body("v1", "Namespace", &namespace)).expect("decodes");
+        assert_eq!(object["kind"], "Namespace");
+        assert_eq!(object["metadata"]["name"], "team-a");
+        let unknown = decode_object(&protobuf_headers(), &protobuf_body("v1", "Gizmo", &namespace)).expect_err("415");
+        assert_eq!(unknown.code_and_reason().0.as_u16(), 415);
+        let malformed = decode_object(&protobuf_headers(), &Bytes::from_static(b"k8s\0\x0a\xff")).expect_err("400");
+        assert_eq!(malformed.code_and_reason().0.as_u16(), 400);
     }
 
     #[test]

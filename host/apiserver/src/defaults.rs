@@ -8,7 +8,9 @@ use serde_json::{Value, json};
 pub struct Defaults;
 
 fn set_default(object: &mut Value, field: &str, value: Value) {
-    if object.get(field).is_none_or(Value::is_null) {
+    // An empty object is "left empty" too: protobuf clients send `status: {}` for Go structs.
+    let empty_object = |v: &Value| value.is_object() && v.as_object().is_some_and(serde_json::Map::is_empty);
+    if object.get(field).is_none_or(|v| v.is_null() || empty_object(v)) {
         object[field] = value;
     }
 }
@@ -20,6 +22,7 @@ impl Defaults {
             ("", "Pod") => pod(object),
             ("", "Namespace") => namespace(object),
             ("", "Service") => service(object),
+            ("", "Secret") => set_default(object, "type", json!("Opaque")),
             ("apps", "Deployment") => deployment(object),
             _ => {}
         }

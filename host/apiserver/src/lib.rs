@@ -23,6 +23,7 @@ pub mod node_proxy;
 pub mod objects;
 pub mod pki;
 pub mod plugins;
+pub mod proto;
 pub mod routing;
 pub mod server;
 pub mod status;
