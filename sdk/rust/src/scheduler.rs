@@ -222,6 +222,7 @@ pub mod __private {
         Status::error(format!("node {node} is unknown to the plugin"))
     }
 
+    #[allow(clippy::must_use_candidate, reason = "called only by the generated export glue")]
     impl<P: SchedulerPlugin> Exports<P> {
         fn with<R>(&self, missing: R, f: impl FnOnce(&mut Instance<P>) -> R) -> R {
             self.0.with(|slot| match slot.borrow_mut().as_mut() {

@@ -31,7 +31,7 @@ pub struct NodeAffinitySpec {
     pub preferred_during_scheduling_ignored_during_execution: Vec<PreferredTerm>,
 }
 
-/// A `NodeSelector`: terms ORed.
+/// A `NodeSelector`: any of its terms matches (OR).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeSelector {
@@ -40,7 +40,7 @@ pub struct NodeSelector {
     pub node_selector_terms: Vec<Term>,
 }
 
-/// A `NodeSelectorTerm`: requirements ANDed.
+/// A `NodeSelectorTerm`: all of its requirements match (AND).
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Term {
