@@ -274,8 +274,12 @@ impl ControllerClient for HostClient {
         let stored = self.send(http::Method::DELETE, &path, "application/json", body.to_string().into_bytes())?;
         if let Some(informer) = self.informer(kind) {
             // A held object (finalizers, grace period) comes back with its deletionTimestamp; a
-            // removed one as a Status.
-            if stored.get("kind").and_then(Value::as_str) == Some(kind.kind.as_str()) {
+            // removed one as a Status or as its last state. Only a held one may go back into the
+            // cache: the watch may already have delivered the deletion, and re-inserting the
+            // removed object would leave a ghost that nothing ever clears.
+            let held = stored.get("kind").and_then(Value::as_str) == Some(kind.kind.as_str())
+                && stored.pointer("/metadata/deletionTimestamp").is_some();
+            if held {
                 informer.observe(stored);
             } else {
                 informer.observe_deleted(&Key::from(key));

@@ -77,8 +77,8 @@ pub struct Informer {
     resource: ApiResource,
     namespaced: bool,
     objects: RwLock<Objects>,
-    /// resourceVersions of objects this process deleted, so a late watch event of an older
-    /// version does not bring them back.
+    /// resourceVersions at which objects were deleted (by this process or seen in the watch),
+    /// so a late watch event or write-through of an older version does not bring them back.
     tombstones: Mutex<HashMap<(String, String), u64>>,
     handlers: RwLock<Vec<Handler>>,
     synced: watch::Sender<bool>,
@@ -205,6 +205,12 @@ impl Informer {
 
     fn delete(&self, value: &Value) {
         let key = object_cache_key(value);
+        // A write-through of an older state arriving after the deletion must not bring it back.
+        if let Some(rv) = resource_version(value) {
+            let mut tombstones = self.tombstones.lock().unwrap_or_else(PoisonError::into_inner);
+            let dead = tombstones.entry(key.clone()).or_insert(rv);
+            *dead = (*dead).max(rv);
+        }
         let removed = self.write().remove(&key);
         if let Some(object) = removed {
             self.notify(&Change::Deleted(object));
@@ -338,4 +344,38 @@ async fn run(api: Api<DynamicObject>, informer: Arc<Informer>, kind: String) {
 
 fn to_value(object: &DynamicObject) -> Value {
     serde_json::to_value(object).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn informer() -> Informer {
+        Informer {
+            resource: ApiResource::erase::<k8s_openapi::api::apps::v1::ReplicaSet>(&()),
+            namespaced: true,
+            objects: RwLock::default(),
+            tombstones: Mutex::default(),
+            handlers: RwLock::default(),
+            synced: watch::Sender::new(false),
+        }
+    }
+
+    fn replica_set(rv: &str) -> Value {
+        serde_json::json!({"metadata": {"namespace": "default", "name": "web", "resourceVersion": rv}})
+    }
+
+    #[test]
+    fn a_deleted_object_is_not_brought_back_by_an_older_write_through() {
+        let informer = informer();
+        informer.apply(replica_set("5"));
+        // The watch delivers the deletion first; the DELETE response (the object's last state)
+        // is processed afterwards.
+        informer.delete(&replica_set("7"));
+        informer.observe(replica_set("6"));
+        assert!(informer.read().is_empty(), "no ghost left in the cache");
+        // A new object of the same name is newer than the deletion and is cached.
+        informer.apply(replica_set("9"));
+        assert_eq!(informer.read().len(), 1);
+    }
 }
