@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{CapstanServer, Run, json, kubectl, kubectl_fails, kubectl_stdin, server};
+use capstan_e2e::{CapstanServer, Run, json, kubectl, kubectl_fails, kubectl_stdin, sdk_example, server};
 
 /// A Plugin object for an admission component.
 fn policy(name: &str, component: &str, mutating: bool, extra: &str, rules: &str) -> String {
@@ -318,22 +318,6 @@ fn resource_quota_admits_exactly_its_limit_under_20_concurrent_creates() {
     kubectl(&server, &["delete", "pod", &first, "-n", "q", "--wait=false"]);
     let used = kubectl(&server, &["get", "quota", "pods", "-n", "q", "-o", "jsonpath={.status.used.pods}"]);
     assert_eq!(used, "6", "deleting releases the pod's charge");
-}
-
-/// A component built from an SDK example by its language's build script (scripts/test builds
-/// them into `target/sdk-examples/`; built here when missing).
-fn sdk_example(script: &str, source: &str, file: &str) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = root.join("target/sdk-examples").join(file);
-    if !out.is_file() {
-        let built = std::process::Command::new(root.join(script))
-            .arg(root.join(source))
-            .arg(&out)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
-        assert!(built.status.success(), "{script} failed:\n{}", String::from_utf8_lossy(&built.stderr));
-    }
-    out.to_string_lossy().into_owned()
 }
 
 const POD_RULES: &str = "    - operations: [CREATE]

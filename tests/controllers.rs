@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{json, kubectl, kubectl_stdin};
+use capstan_e2e::{json, kubectl, kubectl_stdin, point_plugin_at, rebuilt};
 use capstan_testbed::CapstanServer;
 
 fn server() -> CapstanServer {
@@ -156,4 +156,84 @@ fn deleting_a_deployment_collects_its_replica_sets_and_pods_unless_orphaned() {
     assert_eq!(replica_sets.len(), 1, "the ReplicaSet survives");
     assert!(replica_sets[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "and lost its owner");
     assert_eq!(live_pods(&server, "app=kept").len(), 2, "its pods survive");
+}
+
+/// The controller Plugin objects the server created for its default controllers.
+fn controller_plugin(server: &CapstanServer, name: &str) -> serde_json::Value {
+    eventually(Duration::from_mins(1), &format!("Plugin {name} loaded"), || {
+        let run = server.kubectl(&["get", "plugins", name, "-o", "json"]);
+        let plugin: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_default();
+        (plugin["status"]["state"] == "Loaded").then_some(plugin)
+    })
+}
+
+#[test]
+fn the_deployment_controller_is_replaced_while_a_deployment_scales_to_200() {
+    let server = CapstanServer::start_with(&["--hollow-nodes", "3"]).unwrap_or_else(|e| panic!("{e}"));
+    let before = controller_plugin(&server, "deployment");
+    let listed = kubectl(&server, &["get", "plugins", "-l", "capstan.io/builtin=true"]);
+    assert_eq!(before["spec"]["kind"], "controller");
+    assert_eq!(before["spec"]["component"]["builtin"], "deployment-controller");
+    for name in ["deployment", "replicaset", "garbage-collector-pods"] {
+        assert!(listed.contains(name), "kubectl get plugins lists the {name} controller:\n{listed}");
+    }
+    let original = capstan_testbed::component_path("deployment-controller").unwrap_or_else(|e| panic!("{e}"));
+    let original = std::fs::read(original).expect("the deployment controller's component");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("deployment-v2.wasm");
+    std::fs::write(&path, rebuilt(&original, "v2")).expect("the rebuilt component written");
+
+    let manifest = r#"{"apiVersion": "apps/v1", "kind": "Deployment",
+      "metadata": {"name": "big", "namespace": "default"},
+      "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "big"}},
+        "template": {"metadata": {"labels": {"app": "big"}},
+          "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}}}}"#;
+    kubectl_stdin(&server, &["apply", "-f", "-"], manifest);
+    kubectl(&server, &["scale", "deployment/big", "--replicas=200"]);
+    // Replace the component while the controllers are busy creating pods.
+    eventually(Duration::from_secs(30), "the scale-up under way", || {
+        (live_pods(&server, "app=big").len() >= 20).then_some(())
+    });
+    point_plugin_at(&server, "deployment", &path);
+    let after = eventually(Duration::from_mins(1), "the new build serving", || {
+        let plugin = controller_plugin(&server, "deployment");
+        (plugin["status"]["digest"] != before["status"]["digest"]).then_some(plugin)
+    });
+    assert!(after["status"]["lastError"].is_null(), "{}", after["status"]);
+
+    let out = kubectl(&server, &["rollout", "status", "deployment/big", "--timeout=180s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    // Settle, then count: exactly 200 pods and a single ReplicaSet, however the reload fell.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(live_pods(&server, "app=big").len(), 200);
+    assert_eq!(items(&server, &["replicasets", "-l", "app=big"]).len(), 1, "no duplicate ReplicaSet");
+    let d = json(&kubectl(&server, &["get", "deployment", "big", "-o", "json"]));
+    assert_eq!(d["status"]["availableReplicas"], 200, "{}", d["status"]);
+    assert_eq!(d["status"]["observedGeneration"], d["metadata"]["generation"]);
+}
+
+#[test]
+fn a_controller_component_that_cannot_load_leaves_the_serving_one_and_a_deleted_plugin_stops_it() {
+    let server = server();
+    let before = controller_plugin(&server, "replicaset");
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let path = dir.path().join("broken.wasm");
+    std::fs::write(&path, b"\0asm not really").expect("a broken component written");
+    point_plugin_at(&server, "replicaset", &path);
+    let failed = eventually(Duration::from_secs(30), "the load refused", || {
+        let plugin = json(&kubectl(&server, &["get", "plugin", "replicaset", "-o", "json"]));
+        (plugin["status"]["state"] == "Failed").then_some(plugin)
+    });
+    assert!(failed["status"]["lastError"].as_str().is_some_and(|e| !e.is_empty()), "{}", failed["status"]);
+    assert_eq!(failed["status"]["digest"], before["status"]["digest"], "the previous build still serves");
+    // ... and it does serve: a Deployment still gets its pods.
+    kubectl_stdin(&server, &["apply", "-f", "-"], &deployment("still", 2, "nginx:1", "1", "0"));
+    assert!(rollout_status(&server, "still").contains("successfully rolled out"));
+
+    // Without its Plugin the ReplicaSet controller stops: scaling up creates no pods.
+    kubectl(&server, &["delete", "plugin", "replicaset"]);
+    std::thread::sleep(Duration::from_secs(2));
+    kubectl(&server, &["scale", "deployment/still", "--replicas=4"]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(live_pods(&server, "app=still").len(), 2, "no ReplicaSet controller, no new pods");
 }

@@ -2,86 +2,13 @@
 //! containerd (installed by `scripts/install-deps node` when missing), driven with the real
 //! `kubectl`. Each test has its own server, cluster CIDR and bridge.
 
-use std::io::{Read as _, Write as _};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{json, kubectl, kubectl_stdin};
+use capstan_e2e::{
+    BUSYBOX, NodeServer, cgroups_of, http_get, json, kubectl, kubectl_stdin, node_server, sandboxes, start_node,
+};
 use capstan_testbed::{CapstanServer, capstan_binary, ensure_installed};
-
-const BUSYBOX: &str = "capstan.local/busybox:latest";
-
-/// A server with a node agent; when dropped (also when a test fails) it deletes its pods through
-/// the agent and removes the node's bridge, so no pod or route outlives the test.
-struct NodeServer(CapstanServer);
-
-impl std::ops::Deref for NodeServer {
-    type Target = CapstanServer;
-    fn deref(&self) -> &CapstanServer {
-        &self.0
-    }
-}
-
-impl Drop for NodeServer {
-    fn drop(&mut self) {
-        let _ = self.0.kubectl(&["delete", "pods", "--all", "-A", "--timeout=60s"]);
-        let conflist = self.0.dir().join("data/node/containerd/cni/net.d/10-capstan.conflist");
-        let bridge = std::fs::read_to_string(conflist)
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|config| config["plugins"][0]["bridge"].as_str().map(String::from));
-        if let Some(bridge) = bridge {
-            let _ = Command::new("ip").args(["link", "del", &bridge]).status();
-        }
-    }
-}
-
-/// A server with a node agent named `name`, pod CIDRs from `10.<octet>.0.0/16`, and the busybox
-/// image imported.
-fn node_server(name: &str, octet: u8) -> NodeServer {
-    NodeServer(start_node(None, name, octet))
-}
-
-/// Starts (or, given its directory, restarts) a server with a node agent and waits until the
-/// node is Ready with the busybox image imported.
-fn start_node(dir: Option<tempfile::TempDir>, name: &str, octet: u8) -> CapstanServer {
-    for command in ["containerd", "runc", "ctr", "busybox", "cc"] {
-        ensure_installed(command, "node").unwrap_or_else(|e| panic!("{e}"));
-    }
-    let cidr = format!("10.{octet}.0.0/16");
-    let args = ["--node=true", "--node-name", name, "--cluster-cidr", &cidr, "--kubelet-port", "0"];
-    let server = match dir {
-        Some(dir) => CapstanServer::start_in(dir, &args),
-        None => CapstanServer::start_with(&args),
-    }
-    .unwrap_or_else(|e| panic!("{e}"));
-    wait_for(&server, "node Ready", Duration::from_mins(1), || {
-        let out =
-            server.kubectl(&["get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
-        String::from_utf8_lossy(&out.stdout) == "True"
-    });
-    import_busybox(&server);
-    server
-}
-
-fn import_busybox(server: &CapstanServer) {
-    let tar = server.dir().join("busybox.tar");
-    let built = Command::new(capstan_binary().unwrap_or_else(|e| panic!("{e}")))
-        .args(["image", "build-busybox"])
-        .arg(&tar)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run capstan image build-busybox: {e}"));
-    assert!(built.status.success(), "build-busybox failed: {}", String::from_utf8_lossy(&built.stderr));
-    let imported = Command::new(capstan_binary().unwrap_or_else(|e| panic!("{e}")))
-        .args(["image", "import"])
-        .arg(&tar)
-        .arg("--data-dir")
-        .arg(server.dir().join("data"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run capstan image import: {e}"));
-    assert!(imported.status.success(), "image import failed: {}", String::from_utf8_lossy(&imported.stderr));
-}
 
 fn wait_for(server: &CapstanServer, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -111,36 +38,6 @@ fn wait_phase(server: &CapstanServer, name: &str, phase: &str, timeout: Duration
         last["status"]["phase"] == phase
     });
     last
-}
-
-/// `GET path` over plain HTTP from the host.
-fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = std::net::TcpStream::connect_timeout(
-        &format!("{ip}:{port}").parse().map_err(std::io::Error::other)?,
-        Duration::from_secs(3),
-    )?;
-    stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n")?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    Ok(body)
-}
-
-fn cgroups_of(uid: &str) -> Vec<PathBuf> {
-    std::fs::read_dir("/sys/fs/cgroup")
-        .map(|dirs| dirs.flatten().map(|d| d.path().join(format!("capstan/pod{uid}"))).filter(|p| p.exists()).collect())
-        .unwrap_or_default()
-}
-
-fn sandboxes(server: &CapstanServer) -> String {
-    let socket = server.dir().join("data/node/containerd/containerd.sock");
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(&socket)
-        .args(["-n", "k8s.io", "containers", "list", "-q"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ctr: {e}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -423,7 +320,7 @@ fn agent_restart_adopts_running_pods() {
     kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
     let before = wait_phase(&server, "steady", "Running", Duration::from_mins(1));
     let dir = server.stop().unwrap_or_else(|| panic!("the server had no directory"));
-    let server = NodeServer(start_node(Some(dir), "node-g", 107));
+    let server = NodeServer::new(start_node(Some(dir), "node-g", 107));
     std::thread::sleep(Duration::from_secs(3));
     let after = wait_phase(&server, "steady", "Running", Duration::from_secs(30));
     let id = |pod: &serde_json::Value| pod["status"]["containerStatuses"][0]["containerID"].clone();

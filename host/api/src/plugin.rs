@@ -45,6 +45,19 @@ pub struct PluginSpec {
     /// Scheduler settings; used when `kind` is `scheduler`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler: Option<SchedulerSettings>,
+    /// Controller settings; used when `kind` is `controller`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controller: Option<ControllerSettings>,
+}
+
+/// How a controller runs.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.capstan.v1alpha1.ControllerSettings")]
+pub struct ControllerSettings {
+    /// How many keys it reconciles at once; 2 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<u32>,
 }
 
 /// How a scheduler plugin takes part in scheduling.

@@ -81,8 +81,8 @@ enum ImageCommand {
         #[arg(long, default_value = "./.capstan", env = "CAPSTAN_DATA_DIR")]
         data_dir: PathBuf,
     },
-    /// Writes the busybox image tar (`capstan.local/busybox:latest`) built from this machine's
-    /// static busybox.
+    /// Writes the busybox image tar (tags `capstan.local/busybox:latest` and `:2`, which differ
+    /// only in `/etc/capstan-release`) built from this machine's static busybox.
     BuildBusybox {
         /// Where to write the tar.
         out: PathBuf,
@@ -195,6 +195,12 @@ impl Components {
         Self { dir }
     }
 
+    /// A reader of components by name, for the scheduler and the controller manager.
+    fn reader(&self) -> capstan_client::plugins::BuiltinComponents {
+        let components = self.clone();
+        std::sync::Arc::new(move |name: &str| components.bytes(name).map_err(|e| format!("{e:#}")))
+    }
+
     /// The bytes of the component built from plugin crate `name`.
     fn bytes(&self, name: &str) -> anyhow::Result<Vec<u8>> {
         if let Some(dir) = &self.dir {
@@ -246,25 +252,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Starts the default controllers, elected through a Lease, as clients of the API server.
 async fn start_controllers(
+    runtime: capstan_wasm::Runtime,
     data_dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     components: &Components,
 ) -> anyhow::Result<capstan_controllers::ControllerManager> {
     let client = capstan_client::from_kubeconfig(kubeconfig).await.context("cannot build the controllers' client")?;
-    let runtime = capstan_wasm::Runtime::new(capstan_wasm::RuntimeConfig {
-        cache_dir: Some(data_dir.join("wasm-cache")),
-        ..capstan_wasm::RuntimeConfig::default()
-    })
-    .context("cannot start the plugin runtime")?;
-    let mut specs = Vec::new();
-    for default in capstan_controllers::defaults() {
-        match components.bytes(default.component) {
-            Ok(bytes) => specs.push(default.spec(bytes)),
-            Err(e) => tracing::error!(controller = default.name, error = %format!("{e:#}"), "controller not started"),
-        }
-    }
     let identity = format!("{}-{}", std::process::id(), data_dir.display());
-    Ok(capstan_controllers::run_elected(runtime, client, specs, identity))
+    let builtin = components.reader();
+    Ok(capstan_controllers::run_elected(runtime, client, builtin, &capstan_controllers::defaults(), identity))
 }
 
 #[tokio::main]
@@ -322,15 +318,22 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    // The scheduler and the controller manager share one WebAssembly runtime (one engine, one
+    // compile cache).
+    let runtime = capstan_wasm::Runtime::new(capstan_wasm::RuntimeConfig {
+        cache_dir: Some(args.data_dir.join("plugin-cache")),
+        ..capstan_wasm::RuntimeConfig::default()
+    })
+    .context("cannot start the plugin runtime")?;
     let _controllers = if args.controllers {
-        Some(start_controllers(&args.data_dir, &running.kubeconfig, &components).await?)
+        Some(start_controllers(runtime.clone(), &args.data_dir, &running.kubeconfig, &components).await?)
     } else {
         None
     };
     let scheduler = if args.scheduler {
         // The API server is useful without a scheduler (e.g. when the plugins are not built):
         // say loudly why pods stay pending instead of refusing to start.
-        match start_scheduler(args.scheduler_config.as_deref(), &args.data_dir, &running.kubeconfig, components).await {
+        match start_scheduler(runtime, args.scheduler_config.as_deref(), &running.kubeconfig, components).await {
             Ok(scheduler) => Some(scheduler),
             Err(e) => {
                 tracing::error!("the scheduler is not running, pods will stay Pending: {e:#}");
@@ -401,8 +404,8 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
 /// Starts the built-in scheduler as an API client of this server, its default plugins read from
 /// the components directory.
 async fn start_scheduler(
+    runtime: capstan_wasm::Runtime,
     config_file: Option<&std::path::Path>,
-    data_dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     components: Components,
 ) -> anyhow::Result<capstan_scheduler::Started> {
@@ -411,11 +414,6 @@ async fn start_scheduler(
         None => capstan_scheduler::SchedulerConfig::default(),
     };
     let client = capstan_client::from_kubeconfig(kubeconfig).await?;
-    let runtime_config = capstan_wasm::RuntimeConfig {
-        cache_dir: Some(data_dir.join("plugin-cache")),
-        ..capstan_wasm::RuntimeConfig::default()
-    };
-    let runtime = capstan_wasm::Runtime::new(runtime_config)?;
-    let builtin = std::sync::Arc::new(move |name: &str| components.bytes(name).map_err(|e| format!("{e:#}")));
+    let builtin = components.reader();
     Ok(capstan_scheduler::Scheduler::start(client, runtime, config, builtin).await?)
 }

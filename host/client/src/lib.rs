@@ -4,7 +4,10 @@
 //! external client would — over HTTPS, authenticated, through admission and validation — so
 //! they see the same objects, watches and errors as kubectl. This crate builds that client from
 //! a kubeconfig (the admin kubeconfig `capstan server` writes, or one a joining agent was given)
-//! or from a server URL, CA and bearer token.
+//! or from a server URL, CA and bearer token. [`plugins`] has what the scheduler and the
+//! controller manager share for the Plugin objects they load.
+
+pub mod plugins;
 
 use std::path::Path;
 

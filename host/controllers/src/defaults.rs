@@ -1,12 +1,13 @@
 //! The controllers a Capstan server runs unless told otherwise, and running them under leader
-//! election. Each is a component built from `plugins/controllers/`, found by its crate name.
+//! election. Each is a component built from `plugins/controllers/`, found by its crate name,
+//! and enabled by a Plugin object of its name that the leader creates when it is missing.
 
-use std::sync::Arc;
-
+use capstan_client::plugins::BuiltinComponents;
 use capstan_wasm::Runtime;
+use serde_json::{Value, json};
 
 use crate::leader::LeaderElection;
-use crate::manager::{ControllerManager, ControllerSpec};
+use crate::manager::ControllerManager;
 
 /// One default controller: its name, the plugin crate its component is built from, its
 /// configuration and its workers.
@@ -23,10 +24,19 @@ pub struct DefaultController {
 }
 
 impl DefaultController {
-    /// The spec to start it with, given its component's bytes.
+    /// The `spec` of the Plugin object that enables it.
     #[must_use]
-    pub fn spec(&self, component: Vec<u8>) -> ControllerSpec {
-        ControllerSpec { name: self.name.to_owned(), component, config: self.config.to_owned(), workers: self.workers }
+    pub fn plugin_spec(&self) -> Value {
+        let config: Value = serde_json::from_str(self.config).unwrap_or_else(|e| {
+            tracing::error!(controller = self.name, error = %e, "a default controller's configuration is not JSON");
+            json!({})
+        });
+        json!({
+            "kind": "controller",
+            "component": {"builtin": self.component},
+            "config": config,
+            "controller": {"workers": self.workers},
+        })
     }
 }
 
@@ -62,34 +72,38 @@ pub fn defaults() -> Vec<DefaultController> {
     ]
 }
 
-/// Runs `controllers` whenever this process holds the controller manager's Lease (as
-/// `identity`), stopping them when it loses it. Returns the manager; the campaign runs in the
+/// Runs the controllers Plugin objects of kind `controller` ask for whenever this process holds
+/// the controller manager's Lease (as `identity`), stopping them when it loses it. On winning
+/// the Lease it first creates the Plugin objects of `defaults` that are missing. `builtin`
+/// reads the components Capstan ships. Returns the manager; the campaign runs in the
 /// background for the life of the process.
 #[must_use]
 pub fn run_elected(
     runtime: Runtime,
     client: kube::Client,
-    controllers: Vec<ControllerSpec>,
+    builtin: BuiltinComponents,
+    defaults: &[DefaultController],
     identity: String,
 ) -> ControllerManager {
     let manager = ControllerManager::new(runtime, client.clone());
-    let mut leading = LeaderElection::controller_manager(identity).run(client);
+    let mut leading = LeaderElection::controller_manager(identity).run(client.clone());
     let running = manager.clone();
-    let controllers = Arc::new(controllers);
+    let plugins: Vec<(String, Value)> = defaults.iter().map(|d| (d.name.to_owned(), d.plugin_spec())).collect();
     tokio::spawn(async move {
         loop {
             if leading.wait_for(|l| *l).await.is_err() {
                 return;
             }
-            for spec in controllers.iter() {
-                if let Err(e) = running.start(spec.clone()).await {
-                    tracing::error!(controller = %spec.name, error = %e, "cannot start controller");
-                }
+            if let Err(e) = capstan_client::plugins::ensure_builtin_plugins(&client, &plugins).await {
+                tracing::error!(error = %e, "cannot create the default controllers' Plugin objects");
             }
+            let driver = tokio::spawn(crate::plugins::run(running.clone(), client.clone(), builtin.clone()));
             if leading.wait_for(|l| !*l).await.is_err() {
+                driver.abort();
                 return;
             }
             tracing::warn!("lost the controller manager's Lease; stopping controllers");
+            driver.abort();
             running.stop_all();
         }
     });

@@ -10,7 +10,8 @@
 //!
 //! Start with [`ControllerManager::start`], which loads a [`ControllerSpec`]'s component, asks
 //! it what it watches, and runs its workers; [`ControllerManager::reload`] swaps the component
-//! while its queue and caches carry on.
+//! while its queue and caches carry on. In a server, Plugin objects of kind `controller` drive
+//! both ([`run_elected`]).
 
 pub mod client;
 mod defaults;
@@ -20,6 +21,7 @@ pub mod informer;
 pub mod leader;
 mod manager;
 pub mod metrics;
+mod plugins;
 pub mod queue;
 
 use std::fmt;

@@ -46,6 +46,9 @@ impl ControllerSpec {
 /// One running controller.
 struct Running {
     plugin: Controller,
+    /// The configuration and workers it was started with: a change of either needs a restart.
+    config: String,
+    workers_wanted: usize,
     queue: WorkQueue<Key>,
     metrics: Arc<ControllerMetrics>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -119,7 +122,8 @@ impl ControllerManager {
             })
             .collect();
         tracing::info!(controller = %spec.name, primary = %watches.primary.kind, workers = spec.workers, "controller started");
-        let running = Running { plugin, queue, metrics, workers };
+        let running =
+            Running { plugin, config: spec.config.clone(), workers_wanted: spec.workers, queue, metrics, workers };
         if let Some(old) = self.lock().insert(spec.name.clone(), running) {
             old.queue.shut_down();
         }
@@ -185,6 +189,30 @@ impl ControllerManager {
         let plugin =
             self.lock().get(name).map(|r| r.plugin.clone()).ok_or_else(|| ControllerError::Unknown(name.into()))?;
         Ok(plugin.reload(bytes)?)
+    }
+
+    /// Runs `spec`: reloads the component in place when a controller of that name runs with
+    /// the same configuration and workers (queue, caches and workers carry on); otherwise starts
+    /// it afresh, replacing any controller of that name. Returns the version now serving.
+    pub async fn apply(&self, spec: ControllerSpec) -> Result<VersionInfo, ControllerError> {
+        let same = self
+            .lock()
+            .get(&spec.name)
+            .filter(|r| r.config == spec.config && r.workers_wanted == spec.workers)
+            .map(|r| r.plugin.clone());
+        if let Some(plugin) = same {
+            let serving = plugin.status().version;
+            if serving.digest == capstan_wasm::Digest::of(&spec.component) {
+                return Ok(serving);
+            }
+            let reloaded = tokio::task::spawn_blocking(move || plugin.reload(&spec.component))
+                .await
+                .map_err(|e| ControllerError::Unknown(format!("{}: reload panicked: {e}", spec.name)))??;
+            return Ok(reloaded);
+        }
+        let name = spec.name.clone();
+        self.start(spec).await?;
+        self.status(&name).map(|s| s.version).ok_or(ControllerError::Unknown(name))
     }
 
     /// The component version controller `name` runs.

@@ -14,6 +14,10 @@ pub const PAUSE_IMAGE: &str = "capstan.local/pause:3.9";
 /// The busybox image tests and examples use.
 pub const BUSYBOX_IMAGE: &str = "capstan.local/busybox:latest";
 
+/// The second tag of the busybox image (the same busybox, `/etc/capstan-release` reading `2`),
+/// for trying rolling updates.
+pub const BUSYBOX_IMAGE_2: &str = "capstan.local/busybox:2";
+
 /// The pause program: PID 1 of a pod sandbox. It reaps orphans and exits on SIGTERM/SIGINT.
 const PAUSE_C: &str = r"
 #include <signal.h>
@@ -94,30 +98,44 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Writes a one-layer docker-save tar of `layer` tagged `reference`, running `cmd` by default.
 fn write_image(out: &Path, reference: &str, layer: &[Entry], cmd: &[&str]) -> Result<(), NodeError> {
-    let layer = tar(layer)?;
-    let layer_digest = hex(&Sha256::digest(&layer));
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": {"Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_digest}")]},
-    })
-    .to_string()
-    .into_bytes();
-    let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
-    let manifest = serde_json::json!([{
-        "Config": config_name,
-        "RepoTags": [reference],
-        "Layers": [format!("{layer_digest}/layer.tar")],
-    }])
-    .to_string()
-    .into_bytes();
-    let archive = tar(&[
-        Entry::Dir(layer_digest.clone()),
-        Entry::File { path: format!("{layer_digest}/layer.tar"), mode: 0o644, data: layer },
-        Entry::File { path: config_name, mode: 0o644, data: config },
-        Entry::File { path: "manifest.json".into(), mode: 0o644, data: manifest },
-    ])?;
+    write_images(out, &[(reference, vec![tar(layer)?])], cmd)
+}
+
+/// Writes a docker-save tar of several images, each a tag and its layers (tar archives, base
+/// first); a layer several images share is stored once. Each image runs `cmd` by default.
+fn write_images(out: &Path, images: &[(&str, Vec<Vec<u8>>)], cmd: &[&str]) -> Result<(), NodeError> {
+    let mut files = Vec::new();
+    let mut manifest = Vec::new();
+    let mut stored = std::collections::BTreeSet::new();
+    for (reference, layers) in images {
+        let digests: Vec<String> = layers.iter().map(|layer| hex(&Sha256::digest(layer))).collect();
+        for (digest, layer) in digests.iter().zip(layers) {
+            if stored.insert(digest.clone()) {
+                files.push(Entry::Dir(digest.clone()));
+                files.push(Entry::File { path: format!("{digest}/layer.tar"), mode: 0o644, data: layer.clone() });
+            }
+        }
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": digests.iter().map(|d| format!("sha256:{d}")).collect::<Vec<_>>()},
+        })
+        .to_string()
+        .into_bytes();
+        let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
+        manifest.push(serde_json::json!({
+            "Config": config_name,
+            "RepoTags": [reference],
+            "Layers": digests.iter().map(|d| format!("{d}/layer.tar")).collect::<Vec<_>>(),
+        }));
+        if stored.insert(config_name.clone()) {
+            files.push(Entry::File { path: config_name, mode: 0o644, data: config });
+        }
+    }
+    let manifest = serde_json::Value::Array(manifest).to_string().into_bytes();
+    files.push(Entry::File { path: "manifest.json".into(), mode: 0o644, data: manifest });
+    let archive = tar(&files)?;
     let mut file = std::fs::File::create(out).map_err(|e| NodeError::io("create", out, e))?;
     file.write_all(&archive).map_err(|e| NodeError::io("write", out, e))
 }
@@ -126,7 +144,9 @@ fn base_dirs() -> Vec<Entry> {
     ["bin", "etc", "tmp", "proc", "sys", "dev", "root", "var", "home"].iter().map(|d| Entry::Dir((*d).into())).collect()
 }
 
-/// Writes a busybox image tar (tag [`BUSYBOX_IMAGE`]) from the host's static busybox.
+/// Writes a busybox image tar from the host's static busybox, with two tags: [`BUSYBOX_IMAGE`]
+/// and [`BUSYBOX_IMAGE_2`], which share the busybox layer and differ in `/etc/capstan-release`
+/// (`1` and `2`).
 pub fn build_busybox(out: &Path) -> Result<(), NodeError> {
     let busybox = Path::new("/bin/busybox");
     let data = std::fs::read(busybox).map_err(|e| {
@@ -146,7 +166,18 @@ pub fn build_busybox(out: &Path) -> Result<(), NodeError> {
         data: b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n".to_vec(),
     });
     entries.push(Entry::File { path: "etc/group".into(), mode: 0o644, data: b"root:x:0:\nnobody:x:65534:\n".to_vec() });
-    write_image(out, BUSYBOX_IMAGE, &entries, &["sh"])
+    let base = tar(&entries)?;
+    let release = |n: &str| {
+        tar(&[
+            Entry::Dir("etc".into()),
+            Entry::File { path: "etc/capstan-release".into(), mode: 0o644, data: format!("{n}\n").into_bytes() },
+        ])
+    };
+    write_images(
+        out,
+        &[(BUSYBOX_IMAGE, vec![base.clone(), release("1")?]), (BUSYBOX_IMAGE_2, vec![base, release("2")?])],
+        &["sh"],
+    )
 }
 
 /// Compiles the pause program (static, with the host's C compiler) and writes its image tar

@@ -168,6 +168,14 @@ impl CapstanServer {
         })
     }
 
+    /// Whether the server process has exited.
+    #[must_use]
+    pub fn exited(&self) -> bool {
+        // `try_wait` needs `&mut`; a zombie or vanished /proc entry both mean it is gone.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+    }
+
     /// Stops the server and gives back its directory (for restart tests).
     #[must_use]
     pub fn stop(mut self) -> Option<TempDir> {

@@ -476,3 +476,32 @@ macro_rules! scheduler_plugin {
         };
     };
 }
+
+/// A node label a plugin looks for, as configuration: `{"label": "disk", "value": "ssd"}`, or
+/// without `value` to accept any value.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLabel {
+    /// The label's key.
+    pub label: String,
+    /// The value it must have; any when absent.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+impl NodeLabel {
+    /// Whether `node` carries the label (with the value, when one is given).
+    #[must_use]
+    pub fn matches(&self, node: &NodeInfo) -> bool {
+        node.label(&self.label).is_some_and(|v| self.value.as_deref().is_none_or(|want| want == v))
+    }
+}
+
+impl std::fmt::Display for NodeLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.value {
+            Some(value) => write!(f, "{}={value}", self.label),
+            None => f.write_str(&self.label),
+        }
+    }
+}

@@ -4,30 +4,19 @@
 //! Configuration: `{"label": "fast", "value": "true"}` (value optional: any value matches).
 
 use capstan_plugin_sdk::scheduler::{
-    ExtensionPoints, MAX_NODE_SCORE, NodeInfo, PodInfo, SchedulerPlugin, Status, parse_config,
+    ExtensionPoints, MAX_NODE_SCORE, NodeInfo, NodeLabel, PodInfo, SchedulerPlugin, Status, parse_config,
 };
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    label: String,
-    #[serde(default)]
-    value: Option<String>,
-}
 
 /// Prefers nodes with a label.
 pub struct PreferNodeLabel {
-    label: String,
-    value: Option<String>,
+    wanted: NodeLabel,
 }
 
 impl SchedulerPlugin for PreferNodeLabel {
     type Cycle = ();
 
     fn configure(config: &str) -> Result<Self, String> {
-        let Config { label, value } = parse_config(config)?;
-        Ok(Self { label, value })
+        Ok(Self { wanted: parse_config(config)? })
     }
 
     fn cycle(&self, _pod: &PodInfo, _state: &[u8]) -> Result<(), Status> {
@@ -39,8 +28,7 @@ impl SchedulerPlugin for PreferNodeLabel {
     }
 
     fn score(&self, _pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Result<i64, Status> {
-        let matches = node.label(&self.label).is_some_and(|v| self.value.as_deref().is_none_or(|want| want == v));
-        Ok(if matches { MAX_NODE_SCORE } else { 0 })
+        Ok(if self.wanted.matches(node) { MAX_NODE_SCORE } else { 0 })
     }
 }
 
