@@ -237,3 +237,80 @@ fn a_controller_component_that_cannot_load_leaves_the_serving_one_and_a_deleted_
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(live_pods(&server, "app=still").len(), 2, "no ReplicaSet controller, no new pods");
 }
+
+#[test]
+fn a_node_that_stops_heartbeating_goes_unknown_and_its_pods_are_evicted_and_replaced() {
+    let server = CapstanServer::start_with(&["--hollow-nodes", "1"]).unwrap_or_else(|e| panic!("{e}"));
+    // A second node from a separate agent process, which the test then kills. (Hollow nodes
+    // renew their Leases every 10 s; the grace period must be longer.)
+    let binary = capstan_testbed::capstan_binary().unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("https://127.0.0.1:{}", server.port());
+    let agent = std::process::Command::new(binary)
+        .args(["agent", "--server", &url, "--ca-file"])
+        .arg(server.dir().join("data/pki/ca.crt"))
+        .args(["--hollow", "1", "--hollow-node-prefix", "remote-", "--data-dir"])
+        .arg(server.dir().join("agent"))
+        .env("CAPSTAN_TOKEN", server.admin_token())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start capstan agent: {e}"));
+    let mut agent = KillOnDrop(agent);
+    controller_plugin(&server, "node-lifecycle");
+    let patch = r#"{"spec": {"config": {"nodeMonitorGracePeriodSeconds": 20}}}"#;
+    kubectl(&server, &["patch", "plugin", "node-lifecycle", "--type=merge", "-p", patch]);
+    // Pods spread over both nodes: each asks for 2 of a hollow node's 8 CPUs (so one node can
+    // take all four); they tolerate being unreachable for 2 s.
+    let manifest = r#"{"apiVersion": "apps/v1", "kind": "Deployment",
+      "metadata": {"name": "spread", "namespace": "default"},
+      "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "spread"}},
+        "template": {"metadata": {"labels": {"app": "spread"}},
+          "spec": {"containers": [{"name": "app", "image": "nginx:1", "resources": {"requests": {"cpu": "2"}}}],
+                   "tolerations": [{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                    "effect": "NoExecute", "tolerationSeconds": 2}]}}}}"#;
+    kubectl_stdin(&server, &["apply", "-f", "-"], manifest);
+    assert!(rollout_status(&server, "spread").contains("successfully rolled out"));
+    let on_remote = |pods: &[serde_json::Value]| pods.iter().filter(|p| p["spec"]["nodeName"] == "remote-0").count();
+    let doomed = on_remote(&live_pods(&server, "app=spread"));
+    assert!(doomed >= 1, "the least allocated node got pods too");
+
+    agent.stop();
+    let node = eventually(Duration::from_mins(1), "remote-0 Unknown", || {
+        let node = json(&kubectl(&server, &["get", "node", "remote-0", "-o", "json"]));
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            .unwrap_or_default();
+        let tainted = node["spec"]["taints"].to_string().contains("node.kubernetes.io/unreachable");
+        (ready["status"] == "Unknown" && tainted).then_some(node)
+    });
+    let taints = node["spec"]["taints"].to_string();
+    assert!(taints.contains("NoExecute") && taints.contains("NoSchedule"), "{taints}");
+    let listed = kubectl(&server, &["get", "nodes"]);
+    assert!(listed.lines().any(|l| l.starts_with("remote-0") && l.contains("NotReady")), "{listed}");
+
+    // Evicted after their 2 s, replaced on the node that still heartbeats.
+    let replaced = eventually(Duration::from_mins(1), "4 pods on hollow-node-0", || {
+        let pods = live_pods(&server, "app=spread");
+        (pods.len() == 4 && on_remote(&pods) == 0 && pods.iter().all(|p| p["status"]["phase"] == "Running"))
+            .then_some(pods)
+    });
+    assert!(replaced.iter().all(|p| p["spec"]["nodeName"] == "hollow-node-0"));
+    let events = kubectl(&server, &["get", "events", "--field-selector", "reason=TaintManagerEviction"]);
+    assert_eq!(events.matches("Marking for deletion Pod default/spread-").count(), doomed, "{events}");
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl KillOnDrop {
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

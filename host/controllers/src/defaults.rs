@@ -51,6 +51,7 @@ pub fn defaults() -> Vec<DefaultController> {
     vec![
         DefaultController { name: "replicaset", component: "replicaset-controller", config: "{}", workers: 5 },
         DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
+        DefaultController { name: "node-lifecycle", component: "node-lifecycle-controller", config: "{}", workers: 4 },
         DefaultController {
             name: "garbage-collector-pods",
             component: "garbage-collector",
