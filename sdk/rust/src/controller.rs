@@ -22,6 +22,9 @@ pub use crate::__private::controller_bindings::exports::capstan::plugin::reconci
 pub use host::{ApiError, DeleteOptions, EventType, ListOptions, PatchType, Propagation};
 
 pub mod meta;
+pub mod owned;
+pub mod placement;
+pub mod revision;
 pub mod testing;
 
 /// A controller.
