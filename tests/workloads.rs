@@ -35,7 +35,10 @@ fn items(server: &CapstanServer, args: &[&str]) -> Vec<Value> {
 }
 
 fn live_pods(server: &CapstanServer, selector: &str) -> Vec<Value> {
-    items(server, &["pods", "-l", selector]).into_iter().filter(|p| p["metadata"]["deletionTimestamp"].is_null()).collect()
+    items(server, &["pods", "-l", selector])
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
 }
 
 fn name(object: &Value) -> String {
@@ -166,7 +169,8 @@ fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
     let status = rollout_status(&server, "statefulset/db");
     assert!(status.contains("partitioned roll out complete"), "{status}");
     let images = || -> Vec<(String, String)> {
-        let mut pods: Vec<(String, String)> = live_pods(&server, "app=db").iter().map(|p| (name(p), image(p))).collect();
+        let mut pods: Vec<(String, String)> =
+            live_pods(&server, "app=db").iter().map(|p| (name(p), image(p))).collect();
         pods.sort();
         pods
     };
@@ -180,7 +184,17 @@ fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
     let history = kubectl(&server, &["rollout", "history", "statefulset/db"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
 
-    kubectl(&server, &["patch", "statefulset", "db", "--type=merge", "-p", r#"{"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}}"#]);
+    kubectl(
+        &server,
+        &[
+            "patch",
+            "statefulset",
+            "db",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}}"#,
+        ],
+    );
     rollout_status(&server, "statefulset/db");
     eventually(Duration::from_secs(60), "every pod on nginx:2", || {
         images().iter().all(|(_, i)| i == "nginx:2").then_some(())
@@ -214,10 +228,8 @@ fn daemon_set(name: &str, image: &str, node_selector: &str) -> String {
 
 /// The nodes the live pods of `selector` run on (bound by the scheduler), sorted.
 fn nodes_of(server: &CapstanServer, selector: &str) -> Vec<String> {
-    let mut nodes: Vec<String> = live_pods(server, selector)
-        .iter()
-        .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
-        .collect();
+    let mut nodes: Vec<String> =
+        live_pods(server, selector).iter().filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned)).collect();
     nodes.sort();
     nodes
 }
@@ -234,7 +246,8 @@ fn a_daemon_set_runs_one_pod_per_eligible_node_and_follows_nodes() {
     assert_eq!(ds["status"]["desiredNumberScheduled"], 2);
     assert_eq!(ds["status"]["numberReady"], 2);
     let pod = &live_pods(&server, "app=agent")[0];
-    let terms = &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    let terms =
+        &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
     assert_eq!(terms[0]["matchFields"][0]["key"], "metadata.name", "pinned through the scheduler: {terms}");
     assert_eq!(terms[0]["matchFields"][0]["values"][0], pod["spec"]["nodeName"]);
 
@@ -258,10 +271,7 @@ fn a_daemon_set_runs_one_pod_per_eligible_node_and_follows_nodes() {
     let node = r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "extra-node", "labels": {"kubernetes.io/hostname": "extra-node"}}}"#;
     kubectl_stdin(&server, &["apply", "-f", "-"], node);
     eventually(Duration::from_secs(30), "a pod for the added node", || {
-        live_pods(&server, "app=agent")
-            .iter()
-            .any(|p| p.to_string().contains("\"extra-node\""))
-            .then_some(())
+        live_pods(&server, "app=agent").iter().any(|p| p.to_string().contains("\"extra-node\"")).then_some(())
     });
     kubectl(&server, &["delete", "node", "extra-node"]);
     eventually(Duration::from_secs(30), "the removed node's pod gone", || {

@@ -1,10 +1,10 @@
-//! The DaemonSet controller as a Capstan component, as Kubernetes documents DaemonSets: one
+//! The DaemonSet controller as a Capstan component, as Kubernetes documents `DaemonSets`: one
 //! pod on every eligible node (`nodeSelector`, required node affinity, taints against the
 //! pod's tolerations plus those DaemonSet pods get by default), each pinned to its node with a
 //! `matchFields: metadata.name` node affinity and bound by the default scheduler. Nodes coming,
 //! going or changing labels and taints re-evaluate every DaemonSet. `RollingUpdate` replaces
 //! pods within `maxUnavailable` (or surges new ones first within `maxSurge`); `OnDelete` only
-//! recreates what the user deleted. Templates are recorded as ControllerRevisions, so
+//! recreates what the user deleted. Templates are recorded as `ControllerRevisions`, so
 //! `kubectl rollout status/history/undo` work.
 //!
 //! Start with [`reconcile`]; [`placement`] decides which nodes run a pod.
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use placement::Eligibility;
 
-/// The label naming the revision (its hash) a DaemonSet pod and ControllerRevision belong to.
+/// The label naming the revision (its hash) a DaemonSet pod and `ControllerRevision` belong to.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 /// The deprecated label with the DaemonSet's generation a pod was made from.
 const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -302,7 +302,8 @@ impl State<'_> {
     }
 
     fn delete_pod(&self, victim: &Value) -> Result<(), ApiError> {
-        let options = DeleteOptions { precondition_uid: meta::uid(victim).map(str::to_owned), ..DeleteOptions::plain() };
+        let options =
+            DeleteOptions { precondition_uid: meta::uid(victim).map(str::to_owned), ..DeleteOptions::plain() };
         match self.api.delete(&pod(), &ObjectKey::of(victim), &options) {
             Ok(()) => {
                 let message = format!("Deleted pod: {}", meta::name(victim));

@@ -57,8 +57,7 @@ pub fn spec_with_tolerations(daemon_set: &Value) -> Value {
 pub fn eligibility(pod_spec: &Value, node: &Value) -> Eligibility {
     let never = Eligibility { should_run: false, should_continue: false };
     let pinned = pod_spec.get("nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
-    if pinned.is_some_and(|n| n != meta::name(node)) || !placement::node_matches_selector_and_affinity(pod_spec, node)
-    {
+    if pinned.is_some_and(|n| n != meta::name(node)) || !placement::node_matches_selector_and_affinity(pod_spec, node) {
         return never;
     }
     let tolerations: Vec<Value> = pod_spec.get("tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -134,12 +133,20 @@ mod tests {
             (json!({}), node(&json!({}), &taint("dedicated", "NoSchedule")), keep),
             (json!({}), node(&json!({}), &taint("dedicated", "NoExecute")), never),
             (json!({}), node(&json!({}), &taint("dedicated", "PreferNoSchedule")), run),
-            (json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}), node(&json!({}), &taint("dedicated", "NoSchedule")), run),
+            (
+                json!({"tolerations": [{"key": "dedicated", "operator": "Exists"}]}),
+                node(&json!({}), &taint("dedicated", "NoSchedule")),
+                run,
+            ),
             // Tolerated by default:
             (json!({}), node(&json!({}), &taint("node.kubernetes.io/unschedulable", "NoSchedule")), run),
             (json!({}), node(&json!({}), &taint("node.kubernetes.io/not-ready", "NoExecute")), run),
             (json!({}), node(&json!({}), &taint("node.kubernetes.io/network-unavailable", "NoSchedule")), keep),
-            (json!({"hostNetwork": true}), node(&json!({}), &taint("node.kubernetes.io/network-unavailable", "NoSchedule")), run),
+            (
+                json!({"hostNetwork": true}),
+                node(&json!({}), &taint("node.kubernetes.io/network-unavailable", "NoSchedule")),
+                run,
+            ),
         ];
         for (spec, n, expected) in cases {
             let pod_spec = spec_with_tolerations(&ds(spec.clone()));
@@ -154,7 +161,8 @@ mod tests {
         assert_eq!(target_node(&json!({"spec": spec})), Some("n1"));
         let mut with_terms = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]}}}});
         pin_to_node(&mut with_terms, "n2");
-        let term = &with_terms["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0];
+        let term = &with_terms["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0];
         assert_eq!(term["matchExpressions"][0]["key"], "a");
         assert_eq!(term["matchFields"][0]["values"], json!(["n2"]));
         assert_eq!(target_node(&json!({"spec": {"nodeName": "n3"}})), Some("n3"));

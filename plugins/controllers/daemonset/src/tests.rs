@@ -86,9 +86,21 @@ fn one_pod_per_eligible_node() {
     // (node labels and taints, DaemonSet spec extras, nodes with a pod)
     let cases = [
         (vec![(json!({}), json!([])), (json!({}), json!([]))], json!({}), vec!["n0", "n1"]),
-        (vec![(json!({"role": "edge"}), json!([])), (json!({}), json!([]))], json!({"template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"nodeSelector": {"role": "edge"}, "containers": [{"name": "c", "image": "a:1"}]}}}), vec!["n0"]),
-        (vec![(json!({}), json!([{"key": "gpu", "effect": "NoSchedule"}])), (json!({}), json!([]))], json!({}), vec!["n1"]),
-        (vec![(json!({}), json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]))], json!({}), vec!["n0"]),
+        (
+            vec![(json!({"role": "edge"}), json!([])), (json!({}), json!([]))],
+            json!({"template": {"metadata": {"labels": {"app": "agent"}}, "spec": {"nodeSelector": {"role": "edge"}, "containers": [{"name": "c", "image": "a:1"}]}}}),
+            vec!["n0"],
+        ),
+        (
+            vec![(json!({}), json!([{"key": "gpu", "effect": "NoSchedule"}])), (json!({}), json!([]))],
+            json!({}),
+            vec!["n1"],
+        ),
+        (
+            vec![(json!({}), json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]))],
+            json!({}),
+            vec!["n0"],
+        ),
     ];
     for (nodes, extra, expected) in cases {
         let cluster = FakeCluster::new();
@@ -112,13 +124,17 @@ fn pods_follow_nodes_and_their_labels() {
     cluster.insert(&daemon_set(), ds(&selector));
     converge(&cluster, 1);
     assert!(placements(&cluster).is_empty());
-    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n1".into() }, |n| n["metadata"]["labels"]["role"] = json!("edge"));
+    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n1".into() }, |n| {
+        n["metadata"]["labels"]["role"] = json!("edge");
+    });
     converge(&cluster, 1);
     assert_eq!(placements(&cluster), ["n1"]);
     cluster.modify(&node(), &ObjectKey { namespace: None, name: "n1".into() }, |n| n["metadata"]["labels"] = json!({}));
     converge(&cluster, 1);
     assert!(placements(&cluster).is_empty(), "a node that no longer matches loses its pod");
-    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n0".into() }, |n| n["metadata"]["labels"]["role"] = json!("edge"));
+    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n0".into() }, |n| {
+        n["metadata"]["labels"]["role"] = json!("edge");
+    });
     converge(&cluster, 1);
     cluster.delete(&node(), &ObjectKey { namespace: None, name: "n0".into() }, &DeleteOptions::plain()).unwrap();
     converge(&cluster, 1);
@@ -132,8 +148,12 @@ fn a_no_execute_taint_evicts_and_a_no_schedule_taint_only_keeps_new_pods_off() {
     let cluster = cluster_with_nodes(2);
     cluster.insert(&daemon_set(), ds(&json!({})));
     converge(&cluster, 1);
-    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n0".into() }, |n| n["spec"]["taints"] = json!([{"key": "x", "effect": "NoSchedule"}]));
-    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n1".into() }, |n| n["spec"]["taints"] = json!([{"key": "x", "effect": "NoExecute"}]));
+    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n0".into() }, |n| {
+        n["spec"]["taints"] = json!([{"key": "x", "effect": "NoSchedule"}]);
+    });
+    cluster.modify(&node(), &ObjectKey { namespace: None, name: "n1".into() }, |n| {
+        n["spec"]["taints"] = json!([{"key": "x", "effect": "NoExecute"}]);
+    });
     converge(&cluster, 1);
     assert_eq!(placements(&cluster), ["n0"]);
     assert_eq!(status(&cluster)["numberMisscheduled"], 1);
@@ -146,7 +166,11 @@ fn rolling_update_respects_max_unavailable() {
         let cluster = cluster_with_nodes(4);
         cluster.insert(&daemon_set(), ds(&json!({})));
         converge(&cluster, 1);
-        set_image(&cluster, "a:2", &json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}));
+        set_image(
+            &cluster,
+            "a:2",
+            &json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable}}),
+        );
         reconcile(&cluster, &key()).unwrap();
         let old = images(&cluster).iter().filter(|i| *i == "a:1").count();
         assert_eq!(4 - old, first_step, "maxUnavailable {max_unavailable}");
@@ -162,7 +186,11 @@ fn rolling_update_with_surge_starts_new_pods_before_removing_old_ones() {
     let cluster = cluster_with_nodes(3);
     cluster.insert(&daemon_set(), ds(&json!({})));
     converge(&cluster, 1);
-    set_image(&cluster, "a:2", &json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}));
+    set_image(
+        &cluster,
+        "a:2",
+        &json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+    );
     reconcile(&cluster, &key()).unwrap();
     assert_eq!(images(&cluster), ["a:1", "a:1", "a:1", "a:2"], "one surge pod, no old pod gone");
     converge(&cluster, 8);

@@ -14,11 +14,7 @@ pub struct Expected {
 
 /// The expected and desired counts of `pdb`, given how many pods it selects and (called only
 /// when needed) the summed scale of their controllers.
-pub fn expected(
-    pdb: &Value,
-    selected: i64,
-    scale: impl FnOnce() -> Result<i64, String>,
-) -> Result<Expected, String> {
+pub fn expected(pdb: &Value, selected: i64, scale: impl FnOnce() -> Result<i64, String>) -> Result<Expected, String> {
     let percent = |v: &Value| v.as_str().is_some_and(|s| s.ends_with('%'));
     if let Some(max_unavailable) = pdb.pointer("/spec/maxUnavailable").filter(|v| !v.is_null()) {
         let expected_pods = scale()?;
@@ -34,8 +30,8 @@ pub fn expected(
             Ok(Expected { expected_pods, desired_healthy })
         }
         Some(min) => {
-            let desired_healthy =
-                owned::scaled_int_or_percent(Some(min), selected, true).ok_or_else(|| format!("invalid minAvailable {min}"))?;
+            let desired_healthy = owned::scaled_int_or_percent(Some(min), selected, true)
+                .ok_or_else(|| format!("invalid minAvailable {min}"))?;
             Ok(Expected { expected_pods: selected, desired_healthy })
         }
         None => Ok(Expected::default()),

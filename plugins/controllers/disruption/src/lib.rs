@@ -1,4 +1,4 @@
-//! The disruption controller as a Capstan component: it keeps each PodDisruptionBudget's
+//! The disruption controller as a Capstan component: it keeps each `PodDisruptionBudget`'s
 //! status (policy/v1) — the pods it covers that are healthy (`currentHealthy`), how many must
 //! stay so (`desiredHealthy`), how many it expects (`expectedPods`), and so how many may be
 //! disrupted now (`disruptionsAllowed`, what the `pods/eviction` subresource spends), with the
@@ -6,7 +6,7 @@
 //!
 //! `minAvailable` as a number counts the matching pods; `maxUnavailable`, and `minAvailable`
 //! as a percentage, are measured against the scale of the pods' controllers (Deployment,
-//! ReplicaSet, StatefulSet, ReplicationController). Start with [`reconcile`]; [`budget`] holds
+//! ReplicaSet, StatefulSet, `ReplicationController`). Start with [`reconcile`]; [`budget`] holds
 //! the arithmetic.
 
 pub mod budget;
@@ -26,7 +26,7 @@ const DISRUPTION_TIMEOUT_SECONDS: i64 = 120;
 /// The disruption controller.
 pub struct DisruptionController;
 
-/// The PodDisruptionBudget kind.
+/// The `PodDisruptionBudget` kind.
 #[must_use]
 pub fn pod_disruption_budget() -> GroupVersionKind {
     GroupVersionKind::new("policy", "v1", "PodDisruptionBudget")
@@ -103,7 +103,7 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<Option<i64>, ApiError
         Ok(expected) => Ok(Budget::compute(&expected, healthy)),
         Err(message) => Err(message),
     };
-    let status = status_for(&pdb, outcome, healthy, disrupted.clone(), now);
+    let status = status_for(&pdb, outcome, healthy, &disrupted, now);
     if pdb.get("status") != Some(&status) {
         let mut updated = pdb.clone();
         updated["status"] = status;
@@ -128,7 +128,8 @@ fn live_disruptions(pdb: &Value, pods: &[Value], now: i64) -> Map<String, Value>
     recorded
         .into_iter()
         .filter(|(name, stamp)| {
-            let fresh = stamp.as_str().and_then(meta::parse_rfc3339).is_some_and(|at| at + DISRUPTION_TIMEOUT_SECONDS > now);
+            let fresh =
+                stamp.as_str().and_then(meta::parse_rfc3339).is_some_and(|at| at + DISRUPTION_TIMEOUT_SECONDS > now);
             fresh && pods.iter().any(|p| meta::name(p) == name && !meta::is_terminating(p))
         })
         .collect()
@@ -167,7 +168,8 @@ fn scale_of(api: &dyn Api, namespace: Option<&str>, reference: &Value) -> Result
         .filter(|o| meta::uid(o) == Some(text("uid")))
         .ok_or_else(|| format!("{} {} not found", text("kind"), text("name")))?;
     if kind.kind == "ReplicaSet"
-        && let Some(parent) = meta::controller_ref(&owner).filter(|r| r.get("kind").and_then(Value::as_str) == Some("Deployment"))
+        && let Some(parent) =
+            meta::controller_ref(&owner).filter(|r| r.get("kind").and_then(Value::as_str) == Some("Deployment"))
     {
         return scale_of(api, namespace, parent);
     }
@@ -175,11 +177,19 @@ fn scale_of(api: &dyn Api, namespace: Option<&str>, reference: &Value) -> Result
 }
 
 /// The status for a computed budget (or the reason it could not be computed).
-fn status_for(pdb: &Value, outcome: Result<Budget, String>, healthy: i64, disrupted: Map<String, Value>, now: i64) -> Value {
+fn status_for(
+    pdb: &Value,
+    outcome: Result<Budget, String>,
+    healthy: i64,
+    disrupted: &Map<String, Value>,
+    now: i64,
+) -> Value {
     let (budget, condition) = match outcome {
         Ok(budget) if budget.disruptions_allowed > 0 => (budget, ("True", "SufficientPods", String::new())),
         Ok(budget) => (budget, ("False", "InsufficientPods", String::new())),
-        Err(message) => (Budget { expected: Expected::default(), disruptions_allowed: 0 }, ("False", "SyncFailed", message)),
+        Err(message) => {
+            (Budget { expected: Expected::default(), disruptions_allowed: 0 }, ("False", "SyncFailed", message))
+        }
     };
     let (status, reason, message) = condition;
     let previous = meta::condition(pdb, "DisruptionAllowed");

@@ -15,7 +15,10 @@ fn replica_set() -> GroupVersionKind {
 
 /// A Deployment of `replicas` → its ReplicaSet → `pods` pods, `ready` of them ready.
 fn workload(cluster: &FakeCluster, replicas: i64, pods: usize, ready: usize) {
-    let d = cluster.insert(&deployment(), json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": replicas}}));
+    let d = cluster.insert(
+        &deployment(),
+        json!({"metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": replicas}}),
+    );
     let rs = cluster.insert(
         &replica_set(),
         json!({"metadata": {"name": "web-1", "namespace": "default", "ownerReferences": [meta::controller_reference(&deployment(), &d)]}, "spec": {"replicas": replicas}}),
@@ -39,9 +42,13 @@ fn workload(cluster: &FakeCluster, replicas: i64, pods: usize, ready: usize) {
 fn budget(cluster: &FakeCluster, spec: &Value) -> Value {
     let mut spec = spec.clone();
     spec["selector"] = json!({"matchLabels": {"app": "web"}});
-    cluster.insert(&pod_disruption_budget(), json!({"metadata": {"name": "web-pdb", "namespace": "default"}, "spec": spec}));
+    cluster.insert(
+        &pod_disruption_budget(),
+        json!({"metadata": {"name": "web-pdb", "namespace": "default"}, "spec": spec}),
+    );
     reconcile(cluster, &ObjectKey::namespaced("default", "web-pdb")).unwrap();
-    cluster.get(&pod_disruption_budget(), &ObjectKey::namespaced("default", "web-pdb")).unwrap().unwrap()["status"].clone()
+    cluster.get(&pod_disruption_budget(), &ObjectKey::namespaced("default", "web-pdb")).unwrap().unwrap()["status"]
+        .clone()
 }
 
 #[test]
@@ -58,7 +65,12 @@ fn status_counts_healthy_pods_against_the_budget() {
         let cluster = FakeCluster::new();
         workload(&cluster, replicas, pods, ready);
         let status = budget(&cluster, &spec);
-        let got = (&status["currentHealthy"], &status["desiredHealthy"], &status["expectedPods"], &status["disruptionsAllowed"]);
+        let got = (
+            &status["currentHealthy"],
+            &status["desiredHealthy"],
+            &status["expectedPods"],
+            &status["disruptionsAllowed"],
+        );
         assert_eq!(got, (&json!(healthy), &json!(desired), &json!(expected), &json!(allowed)), "{spec}");
         assert_eq!(status["conditions"][0]["type"], "DisruptionAllowed");
         assert_eq!(status["conditions"][0]["status"], condition, "{spec}");
@@ -83,6 +95,9 @@ fn pods_map_to_the_budgets_selecting_them() {
     budget(&cluster, &json!({"minAvailable": 1}));
     let selected = json!({"metadata": {"name": "p", "namespace": "default", "labels": {"app": "web"}}});
     let other = json!({"metadata": {"name": "q", "namespace": "default", "labels": {"app": "db"}}});
-    assert_eq!(DisruptionController.map_to_keys(&cluster, &pod(), &selected), vec![ObjectKey::namespaced("default", "web-pdb")]);
+    assert_eq!(
+        DisruptionController.map_to_keys(&cluster, &pod(), &selected),
+        vec![ObjectKey::namespaced("default", "web-pdb")]
+    );
     assert!(DisruptionController.map_to_keys(&cluster, &pod(), &other).is_empty());
 }

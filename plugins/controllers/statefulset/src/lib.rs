@@ -1,11 +1,11 @@
-//! The StatefulSet controller as a Capstan component, as Kubernetes documents StatefulSets:
+//! The StatefulSet controller as a Capstan component, as Kubernetes documents `StatefulSets`:
 //! pods named `<set>-<ordinal>` (from `spec.ordinals.start`), each with its own
-//! PersistentVolumeClaims `<template>-<set>-<ordinal>` from `volumeClaimTemplates`;
+//! `PersistentVolumeClaims` `<template>-<set>-<ordinal>` from `volumeClaimTemplates`;
 //! `OrderedReady` management creates one pod at a time, each Running and Ready before the
 //! next, and removes the highest ordinal first, while `Parallel` does both at once;
 //! `RollingUpdate` replaces pods from the highest ordinal down to `partition`, at most
 //! `maxUnavailable` at a time, and `OnDelete` only recreates what the user deleted. Templates
-//! are recorded as ControllerRevisions, so `kubectl rollout status/history/undo` work.
+//! are recorded as `ControllerRevisions`, so `kubectl rollout status/history/undo` work.
 //!
 //! Start with [`reconcile`]; [`pods`] builds the pods and claims of one ordinal.
 
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 pub use pods::{POD_INDEX_LABEL, POD_NAME_LABEL, REVISION_LABEL};
 
-/// The label a StatefulSet's ControllerRevisions carry their hash in.
+/// The label a StatefulSet's `ControllerRevisions` carry their hash in.
 pub const HASH_LABEL: &str = "controller.kubernetes.io/hash";
 
 /// The StatefulSet controller.
@@ -92,10 +92,13 @@ impl Spec {
     pub fn of(set: &Value) -> Self {
         let replicas = meta::int(set, "/spec/replicas", 1).max(0);
         let strategy = set.pointer("/spec/updateStrategy/type").and_then(Value::as_str);
-        let max_unavailable =
-            owned::scaled_int_or_percent(set.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"), replicas, true)
-                .unwrap_or(1)
-                .max(1);
+        let max_unavailable = owned::scaled_int_or_percent(
+            set.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable"),
+            replicas,
+            true,
+        )
+        .unwrap_or(1)
+        .max(1);
         Self {
             replicas,
             start: meta::int(set, "/spec/ordinals/start", 0).max(0),
@@ -280,7 +283,8 @@ impl State<'_> {
                 Ok(created)
             }
             Err(e) => {
-                let message = format!("create Pod {name} in StatefulSet {} failed error: {}", self.set_name(), e.message);
+                let message =
+                    format!("create Pod {name} in StatefulSet {} failed error: {}", self.set_name(), e.message);
                 self.api.record_event(&self.regarding(), EventType::Warning, "FailedCreate", &message);
                 Err(e)
             }
@@ -288,10 +292,12 @@ impl State<'_> {
     }
 
     fn delete_pod(&mut self, victim: &Value) -> Result<(), ApiError> {
-        let options = DeleteOptions { precondition_uid: meta::uid(victim).map(str::to_owned), ..DeleteOptions::plain() };
+        let options =
+            DeleteOptions { precondition_uid: meta::uid(victim).map(str::to_owned), ..DeleteOptions::plain() };
         match self.api.delete(&pod(), &ObjectKey::of(victim), &options) {
             Ok(()) => {
-                let message = format!("delete Pod {} in StatefulSet {} successful", meta::name(victim), self.set_name());
+                let message =
+                    format!("delete Pod {} in StatefulSet {} successful", meta::name(victim), self.set_name());
                 self.api.record_event(&self.regarding(), EventType::Normal, "SuccessfulDelete", &message);
             }
             Err(e) if e.is_not_found() => {}

@@ -1,7 +1,7 @@
 //! The identity of one ordinal: its pod's name, labels, hostname and volumes, and its claims.
 
-use capstan_plugin_sdk::controller::revision;
 use capstan_plugin_sdk::controller::meta;
+use capstan_plugin_sdk::controller::revision;
 use serde_json::{Map, Value, json};
 
 use crate::stateful_set;
@@ -10,14 +10,15 @@ use crate::stateful_set;
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// The label holding a pod's ordinal.
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
-/// The label naming the ControllerRevision a pod was made from.
+/// The label naming the `ControllerRevision` a pod was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
 /// The ordinal of the pod `pod_name` of set `set_name` (`web-3` → 3); `None` for other names.
 #[must_use]
 pub fn ordinal(set_name: &str, pod_name: &str) -> Option<i64> {
     let digits = pod_name.strip_prefix(set_name)?.strip_prefix('-')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0')) {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) || (digits.len() > 1 && digits.starts_with('0'))
+    {
         return None;
     }
     digits.parse().ok()
@@ -132,7 +133,15 @@ mod tests {
 
     #[test]
     fn ordinals_parse_only_from_the_sets_own_names() {
-        let cases = [("web-0", Some(0)), ("web-12", Some(12)), ("web-01", None), ("web-", None), ("webx-1", None), ("web-a", None), ("web-1-2", None)];
+        let cases = [
+            ("web-0", Some(0)),
+            ("web-12", Some(12)),
+            ("web-01", None),
+            ("web-", None),
+            ("webx-1", None),
+            ("web-a", None),
+            ("web-1-2", None),
+        ];
         for (name, expected) in cases {
             assert_eq!(ordinal("web", name), expected, "{name}");
         }
@@ -152,7 +161,10 @@ mod tests {
         assert_eq!(pod["spec"]["hostname"], "web-2");
         assert_eq!(pod["spec"]["subdomain"], "nginx");
         assert_eq!(pod["spec"]["containers"][0]["image"], "a:0", "the revision's template, not the set's");
-        assert_eq!(pod["spec"]["volumes"], json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-2"}}]));
+        assert_eq!(
+            pod["spec"]["volumes"],
+            json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-2"}}])
+        );
     }
 
     #[test]

@@ -114,7 +114,8 @@ fn when_scaled_delete_removes_the_claims_of_removed_ordinals() {
 #[test]
 fn a_partitioned_rolling_update_replaces_only_ordinals_at_or_above_the_partition() {
     // (partition, pods updated at the end)
-    for (partition, updated) in [(0, vec!["web-0", "web-1", "web-2"]), (2, vec!["web-2"]), (1, vec!["web-1", "web-2"])] {
+    for (partition, updated) in [(0, vec!["web-0", "web-1", "web-2"]), (2, vec!["web-2"]), (1, vec!["web-1", "web-2"])]
+    {
         let cluster = FakeCluster::new();
         cluster.insert(&stateful_set(), set(3, &json!({})));
         converge(&cluster, 3);
@@ -125,8 +126,7 @@ fn a_partitioned_rolling_update_replaces_only_ordinals_at_or_above_the_partition
         reconcile(&cluster, &key()).unwrap();
         assert_eq!(names(&cluster, &pod()), ["web-0", "web-1"], "the highest ordinal goes first");
         converge(&cluster, 8);
-        let new: Vec<String> =
-            names(&cluster, &pod()).into_iter().filter(|n| image_of(&cluster, n) == "a:2").collect();
+        let new: Vec<String> = names(&cluster, &pod()).into_iter().filter(|n| image_of(&cluster, n) == "a:2").collect();
         assert_eq!(new, updated, "partition {partition}");
         let status = &stored(&cluster)["status"];
         assert_eq!(status["updatedReplicas"], json!(updated.len()));
@@ -184,7 +184,8 @@ fn failed_pods_are_replaced() {
     let cluster = FakeCluster::new();
     cluster.insert(&stateful_set(), set(1, &json!({})));
     converge(&cluster, 1);
-    let before = meta::uid(&cluster.get(&pod(), &ObjectKey::namespaced("default", "web-0")).unwrap().unwrap()).map(str::to_owned);
+    let before = meta::uid(&cluster.get(&pod(), &ObjectKey::namespaced("default", "web-0")).unwrap().unwrap())
+        .map(str::to_owned);
     cluster.modify(&pod(), &ObjectKey::namespaced("default", "web-0"), |p| p["status"]["phase"] = json!("Failed"));
     converge(&cluster, 1);
     let after = cluster.get(&pod(), &ObjectKey::namespaced("default", "web-0")).unwrap().unwrap();

@@ -6,19 +6,19 @@ use serde_json::{Value, json};
 use super::prelude::*;
 use super::{Api, ApiError, GroupVersionKind, ListOptions, ObjectKey, PatchType, meta};
 
-/// The objects of `owned_kind` in `owner`'s namespace that `owner` (of `owner_kind`) controls:
+/// The objects of `dependent_kind` in `owner`'s namespace that `owner` (of `owner_kind`) controls:
 /// those whose controller reference names it, plus orphans its `spec.selector` matches, which
 /// are adopted (given a controller reference to it) unless the owner is being deleted.
 pub fn claim(
     api: &dyn Api,
     owner_kind: &GroupVersionKind,
     owner: &Value,
-    owned_kind: &GroupVersionKind,
+    dependent_kind: &GroupVersionKind,
 ) -> Result<Vec<Value>, ApiError> {
     let uid = meta::uid(owner).unwrap_or_default();
     let selector = owner.pointer("/spec/selector");
     let mut claimed = Vec::new();
-    for object in api.list(owned_kind, &ListOptions::in_namespace(meta::namespace(owner)))? {
+    for object in api.list(dependent_kind, &ListOptions::in_namespace(meta::namespace(owner)))? {
         if meta::is_controlled_by(&object, uid) {
             claimed.push(object);
         } else if meta::controller_ref(&object).is_none()
@@ -26,7 +26,7 @@ pub fn claim(
             && !meta::is_terminating(&object)
             && meta::selector_matches(selector, meta::labels(&object))
         {
-            claimed.push(adopt(api, owner_kind, owner, owned_kind, &object)?);
+            claimed.push(adopt(api, owner_kind, owner, dependent_kind, &object)?);
         }
     }
     Ok(claimed)
@@ -38,13 +38,13 @@ pub fn adopt(
     api: &dyn Api,
     owner_kind: &GroupVersionKind,
     owner: &Value,
-    owned_kind: &GroupVersionKind,
+    dependent_kind: &GroupVersionKind,
     object: &Value,
 ) -> Result<Value, ApiError> {
     let mut references = meta::owner_references(object).to_vec();
     references.push(meta::controller_reference(owner_kind, owner));
     let patch = json!({"metadata": {"ownerReferences": references, "uid": meta::uid(object)}});
-    api.patch(owned_kind, &ObjectKey::of(object), PatchType::Merge, &patch, None)
+    api.patch(dependent_kind, &ObjectKey::of(object), PatchType::Merge, &patch, None)
 }
 
 /// Whether a pod is `Running` and `Ready`.
@@ -117,9 +117,7 @@ mod tests {
 
     #[test]
     fn availability_waits_out_min_ready_seconds() {
-        let ready_at = |stamp: &str| {
-            json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}]}})
-        };
+        let ready_at = |stamp: &str| json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": stamp}]}});
         let now = meta::parse_rfc3339("2026-01-01T00:00:10Z").unwrap_or_default();
         assert_eq!(pod_available_in(&ready_at("2026-01-01T00:00:05Z"), 0, now), Some(0));
         assert_eq!(pod_available_in(&ready_at("2026-01-01T00:00:05Z"), 10, now), Some(5));

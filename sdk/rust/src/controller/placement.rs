@@ -1,7 +1,7 @@
-//! Which nodes a pod may run on, read from JSON the way the scheduler's NodeAffinity and
-//! TaintToleration plugins judge it: `spec.nodeSelector`, required node affinity (label
+//! Which nodes a pod may run on, read from JSON the way the scheduler's `NodeAffinity` and
+//! `TaintToleration` plugins judge it: `spec.nodeSelector`, required node affinity (label
 //! expressions and `metadata.name` fields) and taints against tolerations. Controllers that
-//! place pods themselves (DaemonSets) use it to decide where a pod should exist.
+//! place pods themselves (`DaemonSet`s) use it to decide where a pod should exist.
 
 use serde_json::Value;
 
@@ -95,9 +95,7 @@ mod tests {
     #[test]
     fn selectors_and_required_affinity_pick_nodes() {
         let n = node("n1", &json!({"disk": "ssd", "cores": "8"}));
-        let term = |term: serde_json::Value| {
-            json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}})
-        };
+        let term = |term: serde_json::Value| json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}});
         let cases = [
             (json!({}), true),
             (json!({"nodeSelector": {"disk": "ssd"}}), true),

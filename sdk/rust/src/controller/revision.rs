@@ -1,5 +1,5 @@
-//! Revision history as `ControllerRevision` objects (apps/v1), the way StatefulSets and
-//! DaemonSets keep it: one revision per distinct pod template, named `<owner>-<hash>`, its
+//! Revision history as `ControllerRevision` objects (apps/v1), the way `StatefulSet`s and
+//! `DaemonSet`s keep it: one revision per distinct pod template, named `<owner>-<hash>`, its
 //! `data` the strategic merge patch that restores the template (what `kubectl rollout undo`
 //! applies), numbered so the newest has the highest `revision`.
 //!
@@ -81,7 +81,12 @@ impl History {
 /// same template (a rollback) is renumbered to be the newest. A name taken by a revision with
 /// other data is a hash collision: `status.collisionCount` goes up and the call fails with the
 /// conflict, to be retried.
-pub fn sync(api: &dyn Api, owner_kind: &GroupVersionKind, owner: &Value, hash_label: &str) -> Result<History, ApiError> {
+pub fn sync(
+    api: &dyn Api,
+    owner_kind: &GroupVersionKind,
+    owner: &Value,
+    hash_label: &str,
+) -> Result<History, ApiError> {
     let mut revisions = owned::claim(api, owner_kind, owner, &controller_revision())?;
     revisions.retain(|r| !meta::is_terminating(r));
     revisions.sort_by_key(number);
@@ -97,7 +102,7 @@ pub fn sync(api: &dyn Api, owner_kind: &GroupVersionKind, owner: &Value, hash_la
         }
         Some(at) => revisions[at].clone(),
         None => {
-            let created = create(api, owner_kind, owner, hash_label, data, newest + 1)?;
+            let created = create(api, owner_kind, owner, hash_label, &data, newest + 1)?;
             revisions.push(created.clone());
             created
         }
@@ -113,7 +118,7 @@ fn create(
     owner_kind: &GroupVersionKind,
     owner: &Value,
     hash_label: &str,
-    data: Value,
+    data: &Value,
     number: i64,
 ) -> Result<Value, ApiError> {
     let collisions = meta::int(owner, "/status/collisionCount", 0);
@@ -143,13 +148,14 @@ fn create(
             let key = ObjectKey::of(&revision);
             let existing = api.get(&controller_revision(), &key)?;
             let uid = meta::uid(owner).unwrap_or_default();
-            if let Some(existing) = existing.filter(|r| meta::is_controlled_by(r, uid) && r.get("data") == Some(&data)) {
+            if let Some(existing) = existing.filter(|r| meta::is_controlled_by(r, uid) && r.get("data") == Some(data)) {
                 return Ok(existing);
             }
             let mut counted = owner.clone();
             counted["status"]["collisionCount"] = json!(collisions + 1);
             api.update_status(owner_kind, &counted)?;
-            let message = format!("revision name {name} is taken by another template; collision count now {}", collisions + 1);
+            let message =
+                format!("revision name {name} is taken by another template; collision count now {}", collisions + 1);
             api.record_event(&ObjectRef::to(owner_kind, owner), EventType::Warning, "RevisionCollision", &message);
             Err(e)
         }
@@ -200,7 +206,8 @@ mod tests {
                 existing["spec"] = spec;
                 cluster.update(&owner_kind(), &existing).unwrap_or(existing)
             }
-            None => cluster.insert(&owner_kind(), json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})),
+            None => cluster
+                .insert(&owner_kind(), json!({"metadata": {"name": "web", "namespace": "default"}, "spec": spec})),
         }
     }
 
@@ -236,7 +243,9 @@ mod tests {
         let cluster = FakeCluster::new();
         let mut names = Vec::new();
         for image in ["a:1", "a:2", "a:3", "a:4"] {
-            names.push(meta::name(&sync(&cluster, &owner_kind(), &owner(&cluster, image), "h").unwrap().update).to_owned());
+            names.push(
+                meta::name(&sync(&cluster, &owner_kind(), &owner(&cluster, image), "h").unwrap().update).to_owned(),
+            );
         }
         let history = sync(&cluster, &owner_kind(), &owner(&cluster, "a:4"), "h").unwrap();
         truncate(&cluster, &history, &[names[0].as_str()], 1).unwrap();
