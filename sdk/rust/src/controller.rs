@@ -46,6 +46,17 @@ pub trait Controller: Sized + 'static {
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult;
 }
 
+/// The [`ReconcileResult`] of a reconcile that returns, on success, how many seconds to wait
+/// before looking again (`None`: not until something changes); errors are retried with backoff.
+#[must_use]
+pub fn outcome(result: Result<Option<i64>, ApiError>) -> ReconcileResult {
+    match result {
+        Ok(None) => ReconcileResult::Done,
+        Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
+        Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
+    }
+}
+
 /// The cluster as a controller sees it: reads from the host's caches, writes through the API
 /// server. Objects are `serde_json::Value`s.
 pub trait Api {

@@ -68,11 +68,7 @@ impl Controller for DaemonSetController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key) {
-            Ok(None) => ReconcileResult::Done,
-            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
-            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-        }
+        capstan_plugin_sdk::controller::outcome(reconcile(api, key))
     }
 }
 

@@ -44,18 +44,10 @@ fn placements(cluster: &FakeCluster) -> Vec<String> {
     nodes
 }
 
-fn make_ready(cluster: &FakeCluster) {
-    for p in cluster.all(&pod()) {
-        cluster.modify(&pod(), &ObjectKey::of(&p), |p| {
-            p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
-        });
-    }
-}
-
 fn converge(cluster: &FakeCluster, rounds: usize) {
     for _ in 0..rounds {
         reconcile(cluster, &key()).unwrap();
-        make_ready(cluster);
+        cluster.make_pods_ready();
     }
     reconcile(cluster, &key()).unwrap();
 }

@@ -29,19 +29,10 @@ fn names(cluster: &FakeCluster, kind: &GroupVersionKind) -> Vec<String> {
     names
 }
 
-/// What the hollow node does: every pod becomes Running and Ready.
-fn make_ready(cluster: &FakeCluster) {
-    for p in cluster.all(&pod()) {
-        cluster.modify(&pod(), &ObjectKey::of(&p), |p| {
-            p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
-        });
-    }
-}
-
 fn converge(cluster: &FakeCluster, rounds: usize) {
     for _ in 0..rounds {
         reconcile(cluster, &key()).unwrap();
-        make_ready(cluster);
+        cluster.make_pods_ready();
     }
     reconcile(cluster, &key()).unwrap();
 }
