@@ -1,4 +1,4 @@
-//! StatefulSets, DaemonSets and PodDisruptionBudgets through kubectl against a real
+//! `StatefulSet`s, `DaemonSet`s and `PodDisruptionBudget`s through kubectl against a real
 //! `capstan server` with hollow nodes: the scheduler in the server binds the pods, the hollow
 //! nodes report them Running and Ready, and the controllers are the components from
 //! `plugins/controllers/{statefulset,daemonset,disruption}`.
@@ -93,7 +93,7 @@ fn a_stateful_set_creates_pods_in_order_with_claims_and_scales_down_from_the_top
     let server = server("3");
     kubectl_stdin(&server, &["apply", "-f", "-"], &stateful_set("web", 3, "nginx:1"));
     // OrderedReady: whenever web-N exists, web-(N-1) is already Running and Ready.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let pods = live_pods(&server, "app=web");
         let ready = |n: usize| pods.iter().any(|p| name(p) == format!("web-{n}") && is_ready(p));
@@ -137,11 +137,11 @@ fn a_stateful_set_creates_pods_in_order_with_claims_and_scales_down_from_the_top
     assert_eq!(set["status"]["observedGeneration"], set["metadata"]["generation"]);
 
     kubectl(&server, &["scale", "statefulset/web", "--replicas=1"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let names = pod_names(&server, "app=web");
         assert!(
-            !(names.contains(&"web-2".to_owned()) && !names.contains(&"web-1".to_owned())),
+            names.contains(&"web-1".to_owned()) || !names.contains(&"web-2".to_owned()),
             "web-1 went before web-2: {names:?}"
         );
         if names == ["web-0"] {
@@ -153,6 +153,14 @@ fn a_stateful_set_creates_pods_in_order_with_claims_and_scales_down_from_the_top
     assert_eq!(items(&server, &["pvc"]).len(), 3, "claims are retained when scaling down by default");
     let printed = kubectl(&server, &["get", "statefulset", "web"]);
     assert!(printed.contains("1/1"), "{printed}");
+
+    // Deleting the set collects its pods and revisions; the claims stay (whenDeleted: Retain).
+    kubectl(&server, &["delete", "statefulset", "web"]);
+    eventually(Duration::from_secs(30), "the set's pods and revisions collected", || {
+        let revisions = items(&server, &["controllerrevisions", "-l", "app=web"]);
+        (live_pods(&server, "app=web").is_empty() && revisions.is_empty()).then_some(())
+    });
+    assert_eq!(items(&server, &["pvc"]).len(), 3);
 }
 
 #[test]
@@ -160,7 +168,7 @@ fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
     let server = server("3");
     kubectl_stdin(&server, &["apply", "-f", "-"], &stateful_set("db", 3, "nginx:1"));
     rollout_status(&server, "statefulset/db");
-    eventually(Duration::from_secs(60), "3 ready pods", || {
+    eventually(Duration::from_mins(1), "3 ready pods", || {
         (live_pods(&server, "app=db").iter().filter(|p| is_ready(p)).count() == 3).then_some(())
     });
     let partition = r#"{"spec": {"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}}}}"#;
@@ -196,12 +204,12 @@ fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
         ],
     );
     rollout_status(&server, "statefulset/db");
-    eventually(Duration::from_secs(60), "every pod on nginx:2", || {
+    eventually(Duration::from_mins(1), "every pod on nginx:2", || {
         images().iter().all(|(_, i)| i == "nginx:2").then_some(())
     });
     kubectl(&server, &["rollout", "undo", "statefulset/db"]);
     rollout_status(&server, "statefulset/db");
-    eventually(Duration::from_secs(60), "every pod back on nginx:1", || {
+    eventually(Duration::from_mins(1), "every pod back on nginx:1", || {
         let all = images();
         (all.len() == 3 && all.iter().all(|(_, i)| i == "nginx:1")).then_some(())
     });
@@ -286,7 +294,7 @@ fn a_daemon_set_image_update_rolls_every_node() {
     rollout_status(&server, "daemonset/agent");
     kubectl(&server, &["set", "image", "daemonset/agent", "app=nginx:2"]);
     // maxUnavailable 1: never fewer than 2 of the 3 nodes with a ready pod.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let pods = live_pods(&server, "app=agent");
         let ready_nodes: std::collections::BTreeSet<String> = pods
@@ -306,6 +314,12 @@ fn a_daemon_set_image_update_rolls_every_node() {
     assert_eq!(ds["status"]["updatedNumberScheduled"], 3);
     let history = kubectl(&server, &["rollout", "history", "daemonset/agent"]);
     assert!(history.contains('2'), "{history}");
+
+    kubectl(&server, &["delete", "daemonset", "agent"]);
+    eventually(Duration::from_secs(30), "the DaemonSet's pods and revisions collected", || {
+        let revisions = items(&server, &["controllerrevisions", "-l", "app=agent"]);
+        (live_pods(&server, "app=agent").is_empty() && revisions.is_empty()).then_some(())
+    });
 }
 
 #[test]
