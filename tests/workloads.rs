@@ -166,7 +166,10 @@ fn a_stateful_set_creates_pods_in_order_with_claims_and_scales_down_from_the_top
 #[test]
 fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
     let server = server("3");
-    kubectl_stdin(&server, &["apply", "-f", "-"], &stateful_set("db", 3, "nginx:1"));
+    let policy =
+        r#""persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Delete"}, "serviceName""#;
+    let manifest = stateful_set("db", 3, "nginx:1").replacen(r#""serviceName""#, policy, 1);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest);
     rollout_status(&server, "statefulset/db");
     eventually(Duration::from_mins(1), "3 ready pods", || {
         (live_pods(&server, "app=db").iter().filter(|p| is_ready(p)).count() == 3).then_some(())
@@ -191,6 +194,8 @@ fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
     assert_ne!(set["status"]["currentRevision"], set["status"]["updateRevision"]);
     let history = kubectl(&server, &["rollout", "history", "statefulset/db"]);
     assert!(history.contains('1') && history.contains('2'), "{history}");
+    let first = kubectl(&server, &["rollout", "history", "statefulset/db", "--revision=1"]);
+    assert!(first.contains("nginx:1"), "{first}");
 
     kubectl(
         &server,
@@ -215,6 +220,18 @@ fn a_partitioned_rolling_update_rolls_only_high_ordinals_and_undo_restores() {
     });
     let revisions = items(&server, &["controllerrevisions", "-l", "app=db"]);
     assert_eq!(revisions.len(), 2, "the undo reuses the first revision");
+
+    // whenScaled: Delete removes a scaled-away ordinal's claim; whenDeleted: Delete the rest.
+    kubectl(&server, &["scale", "statefulset/db", "--replicas=2"]);
+    eventually(Duration::from_secs(30), "data-db-2 deleted with its ordinal", || {
+        let mut claims: Vec<String> = items(&server, &["pvc"]).iter().map(name).collect();
+        claims.sort();
+        (claims == ["data-db-0", "data-db-1"]).then_some(())
+    });
+    kubectl(&server, &["delete", "statefulset", "db"]);
+    eventually(Duration::from_secs(30), "the claims collected with the set", || {
+        items(&server, &["pvc"]).is_empty().then_some(())
+    });
 }
 
 fn daemon_set(name: &str, image: &str, node_selector: &str) -> String {
@@ -314,6 +331,12 @@ fn a_daemon_set_image_update_rolls_every_node() {
     assert_eq!(ds["status"]["updatedNumberScheduled"], 3);
     let history = kubectl(&server, &["rollout", "history", "daemonset/agent"]);
     assert!(history.contains('2'), "{history}");
+    kubectl(&server, &["rollout", "undo", "daemonset/agent"]);
+    rollout_status(&server, "daemonset/agent");
+    eventually(Duration::from_secs(60), "every node back on nginx:1", || {
+        let pods = live_pods(&server, "app=agent");
+        (pods.len() == 3 && pods.iter().all(|p| image(p) == "nginx:1")).then_some(())
+    });
 
     kubectl(&server, &["delete", "daemonset", "agent"]);
     eventually(Duration::from_secs(30), "the DaemonSet's pods and revisions collected", || {
