@@ -17,7 +17,7 @@ use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::revision::{self, History};
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    ReconcileResult, RelatedKind, Watches, meta, owned,
+    PatchType, ReconcileResult, RelatedKind, Watches, meta, owned,
 };
 use serde_json::{Value, json};
 
@@ -312,7 +312,11 @@ impl State<'_> {
     /// Creates the claims of `ordinal` that do not exist yet.
     fn create_claims(&self, ordinal: i64) -> Result<(), ApiError> {
         for wanted in pods::claims_for(&self.set, ordinal) {
-            if self.api.get(&claim(), &ObjectKey::of(&wanted))?.is_some() {
+            if let Some(existing) = self.api.get(&claim(), &ObjectKey::of(&wanted))? {
+                if let Some(references) = pods::claim_owner_update(&self.set, &existing) {
+                    let patch = json!({"metadata": {"ownerReferences": references, "uid": meta::uid(&existing)}});
+                    self.api.patch(&claim(), &ObjectKey::of(&existing), PatchType::Merge, &patch, None)?;
+                }
                 continue;
             }
             let claim_name = meta::name(&wanted).to_owned();

@@ -48,8 +48,7 @@ pub fn claim_ordinal(set: &Value, claim: &str) -> Option<i64> {
 /// set as an owner, so deleting the set collects them.
 #[must_use]
 pub fn claims_for(set: &Value, ordinal: i64) -> Vec<Value> {
-    let delete_with_set =
-        set.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted").and_then(Value::as_str) == Some("Delete");
+    let delete_with_set = deletes_with_set(set);
     claim_templates(set)
         .map(|template| {
             let mut metadata = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
@@ -65,13 +64,42 @@ pub fn claims_for(set: &Value, ordinal: i64) -> Vec<Value> {
                 }
             }
             if delete_with_set {
-                let mut owner = meta::controller_reference(&stateful_set(), set);
-                owner["controller"] = json!(false);
-                metadata["ownerReferences"] = json!([owner]);
+                metadata["ownerReferences"] = json!([set_as_owner(set)]);
             }
             json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": template.get("spec")})
         })
         .collect()
+}
+
+/// The owner reference a claim deleted with its set carries: not a controller reference.
+fn set_as_owner(set: &Value) -> Value {
+    let mut owner = meta::controller_reference(&stateful_set(), set);
+    owner["controller"] = json!(false);
+    owner
+}
+
+fn deletes_with_set(set: &Value) -> bool {
+    set.pointer("/spec/persistentVolumeClaimRetentionPolicy/whenDeleted").and_then(Value::as_str) == Some("Delete")
+}
+
+/// The owner references an existing claim of `set` should have under the set's current
+/// `whenDeleted` policy, when they differ from its own (the policy may change after the claim
+/// was made); claims the set's selector does not match are not the set's to change.
+#[must_use]
+pub fn claim_owner_update(set: &Value, existing: &Value) -> Option<Vec<Value>> {
+    if !meta::selector_matches(set.pointer("/spec/selector"), meta::labels(existing)) {
+        return None;
+    }
+    let uid = meta::uid(set);
+    let mut references: Vec<Value> = meta::owner_references(existing)
+        .iter()
+        .filter(|r| r.get("uid").and_then(Value::as_str) != uid)
+        .cloned()
+        .collect();
+    if deletes_with_set(set) {
+        references.push(set_as_owner(set));
+    }
+    (references.as_slice() != meta::owner_references(existing)).then_some(references)
 }
 
 /// The pod of `ordinal`, from the template `revision` records (the set's own template when
@@ -116,7 +144,7 @@ pub fn new_pod(set: &Value, ordinal: i64, revision_object: &Value) -> Value {
 mod tests {
     use serde_json::json;
 
-    use super::{claim_ordinal, claims_for, new_pod, ordinal};
+    use super::{claim_ordinal, claim_owner_update, claims_for, new_pod, ordinal};
 
     fn set() -> serde_json::Value {
         json!({
@@ -178,5 +206,12 @@ mod tests {
         let mut retained = set();
         retained["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] = json!("Retain");
         assert!(claims_for(&retained, 1)[0]["metadata"].get("ownerReferences").is_none());
+        // A claim made under one policy follows a change to the other, and back.
+        assert_eq!(claim_owner_update(&set(), &claims[0]), None);
+        let released = claim_owner_update(&retained, &claims[0]).unwrap();
+        assert!(released.is_empty());
+        let mut retained_claim = claims[0].clone();
+        retained_claim["metadata"]["ownerReferences"] = json!(released);
+        assert_eq!(claim_owner_update(&set(), &retained_claim).unwrap().len(), 1);
     }
 }

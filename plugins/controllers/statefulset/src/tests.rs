@@ -182,3 +182,17 @@ fn failed_pods_are_replaced() {
     let after = cluster.get(&pod(), &ObjectKey::namespaced("default", "web-0")).unwrap().unwrap();
     assert_ne!(meta::uid(&after).map(str::to_owned), before);
 }
+
+#[test]
+fn claims_follow_a_changed_deletion_policy() {
+    let cluster = FakeCluster::new();
+    cluster.insert(&stateful_set(), set(2, &json!({})));
+    converge(&cluster, 2);
+    let owners = |cluster: &FakeCluster| -> usize {
+        cluster.all(&claim()).iter().map(|c| meta::owner_references(c).len()).sum()
+    };
+    assert_eq!(owners(&cluster), 0, "retained claims have no owner");
+    change_spec(&cluster, |s| s["persistentVolumeClaimRetentionPolicy"] = json!({"whenDeleted": "Delete"}));
+    converge(&cluster, 1);
+    assert_eq!(owners(&cluster), 2, "each claim is now owned by the set");
+}
