@@ -333,7 +333,7 @@ fn a_daemon_set_image_update_rolls_every_node() {
     assert!(history.contains('2'), "{history}");
     kubectl(&server, &["rollout", "undo", "daemonset/agent"]);
     rollout_status(&server, "daemonset/agent");
-    eventually(Duration::from_secs(60), "every node back on nginx:1", || {
+    eventually(Duration::from_mins(1), "every node back on nginx:1", || {
         let pods = live_pods(&server, "app=agent");
         (pods.len() == 3 && pods.iter().all(|p| image(p) == "nginx:1")).then_some(())
     });
