@@ -24,6 +24,8 @@ impl Defaults {
             ("", "Service") => service(object),
             ("", "Secret") => set_default(object, "type", json!("Opaque")),
             ("apps", "Deployment") => deployment(object),
+            ("apps", "StatefulSet") => stateful_set(object),
+            ("apps", "DaemonSet") => daemon_set(object),
             _ => {}
         }
     }
@@ -137,9 +139,58 @@ fn deployment(object: &mut Value) {
     }
 }
 
+fn stateful_set(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec") else { return };
+    set_default(spec, "replicas", json!(1));
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+    set_default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
+    if spec.pointer("/updateStrategy/type").and_then(Value::as_str) == Some("RollingUpdate") {
+        set_default(&mut spec["updateStrategy"], "rollingUpdate", json!({}));
+        set_default(&mut spec["updateStrategy"]["rollingUpdate"], "partition", json!(0));
+    }
+    set_default(spec, "persistentVolumeClaimRetentionPolicy", json!({}));
+    for field in ["whenDeleted", "whenScaled"] {
+        set_default(&mut spec["persistentVolumeClaimRetentionPolicy"], field, json!("Retain"));
+    }
+    if let Some(template_spec) = spec.pointer_mut("/template/spec") {
+        pod_spec(template_spec);
+    }
+}
+
+fn daemon_set(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec") else { return };
+    set_default(spec, "revisionHistoryLimit", json!(10));
+    set_default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
+    if spec.pointer("/updateStrategy/type").and_then(Value::as_str) == Some("RollingUpdate") {
+        set_default(&mut spec["updateStrategy"], "rollingUpdate", json!({}));
+        set_default(&mut spec["updateStrategy"]["rollingUpdate"], "maxUnavailable", json!(1));
+        set_default(&mut spec["updateStrategy"]["rollingUpdate"], "maxSurge", json!(0));
+    }
+    if let Some(template_spec) = spec.pointer_mut("/template/spec") {
+        pod_spec(template_spec);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_defaults_follow_kubernetes() {
+        let mut set = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "a:1"}]}}}});
+        stateful_set(&mut set);
+        assert_eq!(set["spec"]["podManagementPolicy"], "OrderedReady");
+        assert_eq!(set["spec"]["updateStrategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+        assert_eq!(set["spec"]["persistentVolumeClaimRetentionPolicy"]["whenScaled"], "Retain");
+        assert_eq!(set["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut on_delete = json!({"spec": {"updateStrategy": {"type": "OnDelete"}}});
+        daemon_set(&mut on_delete);
+        assert_eq!(on_delete["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
+        let mut ds = json!({"spec": {}});
+        daemon_set(&mut ds);
+        assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"], json!({"maxUnavailable": 1, "maxSurge": 0}));
+    }
 
     #[test]
     fn pod_defaults_follow_kubernetes() {

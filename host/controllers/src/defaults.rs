@@ -48,6 +48,13 @@ pub fn defaults() -> Vec<DefaultController> {
     const GC_PODS: &str = r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
     const GC_REPLICA_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "ReplicaSet"}, "owners": [{"group": "apps", "version": "v1", "kind": "Deployment"}], "dependents": [{"version": "v1", "kind": "Pod"}]}"#;
     const GC_DEPLOYMENTS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}, "dependents": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
+    // What StatefulSets and DaemonSets own, collected by instances of their own (an instance
+    // never presumes an owner of a kind it does not watch gone, so they coexist with the above).
+    const GC_WORKLOAD_PODS: &str = r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "apps", "version": "v1", "kind": "StatefulSet"}, {"group": "apps", "version": "v1", "kind": "DaemonSet"}]}"#;
+    const GC_CLAIMS: &str = r#"{"kind": {"version": "v1", "kind": "PersistentVolumeClaim"}, "owners": [{"group": "apps", "version": "v1", "kind": "StatefulSet"}]}"#;
+    const GC_REVISIONS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "ControllerRevision"}, "owners": [{"group": "apps", "version": "v1", "kind": "StatefulSet"}, {"group": "apps", "version": "v1", "kind": "DaemonSet"}]}"#;
+    const GC_STATEFUL_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "StatefulSet"}, "dependents": [{"version": "v1", "kind": "Pod"}, {"version": "v1", "kind": "PersistentVolumeClaim"}, {"group": "apps", "version": "v1", "kind": "ControllerRevision"}]}"#;
+    const GC_DAEMON_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "DaemonSet"}, "dependents": [{"version": "v1", "kind": "Pod"}, {"group": "apps", "version": "v1", "kind": "ControllerRevision"}]}"#;
     vec![
         DefaultController { name: "replicaset", component: "replicaset-controller", config: "{}", workers: 5 },
         DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
@@ -68,6 +75,39 @@ pub fn defaults() -> Vec<DefaultController> {
             name: "garbage-collector-deployments",
             component: "garbage-collector",
             config: GC_DEPLOYMENTS,
+            workers: 2,
+        },
+        DefaultController { name: "statefulset", component: "statefulset-controller", config: "{}", workers: 5 },
+        DefaultController { name: "daemonset", component: "daemonset-controller", config: "{}", workers: 2 },
+        DefaultController { name: "disruption", component: "disruption-controller", config: "{}", workers: 2 },
+        DefaultController {
+            name: "garbage-collector-workload-pods",
+            component: "garbage-collector",
+            config: GC_WORKLOAD_PODS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-persistentvolumeclaims",
+            component: "garbage-collector",
+            config: GC_CLAIMS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-controllerrevisions",
+            component: "garbage-collector",
+            config: GC_REVISIONS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-statefulsets",
+            component: "garbage-collector",
+            config: GC_STATEFUL_SETS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-daemonsets",
+            component: "garbage-collector",
+            config: GC_DAEMON_SETS,
             workers: 2,
         },
     ]

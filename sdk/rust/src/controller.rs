@@ -22,6 +22,9 @@ pub use crate::__private::controller_bindings::exports::capstan::plugin::reconci
 pub use host::{ApiError, DeleteOptions, EventType, ListOptions, PatchType, Propagation};
 
 pub mod meta;
+pub mod owned;
+pub mod placement;
+pub mod revision;
 pub mod testing;
 
 /// A controller.
@@ -41,6 +44,17 @@ pub trait Controller: Sized + 'static {
 
     /// Reconciles the primary object named by `key`.
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult;
+}
+
+/// The [`ReconcileResult`] of a reconcile that returns, on success, how many seconds to wait
+/// before looking again (`None`: not until something changes); errors are retried with backoff.
+#[must_use]
+pub fn outcome(result: Result<Option<i64>, ApiError>) -> ReconcileResult {
+    match result {
+        Ok(None) => ReconcileResult::Done,
+        Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
+        Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
+    }
 }
 
 /// The cluster as a controller sees it: reads from the host's caches, writes through the API

@@ -12,7 +12,7 @@ pub mod rolling;
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    PatchType, ReconcileResult, Watches, meta,
+    ReconcileResult, Watches, meta,
 };
 use serde_json::{Map, Value, json};
 
@@ -45,11 +45,7 @@ impl Controller for DeploymentController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key) {
-            Ok(None) => ReconcileResult::Done,
-            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
-            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-        }
+        capstan_plugin_sdk::controller::outcome(reconcile(api, key))
     }
 }
 
@@ -98,10 +94,7 @@ fn owned_replica_sets(api: &dyn Api, d: &Value) -> Result<Vec<Value>, ApiError> 
             && !meta::is_terminating(&rs)
             && meta::selector_matches(d.pointer("/spec/selector"), meta::labels(&rs))
         {
-            let mut references = meta::owner_references(&rs).to_vec();
-            references.push(meta::controller_reference(&deployment(), d));
-            let patch = json!({"metadata": {"ownerReferences": references, "uid": meta::uid(&rs)}});
-            owned.push(api.patch(&replica_set(), &ObjectKey::of(&rs), PatchType::Merge, &patch, None)?);
+            owned.push(capstan_plugin_sdk::controller::owned::adopt(api, &deployment(), d, &replica_set(), &rs)?);
         }
     }
     Ok(owned)
@@ -137,14 +130,7 @@ fn revision(rs: &Value) -> i64 {
 /// collision count, written with the API's safe alphabet.
 #[must_use]
 pub fn template_hash(template: &Value, collision_count: i64) -> String {
-    const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut hash: u32 = 0x811c_9dc5;
-    let text = format!("{template}{}", if collision_count > 0 { collision_count.to_string() } else { String::new() });
-    for byte in text.bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash.to_string().bytes().map(|b| char::from(SAFE[usize::from(b) % SAFE.len()])).collect()
+    capstan_plugin_sdk::controller::revision::hash(&template.to_string(), collision_count)
 }
 
 fn replicas(object: &Value) -> i64 {

@@ -8,7 +8,7 @@
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    PatchType, ReconcileResult, Watches, meta,
+    ReconcileResult, Watches, meta,
 };
 use serde_json::{Value, json};
 
@@ -78,10 +78,7 @@ fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<(), ApiError> {
 
 /// Makes `rs` the controller of an orphan pod its selector matches.
 fn adopt(api: &dyn Api, rs: &Value, pod_object: &Value) -> Result<Value, ApiError> {
-    let mut references = meta::owner_references(pod_object).to_vec();
-    references.push(meta::controller_reference(&replica_set(), rs));
-    let patch = json!({"metadata": {"ownerReferences": references, "uid": meta::uid(pod_object)}});
-    api.patch(&pod(), &ObjectKey::of(pod_object), PatchType::Merge, &patch, None)
+    capstan_plugin_sdk::controller::owned::adopt(api, &replica_set(), rs, &pod(), pod_object)
 }
 
 /// A new pod from `rs`'s template.

@@ -64,6 +64,16 @@ impl FakeCluster {
         }
     }
 
+    /// Marks every pod `Running` and `Ready`, as a node (or a hollow node) would.
+    pub fn make_pods_ready(&self) {
+        let pod = GroupVersionKind::new("", "v1", "Pod");
+        for object in self.all(&pod) {
+            self.modify(&pod, &ObjectKey::of(&object), |p| {
+                p["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+            });
+        }
+    }
+
     fn next_revision(&self) -> u64 {
         let mut revision = self.revision.borrow_mut();
         *revision += 1;
