@@ -314,3 +314,60 @@ impl Drop for KillOnDrop {
         self.stop();
     }
 }
+
+#[test]
+fn a_service_gets_endpoint_slices_and_endpoints_that_follow_its_ready_pods() {
+    let server = server();
+    let manifest = r#"{"apiVersion": "v1", "kind": "Service",
+      "metadata": {"name": "front", "namespace": "default"},
+      "spec": {"selector": {"app": "front"}, "ports": [{"name": "http", "port": 80, "targetPort": "web"}]}}"#;
+    kubectl_stdin(&server, &["apply", "-f", "-"], manifest);
+    let front = deployment("front", 3, "nginx:1", "1", "0")
+        .replace(r#""image": "nginx:1"}"#, r#""image": "nginx:1", "ports": [{"name": "web", "containerPort": 8080}]}"#);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &front);
+    assert!(rollout_status(&server, "front").contains("successfully rolled out"));
+    let ips = |pods: &[serde_json::Value]| {
+        let mut ips: Vec<String> =
+            pods.iter().map(|p| p["status"]["podIP"].as_str().unwrap_or_default().to_owned()).collect();
+        ips.sort();
+        ips
+    };
+    let ready_in_slices = || {
+        let mut ips: Vec<String> = items(&server, &["endpointslices", "-l", "kubernetes.io/service-name=front"])
+            .iter()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .filter_map(|e| e["addresses"][0].as_str().map(str::to_owned))
+            .collect();
+        ips.sort();
+        ips
+    };
+    let expected = ips(&live_pods(&server, "app=front"));
+    eventually(Duration::from_secs(30), "3 ready endpoints", || (ready_in_slices() == expected).then_some(()));
+    let slice = &items(&server, &["endpointslices", "-l", "kubernetes.io/service-name=front"])[0];
+    assert_eq!(slice["ports"][0]["port"], 8080, "the named target port resolved: {slice}");
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "Service");
+    let listed = kubectl(&server, &["get", "endpoints", "front"]);
+    for ip in &expected {
+        assert!(listed.contains(&format!("{ip}:8080")), "kubectl get endpoints shows {ip}:8080:\n{listed}");
+    }
+
+    kubectl(&server, &["scale", "deployment/front", "--replicas=1"]);
+    let remaining = eventually(Duration::from_secs(30), "1 pod left", || {
+        let pods = live_pods(&server, "app=front");
+        (pods.len() == 1).then_some(pods)
+    });
+    let expected = ips(&remaining);
+    eventually(Duration::from_secs(30), "1 ready endpoint", || (ready_in_slices() == expected).then_some(()));
+    eventually(Duration::from_secs(30), "Endpoints with 1 address", || {
+        let ep = json(&kubectl(&server, &["get", "endpoints", "front", "-o", "json"]));
+        (ep["subsets"][0]["addresses"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+
+    kubectl(&server, &["delete", "service", "front"]);
+    eventually(Duration::from_secs(30), "the slices and Endpoints gone", || {
+        let slices = items(&server, &["endpointslices", "-l", "kubernetes.io/service-name=front"]);
+        let endpoints = server.kubectl(&["get", "endpoints", "front"]);
+        (slices.is_empty() && !endpoints.status.success()).then_some(())
+    });
+}

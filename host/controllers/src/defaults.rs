@@ -59,6 +59,7 @@ pub fn defaults() -> Vec<DefaultController> {
         DefaultController { name: "replicaset", component: "replicaset-controller", config: "{}", workers: 5 },
         DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
         DefaultController { name: "node-lifecycle", component: "node-lifecycle-controller", config: "{}", workers: 4 },
+        DefaultController { name: "endpointslice", component: "endpointslice-controller", config: "{}", workers: 5 },
         DefaultController {
             name: "garbage-collector-pods",
             component: "garbage-collector",

@@ -15,7 +15,7 @@
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    PatchType, ReconcileResult, RelatedKind, Watches, meta,
+    PatchType, ReconcileResult, RelatedKind, Watches, meta, placement::tolerates,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -292,23 +292,6 @@ pub fn eviction_time(pod_object: &Value, taints: &[&Value]) -> Option<i64> {
         }
     }
     due
-}
-
-/// Whether `toleration` tolerates `taint` (upstream's `ToleratesTaint`).
-fn tolerates(toleration: &Value, taint: &Value) -> bool {
-    let text = |v: &Value, field: &str| v.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
-    let effect = text(toleration, "effect");
-    if !effect.is_empty() && effect != text(taint, "effect") {
-        return false;
-    }
-    let key = text(toleration, "key");
-    if !key.is_empty() && key != text(taint, "key") {
-        return false;
-    }
-    match toleration.get("operator").and_then(Value::as_str).unwrap_or("Equal") {
-        "Exists" => true,
-        _ => !key.is_empty() && text(toleration, "value") == text(taint, "value"),
-    }
 }
 
 #[cfg(test)]
