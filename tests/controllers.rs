@@ -371,3 +371,24 @@ fn a_service_gets_endpoint_slices_and_endpoints_that_follow_its_ready_pods() {
         (slices.is_empty() && !endpoints.status.success()).then_some(())
     });
 }
+
+#[test]
+fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
+    let server = server();
+    kubectl(&server, &["create", "namespace", "team"]);
+    eventually(Duration::from_secs(30), "the default ServiceAccount", || {
+        server.kubectl(&["get", "serviceaccount", "default", "-n", "team"]).status.success().then_some(())
+    });
+    let ca = eventually(Duration::from_secs(30), "kube-root-ca.crt", || {
+        let run = server.kubectl(&["get", "configmap", "kube-root-ca.crt", "-n", "team", "-o", "json"]);
+        let map: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap_or_default();
+        map["data"]["ca.crt"].as_str().map(str::to_owned)
+    });
+    let expected = std::fs::read_to_string(server.dir().join("data/pki/ca.crt")).unwrap_or_default();
+    assert_eq!(ca, expected, "the cluster CA is published");
+    kubectl(&server, &["delete", "serviceaccount", "default", "-n", "team"]);
+    std::thread::sleep(Duration::from_millis(500));
+    eventually(Duration::from_secs(30), "the default ServiceAccount back", || {
+        server.kubectl(&["get", "serviceaccount", "default", "-n", "team"]).status.success().then_some(())
+    });
+}

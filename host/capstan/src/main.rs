@@ -260,7 +260,10 @@ async fn start_controllers(
     let client = capstan_client::from_kubeconfig(kubeconfig).await.context("cannot build the controllers' client")?;
     let identity = format!("{}-{}", std::process::id(), data_dir.display());
     let builtin = components.reader();
-    Ok(capstan_controllers::run_elected(runtime, client, builtin, &capstan_controllers::defaults(), identity))
+    let ca = data_dir.join("pki/ca.crt");
+    let root_ca = std::fs::read_to_string(&ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    let plugins = capstan_controllers::default_plugins(Some(&root_ca));
+    Ok(capstan_controllers::run_elected(runtime, client, builtin, plugins, identity))
 }
 
 #[tokio::main]

@@ -60,6 +60,7 @@ pub fn defaults() -> Vec<DefaultController> {
         DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
         DefaultController { name: "node-lifecycle", component: "node-lifecycle-controller", config: "{}", workers: 4 },
         DefaultController { name: "endpointslice", component: "endpointslice-controller", config: "{}", workers: 5 },
+        DefaultController { name: "serviceaccount", component: "serviceaccount-controller", config: "{}", workers: 2 },
         DefaultController {
             name: "garbage-collector-pods",
             component: "garbage-collector",
@@ -114,9 +115,25 @@ pub fn defaults() -> Vec<DefaultController> {
     ]
 }
 
+/// The Plugin objects (name, `spec`) of the default controllers, the ServiceAccount controller
+/// told the cluster CA (`root_ca`, PEM) to publish in every namespace's `kube-root-ca.crt`.
+#[must_use]
+pub fn default_plugins(root_ca: Option<&str>) -> Vec<(String, Value)> {
+    defaults()
+        .iter()
+        .map(|d| {
+            let mut spec = d.plugin_spec();
+            if let (Some(ca), "serviceaccount-controller") = (root_ca, d.component) {
+                spec["config"]["rootCA"] = json!(ca);
+            }
+            (d.name.to_owned(), spec)
+        })
+        .collect()
+}
+
 /// Runs the controllers Plugin objects of kind `controller` ask for whenever this process holds
 /// the controller manager's Lease (as `identity`), stopping them when it loses it. On winning
-/// the Lease it first creates the Plugin objects of `defaults` that are missing. `builtin`
+/// the Lease it first creates those of `plugins` (name, `spec`) that are missing. `builtin`
 /// reads the components Capstan ships. Returns the manager; the campaign runs in the
 /// background for the life of the process.
 #[must_use]
@@ -124,13 +141,12 @@ pub fn run_elected(
     runtime: Runtime,
     client: kube::Client,
     builtin: BuiltinComponents,
-    defaults: &[DefaultController],
+    plugins: Vec<(String, Value)>,
     identity: String,
 ) -> ControllerManager {
     let manager = ControllerManager::new(runtime, client.clone());
     let mut leading = LeaderElection::controller_manager(identity).run(client.clone());
     let running = manager.clone();
-    let plugins: Vec<(String, Value)> = defaults.iter().map(|d| (d.name.to_owned(), d.plugin_spec())).collect();
     tokio::spawn(async move {
         loop {
             if leading.wait_for(|l| *l).await.is_err() {

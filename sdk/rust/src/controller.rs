@@ -21,6 +21,7 @@ pub use crate::__private::controller_bindings::exports::capstan::plugin::reconci
 };
 pub use host::{ApiError, DeleteOptions, EventType, ListOptions, PatchType, Propagation};
 
+pub mod kinds;
 pub mod meta;
 pub mod owned;
 pub mod placement;

@@ -3,8 +3,9 @@
 //! `/var/run/secrets/kubernetes.io/serviceaccount` in every container) unless they or their
 //! service account opt out with `automountServiceAccountToken: false`.
 //!
-//! Interim: the token volume is added only when the `ServiceAccount` object exists, since Capstan
-//! does not yet create each namespace's `default` account; upstream refuses such pods instead.
+//! Unlike upstream, a pod whose account does not exist (yet: the ServiceAccount controller creates
+//! each namespace's `default` moments after the namespace) is admitted, without the token volume,
+//! instead of refused.
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, cluster};
 use serde_json::{Value, json};

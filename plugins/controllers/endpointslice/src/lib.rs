@@ -11,10 +11,11 @@
 
 use std::collections::BTreeMap;
 
+use capstan_plugin_sdk::controller::kinds::{endpoint_slice as slice, endpoints, node, pod, service};
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, GroupVersionKind, ListOptions, ObjectKey, ReconcileResult, RelatedKind,
-    Watches, meta,
+    Watches, meta, outcome,
 };
 use serde_json::{Map, Value, json};
 
@@ -29,26 +30,6 @@ pub const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
 /// The EndpointSlice and Endpoints controller.
 pub struct EndpointSliceController;
-
-fn service() -> GroupVersionKind {
-    GroupVersionKind::new("", "v1", "Service")
-}
-
-fn pod() -> GroupVersionKind {
-    GroupVersionKind::new("", "v1", "Pod")
-}
-
-fn slice() -> GroupVersionKind {
-    GroupVersionKind::new("discovery.k8s.io", "v1", "EndpointSlice")
-}
-
-fn endpoints() -> GroupVersionKind {
-    GroupVersionKind::new("", "v1", "Endpoints")
-}
-
-fn node() -> GroupVersionKind {
-    GroupVersionKind::new("", "v1", "Node")
-}
 
 impl Controller for EndpointSliceController {
     fn configure(_config: &str) -> Result<Self, String> {
@@ -78,10 +59,7 @@ impl Controller for EndpointSliceController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key) {
-            Ok(()) => ReconcileResult::Done,
-            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-        }
+        outcome(reconcile(api, key).map(|()| None))
     }
 }
 

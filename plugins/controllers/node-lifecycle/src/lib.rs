@@ -12,10 +12,11 @@
 //!
 //! Start with [`reconcile`]; time is a parameter so the table tests can move it.
 
+use capstan_plugin_sdk::controller::kinds::{lease, node, pod};
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    PatchType, ReconcileResult, RelatedKind, Watches, meta, placement::tolerates,
+    PatchType, ReconcileResult, RelatedKind, Watches, meta, outcome, placement::tolerates,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,18 +46,6 @@ pub struct NodeLifecycleController {
     config: Config,
 }
 
-fn node() -> GroupVersionKind {
-    GroupVersionKind::new("", "v1", "Node")
-}
-
-fn pod() -> GroupVersionKind {
-    GroupVersionKind::new("", "v1", "Pod")
-}
-
-fn lease() -> GroupVersionKind {
-    GroupVersionKind::new("coordination.k8s.io", "v1", "Lease")
-}
-
 impl Controller for NodeLifecycleController {
     fn configure(config: &str) -> Result<Self, String> {
         let config = serde_json::from_str(config).map_err(|e| format!("invalid configuration: {e}"))?;
@@ -67,7 +56,10 @@ impl Controller for NodeLifecycleController {
         Watches {
             primary: node(),
             owned: Vec::new(),
-            others: vec![RelatedKind { kind: lease(), maps_to_keys: true }, RelatedKind { kind: pod(), maps_to_keys: true }],
+            others: vec![
+                RelatedKind { kind: lease(), maps_to_keys: true },
+                RelatedKind { kind: pod(), maps_to_keys: true },
+            ],
         }
     }
 
@@ -81,11 +73,7 @@ impl Controller for NodeLifecycleController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key, &self.config, meta::now_seconds()) {
-            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
-            Ok(None) => ReconcileResult::Done,
-            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-        }
+        outcome(reconcile(api, key, &self.config, meta::now_seconds()))
     }
 }
 
@@ -139,7 +127,8 @@ fn ready_status(node_object: &Value) -> Option<&str> {
 fn mark_unknown(api: &dyn Api, node_object: &Value, now: i64) -> Result<Value, ApiError> {
     let stamp = meta::rfc3339(now);
     let mut updated = node_object.clone();
-    let mut conditions = node_object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut conditions =
+        node_object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     if !conditions.iter().any(|c| c["type"] == "Ready") {
         conditions.push(json!({"type": "Ready"}));
     }
@@ -165,7 +154,8 @@ fn mark_pods_not_ready(api: &dyn Api, node_object: &Value) -> Result<(), ApiErro
         if ready["status"] != "True" {
             continue;
         }
-        let mut conditions = pod_object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        let mut conditions =
+            pod_object.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
         for condition in conditions.iter_mut().filter(|c| c["type"] == "Ready") {
             condition["status"] = json!("False");
             condition["reason"] = json!("NodeNotReady");

@@ -51,7 +51,9 @@ fn taint_keys(node_object: &Value) -> Vec<(String, String)> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| (t["key"].as_str().unwrap_or_default().to_owned(), t["effect"].as_str().unwrap_or_default().to_owned()))
+        .map(|t| {
+            (t["key"].as_str().unwrap_or_default().to_owned(), t["effect"].as_str().unwrap_or_default().to_owned())
+        })
         .collect()
 }
 

@@ -47,7 +47,8 @@ mod tests {
 
     #[test]
     fn only_labelled_nodes_pass() {
-        let exact = RequireNodeLabel::configure(r#"{"label": "ready", "value": "yes"}"#).unwrap_or_else(|e| panic!("{e}"));
+        let exact =
+            RequireNodeLabel::configure(r#"{"label": "ready", "value": "yes"}"#).unwrap_or_else(|e| panic!("{e}"));
         let any = RequireNodeLabel::configure(r#"{"label": "ready"}"#).unwrap_or_else(|e| panic!("{e}"));
         let cases = [
             (vec![("ready", "yes")], true, true),
