@@ -391,4 +391,42 @@ fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
     eventually(Duration::from_secs(30), "the default ServiceAccount back", || {
         server.kubectl(&["get", "serviceaccount", "default", "-n", "team"]).status.success().then_some(())
     });
+
+    // kubectl create token: a token that authenticates as the account, until it expires.
+    let token = kubectl(&server, &["create", "token", "default", "-n", "team", "--duration=15m"]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let as_account = |token: &str, args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .args(["--kubeconfig", "/dev/null", "--server", &format!("https://127.0.0.1:{}", server.port())])
+            .arg(format!("--certificate-authority={}", server.dir().join("data/pki/ca.crt").display()))
+            .args(["--token", token])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"))
+    };
+    let listed = as_account(token, &["get", "serviceaccounts", "-n", "team", "-o", "name"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "serviceaccount/default");
+    let mut forged = token.to_owned();
+    forged.pop();
+    let refused = as_account(&forged, &["get", "pods", "-n", "team"]);
+    assert!(!refused.status.success(), "a forged token is refused");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("Unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let short = server.kubectl(&["create", "token", "default", "-n", "team", "--duration=1m"]);
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("may not specify a duration less than 10 minutes"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let missing = server.kubectl(&["create", "token", "nobody", "-n", "team"]);
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
 }

@@ -144,6 +144,11 @@ const SCALE: Subresource = Subresource {
     kind: Some(GroupVersionKind { group: "autoscaling", version: "v1", kind: "Scale" }),
     verbs: &["get", "patch", "update"],
 };
+const TOKEN: Subresource = Subresource {
+    name: "token",
+    kind: Some(GroupVersionKind { group: "authentication.k8s.io", version: "v1", kind: "TokenRequest" }),
+    verbs: &["create"],
+};
 const POD_SUBRESOURCES: &[Subresource] = &[
     STATUS,
     Subresource {
@@ -247,7 +252,7 @@ impl Registry {
             info::<core::Endpoints>(Extra { short_names: &["ep"], ..PLAIN }),
             info::<core::ConfigMap>(Extra { short_names: &["cm"], ..PLAIN }),
             info::<core::Secret>(PLAIN),
-            info::<core::ServiceAccount>(Extra { short_names: &["sa"], ..PLAIN }),
+            info::<core::ServiceAccount>(Extra { short_names: &["sa"], subresources: &[TOKEN], ..PLAIN }),
             info::<core::Event>(Extra { short_names: &["ev"], ..PLAIN }),
             info::<core::Node>(Extra { short_names: &["no"], subresources: &[STATUS], ..PLAIN }),
             info::<core::PersistentVolume>(Extra { short_names: &["pv"], subresources: &[STATUS], ..PLAIN }),

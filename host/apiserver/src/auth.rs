@@ -1,9 +1,12 @@
-//! Authentication: every request carries a verified client certificate or a known bearer token.
+//! Authentication: every request carries a verified client certificate or a known bearer token
+//! (a fixed one, or a service-account token this server issued).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 
+use crate::sa_tokens::ServiceAccountTokens;
 use crate::status::ApiError;
 
 /// Who made a request.
@@ -40,14 +43,22 @@ pub fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
     Some(Identity::new(user, groups))
 }
 
-/// Bearer tokens the server accepts.
+/// Bearer tokens the server accepts: fixed ones, and service-account tokens it issued.
 #[derive(Clone, Debug, Default)]
-pub struct Tokens(HashMap<String, Identity>);
+pub struct Tokens {
+    fixed: HashMap<String, Identity>,
+    service_accounts: Option<Arc<ServiceAccountTokens>>,
+}
 
 impl Tokens {
     /// Accepts `token` as `identity`.
     pub fn insert(&mut self, token: String, identity: Identity) {
-        self.0.insert(token, identity);
+        self.fixed.insert(token, identity);
+    }
+
+    /// Accepts the service-account tokens `issuer` signed.
+    pub fn accept_service_accounts(&mut self, issuer: Arc<ServiceAccountTokens>) {
+        self.service_accounts = Some(issuer);
     }
 
     /// Authenticates a request: the connection's certificate first, then an `Authorization:
@@ -61,9 +72,13 @@ impl Tokens {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim);
-        match bearer.and_then(|token| self.0.get(token)) {
-            Some(identity) => Ok(identity.clone()),
-            None => Err(ApiError::Unauthorized),
+        let Some(token) = bearer else { return Err(ApiError::Unauthorized) };
+        if let Some(identity) = self.fixed.get(token) {
+            return Ok(identity.clone());
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        self.service_accounts.as_ref().and_then(|issuer| issuer.verify(token, now)).ok_or(ApiError::Unauthorized)
     }
 }

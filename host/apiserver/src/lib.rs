@@ -25,6 +25,7 @@ pub mod pki;
 pub mod plugins;
 pub mod proto;
 pub mod routing;
+pub mod sa_tokens;
 pub mod server;
 pub mod status;
 pub mod subresources;

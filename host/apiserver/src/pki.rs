@@ -53,6 +53,8 @@ pub struct Pki {
     pub admin_key: String,
     /// The admin's bearer token.
     pub admin_token: String,
+    /// The secret service-account tokens are signed with (`sa.key`).
+    pub service_account_key: String,
 }
 
 const FILES: [&str; 6] = ["ca.crt", "server.crt", "server.key", "admin.crt", "admin.key", "admin.token"];
@@ -64,6 +66,7 @@ impl Pki {
         if FILES.iter().all(|f| dir.join(f).exists()) {
             return Self::load(dir);
         }
+        // (A directory from before service-account tokens gets its `sa.key` in `load`.)
         let pki = Self::generate(hosts)?;
         std::fs::create_dir_all(dir).map_err(|source| PkiError::Io { action: "create", path: dir.into(), source })?;
         let contents =
@@ -71,7 +74,7 @@ impl Pki {
         for (name, content) in FILES.iter().zip(contents) {
             write_private(&dir.join(name), content)?;
         }
-        Ok(pki)
+        Ok(Pki { service_account_key: service_account_key(dir)?, ..pki })
     }
 
     fn load(dir: &Path) -> Result<Self, PkiError> {
@@ -86,6 +89,7 @@ impl Pki {
             admin_cert: read("admin.crt")?,
             admin_key: read("admin.key")?,
             admin_token: read("admin.token")?.trim().to_string(),
+            service_account_key: service_account_key(dir)?,
         })
     }
 
@@ -120,6 +124,7 @@ impl Pki {
             admin_cert: admin_cert.pem(),
             admin_key: admin_key.serialize_pem(),
             admin_token: random_token(),
+            service_account_key: String::new(),
         })
     }
 
@@ -173,6 +178,20 @@ fn subject_alt_names(hosts: &[String]) -> Vec<SanType> {
 }
 
 /// A 256-bit random token, hex-encoded, from the kernel's generator via `UUIDv4s`.
+/// The service-account signing secret in `dir`, created on first use.
+fn service_account_key(dir: &Path) -> Result<String, PkiError> {
+    let path = dir.join("sa.key");
+    match std::fs::read_to_string(&path) {
+        Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(PkiError::Io { action: "read", path, source }),
+    }
+    let key = random_token();
+    write_private(&path, &key)?;
+    Ok(key)
+}
+
 fn random_token() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())
 }

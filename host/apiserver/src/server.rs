@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::objects::{ObjectRef, Objects};
 use crate::pki::{ADMIN_GROUP, ADMIN_USER, Pki};
 use crate::routing::{self, Query, Target, Verb};
+use crate::sa_tokens::ServiceAccountTokens;
 use crate::status::{ApiError, ApiResult};
 use crate::{body, discovery, subresources, watch};
 
@@ -89,6 +90,8 @@ pub struct ApiServer {
     /// Defaulting.
     pub defaults: Defaults,
     tokens: Tokens,
+    /// Issues service-account tokens (`serviceaccounts/<name>/token`).
+    pub(crate) service_account_tokens: Arc<ServiceAccountTokens>,
     metrics: Arc<Metrics>,
     pub(crate) server_address: String,
     namespace_cleanup: mpsc::UnboundedSender<String>,
@@ -123,6 +126,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let catalog = Catalog::build(&[]).map_err(ServerError::OpenApi)?;
     let mut tokens = Tokens::default();
     tokens.insert(pki.admin_token.clone(), Identity::new(ADMIN_USER, vec![ADMIN_GROUP.to_string()]));
+    let service_account_tokens = Arc::new(ServiceAccountTokens::new(pki.service_account_key.as_bytes()));
+    tokens.accept_service_accounts(Arc::clone(&service_account_tokens));
     let (cleanup_sender, cleanup_receiver) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(config.store, Arc::clone(&metrics)));
@@ -132,6 +137,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         objects: Objects::new(store),
         defaults: Defaults,
         tokens,
+        service_account_tokens,
         metrics,
         server_address: format!("{url_host}:{}", address.port()),
         namespace_cleanup: cleanup_sender,
@@ -498,6 +504,10 @@ async fn serve_subresource(call: &Call<'_>, method: &Method) -> ApiResult<Respon
         "eviction" => {
             allowed(&["create"])?;
             subresources::evict(call).await
+        }
+        "token" => {
+            allowed(&["create"])?;
+            subresources::create_token(call).await
         }
         other => Err(ApiError::NotImplemented(format!(
             "pods/{other} is proxied to the node agent, which this server does not run yet"

@@ -255,6 +255,96 @@ pub async fn evict(call: &Call<'_>) -> ApiResult<Response> {
     Ok(json_response(StatusCode::CREATED, &status, &[]))
 }
 
+/// `POST serviceaccounts/<name>/token` (a TokenRequest): a signed token for the account,
+/// valid for `spec.expirationSeconds` (3600 by default, at least 600) for `spec.audiences`
+/// (the API server by default), bound to `spec.boundObjectRef` when given.
+pub async fn create_token(call: &Call<'_>) -> ApiResult<Response> {
+    let Call { server, path, headers, body, .. } = *call;
+    let target = target_of(path)?;
+    let mut request = body::decode_object(headers, body)?;
+    let account = server.objects.get(&target).await?;
+    let namespace = target.namespace.clone().unwrap_or_default();
+    let spec = request.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let expiration = spec.get("expirationSeconds").and_then(Value::as_i64).unwrap_or(3600);
+    if expiration < 600 {
+        let about = crate::status::Target {
+            resource: "serviceaccounts".into(),
+            group: "authentication.k8s.io".into(),
+            kind: "TokenRequest".into(),
+            name: target.name.clone(),
+        };
+        let cause = crate::status::Cause {
+            reason: "FieldValueInvalid",
+            field: "spec.expirationSeconds".into(),
+            message: format!("Invalid value: {expiration}: may not specify a duration less than 10 minutes"),
+        };
+        return Err(ApiError::Invalid(about, vec![cause]));
+    }
+    let audiences: Vec<String> = spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|a| !a.is_empty())
+        .unwrap_or_else(|| vec![crate::sa_tokens::ISSUER.to_owned()]);
+    let bound = match spec.get("boundObjectRef").filter(|b| !b.is_null()) {
+        Some(reference) => Some(bound_object(server, &namespace, reference).await?),
+        None => None,
+    };
+    let attributes = Attributes {
+        kind: Some(("authentication.k8s.io", "v1", "TokenRequest")),
+        ..Attributes::new(Operation::Create, &target)
+    };
+    request = admission::admit(call, &attributes, request, None).await?;
+    let issued_at = k8s_openapi::jiff::Timestamp::now().as_second();
+    let token = server.service_account_tokens.issue(&crate::sa_tokens::TokenClaims {
+        namespace: &namespace,
+        name: &target.name,
+        uid: meta::meta_str(&account, "uid").unwrap_or_default(),
+        audiences: &audiences,
+        issued_at,
+        expiration_seconds: expiration,
+        bound: bound.as_ref(),
+    });
+    let expires = k8s_openapi::jiff::Timestamp::from_second(issued_at + expiration)
+        .map_err(|e| ApiError::Internal(format!("cannot compute the token's expiry: {e}")))?;
+    request["apiVersion"] = json!("authentication.k8s.io/v1");
+    request["kind"] = json!("TokenRequest");
+    request["metadata"] = json!({"name": target.name, "namespace": namespace, "creationTimestamp": meta::now()});
+    request["spec"]["audiences"] = json!(audiences);
+    request["spec"]["expirationSeconds"] = json!(expiration);
+    request["status"] = json!({"token": token, "expirationTimestamp": expires.to_string()});
+    Ok(json_response(StatusCode::CREATED, &request, &[]))
+}
+
+/// The object a token is bound to, which must exist (its UID, when given, must match).
+async fn bound_object(
+    server: &crate::server::ApiServer,
+    namespace: &str,
+    reference: &Value,
+) -> ApiResult<crate::sa_tokens::BoundObject> {
+    let text = |field: &str| reference.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let (kind, name, uid) = (text("kind"), text("name"), text("uid"));
+    let plural = match kind.as_str() {
+        "Pod" => "pods",
+        "Secret" => "secrets",
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "cannot bind a token to a {other:?}: only Pod and Secret are supported"
+            )));
+        }
+    };
+    let info = crate::server::ApiServer::resource("", "v1", plural)?;
+    let target = ObjectRef { info, namespace: Some(namespace.to_owned()), name: name.clone() };
+    let object = server.objects.get(&target).await?;
+    let actual = meta::meta_str(&object, "uid").unwrap_or_default().to_owned();
+    if !uid.is_empty() && uid != actual {
+        return Err(ApiError::BadRequest(format!(
+            "the UID in the bound object reference ({uid}) does not match the {kind}'s ({actual})"
+        )));
+    }
+    Ok(crate::sa_tokens::BoundObject { kind, name, uid: actual })
+}
+
 fn path_without_subresource<'a>(path: &ResourcePath<'a>) -> ResourcePath<'a> {
     ResourcePath { subresource: None, ..path.clone() }
 }

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::{autoscaling::v1 as autoscaling, core::v1 as core, policy::v1 as policy};
+use k8s_openapi::api::{
+    authentication::v1 as authentication, autoscaling::v1 as autoscaling, core::v1 as core, policy::v1 as policy,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::generate::SchemaSettings;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -62,6 +64,10 @@ const SUPPORT_KINDS: &[SupportKind] = &[
     SupportKind { schema: schema_of::<autoscaling::Scale>, gvk: Some(gvk("autoscaling", "v1", "Scale")) },
     SupportKind { schema: schema_of::<core::Binding>, gvk: Some(gvk("", "v1", "Binding")) },
     SupportKind { schema: schema_of::<policy::Eviction>, gvk: Some(gvk("policy", "v1", "Eviction")) },
+    SupportKind {
+        schema: schema_of::<authentication::TokenRequest>,
+        gvk: Some(gvk("authentication.k8s.io", "v1", "TokenRequest")),
+    },
 ];
 
 /// Generates every definition the registry's kinds reach and shapes it for publishing.
