@@ -10,9 +10,10 @@
 //! removed, then it moves to `succeeded`/`failed`. A pod is thus counted once even when it is
 //! deleted right after it ends.
 //!
-//! The API server does not generate a Job's selector, so this controller does it on first sight
-//! (unless `manualSelector`), with the API defaults of `parallelism`, `completions`,
-//! `backoffLimit`, `completionMode` and `suspend`.
+//! The API server generates a Job's selector and template labels
+//! (`batch.kubernetes.io/controller-uid`, `batch.kubernetes.io/job-name`, and the legacy
+//! `controller-uid`, `job-name`) and fills its defaults when the Job is created; pods are found
+//! through their controller reference.
 //!
 //! Start with [`JobController::reconcile`]; [`pods`] builds pods, [`status`] does the counting.
 
@@ -82,10 +83,6 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<u64>
         release_finalizers(api, &owned)?;
         return Ok(None);
     }
-    let job = match with_defaults(&job) {
-        Some(defaulted) => api.update(&job_kind(), &defaulted)?,
-        None => job,
-    };
     if meta::job_finished(&job).is_some() {
         release_finalizers(api, &owned)?;
         return expire(api, &job, now);
@@ -98,44 +95,6 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<u64>
         })
         .collect();
     sync(api, &job, &tracked, now)
-}
-
-/// The Job with its selector generated and API defaults filled in; `None` when it has them.
-#[must_use]
-pub fn with_defaults(job: &Value) -> Option<Value> {
-    let mut defaulted = job.clone();
-    let spec = &mut defaulted["spec"];
-    if spec.get("parallelism").is_none_or(Value::is_null) {
-        spec["parallelism"] = json!(1);
-        if spec.get("completions").is_none_or(Value::is_null) {
-            spec["completions"] = json!(1);
-        }
-    }
-    for (field, value) in [("backoffLimit", json!(6)), ("completionMode", json!("NonIndexed")), ("suspend", json!(false))]
-    {
-        if spec.get(field).is_none_or(Value::is_null) {
-            spec[field] = value;
-        }
-    }
-    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
-    if !manual && spec.get("selector").is_none_or(Value::is_null) {
-        let uid = meta::uid(job).unwrap_or_default();
-        let name = meta::name(job);
-        spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
-        let labels = &mut spec["template"]["metadata"]["labels"];
-        if !labels.is_object() {
-            *labels = json!({});
-        }
-        for (label, value) in [
-            ("batch.kubernetes.io/controller-uid", uid),
-            ("batch.kubernetes.io/job-name", name),
-            ("controller-uid", uid),
-            ("job-name", name),
-        ] {
-            labels[label] = json!(value);
-        }
-    }
-    (defaulted != *job).then_some(defaulted)
 }
 
 /// Removes the tracking finalizer from the pods of a Job that is gone.

@@ -6,13 +6,17 @@ use capstan_plugin_sdk::controller::{Api, ObjectKey, meta};
 use serde_json::{Value, json};
 
 use super::pods::{INDEX_KEY, format_indexes, index_of};
-use super::{TRACKING_FINALIZER, job_kind, pod_kind, reconcile, with_defaults};
+use super::{TRACKING_FINALIZER, job_kind, pod_kind, reconcile};
 
 const NOW: i64 = 1_795_000_000;
 
 fn job(spec: &Value) -> Value {
     let mut spec = spec.clone();
-    spec["template"] = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}});
+    // As the API server labels it when it generates the selector.
+    spec["template"] = json!({
+        "metadata": {"labels": {"batch.kubernetes.io/job-name": "pi", "job-name": "pi"}},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]},
+    });
     json!({"metadata": {"name": "pi", "namespace": "default"}, "spec": spec})
 }
 
@@ -41,37 +45,6 @@ fn condition(job: &Value, kind: &str) -> Option<(String, String)> {
 fn started(cluster: &FakeCluster, spec: &Value) {
     cluster.insert(&job_kind(), job(spec));
     reconcile(cluster, &key(), NOW).unwrap();
-}
-
-#[test]
-fn defaults_generate_the_selector_and_fill_api_defaults() {
-    let cases = [
-        (json!({}), Some((1, 1))),
-        (json!({"parallelism": 2}), Some((2, -1))),
-        (json!({"completions": 5}), Some((1, 5))),
-    ];
-    for (spec, expected) in cases {
-        let mut object = job(&spec);
-        object["metadata"]["uid"] = json!("u1");
-        let defaulted = with_defaults(&object).unwrap();
-        let (parallelism, completions) = expected.unwrap();
-        assert_eq!(defaulted["spec"]["parallelism"], json!(parallelism), "{spec}");
-        assert_eq!(defaulted["spec"]["completions"].as_i64().unwrap_or(-1), completions, "{spec}");
-        assert_eq!(defaulted["spec"]["backoffLimit"], 6);
-        assert_eq!(defaulted["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], "u1");
-        let labels = &defaulted["spec"]["template"]["metadata"]["labels"];
-        for label in ["batch.kubernetes.io/controller-uid", "controller-uid"] {
-            assert_eq!(labels[label], "u1");
-        }
-        for label in ["batch.kubernetes.io/job-name", "job-name"] {
-            assert_eq!(labels[label], "pi");
-        }
-        assert_eq!(with_defaults(&defaulted), None, "defaulting is idempotent");
-    }
-    let mut manual = job(&json!({"manualSelector": true, "parallelism": 1, "completions": 1}));
-    manual["spec"]["selector"] = json!({"matchLabels": {"a": "b"}});
-    let defaulted = with_defaults(&manual).unwrap();
-    assert_eq!(defaulted["spec"]["selector"], json!({"matchLabels": {"a": "b"}}), "a manual selector is kept");
 }
 
 #[test]
