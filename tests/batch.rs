@@ -109,7 +109,10 @@ fn a_job_runs_its_completions_in_parallel_and_completes() {
     assert_eq!(job_object["spec"]["selector"]["matchLabels"]["batch.kubernetes.io/controller-uid"], uid);
     for pod in &running {
         let labels = &pod["metadata"]["labels"];
-        assert_eq!((labels["batch.kubernetes.io/controller-uid"].as_str(), labels["controller-uid"].as_str()), (Some(uid), Some(uid)));
+        assert_eq!(
+            (labels["batch.kubernetes.io/controller-uid"].as_str(), labels["controller-uid"].as_str()),
+            (Some(uid), Some(uid))
+        );
         assert_eq!(labels["job-name"], "pi");
         assert_eq!(pod["spec"]["restartPolicy"], "Never");
         assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "Job");
@@ -170,7 +173,9 @@ fn the_active_deadline_fails_a_job_and_stops_its_pods() {
     wait(&server, "failed", "job/slow");
     let failed = get(&server, "job/slow");
     assert_eq!(condition(&failed, "Failed").unwrap()["reason"], "DeadlineExceeded");
-    eventually(Duration::from_secs(30), "the job's pods to be gone", || pods_of(&server, "slow").is_empty().then_some(()));
+    eventually(Duration::from_secs(30), "the job's pods to be gone", || {
+        pods_of(&server, "slow").is_empty().then_some(())
+    });
     assert_eq!(get(&server, "job/slow")["status"]["active"], Value::Null);
 }
 
@@ -181,7 +186,9 @@ fn a_finished_job_is_deleted_after_its_ttl() {
     kubectl_stdin(&server, &["create", "-f", "-"], &job("brief", spec, &template(Some(1), 0)));
     wait(&server, "complete", "job/brief");
     eventually(Duration::from_secs(30), "the job to be deleted", || gone(&server, "job/brief").then_some(()));
-    eventually(Duration::from_secs(30), "its pods to be deleted", || pods_of(&server, "brief").is_empty().then_some(()));
+    eventually(Duration::from_secs(30), "its pods to be deleted", || {
+        pods_of(&server, "brief").is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -193,7 +200,9 @@ fn deleting_a_job_deletes_its_pods() {
         (pods_of(&server, "long").iter().filter(|p| p["status"]["phase"] == "Running").count() == 2).then_some(())
     });
     kubectl(&server, &["delete", "job", "long"]);
-    eventually(Duration::from_secs(30), "the pods to be collected", || pods_of(&server, "long").is_empty().then_some(()));
+    eventually(Duration::from_secs(30), "the pods to be collected", || {
+        pods_of(&server, "long").is_empty().then_some(())
+    });
 }
 
 #[test]
@@ -210,7 +219,8 @@ fn a_cron_job_runs_on_schedule_keeps_its_history_and_can_be_run_by_hand() {
         items(&server, &["jobs"]).into_iter().find(|j| j["metadata"]["name"] != "tick-by-hand")
     });
     let name = scheduled["metadata"]["name"].as_str().unwrap().to_owned();
-    let stamp = scheduled["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().unwrap();
+    let stamp =
+        scheduled["metadata"]["annotations"]["batch.kubernetes.io/cronjob-scheduled-timestamp"].as_str().unwrap();
     let minutes: i64 = name.strip_prefix("tick-").unwrap().parse().unwrap();
     assert!(stamp.ends_with(":00Z"), "{stamp}");
     let cron = get(&server, "cronjob/tick");

@@ -232,7 +232,8 @@ mod tests {
             (json!({"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}), json!(1), json!(1), false),
         ];
         for (mut spec, parallelism, completions, generated) in cases {
-            spec["template"] = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x:1"}]}});
+            spec["template"] =
+                json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x:1"}]}});
             let mut object = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": spec});
             Defaults.apply(jobs, &mut object);
             let spec = &object["spec"];
@@ -241,8 +242,14 @@ mod tests {
             let labels = &spec["template"]["metadata"]["labels"];
             if generated {
                 assert_eq!(spec["selector"], json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}}));
-                assert_eq!((&labels["controller-uid"], &labels["batch.kubernetes.io/job-name"]), (&json!("u1"), &json!("pi")));
-                assert_eq!((&labels["batch.kubernetes.io/controller-uid"], &labels["job-name"]), (&json!("u1"), &json!("pi")));
+                assert_eq!(
+                    (&labels["controller-uid"], &labels["batch.kubernetes.io/job-name"]),
+                    (&json!("u1"), &json!("pi"))
+                );
+                assert_eq!(
+                    (&labels["batch.kubernetes.io/controller-uid"], &labels["job-name"]),
+                    (&json!("u1"), &json!("pi"))
+                );
             } else {
                 assert_eq!(spec["selector"], json!({"matchLabels": {"a": "b"}}));
                 assert!(labels.is_null());

@@ -40,7 +40,8 @@ pub fn defaults() -> Vec<DefaultController> {
     const GC_DEPLOYMENTS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}, "dependents": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
     // Batch: pods owned by Jobs, Jobs owned by CronJobs (instances of their own, so each owner
     // kind's collectors are configured in one place).
-    const GC_JOB_PODS: &str = r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "batch", "version": "v1", "kind": "Job"}]}"#;
+    const GC_JOB_PODS: &str =
+        r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "batch", "version": "v1", "kind": "Job"}]}"#;
     const GC_JOBS: &str = r#"{"kind": {"group": "batch", "version": "v1", "kind": "Job"}, "owners": [{"group": "batch", "version": "v1", "kind": "CronJob"}], "dependents": [{"version": "v1", "kind": "Pod"}]}"#;
     const GC_CRON_JOBS: &str = r#"{"kind": {"group": "batch", "version": "v1", "kind": "CronJob"}, "dependents": [{"group": "batch", "version": "v1", "kind": "Job"}]}"#;
     // Upstream's `--terminated-pod-gc-threshold` and 40 s quarantine of pods on missing nodes.
@@ -76,7 +77,12 @@ pub fn defaults() -> Vec<DefaultController> {
             config: GC_JOB_PODS,
             workers: 2,
         },
-        DefaultController { name: "garbage-collector-jobs", component: "garbage-collector", config: GC_JOBS, workers: 2 },
+        DefaultController {
+            name: "garbage-collector-jobs",
+            component: "garbage-collector",
+            config: GC_JOBS,
+            workers: 2,
+        },
         DefaultController {
             name: "garbage-collector-cronjobs",
             component: "garbage-collector",

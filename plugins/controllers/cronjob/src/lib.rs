@@ -96,7 +96,7 @@ fn active_refs(cron_job: &Value) -> Vec<Value> {
     cron_job.pointer("/status/active").and_then(Value::as_array).cloned().unwrap_or_default()
 }
 
-fn set_active(cron_job: &mut Value, active: Vec<Value>) {
+fn set_active(cron_job: &mut Value, active: &[Value]) {
     let status = &mut cron_job["status"];
     if !status.is_object() {
         *status = json!({});
@@ -139,7 +139,7 @@ fn track_jobs(api: &dyn Api, cron_job: &mut Value, jobs: &[Value]) {
     }
     // A Job that no longer exists is no longer active.
     active.retain(|r| jobs.iter().any(|j| meta::uid(j).map(str::to_owned) == uid_of(r)));
-    set_active(cron_job, active);
+    set_active(cron_job, &active);
 }
 
 fn later(a: &str, b: &str) -> bool {
@@ -206,7 +206,7 @@ fn run_schedule(api: &dyn Api, cron_job: &mut Value, now: i64) -> Result<Option<
                 "name": meta::name(&created), "uid": meta::uid(&created),
                 "resourceVersion": created.pointer("/metadata/resourceVersion"),
             }));
-            set_active(cron_job, active);
+            set_active(cron_job, &active);
             cron_job["status"]["lastScheduleTime"] = json!(meta::rfc3339(scheduled));
         }
         // Created by an earlier reconcile whose status write was lost.
@@ -226,7 +226,7 @@ fn replace_active(api: &dyn Api, cron_job: &mut Value, active: &[Value]) -> Resu
         let key = ObjectKey { namespace: meta::namespace(cron_job).map(str::to_owned), name: name.to_owned() };
         delete_job(api, cron_job, &key)?;
     }
-    set_active(cron_job, Vec::new());
+    set_active(cron_job, &[]);
     Ok(())
 }
 
@@ -271,10 +271,8 @@ fn prune_history(api: &dyn Api, cron_job: &Value, jobs: &[Value]) -> Result<(), 
         [("Complete", "successfulJobsHistoryLimit", 3), ("Failed", "failedJobsHistoryLimit", 1)]
     {
         let limit = usize::try_from(meta::int(cron_job, &format!("/spec/{field}"), default)).unwrap_or(0);
-        let mut finished: Vec<&Value> = jobs
-            .iter()
-            .filter(|j| meta::job_finished(j) == Some(condition) && !meta::is_terminating(j))
-            .collect();
+        let mut finished: Vec<&Value> =
+            jobs.iter().filter(|j| meta::job_finished(j) == Some(condition) && !meta::is_terminating(j)).collect();
         if finished.len() <= limit {
             continue;
         }

@@ -241,7 +241,8 @@ fn scale(api: &dyn Api, job: &Value, active: &[&Value]) -> Result<(), ApiError> 
 fn delete_pods(api: &dyn Api, job: &Value, victims: &[&Value]) -> Result<(), ApiError> {
     let regarding = ObjectRef::to(&job_kind(), job);
     for victim in victims {
-        let options = DeleteOptions { precondition_uid: meta::uid(victim).map(str::to_owned), ..DeleteOptions::plain() };
+        let options =
+            DeleteOptions { precondition_uid: meta::uid(victim).map(str::to_owned), ..DeleteOptions::plain() };
         match api.delete(&pod_kind(), &ObjectKey::of(victim), &options) {
             Ok(()) => {
                 let message = format!("Deleted pod: {}", meta::name(victim));

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use capstan_plugin_sdk::controller::{Api, ApiError, meta};
 use serde_json::{Value, json};
 
-use crate::pods::{completions, completed_indexes, format_indexes, index_of, is_indexed, succeeded};
+use crate::pods::{completed_indexes, completions, format_indexes, index_of, is_indexed, succeeded};
 use crate::{TRACKING_FINALIZER, job_kind, release_finalizers};
 
 /// Why a Job ends: the interim condition (`SuccessCriteriaMet` or `FailureTarget`), its reason
@@ -18,7 +18,13 @@ const COMPLETED: Ending = ("SuccessCriteriaMet", "CompletionsReached", "Reached 
 
 fn uid_set(job: &Value, which: &str) -> BTreeSet<String> {
     let pointer = format!("/status/uncountedTerminatedPods/{which}");
-    job.pointer(&pointer).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+    job.pointer(&pointer)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Counts the Job's finished pods still held by the tracking finalizer: records their UIDs in

@@ -39,7 +39,8 @@ fn finish_one(cluster: &FakeCluster, phase: &str) {
 }
 
 fn condition(job: &Value, kind: &str) -> Option<(String, String)> {
-    meta::condition(job, kind).map(|c| (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned()))
+    meta::condition(job, kind)
+        .map(|c| (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned()))
 }
 
 fn started(cluster: &FakeCluster, spec: &Value) {

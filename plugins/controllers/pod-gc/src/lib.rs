@@ -1,4 +1,4 @@
-//! The pod garbage collector as a Capstan component, as kube-controller-manager's PodGC:
+//! The pod garbage collector as a Capstan component, as kube-controller-manager's `PodGC`:
 //!
 //! - terminated pods (`Succeeded`/`Failed`) beyond `terminatedPodThreshold` (upstream's
 //!   `--terminated-pod-gc-threshold`, 12500; 0 turns it off) are deleted, evicted ones first,
@@ -223,7 +223,9 @@ mod tests {
             let cluster = FakeCluster::new();
             cluster.insert(&node_kind(), json!({"metadata": {"name": "n1"}}));
             let keys: Vec<ObjectKey> = (0..terminated)
-                .map(|i| pod(&cluster, &format!("done-{i}"), Some("n1"), if i % 2 == 0 { "Succeeded" } else { "Failed" }))
+                .map(|i| {
+                    pod(&cluster, &format!("done-{i}"), Some("n1"), if i % 2 == 0 { "Succeeded" } else { "Failed" })
+                })
                 .collect();
             for i in 0..running {
                 pod(&cluster, &format!("run-{i}"), Some("n1"), "Running");
@@ -267,7 +269,10 @@ mod tests {
         assert!(meta::is_terminating(&marked));
         assert_eq!(marked["status"]["phase"], "Failed");
         let condition = meta::condition(&marked, "DisruptionTarget").unwrap();
-        assert_eq!((condition["status"].clone(), condition["reason"].clone()), (json!("True"), json!("DeletionByPodGC")));
+        assert_eq!(
+            (condition["status"].clone(), condition["reason"].clone()),
+            (json!("True"), json!("DeletionByPodGC"))
+        );
     }
 
     #[test]

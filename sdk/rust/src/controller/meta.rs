@@ -163,7 +163,14 @@ pub fn condition_is_true(object: &Value, kind: &str) -> bool {
 /// Sets the condition `kind` in `conditions` (a `status.conditions` list) to `status`, `reason`
 /// and `message`. Its `lastTransitionTime` becomes `now` only when the status changes, as the
 /// API conventions ask; `lastProbeTime` is always `now`. Returns whether anything changed.
-pub fn set_condition(conditions: &mut Vec<Value>, kind: &str, status: &str, reason: &str, message: &str, now: i64) -> bool {
+pub fn set_condition(
+    conditions: &mut Vec<Value>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: i64,
+) -> bool {
     let stamp = rfc3339(now);
     let fresh = json!({
         "type": kind, "status": status, "reason": reason, "message": message,
