@@ -1,4 +1,4 @@
-//! Jobs, CronJobs and the pod garbage collector, through kubectl, against a real
+//! Jobs, `CronJob`s and the pod garbage collector, through kubectl, against a real
 //! `capstan server --hollow-nodes 2` (its scheduler binds the pods; hollow nodes run them, and
 //! the `capstan.io/hollow-exit-after`/`-exit-code` annotations make them finish).
 //!
@@ -90,6 +90,14 @@ fn events(server: &CapstanServer, reason: &str) -> Vec<Value> {
     items(server, &["events", "--field-selector", &format!("reason={reason}")])
 }
 
+/// Seconds of the day of an RFC 3339 UTC timestamp (the tests run within a day).
+fn seconds(stamp: &str) -> u64 {
+    let time = stamp.split('T').nth(1).unwrap();
+    let parts: Vec<u64> =
+        time.trim_end_matches('Z').split(':').map(|p| p.split('.').next().unwrap().parse().unwrap()).collect();
+    parts[0] * 3600 + parts[1] * 60 + parts[2]
+}
+
 /// Seconds until the next minute starts.
 fn seconds_to_next_minute() -> u64 {
     60 - SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 60
@@ -141,6 +149,13 @@ fn a_failing_job_stops_at_its_backoff_limit() {
     assert_eq!(condition(&failed, "Failed").unwrap()["reason"], "BackoffLimitExceeded");
     assert_eq!(condition(&failed, "FailureTarget").unwrap()["reason"], "BackoffLimitExceeded");
     assert_eq!(failed["status"]["failed"], 2, "the first failure is retried, the second ends it");
+    // The retry waits out upstream's first backoff step, 10 s after the failure.
+    let mut pods = pods_of(&server, "fails");
+    pods.sort_by_key(|p| p["metadata"]["creationTimestamp"].as_str().unwrap().to_owned());
+    assert_eq!(pods.len(), 2);
+    let failed_at = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["finishedAt"].as_str().unwrap();
+    let retried_at = pods[1]["metadata"]["creationTimestamp"].as_str().unwrap();
+    assert!(seconds(retried_at) >= seconds(failed_at) + 10, "failed {failed_at}, retried {retried_at}");
     assert!(failed["status"]["completionTime"].is_null());
     assert!(kubectl(&server, &["get", "job", "fails"]).contains("Failed"));
 }
@@ -266,5 +281,5 @@ fn pods_bound_to_a_node_that_does_not_exist_are_collected() {
     // Upstream's 40 s quarantine first.
     std::thread::sleep(Duration::from_secs(20));
     assert!(!gone(&server, "pod/stranded"), "kept during the grace period");
-    eventually(Duration::from_secs(60), "the pod to be collected", || gone(&server, "pod/stranded").then_some(()));
+    eventually(Duration::from_mins(1), "the pod to be collected", || gone(&server, "pod/stranded").then_some(()));
 }

@@ -87,6 +87,7 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<u64>
         release_finalizers(api, &owned)?;
         return expire(api, &job, now);
     }
+    let backoff = pods::backoff_remaining(&owned, now);
     let (job, released) = status::count_finished(api, &job, &owned)?;
     let tracked: Vec<Value> = owned
         .into_iter()
@@ -94,7 +95,7 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<u64>
             meta::finalizers(p).contains(&TRACKING_FINALIZER) && !released.contains(meta::uid(p).unwrap_or_default())
         })
         .collect();
-    sync(api, &job, &tracked, now)
+    sync(api, &job, &tracked, backoff, now)
 }
 
 /// Removes the tracking finalizer from the pods of a Job that is gone.
@@ -157,8 +158,9 @@ pub fn is_active(pod: &Value) -> bool {
 }
 
 /// Brings a running Job's pods and status forward, with its finished pods already counted
-/// (`pods` are those still held by the tracking finalizer).
-fn sync(api: &dyn Api, job: &Value, pods: &[Value], now: i64) -> Result<Option<u64>, ApiError> {
+/// (`pods` are those still held by the tracking finalizer); `backoff` holds back new pods after
+/// failures.
+fn sync(api: &dyn Api, job: &Value, pods: &[Value], backoff: Option<u64>, now: i64) -> Result<Option<u64>, ApiError> {
     let mut next = job.clone();
     let mut requeue = None;
     let suspended = job.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true);
@@ -187,8 +189,8 @@ fn sync(api: &dyn Api, job: &Value, pods: &[Value], now: i64) -> Result<Option<u
         } else if job.pointer("/status/startTime").is_none_or(Value::is_null) {
             next["status"]["startTime"] = json!(meta::rfc3339(now));
         }
-        requeue = status::deadline_in(&next, now);
-        scale(api, job, &active)?;
+        let held_back = scale(api, job, &active, backoff)?;
+        requeue = [status::deadline_in(&next, now), held_back].into_iter().flatten().min();
     }
     let live: Vec<Value> = api
         .list(&pod_kind(), &ListOptions::in_namespace(meta::namespace(job)))?
@@ -211,16 +213,20 @@ fn record_end(api: &dyn Api, job: &Value, terminal: &str, message: &str) {
     }
 }
 
-/// Creates the pods the Job lacks, or deletes those it has too many of.
-fn scale(api: &dyn Api, job: &Value, active: &[&Value]) -> Result<(), ApiError> {
+/// Creates the pods the Job lacks — unless `backoff` holds them back, which it returns — or
+/// deletes those it has too many of.
+fn scale(api: &dyn Api, job: &Value, active: &[&Value], backoff: Option<u64>) -> Result<Option<u64>, ApiError> {
     let wanted = pods::wanted_active(job, active.len());
     if active.len() > wanted {
         let mut extra: Vec<&Value> = active.to_vec();
         extra.sort_by(|a, b| meta::created(b).cmp(meta::created(a)));
         extra.truncate((active.len() - wanted).min(BURST));
-        return delete_pods(api, job, &extra);
+        return delete_pods(api, job, &extra).map(|()| None);
     }
     let missing = (wanted - active.len()).min(BURST);
+    if missing > 0 && backoff.is_some() {
+        return Ok(backoff);
+    }
     let regarding = ObjectRef::to(&job_kind(), job);
     for pod in pods::to_create(job, active, missing) {
         match api.create(&pod_kind(), &pod) {
@@ -235,7 +241,7 @@ fn scale(api: &dyn Api, job: &Value, active: &[&Value]) -> Result<(), ApiError> 
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 fn delete_pods(api: &dyn Api, job: &Value, victims: &[&Value]) -> Result<(), ApiError> {

@@ -128,3 +128,33 @@ pub fn pod_from_template(job: &Value, index: Option<usize>) -> Value {
     }
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec})
 }
+
+/// When a pod finished: the latest `finishedAt` of its terminated containers.
+fn finished_at(pod: &Value) -> Option<i64> {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/state/terminated/finishedAt").and_then(Value::as_str))
+        .filter_map(meta::parse_rfc3339)
+        .max()
+}
+
+/// Seconds before a new pod may start after failures, as upstream backs off: 10 s after the
+/// first failure since the last success, doubling with each further one, at most 6 minutes.
+/// `None` when nothing holds new pods back.
+#[must_use]
+pub fn backoff_remaining(pods: &[Value], now: i64) -> Option<u64> {
+    let phase = |p: &Value, phase: &str| p.pointer("/status/phase").and_then(Value::as_str) == Some(phase);
+    let last_success = pods.iter().filter(|p| phase(p, "Succeeded")).filter_map(finished_at).max();
+    let failures: Vec<i64> = pods
+        .iter()
+        .filter(|p| phase(p, "Failed"))
+        .filter_map(finished_at)
+        .filter(|t| last_success.is_none_or(|s| *t > s))
+        .collect();
+    let last = *failures.iter().max()?;
+    let doublings = u32::try_from(failures.len() - 1).unwrap_or(u32::MAX).min(6);
+    let delay = (10_i64 << doublings).min(360);
+    u64::try_from(last + delay - now).ok().filter(|wait| *wait > 0)
+}

@@ -190,3 +190,36 @@ fn completed_indexes_print_as_ranges() {
         assert_eq!(super::pods::completed_indexes(&job), set);
     }
 }
+
+#[test]
+fn failed_pods_are_replaced_after_an_exponential_backoff() {
+    let failed_at = |seconds: i64| json!({"status": {"phase": "Failed", "containerStatuses": [{"state": {"terminated": {"finishedAt": meta::rfc3339(seconds)}}}]}});
+    let succeeded_at = |seconds: i64| {
+        let mut pod = failed_at(seconds);
+        pod["status"]["phase"] = json!("Succeeded");
+        pod
+    };
+    // (pods, seconds to wait at NOW)
+    let cases = [
+        (vec![], None),
+        (vec![failed_at(NOW - 4)], Some(6)),
+        (vec![failed_at(NOW - 30), failed_at(NOW - 4)], Some(16)),
+        (vec![failed_at(NOW - 30), failed_at(NOW - 20), failed_at(NOW - 4)], Some(36)),
+        (vec![failed_at(NOW - 60)], None),
+        (vec![failed_at(NOW - 8), succeeded_at(NOW - 5)], None),
+        // Capped at 6 minutes after the last failure (NOW - 89).
+        ((0..12).map(|i| failed_at(NOW - 100 + i)).collect(), Some(271)),
+    ];
+    for (pods, wait) in cases {
+        assert_eq!(super::pods::backoff_remaining(&pods, NOW), wait, "{pods:?}");
+    }
+    // A reconcile in the backoff creates nothing and asks to come back.
+    let cluster = FakeCluster::new();
+    started(&cluster, &json!({"completions": 1, "parallelism": 1}));
+    let pod = running(&cluster).remove(0);
+    cluster.modify(&pod_kind(), &ObjectKey::of(&pod), |p| p["status"] = failed_at(NOW)["status"].clone());
+    assert_eq!(reconcile(&cluster, &key(), NOW + 3).unwrap(), Some(7));
+    assert!(running(&cluster).is_empty());
+    reconcile(&cluster, &key(), NOW + 10).unwrap();
+    assert_eq!(running(&cluster).len(), 1, "replaced once the backoff passed");
+}
