@@ -177,14 +177,18 @@ fn sync(api: &dyn Api, job: &Value, pods: &[Value], backoff: Option<u64>, now: i
             if terminal == "Complete" {
                 next["status"]["completionTime"] = json!(meta::rfc3339(now));
             }
-            record_end(api, job, terminal, message);
+            record_end(api, job, terminal, reason, message);
         }
     } else if suspended {
         delete_pods(api, job, &active)?;
+        if !meta::condition_is_true(job, "Suspended") {
+            api.record_event(&ObjectRef::to(&job_kind(), job), EventType::Normal, "Suspended", "Job suspended");
+        }
         status::set_condition(&mut next, "Suspended", "True", "JobSuspended", "Job suspended", now);
     } else {
         if meta::condition_is_true(job, "Suspended") {
             status::set_condition(&mut next, "Suspended", "False", "JobResumed", "Job resumed", now);
+            api.record_event(&ObjectRef::to(&job_kind(), job), EventType::Normal, "Resumed", "Job resumed");
             next["status"]["startTime"] = json!(meta::rfc3339(now));
         } else if job.pointer("/status/startTime").is_none_or(Value::is_null) {
             next["status"]["startTime"] = json!(meta::rfc3339(now));
@@ -204,12 +208,13 @@ fn sync(api: &dyn Api, job: &Value, pods: &[Value], backoff: Option<u64>, now: i
     Ok(requeue)
 }
 
-fn record_end(api: &dyn Api, job: &Value, terminal: &str, message: &str) {
+/// The Event upstream records when a Job ends: `Completed`, or the failure's reason.
+fn record_end(api: &dyn Api, job: &Value, terminal: &str, reason: &str, message: &str) {
     let regarding = ObjectRef::to(&job_kind(), job);
     if terminal == "Complete" {
         api.record_event(&regarding, EventType::Normal, "Completed", "Job completed");
     } else {
-        api.record_event(&regarding, EventType::Warning, "Failed", message);
+        api.record_event(&regarding, EventType::Warning, reason, message);
     }
 }
 

@@ -69,8 +69,13 @@ pub fn count_finished(api: &dyn Api, job: &Value, owned: &[Value]) -> Result<(Va
     release_finalizers(api, &finished)?;
     let mut counted = recorded.clone();
     let add = |field: &str, more: usize| meta::int(&recorded, &format!("/status/{field}"), 0) + more as i64;
-    counted["status"]["succeeded"] = json!(add("succeeded", succeeded_uids.len()));
-    counted["status"]["failed"] = json!(add("failed", failed_uids.len()));
+    // Zero counts are left out, as upstream's `omitempty` does.
+    for (field, more) in [("succeeded", succeeded_uids.len()), ("failed", failed_uids.len())] {
+        let total = add(field, more);
+        if total > 0 {
+            counted["status"][field] = json!(total);
+        }
+    }
     counted["status"]["uncountedTerminatedPods"] = json!({});
     let stored = api.update_status(&job_kind(), &counted)?;
     Ok((stored, succeeded_uids.into_iter().chain(failed_uids).collect()))

@@ -93,6 +93,8 @@ fn failures_beyond_the_backoff_limit_fail_the_job() {
         assert_eq!(condition(&job, "FailureTarget"), Some(("True".into(), "BackoffLimitExceeded".into())));
         assert!(running(&cluster).is_empty());
         assert!(job["status"].get("completionTime").is_none(), "a failed job has no completion time");
+        assert!(job["status"].get("succeeded").is_none(), "zero counts are left out");
+        assert!(cluster.events().iter().any(|(reason, _)| reason == "BackoffLimitExceeded"));
     }
 }
 
@@ -154,6 +156,8 @@ fn suspending_deletes_pods_and_resuming_restarts_the_clock() {
     reconcile(&cluster, &key(), NOW + 60).unwrap();
     let job = stored(&cluster);
     assert_eq!(condition(&job, "Suspended"), Some(("False".into(), "JobResumed".into())));
+    let reasons: Vec<String> = cluster.events().into_iter().map(|(reason, _)| reason).collect();
+    assert!(reasons.contains(&"Suspended".to_owned()) && reasons.contains(&"Resumed".to_owned()), "{reasons:?}");
     assert_eq!(job["status"]["startTime"], json!(meta::rfc3339(NOW + 60)));
     assert_eq!(running(&cluster).len(), 1);
 }
