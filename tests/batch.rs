@@ -8,26 +8,14 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a test aborts on a failed expectation")]
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use capstan_e2e::{Run, json, kubectl, kubectl_stdin};
+use capstan_e2e::{Run, eventually, json, kubectl, kubectl_stdin};
 use capstan_testbed::CapstanServer;
 use serde_json::Value;
 
 fn server() -> CapstanServer {
     CapstanServer::start_with(&["--hollow-nodes", "2"]).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
-fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn items(server: &CapstanServer, args: &[&str]) -> Vec<Value> {

@@ -6,6 +6,7 @@
 )]
 
 use std::process::Output;
+use std::time::{Duration, Instant};
 
 pub use capstan_testbed::CapstanServer;
 
@@ -76,4 +77,19 @@ pub fn json(text: &str) -> serde_json::Value {
 #[must_use]
 pub fn server() -> CapstanServer {
     CapstanServer::start().unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
+///
+/// # Panics
+/// When `timeout` passes first.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -71,6 +71,21 @@ pub trait Api {
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str);
 }
 
+/// The [`ReconcileResult`] of a reconcile that may ask to be called again after some seconds
+/// (a deadline, a schedule): `Ok(Some(seconds))` comes back a little after them, so that what
+/// was due is past; `Ok(None)` is done; a conflict or a not-found (a cache behind a write) is
+/// retried soon; other errors back off with their message.
+#[must_use]
+pub fn outcome(result: Result<Option<u64>, ApiError>) -> ReconcileResult {
+    use prelude::ApiErrorExt as _;
+    match result {
+        Ok(Some(seconds)) => ReconcileResult::RequeueAfter(seconds.saturating_mul(1000).saturating_add(200)),
+        Ok(None) => ReconcileResult::Done,
+        Err(e) if e.is_conflict() || e.is_not_found() => ReconcileResult::RequeueAfter(200),
+        Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
+    }
+}
+
 /// The [`Api`] the host serves a running component.
 pub struct HostApi;
 

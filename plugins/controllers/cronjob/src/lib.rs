@@ -53,13 +53,7 @@ impl Controller for CronJobController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key, meta::now_seconds()) {
-            // A little past the scheduled second, so the next reconcile finds it due.
-            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(seconds.saturating_mul(1000).saturating_add(200)),
-            Ok(None) => ReconcileResult::Done,
-            Err(e) if e.is_conflict() || e.is_not_found() => ReconcileResult::RequeueAfter(200),
-            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-        }
+        capstan_plugin_sdk::controller::outcome(reconcile(api, key, meta::now_seconds()))
     }
 }
 

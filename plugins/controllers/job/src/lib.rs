@@ -58,12 +58,7 @@ impl Controller for JobController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key, meta::now_seconds()) {
-            Ok(Some(seconds)) => ReconcileResult::RequeueAfter(seconds.saturating_mul(1000).saturating_add(100)),
-            Ok(None) => ReconcileResult::Done,
-            Err(e) if e.is_conflict() || e.is_not_found() => ReconcileResult::RequeueAfter(200),
-            Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-        }
+        capstan_plugin_sdk::controller::outcome(reconcile(api, key, meta::now_seconds()))
     }
 }
 
