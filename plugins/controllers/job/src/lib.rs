@@ -71,9 +71,7 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<u64>
         release_orphans(api, key)?;
         return Ok(None);
     };
-    let all_pods = api.list(&pod_kind(), &ListOptions::in_namespace(key.namespace.as_deref()))?;
-    let uid = meta::uid(&job).unwrap_or_default();
-    let owned: Vec<Value> = all_pods.into_iter().filter(|p| meta::is_controlled_by(p, uid)).collect();
+    let owned = owned_pods(api, &job)?;
     if meta::is_terminating(&job) {
         release_finalizers(api, &owned)?;
         return Ok(None);
@@ -91,6 +89,21 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<u64>
         })
         .collect();
     sync(api, &job, &tracked, backoff, now)
+}
+
+/// The pods the Job controls. When the API server generated the selector, only pods with the
+/// Job's UID label are read from the cache (not the whole namespace); the controller reference
+/// decides.
+fn owned_pods(api: &dyn Api, job: &Value) -> Result<Vec<Value>, ApiError> {
+    const UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+    let uid = meta::uid(job).unwrap_or_default();
+    let labelled = job.pointer("/spec/template/metadata/labels").and_then(|l| l.get(UID_LABEL)).and_then(Value::as_str);
+    let options = ListOptions {
+        namespace: meta::namespace(job).map(str::to_owned),
+        label_selector: (labelled == Some(uid)).then(|| format!("{UID_LABEL}={uid}")),
+        field_selector: None,
+    };
+    Ok(api.list(&pod_kind(), &options)?.into_iter().filter(|p| meta::is_controlled_by(p, uid)).collect())
 }
 
 /// Removes the tracking finalizer from the pods of a Job that is gone.
@@ -191,11 +204,7 @@ fn sync(api: &dyn Api, job: &Value, pods: &[Value], backoff: Option<u64>, now: i
         let held_back = scale(api, job, &active, backoff)?;
         requeue = [status::deadline_in(&next, now), held_back].into_iter().flatten().min();
     }
-    let live: Vec<Value> = api
-        .list(&pod_kind(), &ListOptions::in_namespace(meta::namespace(job)))?
-        .into_iter()
-        .filter(|p| meta::is_controlled_by(p, meta::uid(job).unwrap_or_default()) && is_active(p))
-        .collect();
+    let live: Vec<Value> = owned_pods(api, job)?.into_iter().filter(is_active).collect();
     status::fill_counts(&mut next, &live);
     if next.get("status") != job.get("status") {
         api.update_status(&job_kind(), &next)?;
