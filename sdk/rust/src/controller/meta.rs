@@ -259,7 +259,7 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 mod tests {
     use serde_json::json;
 
-    use super::{parse_rfc3339, rfc3339, selector_matches};
+    use super::{finalizers_without, parse_rfc3339, rfc3339, selector_matches, set_condition};
 
     #[test]
     fn timestamps_round_trip() {
@@ -289,5 +289,29 @@ mod tests {
             assert_eq!(selector_matches(Some(&selector), Some(&labels)), expected, "{selector}");
         }
         assert!(!selector_matches(None, Some(&labels)));
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_until_the_status_changes() {
+        let mut conditions = Vec::new();
+        // (status, reason, now, changed, lastTransitionTime after)
+        let steps = [
+            ("True", "A", 100, true, 100),
+            ("True", "A", 200, false, 100),
+            ("True", "B", 300, true, 100),
+            ("False", "B", 400, true, 400),
+        ];
+        for (status, reason, now, changed, transition) in steps {
+            assert_eq!(set_condition(&mut conditions, "Ready", status, reason, "m", now), changed, "{status} {reason}");
+            assert_eq!(conditions.len(), 1);
+            assert_eq!(conditions[0]["lastTransitionTime"], json!(rfc3339(transition)), "{status} {reason}");
+        }
+    }
+
+    #[test]
+    fn finalizers_are_removed_only_when_present() {
+        let object = json!({"metadata": {"finalizers": ["a", "b"]}});
+        assert_eq!(finalizers_without(&object, "a"), Some(vec!["b".to_owned()]));
+        assert_eq!(finalizers_without(&object, "c"), None);
     }
 }
