@@ -191,7 +191,8 @@ impl AdmissionPolicy for PodSecurity {
             |mode: &str| Level::parse(labels.get(format!("pod-security.kubernetes.io/{mode}")).and_then(Value::as_str));
         let describe = |level: Level| {
             let found = violations(&pod, level);
-            (!found.is_empty()).then(|| format!("PodSecurity \"{}:latest\": {}", level.name(), found.join(", ")))
+            (!found.is_empty())
+                .then(|| format!("PodSecurity \"{}:latest\": {}", level.name(), found.join(", ")))
         };
         if let Some(message) = describe(level("enforce")) {
             return AdmissionResponse::deny(format!("pods {:?} is forbidden: violates {message}", request.name));
