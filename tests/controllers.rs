@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{json, kubectl, kubectl_stdin, point_plugin_at, rebuilt};
+use capstan_e2e::{eventually, json, kubectl, kubectl_stdin, point_plugin_at, rebuilt};
 use capstan_testbed::CapstanServer;
 
 fn server() -> CapstanServer {
@@ -31,18 +31,6 @@ fn deployment(name: &str, replicas: u32, image: &str, max_surge: &str, max_unava
   }}
 }}"#
     )
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
-fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn items(server: &CapstanServer, args: &[&str]) -> Vec<serde_json::Value> {

@@ -273,4 +273,17 @@ pub fn sdk_example(script: &str, source: &str, file: &str) -> String {
 pub fn point_plugin_at(server: &CapstanServer, plugin: &str, file: &std::path::Path) {
     let patch = serde_json::json!({"spec": {"component": {"builtin": null, "path": file}}}).to_string();
     kubectl(server, &["patch", "plugin", plugin, "--type=merge", "-p", &patch]);
+/// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
+///
+/// # Panics
+/// When `timeout` passes first.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

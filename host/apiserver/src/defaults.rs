@@ -23,6 +23,8 @@ impl Defaults {
             ("", "Namespace") => namespace(object),
             ("", "Service") => service(object),
             ("", "Secret") => set_default(object, "type", json!("Opaque")),
+            ("batch", "Job") => job(object),
+            ("batch", "CronJob") => cron_job(object),
             ("apps", "Deployment") => deployment(object),
             ("apps", "StatefulSet") => stateful_set(object),
             ("apps", "DaemonSet") => daemon_set(object),
@@ -172,6 +174,59 @@ fn daemon_set(object: &mut Value) {
     }
 }
 
+/// A Job's defaults, and its generated selector: unless `manualSelector`, the selector is the
+/// Job's UID and the template is labelled with it and the Job's name (as upstream's Job strategy
+/// does on create; the template is immutable afterwards).
+fn job(object: &mut Value) {
+    let uid = object.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = object.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let Some(spec) = object.get_mut("spec") else { return };
+    job_spec(spec);
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    if manual || spec.get("selector").is_some_and(|s| !s.is_null()) {
+        return;
+    }
+    spec["selector"] = json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}});
+    set_default(spec, "template", json!({}));
+    set_default(&mut spec["template"], "metadata", json!({}));
+    set_default(&mut spec["template"]["metadata"], "labels", json!({}));
+    let labels = &mut spec["template"]["metadata"]["labels"];
+    for (label, value) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels[label] = value.clone();
+    }
+}
+
+/// The defaults of a Job spec (also inside a CronJob's `jobTemplate`).
+fn job_spec(spec: &mut Value) {
+    if spec.get("parallelism").is_none_or(Value::is_null) && spec.get("completions").is_none_or(Value::is_null) {
+        spec["completions"] = json!(1);
+    }
+    set_default(spec, "parallelism", json!(1));
+    set_default(spec, "backoffLimit", json!(6));
+    set_default(spec, "completionMode", json!("NonIndexed"));
+    set_default(spec, "suspend", json!(false));
+    set_default(spec, "podReplacementPolicy", json!("TerminatingOrFailed"));
+    if let Some(template_spec) = spec.pointer_mut("/template/spec") {
+        pod_spec(template_spec);
+    }
+}
+
+fn cron_job(object: &mut Value) {
+    let Some(spec) = object.get_mut("spec") else { return };
+    set_default(spec, "concurrencyPolicy", json!("Allow"));
+    set_default(spec, "suspend", json!(false));
+    set_default(spec, "successfulJobsHistoryLimit", json!(3));
+    set_default(spec, "failedJobsHistoryLimit", json!(1));
+    if let Some(job_spec_value) = spec.pointer_mut("/jobTemplate/spec") {
+        job_spec(job_spec_value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +269,56 @@ mod tests {
             assert_eq!(pod["spec"]["restartPolicy"], "Always");
             assert_eq!(pod["status"]["phase"], "Pending");
         }
+    }
+
+    #[test]
+    fn jobs_get_api_defaults_and_a_selector_from_their_uid() {
+        let registry = capstan_api::Registry::builtin();
+        let jobs = registry.lookup("batch", "v1", "jobs").expect("jobs");
+        // (spec, parallelism, completions, selector generated)
+        let cases = [
+            (json!({}), json!(1), json!(1), true),
+            (json!({"parallelism": 3}), json!(3), Value::Null, true),
+            (json!({"completions": 4}), json!(1), json!(4), true),
+            (json!({"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}}), json!(1), json!(1), false),
+        ];
+        for (mut spec, parallelism, completions, generated) in cases {
+            spec["template"] =
+                json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x:1"}]}});
+            let mut object = json!({"metadata": {"name": "pi", "uid": "u1"}, "spec": spec});
+            Defaults.apply(jobs, &mut object);
+            let spec = &object["spec"];
+            assert_eq!((&spec["parallelism"], &spec["completions"]), (&parallelism, &completions), "{spec}");
+            assert_eq!((&spec["backoffLimit"], &spec["completionMode"]), (&json!(6), &json!("NonIndexed")));
+            let labels = &spec["template"]["metadata"]["labels"];
+            if generated {
+                assert_eq!(spec["selector"], json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}}));
+                assert_eq!(
+                    (&labels["controller-uid"], &labels["batch.kubernetes.io/job-name"]),
+                    (&json!("u1"), &json!("pi"))
+                );
+                assert_eq!(
+                    (&labels["batch.kubernetes.io/controller-uid"], &labels["job-name"]),
+                    (&json!("u1"), &json!("pi"))
+                );
+            } else {
+                assert_eq!(spec["selector"], json!({"matchLabels": {"a": "b"}}));
+                assert!(labels.is_null());
+            }
+            assert_eq!(spec["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+        }
+    }
+
+    #[test]
+    fn cron_jobs_get_api_defaults() {
+        let registry = capstan_api::Registry::builtin();
+        let cron_jobs = registry.lookup("batch", "v1", "cronjobs").expect("cronjobs");
+        let mut object = json!({"spec": {"schedule": "@hourly", "jobTemplate": {"spec": {"template": {"spec": {}}}}}});
+        Defaults.apply(cron_jobs, &mut object);
+        let spec = &object["spec"];
+        assert_eq!(spec["concurrencyPolicy"], "Allow");
+        assert_eq!((&spec["successfulJobsHistoryLimit"], &spec["failedJobsHistoryLimit"]), (&json!(3), &json!(1)));
+        assert_eq!(spec["jobTemplate"]["spec"]["backoffLimit"], 6);
+        assert!(spec["jobTemplate"]["spec"].get("selector").is_none(), "a Job's selector is made when it is");
     }
 }

@@ -139,7 +139,16 @@ impl HostClient {
         let stored = self.send(method, path, content_type, body)?;
         let text = stored.to_string();
         if let Some(informer) = self.informer(kind) {
-            informer.observe(stored);
+            // A write that removed the last finalizer of an object being deleted removed the
+            // object: the server answers with its last state, which must not go back into the
+            // cache (the watch may already have delivered the deletion; it would be a ghost).
+            let removed = stored.pointer("/metadata/deletionTimestamp").is_some()
+                && stored.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if removed {
+                informer.observe_deleted(&Key::of(&stored));
+            } else {
+                informer.observe(stored);
+            }
         }
         Ok(text)
     }

@@ -55,6 +55,14 @@ pub fn defaults() -> Vec<DefaultController> {
     const GC_REVISIONS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "ControllerRevision"}, "owners": [{"group": "apps", "version": "v1", "kind": "StatefulSet"}, {"group": "apps", "version": "v1", "kind": "DaemonSet"}]}"#;
     const GC_STATEFUL_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "StatefulSet"}, "dependents": [{"version": "v1", "kind": "Pod"}, {"version": "v1", "kind": "PersistentVolumeClaim"}, {"group": "apps", "version": "v1", "kind": "ControllerRevision"}]}"#;
     const GC_DAEMON_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "DaemonSet"}, "dependents": [{"version": "v1", "kind": "Pod"}, {"group": "apps", "version": "v1", "kind": "ControllerRevision"}]}"#;
+    // Batch: pods owned by Jobs, Jobs owned by CronJobs (instances of their own, so each owner
+    // kind's collectors are configured in one place).
+    const GC_JOB_PODS: &str =
+        r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "batch", "version": "v1", "kind": "Job"}]}"#;
+    const GC_JOBS: &str = r#"{"kind": {"group": "batch", "version": "v1", "kind": "Job"}, "owners": [{"group": "batch", "version": "v1", "kind": "CronJob"}], "dependents": [{"version": "v1", "kind": "Pod"}]}"#;
+    const GC_CRON_JOBS: &str = r#"{"kind": {"group": "batch", "version": "v1", "kind": "CronJob"}, "dependents": [{"group": "batch", "version": "v1", "kind": "Job"}]}"#;
+    // Upstream's `--terminated-pod-gc-threshold` and 40 s quarantine of pods on missing nodes.
+    const POD_GC: &str = r#"{"terminatedPodThreshold": 12500, "orphanGracePeriodSeconds": 40}"#;
     vec![
         DefaultController { name: "replicaset", component: "replicaset-controller", config: "{}", workers: 5 },
         DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
@@ -111,6 +119,28 @@ pub fn defaults() -> Vec<DefaultController> {
             component: "garbage-collector",
             config: GC_DAEMON_SETS,
             workers: 2,
+        },
+        DefaultController { name: "job", component: "job-controller", config: "{}", workers: 5 },
+        DefaultController { name: "cronjob", component: "cronjob-controller", config: "{}", workers: 5 },
+        // One worker: the quarantine of missing nodes is remembered per component instance.
+        DefaultController { name: "pod-garbage-collector", component: "pod-gc-controller", config: POD_GC, workers: 1 },
+        DefaultController {
+            name: "garbage-collector-job-pods",
+            component: "garbage-collector",
+            config: GC_JOB_PODS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-jobs",
+            component: "garbage-collector",
+            config: GC_JOBS,
+            workers: 2,
+        },
+        DefaultController {
+            name: "garbage-collector-cronjobs",
+            component: "garbage-collector",
+            config: GC_CRON_JOBS,
+            workers: 1,
         },
     ]
 }

@@ -47,17 +47,6 @@ pub trait Controller: Sized + 'static {
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult;
 }
 
-/// The [`ReconcileResult`] of a reconcile that returns, on success, how many seconds to wait
-/// before looking again (`None`: not until something changes); errors are retried with backoff.
-#[must_use]
-pub fn outcome(result: Result<Option<i64>, ApiError>) -> ReconcileResult {
-    match result {
-        Ok(None) => ReconcileResult::Done,
-        Ok(Some(seconds)) => ReconcileResult::RequeueAfter(u64::try_from(seconds.max(1)).unwrap_or(1) * 1000),
-        Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
-    }
-}
-
 /// The cluster as a controller sees it: reads from the host's caches, writes through the API
 /// server. Objects are `serde_json::Value`s.
 pub trait Api {
@@ -84,6 +73,24 @@ pub trait Api {
     fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError>;
     /// Records an Event about `regarding`.
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str);
+}
+
+/// The [`ReconcileResult`] of a reconcile that may ask to be called again after some seconds
+/// (a deadline, a schedule): `Ok(Some(seconds))` comes back a little after them, so that what
+/// was due is past; `Ok(None)` is done; a conflict or a not-found (a cache behind a write) is
+/// retried soon; other errors back off with their message.
+#[must_use]
+pub fn outcome<S: Into<i128>>(result: Result<Option<S>, ApiError>) -> ReconcileResult {
+    use prelude::ApiErrorExt as _;
+    match result {
+        Ok(Some(seconds)) => {
+            let seconds = u64::try_from(seconds.into().max(0)).unwrap_or(u64::MAX);
+            ReconcileResult::RequeueAfter(seconds.saturating_mul(1000).saturating_add(200))
+        }
+        Ok(None) => ReconcileResult::Done,
+        Err(e) if e.is_conflict() || e.is_not_found() => ReconcileResult::RequeueAfter(200),
+        Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
+    }
 }
 
 /// The [`Api`] the host serves a running component.

@@ -59,7 +59,7 @@ impl Controller for EndpointSliceController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        outcome(reconcile(api, key).map(|()| None))
+        outcome(reconcile(api, key).map(|()| None::<u64>))
     }
 }
 

@@ -45,7 +45,7 @@ impl Controller for ServiceAccountController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        outcome(reconcile(api, key, self.root_ca.as_deref()).map(|()| None))
+        outcome(reconcile(api, key, self.root_ca.as_deref()).map(|()| None::<u64>))
     }
 }
 

@@ -154,6 +154,58 @@ pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
         .and_then(|list| list.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)))
 }
 
+/// Whether the status condition of `kind` has status `True`.
+#[must_use]
+pub fn condition_is_true(object: &Value, kind: &str) -> bool {
+    condition(object, kind).is_some_and(|c| c.get("status").and_then(Value::as_str) == Some("True"))
+}
+
+/// Sets the condition `kind` in `conditions` (a `status.conditions` list) to `status`, `reason`
+/// and `message`. Its `lastTransitionTime` becomes `now` only when the status changes, as the
+/// API conventions ask; `lastProbeTime` is always `now`. Returns whether anything changed.
+pub fn set_condition(
+    conditions: &mut Vec<Value>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: i64,
+) -> bool {
+    let stamp = rfc3339(now);
+    let fresh = json!({
+        "type": kind, "status": status, "reason": reason, "message": message,
+        "lastProbeTime": stamp, "lastTransitionTime": stamp,
+    });
+    let Some(existing) = conditions.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)) else {
+        conditions.push(fresh);
+        return true;
+    };
+    let same = |field: &str, value: &str| existing.get(field).and_then(Value::as_str) == Some(value);
+    if same("status", status) && same("reason", reason) && same("message", message) {
+        return false;
+    }
+    let transition = if same("status", status) { existing.get("lastTransitionTime").cloned() } else { None };
+    *existing = fresh;
+    if let Some(time) = transition {
+        existing["lastTransitionTime"] = time;
+    }
+    true
+}
+
+/// How a Job ended: `Some("Complete")` or `Some("Failed")` once that condition holds, `None`
+/// while it runs.
+#[must_use]
+pub fn job_finished(job: &Value) -> Option<&'static str> {
+    ["Complete", "Failed"].into_iter().find(|kind| condition_is_true(job, kind))
+}
+
+/// The object's finalizers without `finalizer`, or `None` when it does not carry it.
+#[must_use]
+pub fn finalizers_without(object: &Value, finalizer: &str) -> Option<Vec<String>> {
+    let all = finalizers(object);
+    all.contains(&finalizer).then(|| all.into_iter().filter(|f| *f != finalizer).map(str::to_owned).collect())
+}
+
 /// An integer field by JSON pointer, `default` when absent.
 #[must_use]
 pub fn int(object: &Value, pointer: &str, default: i64) -> i64 {
@@ -207,7 +259,7 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 mod tests {
     use serde_json::json;
 
-    use super::{parse_rfc3339, rfc3339, selector_matches};
+    use super::{finalizers_without, parse_rfc3339, rfc3339, selector_matches, set_condition};
 
     #[test]
     fn timestamps_round_trip() {
@@ -237,5 +289,29 @@ mod tests {
             assert_eq!(selector_matches(Some(&selector), Some(&labels)), expected, "{selector}");
         }
         assert!(!selector_matches(None, Some(&labels)));
+    }
+
+    #[test]
+    fn conditions_keep_their_transition_time_until_the_status_changes() {
+        let mut conditions = Vec::new();
+        // (status, reason, now, changed, lastTransitionTime after)
+        let steps = [
+            ("True", "A", 100, true, 100),
+            ("True", "A", 200, false, 100),
+            ("True", "B", 300, true, 100),
+            ("False", "B", 400, true, 400),
+        ];
+        for (status, reason, now, changed, transition) in steps {
+            assert_eq!(set_condition(&mut conditions, "Ready", status, reason, "m", now), changed, "{status} {reason}");
+            assert_eq!(conditions.len(), 1);
+            assert_eq!(conditions[0]["lastTransitionTime"], json!(rfc3339(transition)), "{status} {reason}");
+        }
+    }
+
+    #[test]
+    fn finalizers_are_removed_only_when_present() {
+        let object = json!({"metadata": {"finalizers": ["a", "b"]}});
+        assert_eq!(finalizers_without(&object, "a"), Some(vec!["b".to_owned()]));
+        assert_eq!(finalizers_without(&object, "c"), None);
     }
 }
