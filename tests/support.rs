@@ -273,6 +273,8 @@ pub fn sdk_example(script: &str, source: &str, file: &str) -> String {
 pub fn point_plugin_at(server: &CapstanServer, plugin: &str, file: &std::path::Path) {
     let patch = serde_json::json!({"spec": {"component": {"builtin": null, "path": file}}}).to_string();
     kubectl(server, &["patch", "plugin", plugin, "--type=merge", "-p", &patch]);
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or fails after `timeout` with `what`.
 ///
 /// # Panics

@@ -7,24 +7,12 @@
 
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{json, kubectl, kubectl_fails, kubectl_stdin};
+use capstan_e2e::{eventually, json, kubectl, kubectl_fails, kubectl_stdin};
 use capstan_testbed::CapstanServer;
 use serde_json::Value;
 
 fn server(nodes: &str) -> CapstanServer {
     CapstanServer::start_with(&["--hollow-nodes", nodes]).unwrap_or_else(|e| panic!("{e}"))
-}
-
-/// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
-fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn items(server: &CapstanServer, args: &[&str]) -> Vec<Value> {
