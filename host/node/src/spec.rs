@@ -5,8 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use k8s_cri::v1 as cri;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Volume};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, DownwardAPIVolumeFile, Pod, ProjectedVolumeSource, Secret, ServiceAccount,
+    ServiceAccountTokenProjection, Volume,
+};
 use kube::Api;
+use kube::api::PostParams;
 
 use crate::NodeError;
 
@@ -105,6 +110,7 @@ fn render_map(map: Option<&BTreeMap<String, String>>) -> String {
 pub struct Sources {
     configmaps: Api<ConfigMap>,
     secrets: Api<Secret>,
+    service_accounts: Api<ServiceAccount>,
     configmap_cache: HashMap<String, Option<ConfigMap>>,
     secret_cache: HashMap<String, Option<Secret>>,
 }
@@ -116,6 +122,7 @@ impl Sources {
         Sources {
             configmaps: Api::namespaced(client.clone(), namespace),
             secrets: Api::namespaced(client.clone(), namespace),
+            service_accounts: Api::namespaced(client.clone(), namespace),
             configmap_cache: HashMap::new(),
             secret_cache: HashMap::new(),
         }
@@ -145,6 +152,31 @@ impl Sources {
             data.extend(secret.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
             data
         }))
+    }
+
+    /// A token for the pod's service account, bound to the pod (a TokenRequest, as the kubelet
+    /// makes for projected `serviceAccountToken` sources).
+    async fn token(&self, pod: &Pod, projection: &ServiceAccountTokenProjection) -> Result<Vec<u8>, NodeError> {
+        let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+        let request = TokenRequest {
+            spec: TokenRequestSpec {
+                audiences: projection.audience.iter().filter(|a| !a.is_empty()).cloned().collect(),
+                expiration_seconds: Some(projection.expiration_seconds.unwrap_or(3600)),
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: pod.metadata.name.clone(),
+                    uid: pod.metadata.uid.clone(),
+                }),
+            },
+            ..TokenRequest::default()
+        };
+        let issued = self.service_accounts.create_token_request(&account, &PostParams::default(), &request).await?;
+        let token = issued.status.map(|s| s.token).unwrap_or_default();
+        if token.is_empty() {
+            return Err(NodeError::Spec(format!("the API server issued no token for service account {account:?}")));
+        }
+        Ok(token.into_bytes())
     }
 
     async fn lookup(&mut self, secret: bool, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, NodeError> {
@@ -320,16 +352,10 @@ pub async fn volumes(
                 None => return Err(NodeError::Spec(format!("secret \"{name}\" not found"))),
             }
         } else if let Some(downward) = &volume.downward_api {
-            let files = downward
-                .items
-                .iter()
-                .flatten()
-                .filter_map(|item| {
-                    let value = field(pod, &item.field_ref.as_ref()?.field_path, host_ip)?;
-                    Some((item.path.clone(), value.into_bytes()))
-                })
-                .collect();
-            write_files(&path, &files, 0o644)?;
+            write_files(&path, &downward_files(pod, downward.items.as_deref(), host_ip), 0o644)?;
+        } else if let Some(projected) = &volume.projected {
+            let mode = projected.default_mode.map_or(0o644, |m| m as u32);
+            write_files(&path, &projected_files(pod, projected, sources, host_ip).await?, mode)?;
         } else {
             // emptyDir, and volume kinds this node does not fill: an empty directory.
             std::fs::create_dir_all(&path).map_err(|e| NodeError::io("create", &path, e))?;
@@ -337,6 +363,51 @@ pub async fn volumes(
         out.insert(volume.name.clone(), path);
     }
     Ok(out)
+}
+
+/// The files of downward API `items`.
+fn downward_files(pod: &Pod, items: Option<&[DownwardAPIVolumeFile]>, host_ip: &str) -> BTreeMap<String, Vec<u8>> {
+    items
+        .into_iter()
+        .flatten()
+        .filter_map(|item| {
+            let value = field(pod, &item.field_ref.as_ref()?.field_path, host_ip)?;
+            Some((item.path.clone(), value.into_bytes()))
+        })
+        .collect()
+}
+
+/// The files of a projected volume: its ConfigMap, Secret, downward API and service-account
+/// token sources, merged.
+async fn projected_files(
+    pod: &Pod,
+    projected: &ProjectedVolumeSource,
+    sources: &mut Sources,
+    host_ip: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, NodeError> {
+    let mut files = BTreeMap::new();
+    for source in projected.sources.iter().flatten() {
+        let keyed = match (&source.config_map, &source.secret) {
+            (Some(cm), _) => Some((false, &cm.name, cm.items.as_ref(), cm.optional)),
+            (None, Some(secret)) => Some((true, &secret.name, secret.items.as_ref(), secret.optional)),
+            (None, None) => None,
+        };
+        if let Some((secret, name, items, optional)) = keyed {
+            match sources.lookup(secret, name).await? {
+                Some(data) => files.extend(select(data, items)),
+                None if optional.unwrap_or(false) => {}
+                None => {
+                    let kind = if secret { "secret" } else { "configmap" };
+                    return Err(NodeError::Spec(format!("{kind} \"{name}\" not found")));
+                }
+            }
+        } else if let Some(downward) = &source.downward_api {
+            files.extend(downward_files(pod, downward.items.as_deref(), host_ip));
+        } else if let Some(token) = &source.service_account_token {
+            files.insert(token.path.clone(), sources.token(pod, token).await?);
+        }
+    }
+    Ok(files)
 }
 
 /// The CRI mounts of a container.
