@@ -70,7 +70,7 @@ fn main() {
     let mut placed = 0usize;
     for pod in &pods {
         let info = pod::pod_info(pod).unwrap_or_else(|e| panic!("{e}"));
-        let decision = profile.schedule(cache.nodes(), &info, &mut start).unwrap_or_else(|e| panic!("{e}"));
+        let decision = profile.schedule(cache.nodes_mut(), &info, &mut start).unwrap_or_else(|e| panic!("{e}"));
         cache.assume(pod, &decision.node);
         profile.bind_plugins(cache.nodes(), &info, &decision).unwrap_or_else(|e| panic!("{e}"));
         placed += 1;
