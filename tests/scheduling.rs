@@ -137,7 +137,11 @@ fn required_anti_affinity_puts_one_pod_per_node_and_the_extra_stays_pending() {
         (text.contains("FailedScheduling") && text.contains(wanted)).then_some(()).ok_or(text)
     });
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(placements(&server, "solo").get(&pending).map(String::as_str), Some(""), "the extra replica stays Pending");
+    assert_eq!(
+        placements(&server, "solo").get(&pending).map(String::as_str),
+        Some(""),
+        "the extra replica stays Pending"
+    );
 }
 
 fn pod(server: &CapstanServer, name: &str, labels: &str, cpu: &str, spec: &str) {

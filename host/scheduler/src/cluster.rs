@@ -1,5 +1,5 @@
 //! What plugins read of the cluster beyond nodes and their pods — namespace labels,
-//! PodDisruptionBudgets, the selectors of the workloads that select a pod — served to the
+//! `PodDisruptionBudgets`, the selectors of the workloads that select a pod — served to the
 //! `scheduler-host` import from informer caches (kube-rs reflectors).
 
 use std::collections::BTreeMap;
@@ -36,7 +36,10 @@ where
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = reflector(writer, watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff());
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff(),
+    );
     tasks.push(tokio::spawn(async move {
         let mut stream = Box::pin(stream);
         while let Some(event) = stream.next().await {
@@ -52,8 +55,8 @@ fn label_map(labels: &[Label]) -> BTreeMap<String, String> {
     labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect()
 }
 
-/// A `spec.selector` map (Services, ReplicationControllers) that selects `labels`, as a
-/// LabelSelector JSON.
+/// A `spec.selector` map (Services, `ReplicationControllers`) that selects `labels`, as a
+/// `LabelSelector` JSON.
 fn map_selector(selector: Option<&BTreeMap<String, String>>, labels: &BTreeMap<String, String>) -> Option<String> {
     let selector = selector.filter(|s| !s.is_empty())?;
     selector
@@ -62,16 +65,16 @@ fn map_selector(selector: Option<&BTreeMap<String, String>>, labels: &BTreeMap<S
         .then(|| serde_json::json!({"matchLabels": selector}).to_string())
 }
 
-/// A LabelSelector that selects `labels`, as JSON.
+/// A `LabelSelector` that selects `labels`, as JSON.
 fn label_selector<T: serde::Serialize>(selector: &T, labels: &BTreeMap<String, String>) -> Option<String> {
     let json = serde_json::to_value(selector).ok()?;
     let parsed = LabelSelector::from_json(&json).ok()?;
     (!parsed.is_empty() && parsed.matches(labels)).then(|| json.to_string())
 }
 
-fn in_namespace<K: Resource>(store: &Store<K>, namespace: &str) -> Vec<Arc<K>>
+fn in_namespace<K: Resource + Clone + 'static>(store: &Store<K>, namespace: &str) -> Vec<Arc<K>>
 where
-    K::DynamicType: Default + Eq + Hash + Clone,
+    K::DynamicType: Eq + Hash + Clone,
 {
     store.state().into_iter().filter(|o| o.meta().namespace.as_deref() == Some(namespace)).collect()
 }
@@ -105,7 +108,11 @@ impl SchedulerHost for ClusterView {
             .map(|pdb| DisruptionBudget {
                 namespace: namespace.to_owned(),
                 name: pdb.name_any(),
-                selector: pdb.spec.as_ref().and_then(|s| s.selector.as_ref()).and_then(|s| serde_json::to_string(s).ok()),
+                selector: pdb
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .and_then(|s| serde_json::to_string(s).ok()),
                 disruptions_allowed: pdb.status.as_ref().map_or(0, |s| s.disruptions_allowed),
             })
             .collect()

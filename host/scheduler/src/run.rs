@@ -363,7 +363,10 @@ impl Shared {
             for victim in &preemption.victims {
                 let api: Api<Pod> = Api::namespaced(this.client.clone(), &victim.namespace);
                 let params = kube::api::DeleteParams {
-                    preconditions: Some(kube::api::Preconditions { uid: Some(victim.uid.clone()), resource_version: None }),
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(victim.uid.clone()),
+                        resource_version: None,
+                    }),
                     ..kube::api::DeleteParams::default()
                 };
                 match api.delete(&victim.name, &params).await {

@@ -63,14 +63,14 @@ pub trait SchedulerHost: Send + Sync {
         None
     }
 
-    /// The PodDisruptionBudgets of `namespace`.
+    /// The `PodDisruptionBudgets` of `namespace`.
     fn disruption_budgets(&self, namespace: &str) -> Vec<DisruptionBudget> {
         let _ = namespace;
         Vec::new()
     }
 
-    /// The LabelSelector JSON of each Service, ReplicationController, ReplicaSet and StatefulSet
-    /// in `namespace` selecting a pod with `labels`.
+    /// The `LabelSelector` JSON of each Service, `ReplicationController`, `ReplicaSet` and
+    /// `StatefulSet` in `namespace` selecting a pod with `labels`.
     fn workload_selectors(&self, namespace: &str, labels: &[Label]) -> Vec<String> {
         let _ = (namespace, labels);
         Vec::new()
@@ -94,7 +94,8 @@ impl SchedulerHost for NoHost {}
 
 impl HostState {
     fn scheduler_host(&self) -> Arc<dyn SchedulerHost> {
-        self.call_context::<HostContext>().map_or_else(|| Arc::new(NoHost) as Arc<dyn SchedulerHost>, |c| Arc::clone(&c.0))
+        self.call_context::<HostContext>()
+            .map_or_else(|| Arc::new(NoHost) as Arc<dyn SchedulerHost>, |c| Arc::clone(&c.0))
     }
 }
 
