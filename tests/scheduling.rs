@@ -205,12 +205,29 @@ fn required_affinity_co_locates_with_a_labelled_pod() {
 #[test]
 fn a_high_priority_pod_preempts_low_priority_pods_and_never_does_not() {
     let server = hollow("1", &["--hollow-node-cpu", "2"]);
-    pod(&server, "low-a", "{app: low}", "1", "  priority: 0\n");
-    pod(&server, "low-b", "{app: low}", "1", "  priority: 0\n");
+    let classes = "apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: low}
+value: 10
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high}
+value: 1000
+---
+apiVersion: scheduling.k8s.io/v1
+kind: PriorityClass
+metadata: {name: high-polite}
+value: 1000
+preemptionPolicy: Never
+";
+    kubectl_stdin(&server, &["apply", "-f", "-"], classes);
+    pod(&server, "low-a", "{app: low}", "1", "  priorityClassName: low\n");
+    pod(&server, "low-b", "{app: low}", "1", "  priorityClassName: low\n");
     assert_eq!(bound_node(&server, "low-a"), "hollow-node-0");
     assert_eq!(bound_node(&server, "low-b"), "hollow-node-0");
 
-    pod(&server, "polite", "{app: high}", "1", "  priority: 1000\n  preemptionPolicy: Never\n");
+    pod(&server, "polite", "{app: high}", "1", "  priorityClassName: high-polite\n");
     eventually("the polite pod to be refused without preempting", || {
         let text = kubectl(&server, &["describe", "pod", "polite"]);
         text.contains("0/1 nodes are available: 1 Insufficient cpu.").then_some(()).ok_or(text)
@@ -220,7 +237,7 @@ fn a_high_priority_pod_preempts_low_priority_pods_and_never_does_not() {
     assert_eq!(field(&server, "polite", ".status.nominatedNodeName"), "");
     kubectl(&server, &["delete", "pod", "polite"]);
 
-    pod(&server, "urgent", "{app: high}", "1", "  priority: 1000\n");
+    pod(&server, "urgent", "{app: high}", "1", "  priorityClassName: high\n");
     let node = eventually("the urgent pod to be nominated", || {
         let node = field(&server, "urgent", ".status.nominatedNodeName");
         (!node.is_empty()).then_some(node).ok_or_default()
