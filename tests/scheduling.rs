@@ -16,7 +16,7 @@ fn hollow(nodes: &str, extra: &[&str]) -> CapstanServer {
 
 /// Waits up to 60 s for `check` to return `Some`; panics with `what` (and the last value seen).
 fn eventually<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         match check() {
             Ok(value) => return value,

@@ -202,7 +202,7 @@ impl Nodes {
 }
 
 /// What a plugin may ask the host during a call (the world's `scheduler-host` import): namespace
-/// labels, PodDisruptionBudgets, the selectors of the workloads selecting a pod, and preemption's
+/// labels, `PodDisruptionBudgets`, the selectors of the workloads selecting a pod, and preemption's
 /// dry run of the profile's filters.
 ///
 /// In a component the calls go to the host. Natively (unit tests) they go to the view set with
@@ -217,10 +217,10 @@ pub mod host {
     pub trait HostView {
         /// The labels of namespace `name`, if it exists.
         fn namespace_labels(&self, name: &str) -> Option<Vec<Label>>;
-        /// The PodDisruptionBudgets of `namespace`.
+        /// The `PodDisruptionBudgets` of `namespace`.
         fn disruption_budgets(&self, namespace: &str) -> Vec<DisruptionBudget>;
-        /// The LabelSelector JSON of each Service, ReplicationController, ReplicaSet and
-        /// StatefulSet in `namespace` selecting a pod with `labels`.
+        /// The `LabelSelector` JSON of each Service, `ReplicationController`, `ReplicaSet` and
+        /// `StatefulSet` in `namespace` selecting a pod with `labels`.
         fn workload_selectors(&self, namespace: &str, labels: &[Label]) -> Vec<String>;
         /// During post-filter: whether the pod fits on `node` once the pods `removed` (UIDs) are
         /// gone; the reasons it does not otherwise.

@@ -7,7 +7,7 @@
 //!   deleting pods cannot fix a taint or a missing label);
 //! - on each candidate, every lower-priority pod is removed and the profile's filters re-run
 //!   through the host's dry run (`fits-without`); then victims are reprieved one by one, those
-//!   whose PodDisruptionBudget would be violated first, highest priority first, keeping every pod
+//!   whose `PodDisruptionBudget` would be violated first, highest priority first, keeping every pod
 //!   whose return still lets the pod fit;
 //! - the node is chosen as upstream's `pickOneNodeForPreemption` does: fewest PDB violations,
 //!   then the lowest highest-victim priority, the smallest sum of priorities, the fewest victims.
@@ -64,7 +64,7 @@ pub struct Candidate {
     pub node: NodeId,
     /// The pods to delete, highest priority first.
     pub victims: Vec<PodSummary>,
-    /// How many of them a PodDisruptionBudget protects.
+    /// How many of them a `PodDisruptionBudget` protects.
     pub pdb_violations: usize,
 }
 
@@ -108,7 +108,7 @@ pub fn select_victims(
     if !fits(node.id, &removed) {
         return None;
     }
-    lower.sort_by(|a, b| b.priority.cmp(&a.priority));
+    lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
     let (violating, fine) = split_by_budget(lower, budgets);
     let mut candidate = Candidate { node: node.id, victims: Vec::new(), pdb_violations: 0 };
     for (pod, protected) in violating.into_iter().map(|p| (p, true)).chain(fine.into_iter().map(|p| (p, false))) {
@@ -120,7 +120,7 @@ pub fn select_victims(
         candidate.pdb_violations += usize::from(protected);
         candidate.victims.push(pod);
     }
-    candidate.victims.sort_by(|a, b| b.priority.cmp(&a.priority));
+    candidate.victims.sort_by_key(|p| std::cmp::Reverse(p.priority));
     Some(candidate)
 }
 

@@ -1,5 +1,5 @@
 //! Table tests; the behaviour follows Kubernetes docs, "Pod Priority and Preemption"
-//! ("Preemption", "Non-preempting PriorityClass", "PodDisruptionBudget is supported, but not
+//! ("Preemption", "Non-preempting PriorityClass", "`PodDisruptionBudget` is supported, but not
 //! guaranteed") and upstream's candidate order.
 
 use super::{

@@ -10,8 +10,8 @@
 //!   narrowed by `matchLabelKeys`; `nodeAffinityPolicy` (default Honor) and `nodeTaintsPolicy`
 //!   (default Ignore) decide which nodes' pods count.
 //! - A pod without constraints gets the system defaults (`zone` maxSkew 5 and `hostname` maxSkew
-//!   3, both ScheduleAnyway), counting the pods selected by the Services, ReplicationControllers,
-//!   ReplicaSets and StatefulSets that select the pod (asked of the host); none → no constraints.
+//!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
+//!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
 use std::collections::BTreeMap;
 
