@@ -471,6 +471,29 @@ pub mod node_affinity {
     }
 }
 
+/// Cycle state as JSON behind a tag byte, for plugins that keep one kind of state after
+/// PreFilter and another after PreScore (the host hands each later point the last one).
+pub mod state {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::Status;
+
+    /// `value` as JSON after the byte `tag`.
+    pub fn encode<T: Serialize>(tag: u8, value: &T) -> Result<Vec<u8>, Status> {
+        let mut bytes = vec![tag];
+        serde_json::to_writer(&mut bytes, value).map_err(|e| Status::error(format!("encoding cycle state: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// The tag and the JSON after it, parsed; `None` for empty state.
+    pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<Option<(u8, T)>, Status> {
+        let Some((&tag, body)) = state.split_first() else { return Ok(None) };
+        let value = serde_json::from_slice(body).map_err(|e| Status::error(format!("decoding cycle state: {e}")))?;
+        Ok(Some((tag, value)))
+    }
+}
+
 /// A configured plugin and its nodes: what one instance holds.
 #[doc(hidden)]
 pub struct Instance<P> {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use capstan_plugin_sdk::scheduler::{
     ExtensionPoints, MAX_NODE_SCORE, NodeInfo, Nodes, PodInfo, SchedulerPlugin, Status,
 };
+use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use serde::{Deserialize, Serialize};
 
 /// Below this sum of image sizes a node scores 0 (upstream's `minThreshold`, 23 MB).
@@ -88,10 +89,7 @@ impl SchedulerPlugin for ImageLocality {
     }
 
     fn cycle(&self, _pod: &PodInfo, state: &[u8]) -> Result<Spread, Status> {
-        if state.is_empty() {
-            return Ok(Spread::default());
-        }
-        serde_json::from_slice(state).map_err(|e| Status::error(format!("ImageLocality state: {e}")))
+        Ok(decode(state)?.map(|(_, spread)| spread).unwrap_or_default())
     }
 
     fn extension_points(&self) -> ExtensionPoints {
@@ -99,7 +97,7 @@ impl SchedulerPlugin for ImageLocality {
     }
 
     fn pre_score(&self, pod: &PodInfo, _cycle: &Spread, _nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
-        serde_json::to_vec(&spread(&pod.images, all.iter())).map_err(|e| Status::error(e.to_string()))
+        encode(b's', &spread(&pod.images, all.iter()))
     }
 
     fn score(&self, pod: &PodInfo, spread: &Spread, node: &NodeInfo) -> Result<i64, Status> {

@@ -15,6 +15,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
+use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
     Code, ExtensionPoints, Label, MAX_NODE_SCORE, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
     host,
@@ -333,12 +334,10 @@ impl SchedulerPlugin for InterPodAffinity {
     fn cycle(&self, pod: &PodInfo, state: &[u8]) -> Result<Cycle, Status> {
         let affinity = parse_affinity(pod.affinity.as_deref())?;
         let mut cycle = Cycle { affinity, ..Cycle::default() };
-        if let Some((&tag, body)) = state.split_first() {
-            let bad = |e: serde_json::Error| Status::error(format!("InterPodAffinity state: {e}"));
-            match tag {
-                b'f' => cycle.filter = serde_json::from_slice(body).map_err(bad)?,
-                _ => cycle.score = serde_json::from_slice(body).map_err(bad)?,
-            }
+        match state.split_first().map(|(tag, _)| *tag) {
+            Some(b'f') => cycle.filter = decode(state)?.map(|(_, v)| v).unwrap_or_default(),
+            Some(_) => cycle.score = decode(state)?.map(|(_, v)| v).unwrap_or_default(),
+            None => {}
         }
         Ok(cycle)
     }
@@ -362,10 +361,10 @@ impl SchedulerPlugin for InterPodAffinity {
         if !required && !any_existing_affinity(nodes) {
             return skip;
         }
-        let state = filter_state(pod, &affinity, nodes, &Namespaces::default());
-        let mut bytes = vec![b'f'];
-        bytes.extend(serde_json::to_vec(&state).unwrap_or_default());
-        PreFilterResult { status: Status::success(), nodes: None, state: bytes }
+        match encode(b'f', &filter_state(pod, &affinity, nodes, &Namespaces::default())) {
+            Ok(state) => PreFilterResult { status: Status::success(), nodes: None, state },
+            Err(status) => PreFilterResult { status, nodes: None, state: Vec::new() },
+        }
     }
 
     fn filter(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Status {
@@ -376,10 +375,7 @@ impl SchedulerPlugin for InterPodAffinity {
         if !has_terms(&cycle.affinity) && !any_existing_affinity(all) {
             return Ok(Vec::new());
         }
-        let state = self.score_state(pod, &cycle.affinity, all, &Namespaces::default());
-        let mut bytes = vec![b's'];
-        bytes.extend(serde_json::to_vec(&state).map_err(|e| Status::error(e.to_string()))?);
-        Ok(bytes)
+        encode(b's', &self.score_state(pod, &cycle.affinity, all, &Namespaces::default()))
     }
 
     fn score(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Result<i64, Status> {

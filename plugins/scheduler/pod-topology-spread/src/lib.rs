@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
+use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
     Code, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
     TaintEffect, host,
@@ -390,12 +391,11 @@ impl SchedulerPlugin for PodTopologySpread {
     }
 
     fn cycle(&self, _pod: &PodInfo, state: &[u8]) -> Result<Cycle, Status> {
-        let bad = |e: serde_json::Error| Status::error(format!("PodTopologySpread state: {e}"));
-        match state.split_first() {
-            Some((b'f', body)) => Ok(Cycle { filter: serde_json::from_slice(body).map_err(bad)?, ..Cycle::default() }),
-            Some((_, body)) => Ok(Cycle { score: serde_json::from_slice(body).map_err(bad)?, ..Cycle::default() }),
-            None => Ok(Cycle::default()),
-        }
+        Ok(match state.split_first().map(|(tag, _)| *tag) {
+            Some(b'f') => Cycle { filter: decode(state)?.map(|(_, v)| v).unwrap_or_default(), ..Cycle::default() },
+            Some(_) => Cycle { score: decode(state)?.map(|(_, v)| v).unwrap_or_default(), ..Cycle::default() },
+            None => Cycle::default(),
+        })
     }
 
     fn extension_points(&self) -> ExtensionPoints {
@@ -419,10 +419,10 @@ impl SchedulerPlugin for PodTopologySpread {
             Ok(required) => required,
             Err(e) => return failed(Status::error(e)),
         };
-        let counted = filter_counts(pod, constraints, &required, nodes);
-        let mut state = vec![b'f'];
-        state.extend(serde_json::to_vec(&counted).unwrap_or_default());
-        PreFilterResult { status: Status::success(), nodes: None, state }
+        match encode(b'f', &filter_counts(pod, constraints, &required, nodes)) {
+            Ok(state) => PreFilterResult { status: Status::success(), nodes: None, state },
+            Err(status) => failed(status),
+        }
     }
 
     fn filter(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Status {
@@ -435,10 +435,7 @@ impl SchedulerPlugin for PodTopologySpread {
             return Ok(Vec::new());
         }
         let required = Required::of(pod).map_err(Status::error)?;
-        let state = score_state(pod, constraints, own, &required, nodes, all);
-        let mut bytes = vec![b's'];
-        bytes.extend(serde_json::to_vec(&state).map_err(|e| Status::error(e.to_string()))?);
-        Ok(bytes)
+        encode(b's', &score_state(pod, constraints, own, &required, nodes, all))
     }
 
     fn score(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Result<i64, Status> {
