@@ -1,8 +1,10 @@
-//! Scheduler benchmark modelled on upstream `scheduler_perf` (workload `SchedulingBasic`): 5,000 nodes,
-//! 1,000 pods already bound, then 10,000 new pods scheduled one by one through the all-WASM
-//! default profile (PrioritySort … DefaultBinder as components), each assumed in the cache so the
-//! next cycle sees it. Prints pods/s for the scheduling cycles (the API server's binding writes
-//! are not part of this number).
+//! Scheduler benchmark modelled on upstream `scheduler_perf`: workload `SchedulingBasic` (5,000
+//! nodes, 1,000 pods already bound, then 10,000 new pods), then `TopologySpreading` (2,000 pods
+//! with a zone constraint) and `PodAntiAffinity` (2,000 pods with required anti-affinity on the
+//! hostname), each scheduled one by one through the all-WASM default profile (`PrioritySort` …
+//! `DefaultBinder` as components) and assumed in the cache so the next cycle sees it. Prints
+//! pods/s for the scheduling cycles (the API server's binding writes are not part of this
+//! number).
 //!
 //! Run: `cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release` then
 //! `cargo bench -p capstan-scheduler --bench scheduler`.
@@ -43,10 +45,65 @@ fn pod(i: usize, node: Option<&str>) -> Pod {
     .unwrap_or_default()
 }
 
+/// A pod spread over zones (`maxSkew: 1`, `DoNotSchedule`), as `scheduler_perf`'s
+/// `TopologySpreading` workload.
+fn spread_pod(i: usize) -> Pod {
+    let mut pod = pod(i, None);
+    let spec = serde_json::json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "bench"}}}]);
+    if let Some(s) = pod.spec.as_mut() {
+        s.topology_spread_constraints = serde_json::from_value(spec).ok();
+    }
+    pod
+}
+
+/// A pod with required anti-affinity to its own kind on the hostname, as `scheduler_perf`'s
+/// `PodAntiAffinity` workload.
+fn anti_affinity_pod(i: usize) -> Pod {
+    let mut pod = pod(i, None);
+    let affinity = serde_json::json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "bench"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+    if let Some(s) = pod.spec.as_mut() {
+        s.affinity = serde_json::from_value(affinity).ok();
+    }
+    pod
+}
+
+/// Schedules `new` pods made by `make` onto `nodes` nodes holding `existing` pods; prints pods/s.
+fn run(
+    name: &str,
+    profile: &capstan_scheduler::Profile,
+    (nodes, existing, new): (usize, usize, usize),
+    make: fn(usize) -> Pod,
+) {
+    let mut cache = Cache::default();
+    for i in 0..nodes {
+        cache.upsert_node(&node(i));
+    }
+    for i in 0..existing {
+        cache.upsert_pod(&pod(i, Some(&format!("node-{}", i % nodes))));
+    }
+    let pods: Vec<Pod> = (existing..existing + new).map(make).collect();
+    let mut start = 0;
+    let began = Instant::now();
+    let mut placed = 0usize;
+    for pod in &pods {
+        let info = pod::pod_info(pod).unwrap_or_else(|e| panic!("{e}"));
+        let decision = profile.schedule(cache.nodes_mut(), &info, &mut start).unwrap_or_else(|e| panic!("{e}"));
+        cache.assume(pod, &decision.node);
+        profile.bind_plugins(cache.nodes(), &info, &decision).unwrap_or_else(|e| panic!("{e}"));
+        placed += 1;
+    }
+    let elapsed = began.elapsed();
+    println!(
+        "{name} (all-WASM default profile, {nodes} nodes, {existing} existing pods, {new} new pods): \
+         {placed} pods in {:.2} s = {:.0} pods/s (scheduling cycles, no API writes)",
+        elapsed.as_secs_f64(),
+        f64::from(u32::try_from(placed).unwrap_or(u32::MAX)) / elapsed.as_secs_f64()
+    );
+}
+
 fn main() {
-    const NODES: usize = 5000;
-    const EXISTING: usize = 1000;
-    const NEW: usize = 10_000;
     let dir = components_dir();
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
     let builtin: capstan_scheduler::BuiltinComponents = Arc::new(move |name: &str| {
@@ -55,35 +112,11 @@ fn main() {
     });
     let profiles = load_profiles(&runtime, &SchedulerConfig::default(), &builtin).unwrap_or_else(|e| panic!("{e}"));
     let profile = &profiles[0];
-
-    let mut cache = Cache::default();
-    for i in 0..NODES {
-        cache.upsert_node(&node(i));
-    }
-    for i in 0..EXISTING {
-        cache.upsert_pod(&pod(i, Some(&format!("node-{}", i % NODES))));
-    }
-    let pods: Vec<Pod> = (EXISTING..EXISTING + NEW).map(|i| pod(i, None)).collect();
-
-    let mut start = 0;
-    let began = Instant::now();
-    let mut placed = 0usize;
-    for pod in &pods {
-        let info = pod::pod_info(pod).unwrap_or_else(|e| panic!("{e}"));
-        let decision = profile.schedule(cache.nodes(), &info, &mut start).unwrap_or_else(|e| panic!("{e}"));
-        cache.assume(pod, &decision.node);
-        profile.bind_plugins(cache.nodes(), &info, &decision).unwrap_or_else(|e| panic!("{e}"));
-        placed += 1;
-    }
-    let elapsed = began.elapsed();
-    println!(
-        "SchedulingBasic (all-WASM default profile, {NODES} nodes, {EXISTING} existing pods, {NEW} new pods): \
-         {placed} pods in {:.2} s = {:.0} pods/s (scheduling cycles, no API writes)",
-        elapsed.as_secs_f64(),
-        f64::from(u32::try_from(placed).unwrap_or(u32::MAX)) / elapsed.as_secs_f64()
-    );
+    run("SchedulingBasic", profile, (5000, 1000, 10_000), |i| pod(i, None));
     for plugin in &profile.plugins {
         let m = plugin.handle.metrics();
-        println!("  {:<34} {m:?}", plugin.name);
+        println!("  {:<34} {} calls, {:.3} s", plugin.name, m.calls, m.latency_seconds_sum);
     }
+    run("TopologySpreading", profile, (5000, 0, 2000), spread_pod);
+    run("PodAntiAffinity", profile, (5000, 0, 2000), anti_affinity_pod);
 }

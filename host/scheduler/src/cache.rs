@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use capstan_wasm::scheduler::{HostPort, NodeId, NodeInfo, NodeLog, ResourceAmount};
+use capstan_wasm::scheduler::{NodeId, NodeInfo, NodeLog, PodSummary, ResourceAmount};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::pod;
@@ -20,8 +20,8 @@ pub const ASSUME_EXPIRY: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug)]
 struct PodUsage {
     node: String,
-    requests: Vec<ResourceAmount>,
-    ports: Vec<HostPort>,
+    /// What plugins see of it (requests and host ports included).
+    summary: PodSummary,
     /// Set while the pod is only assumed: when the assumption expires (none while binding).
     #[allow(
         clippy::option_option,
@@ -44,6 +44,12 @@ impl Cache {
     #[must_use]
     pub fn nodes(&self) -> &NodeLog {
         &self.log
+    }
+
+    /// The plugins' view, mutable: for a scheduling cycle whose preemption dry runs change a node
+    /// and put it back, and to attach the host view.
+    pub fn nodes_mut(&mut self) -> &mut NodeLog {
+        &mut self.log
     }
 
     /// How many nodes there are.
@@ -81,12 +87,7 @@ impl Cache {
             pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
         match node {
             Some(node) if !finished => {
-                let usage = PodUsage {
-                    node,
-                    requests: pod::effective_requests(pod),
-                    ports: pod::host_ports(pod),
-                    assumed: None,
-                };
+                let usage = PodUsage { node, summary: pod::pod_summary(pod), assumed: None };
                 self.place(key, usage);
             }
             _ => self.remove_pod(&key),
@@ -105,12 +106,7 @@ impl Cache {
 
     /// Counts `pod` on `node` before its binding is written.
     pub fn assume(&mut self, pod: &Pod, node: &str) {
-        let usage = PodUsage {
-            node: node.to_owned(),
-            requests: pod::effective_requests(pod),
-            ports: pod::host_ports(pod),
-            assumed: Some(None),
-        };
+        let usage = PodUsage { node: node.to_owned(), summary: pod::pod_summary(pod), assumed: Some(None) };
         self.place(pod::key(pod), usage);
     }
 
@@ -162,20 +158,22 @@ impl Cache {
         let Some(base) = self.nodes.get(name) else { return };
         let mut requested: BTreeMap<&str, i64> = BTreeMap::new();
         let mut used_ports = Vec::new();
+        let mut pods = Vec::new();
         let mut count = 0;
         for key in self.pods_by_node.get(name).into_iter().flatten() {
             let Some(usage) = self.pods.get(key) else { continue };
             count += 1;
-            for amount in &usage.requests {
+            for amount in &usage.summary.requests {
                 *requested.entry(&amount.name).or_default() += amount.milli_value;
             }
-            used_ports.extend(usage.ports.iter().cloned());
+            used_ports.extend(usage.summary.host_ports.iter().cloned());
+            pods.push(usage.summary.clone());
         }
         let requested = requested
             .into_iter()
             .map(|(name, milli_value)| ResourceAmount { name: name.to_owned(), milli_value })
             .collect();
-        let info = NodeInfo { requested, pod_count: count, used_ports, ..base.clone() };
+        let info = NodeInfo { requested, pod_count: count, used_ports, pods, ..base.clone() };
         self.log.upsert(|id| NodeInfo { id, ..info }, name);
     }
 }

@@ -42,7 +42,11 @@ pub const DEFAULT_PLUGINS: &[(&str, &str, i64)] = &[
     ("NodeAffinity", "node-affinity", 2),
     ("NodePorts", "node-ports", 0),
     ("NodeResourcesFit", "node-resources-fit", 1),
+    ("PodTopologySpread", "pod-topology-spread", 2),
+    ("InterPodAffinity", "inter-pod-affinity", 2),
+    ("DefaultPreemption", "default-preemption", 0),
     ("NodeResourcesBalancedAllocation", "node-resources-balanced-allocation", 1),
+    ("ImageLocality", "image-locality", 1),
     ("DefaultBinder", "default-binder", 0),
 ];
 

@@ -3,10 +3,13 @@
 //! NormalizeScore with weights, then Reserve, Permit, PreBind and Bind.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_wasm::PluginError;
-use capstan_wasm::scheduler::{Code, ExtensionPoints, NodeId, NodeLog, NodeStatus, PodInfo, SchedulerPlugin, Status};
+use capstan_wasm::scheduler::{
+    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, SchedulerHost, SchedulerPlugin,
+    Status, Victim,
+};
 
 /// One plugin in a profile.
 #[derive(Clone)]
@@ -53,6 +56,15 @@ pub struct Decision {
     pub states: Vec<Vec<u8>>,
 }
 
+/// What a PostFilter plugin decided to make room for a pod that fits nowhere.
+#[derive(Debug, Clone)]
+pub struct Preemption {
+    /// The node the pod is nominated to.
+    pub node: String,
+    /// The pods to delete from it.
+    pub victims: Vec<Victim>,
+}
+
 /// Why a cycle did not place the pod.
 #[derive(Debug, thiserror::Error)]
 pub enum CycleError {
@@ -61,6 +73,8 @@ pub enum CycleError {
     Unschedulable {
         /// The diagnosis.
         message: String,
+        /// What PostFilter decided, if it found a way to make the pod fit.
+        preemption: Option<Preemption>,
     },
     /// A plugin failed (trapped, timed out, returned an error).
     #[error("running {point} plugin \"{plugin}\": {message}")]
@@ -133,17 +147,23 @@ impl Profile {
 
     /// Runs the scheduling cycle of `pod` against `nodes`. `start` rotates where filtering
     /// begins, so successive pods spread their search as upstream's `nextStartNodeIndex` does.
-    pub fn schedule(&self, nodes: &NodeLog, pod: &PodInfo, start: &mut usize) -> Result<Decision, CycleError> {
+    pub fn schedule(&self, nodes: &mut NodeLog, pod: &PodInfo, start: &mut usize) -> Result<Decision, CycleError> {
         let mut states = vec![Vec::new(); self.plugins.len()];
+        // Plugins whose PreFilter said Skip: their Filter is not called this cycle.
+        let mut skipped = vec![false; self.plugins.len()];
         let mut candidates: Option<Vec<NodeId>> = None;
         for (index, plugin) in self.with(ExtensionPoints::PRE_FILTER) {
             let result =
                 plugin.handle.pre_filter(nodes, pod).map_err(|e| CycleError::plugin("PreFilter", plugin, e))?;
             match result.status.code {
-                Code::Success | Code::Skip => {}
+                Code::Success => {}
+                Code::Skip => skipped[index] = true,
                 Code::Unschedulable | Code::UnschedulableAndUnresolvable => {
                     let failures: Vec<_> = nodes.iter().map(|n| (n.id, result.status.clone())).collect();
-                    return Err(CycleError::Unschedulable { message: diagnosis(nodes.len(), &failures) });
+                    return Err(CycleError::Unschedulable {
+                        message: diagnosis(nodes.len(), &failures),
+                        preemption: None,
+                    });
                 }
                 Code::Error | Code::Wait => return Err(CycleError::status("PreFilter", plugin, &result.status)),
             }
@@ -161,15 +181,18 @@ impl Profile {
             let offset = *start % ids.len();
             ids.rotate_left(offset);
         }
-        let (feasible, failures, evaluated) = self.filter(nodes, pod, &states, &ids)?;
+        let (feasible, failures, evaluated) = self.filter(nodes, pod, &states, &skipped, &ids)?;
         *start = start.wrapping_add(evaluated);
         if feasible.is_empty() {
             let filtered: Vec<NodeStatus> =
                 failures.iter().map(|(node, status)| NodeStatus { node: *node, status: status.clone() }).collect();
-            if let Some(node) = self.post_filter(nodes, pod, &states, &filtered)? {
-                tracing::info!(pod = %pod.name, node, "post-filter nominated a node");
+            let message = diagnosis(nodes.len(), &failures);
+            let preemption = self.post_filter(nodes, pod, &states, &filtered)?;
+            if let Some(preemption) = &preemption {
+                tracing::info!(pod = %pod.name, node = %preemption.node, victims = preemption.victims.len(),
+                    "post-filter nominated a node");
             }
-            return Err(CycleError::Unschedulable { message: diagnosis(nodes.len(), &failures) });
+            return Err(CycleError::Unschedulable { message, preemption });
         }
         let chosen = if feasible.len() == 1 { feasible[0] } else { self.score(nodes, pod, &mut states, &feasible)? };
         let name = nodes.get(chosen).map(|n| n.name.clone()).unwrap_or_default();
@@ -184,6 +207,7 @@ impl Profile {
         nodes: &NodeLog,
         pod: &PodInfo,
         states: &[Vec<u8>],
+        skipped: &[bool],
         ids: &[NodeId],
     ) -> Result<(Vec<NodeId>, Vec<(NodeId, Status)>, usize), CycleError> {
         let wanted = feasible_nodes_to_find(ids.len(), self.percentage_of_nodes_to_score);
@@ -197,6 +221,9 @@ impl Profile {
             for (index, plugin) in self.with(ExtensionPoints::FILTER) {
                 if survivors.is_empty() {
                     break;
+                }
+                if skipped[index] {
+                    continue;
                 }
                 let statuses = plugin
                     .handle
@@ -220,23 +247,46 @@ impl Profile {
         Ok((feasible, failures, evaluated))
     }
 
+    /// Runs PostFilter until a plugin succeeds. The log is lent to a [`DryRun`] for the call, so
+    /// the plugin's `fits-without` can run this profile's filters on a node without some pods.
     fn post_filter(
         &self,
-        nodes: &NodeLog,
+        nodes: &mut NodeLog,
         pod: &PodInfo,
         states: &[Vec<u8>],
         filtered: &[NodeStatus],
-    ) -> Result<Option<NodeId>, CycleError> {
+    ) -> Result<Option<Preemption>, CycleError> {
+        if self.with(ExtensionPoints::POST_FILTER).next().is_none() {
+            return Ok(None);
+        }
+        let base = nodes.host().cloned();
+        let log = Arc::new(Mutex::new(std::mem::take(nodes)));
+        let dry_run: Arc<dyn SchedulerHost> = Arc::new(DryRun {
+            log: Arc::clone(&log),
+            plugins: self.plugins.clone(),
+            states: states.to_vec(),
+            pod: pod.clone(),
+            base,
+        });
+        let mut outcome = Ok(None);
         for (index, plugin) in self.with(ExtensionPoints::POST_FILTER) {
-            let result = plugin
-                .handle
-                .post_filter(nodes, pod, &states[index], filtered)
-                .map_err(|e| CycleError::plugin("PostFilter", plugin, e))?;
-            if result.status.code == Code::Success {
-                return Ok(result.nominated_node);
+            match plugin.handle.post_filter(&log, pod, &states[index], filtered, &dry_run) {
+                Ok(result) if result.status.code == Code::Success => {
+                    outcome = Ok(Some(result));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    outcome = Err(CycleError::plugin("PostFilter", plugin, e));
+                    break;
+                }
             }
         }
-        Ok(None)
+        drop(dry_run);
+        *nodes = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
+        let Some(result) = outcome? else { return Ok(None) };
+        let node = result.nominated_node.and_then(|id| nodes.get(id)).map(|n| n.name.clone());
+        Ok(node.map(|node| Preemption { node, victims: result.victims }))
     }
 
     /// Runs PreScore and Score (normalised, weighted) and picks the best node; ties are broken
@@ -358,6 +408,98 @@ impl Profile {
                 tracing::warn!(plugin = %plugin.name, error = %e, "post-bind failed");
             }
         }
+    }
+}
+
+/// Preemption's dry run, lent to a PostFilter call: runs a profile's PreFilter and Filter plugins
+/// for one pod on one node as if some of its pods were gone, then puts the node back.
+struct DryRun {
+    log: Arc<Mutex<NodeLog>>,
+    plugins: Vec<ProfilePlugin>,
+    states: Vec<Vec<u8>>,
+    pod: PodInfo,
+    /// The view the log carried, for the rest of the `scheduler-host` import.
+    base: Option<Arc<dyn SchedulerHost>>,
+}
+
+impl DryRun {
+    fn filters(&self, log: &NodeLog, node: NodeId) -> Result<(), Vec<String>> {
+        let mut states = self.states.clone();
+        let mut skipped = vec![false; self.plugins.len()];
+        let failed = |plugin: &ProfilePlugin, e: PluginError| vec![format!("plugin {} failed: {e}", plugin.name)];
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if !plugin.points.contains(ExtensionPoints::PRE_FILTER) {
+                continue;
+            }
+            let result = plugin.handle.pre_filter(log, &self.pod).map_err(|e| failed(plugin, e))?;
+            match result.status.code {
+                Code::Success => {}
+                Code::Skip => skipped[index] = true,
+                _ => return Err(result.status.reasons),
+            }
+            if result.nodes.is_some_and(|allowed| !allowed.contains(&node)) {
+                return Err(vec![format!("node(s) didn't satisfy plugin {}", plugin.name)]);
+            }
+            states[index] = result.state;
+        }
+        for (index, plugin) in self.plugins.iter().enumerate() {
+            if !plugin.points.contains(ExtensionPoints::FILTER) || skipped[index] {
+                continue;
+            }
+            let statuses =
+                plugin.handle.filter(log, &self.pod, &states[index], &[node]).map_err(|e| failed(plugin, e))?;
+            if let Some(status) = statuses.into_iter().find(|s| !matches!(s.code, Code::Success | Code::Skip)) {
+                return Err(status.reasons);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `node` without the pods whose UIDs are in `removed`: their requests, ports and count taken off.
+#[must_use]
+pub fn without_pods(node: &NodeInfo, removed: &[String]) -> NodeInfo {
+    let mut trimmed = node.clone();
+    let (gone, kept): (Vec<_>, Vec<_>) = node.pods.iter().cloned().partition(|p| removed.contains(&p.uid));
+    trimmed.pods = kept;
+    trimmed.pod_count = node.pod_count.saturating_sub(u32::try_from(gone.len()).unwrap_or(u32::MAX));
+    for pod in &gone {
+        for amount in &pod.requests {
+            if let Some(total) = trimmed.requested.iter_mut().find(|r| r.name == amount.name) {
+                total.milli_value -= amount.milli_value;
+            }
+        }
+        for port in &pod.host_ports {
+            if let Some(at) = trimmed.used_ports.iter().position(|p| p == port) {
+                trimmed.used_ports.remove(at);
+            }
+        }
+    }
+    trimmed
+}
+
+impl SchedulerHost for DryRun {
+    fn namespace_labels(&self, name: &str) -> Option<Vec<Label>> {
+        self.base.as_ref()?.namespace_labels(name)
+    }
+
+    fn disruption_budgets(&self, namespace: &str) -> Vec<capstan_wasm::scheduler::DisruptionBudget> {
+        self.base.as_ref().map(|b| b.disruption_budgets(namespace)).unwrap_or_default()
+    }
+
+    fn workload_selectors(&self, namespace: &str, labels: &[Label]) -> Vec<String> {
+        self.base.as_ref().map(|b| b.workload_selectors(namespace, labels)).unwrap_or_default()
+    }
+
+    fn fits_without(&self, node: NodeId, removed: &[String]) -> Result<(), Vec<String>> {
+        let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(original) = log.get(node).cloned() else { return Err(vec![format!("node {node} is gone")]) };
+        let name = original.name.clone();
+        let trimmed = without_pods(&original, removed);
+        log.upsert(|_| trimmed, &name);
+        let verdict = self.filters(&log, node);
+        log.upsert(|_| original, &name);
+        verdict
     }
 }
 

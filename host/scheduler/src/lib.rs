@@ -4,13 +4,15 @@
 //! It owns the scheduling queue ([`queue`]: active by QueueSort, backoff, unschedulable), the
 //! cache of nodes and pods with assumed pods ([`cache`], which feeds the plugins' node state as
 //! changes), the framework runtime ([`framework`]: profiles, filtering, scoring, the
-//! "0/N nodes are available" diagnosis) and the loop that ties them to the API server
+//! "0/N nodes are available" diagnosis, preemption's dry run), the informer caches plugins read
+//! through the `scheduler-host` import ([`cluster`]) and the loop that ties them to the API server
 //! ([`Scheduler`]: informers, binding through `pods/binding`, events, Plugin objects). It never
 //! names a plugin: profiles come from [`config`].
 //!
 //! Start with [`Scheduler::start`].
 
 pub mod cache;
+pub mod cluster;
 pub mod config;
 pub mod framework;
 pub mod pod;
@@ -18,5 +20,5 @@ pub mod queue;
 mod run;
 
 pub use config::{PluginRef, ProfileConfig, SchedulerConfig};
-pub use framework::{CycleError, Decision, Profile};
+pub use framework::{CycleError, Decision, Preemption, Profile};
 pub use run::{BuiltinComponents, Scheduler, SchedulerError, Started, load_profiles};

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use capstan_wasm::scheduler::{HostPort, Label, NodeInfo, PodInfo, ResourceAmount, Taint, TaintEffect, Toleration};
+use capstan_wasm::scheduler::{
+    HostPort, Label, NodeInfo, PodInfo, PodSummary, ResourceAmount, Taint, TaintEffect, Toleration,
+};
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -147,6 +149,28 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, serde_json::Error> {
     })
 }
 
+/// What plugins see of a pod on a node: its identity, labels, priority, pod (anti-)affinity and
+/// usage.
+#[must_use]
+pub fn pod_summary(pod: &Pod) -> PodSummary {
+    let spec = pod.spec.as_ref();
+    let affinity = spec
+        .and_then(|s| s.affinity.as_ref())
+        .filter(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+        .and_then(|a| serde_json::to_string(a).ok());
+    PodSummary {
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone().unwrap_or_default(),
+        labels: labels(pod.metadata.labels.as_ref()),
+        priority: spec.and_then(|s| s.priority).unwrap_or(0),
+        affinity,
+        requests: effective_requests(pod),
+        host_ports: host_ports(pod),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+    }
+}
+
 /// The node's own part of its `NodeInfo` (everything but what its pods use).
 #[must_use]
 pub fn node_info(node: &Node) -> NodeInfo {
@@ -186,6 +210,7 @@ pub fn node_info(node: &Node) -> NodeInfo {
         used_ports: Vec::new(),
         images,
         object: None,
+        pods: Vec::new(),
     }
 }
 

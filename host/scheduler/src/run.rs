@@ -19,8 +19,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
 use crate::cache::Cache;
+use crate::cluster::ClusterView;
 use crate::config::{ComponentRef, DEFAULT_SCHEDULER_NAME, PluginRef, SchedulerConfig};
-use crate::framework::{CycleError, Profile, ProfilePlugin, Profiles};
+use crate::framework::{CycleError, Preemption, Profile, ProfilePlugin, Profiles};
 use crate::pod;
 use crate::queue::SchedulingQueue;
 
@@ -108,10 +109,13 @@ impl Scheduler {
             tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &builtin)).await.map_err(|e| {
                 SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
             })??;
+        let (cluster, mut tasks) = ClusterView::start(&client);
+        let mut cache = Cache::default();
+        cache.nodes_mut().set_host(cluster);
         let shared = Arc::new(Shared {
             client,
             runtime,
-            state: Mutex::new(State { cache: Cache::default(), queue: SchedulingQueue::default(), next_start: 0 }),
+            state: Mutex::new(State { cache, queue: SchedulingQueue::default(), next_start: 0 }),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             profiles: RwLock::new(base.iter().map(|p| (p.scheduler_name.clone(), Arc::new(p.clone()))).collect()),
@@ -120,11 +124,11 @@ impl Scheduler {
             written: Mutex::new(BTreeMap::new()),
             tokio: tokio::runtime::Handle::current(),
         });
-        let tasks = vec![
+        tasks.extend([
             tokio::spawn(Arc::clone(&shared).watch_nodes()),
             tokio::spawn(Arc::clone(&shared).watch_pods()),
             tokio::spawn(Arc::clone(&shared).watch_plugins()),
-        ];
+        ]);
         let looping = Arc::clone(&shared);
         std::thread::Builder::new().name("scheduler".into()).spawn(move || looping.schedule_loop()).map_err(|e| {
             SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
@@ -314,13 +318,16 @@ impl Shared {
             }
         };
         let mut start = state.next_start;
-        let result = profile.schedule(state.cache.nodes(), &info, &mut start);
+        let result = profile.schedule(state.cache.nodes_mut(), &info, &mut start);
         state.next_start = start;
         let decision = match result {
             Ok(decision) => decision,
             Err(error) => {
                 let unschedulable = matches!(error, CycleError::Unschedulable { .. });
                 state.queue.requeue(&key, unschedulable, Instant::now());
+                if let CycleError::Unschedulable { preemption: Some(preemption), .. } = &error {
+                    self.preempt(pod, preemption.clone());
+                }
                 self.report_failure(pod, &error);
                 return;
             }
@@ -343,6 +350,50 @@ impl Shared {
                 self.report_failure(pod, &error);
             }
         }
+    }
+
+    /// Carries out a PostFilter decision: deletes the victims (each only while its UID still holds
+    /// the name), records `Preempted` on each, and nominates the node in the pod's status. The
+    /// pod stays queued; the victims' deletions bring it back to the active queue.
+    fn preempt(self: &Arc<Self>, pod: &Arc<Pod>, preemption: Preemption) {
+        let this = Arc::clone(self);
+        let pod = Arc::clone(pod);
+        self.tokio.spawn(async move {
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            for victim in &preemption.victims {
+                let api: Api<Pod> = Api::namespaced(this.client.clone(), &victim.namespace);
+                let params = kube::api::DeleteParams {
+                    preconditions: Some(kube::api::Preconditions {
+                        uid: Some(victim.uid.clone()),
+                        resource_version: None,
+                    }),
+                    ..kube::api::DeleteParams::default()
+                };
+                match api.delete(&victim.name, &params).await {
+                    Ok(_) => {
+                        let target = Pod {
+                            metadata: ObjectMeta {
+                                name: Some(victim.name.clone()),
+                                namespace: Some(victim.namespace.clone()),
+                                uid: Some(victim.uid.clone()),
+                                ..ObjectMeta::default()
+                            },
+                            ..Pod::default()
+                        };
+                        let message = format!("Preempted by pod {uid} on node {}", preemption.node);
+                        this.spawn_event(&target, "Normal", "Preempted", message);
+                    }
+                    Err(e) => tracing::warn!(victim = %victim.name, error = %e, "cannot delete a preemption victim"),
+                }
+            }
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+            let name = pod.metadata.name.as_deref().unwrap_or("");
+            let api: Api<Pod> = Api::namespaced(this.client.clone(), namespace);
+            let patch = json!({"status": {"nominatedNodeName": preemption.node}});
+            if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
+                tracing::warn!(pod = name, error = %e, "cannot set nominatedNodeName");
+            }
+        });
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::Store;
 use wasmtime::component::{HasSelf, InstancePre, Linker};
@@ -46,10 +47,75 @@ pub mod bindings {
 }
 
 pub use crate::admission::bindings::capstan::plugin::types::{Label, ResourceAmount};
+pub use bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use bindings::exports::capstan::plugin::scheduler::{
     Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult,
-    PodInfo, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
+    PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
 };
+
+/// What the `scheduler-host` import answers during a call. The scheduler implements it over its
+/// informer caches; every method has an empty answer by default, which is what plugins get when
+/// no host view is attached (e.g. in a benchmark without an API server).
+pub trait SchedulerHost: Send + Sync {
+    /// The labels of namespace `name`, if it exists.
+    fn namespace_labels(&self, name: &str) -> Option<Vec<Label>> {
+        let _ = name;
+        None
+    }
+
+    /// The `PodDisruptionBudgets` of `namespace`.
+    fn disruption_budgets(&self, namespace: &str) -> Vec<DisruptionBudget> {
+        let _ = namespace;
+        Vec::new()
+    }
+
+    /// The `LabelSelector` JSON of each Service, `ReplicationController`, `ReplicaSet` and
+    /// `StatefulSet` in `namespace` selecting a pod with `labels`.
+    fn workload_selectors(&self, namespace: &str, labels: &[Label]) -> Vec<String> {
+        let _ = (namespace, labels);
+        Vec::new()
+    }
+
+    /// Preemption's dry run: whether the pod in post-filter fits on `node` without the pods
+    /// `removed` (UIDs).
+    fn fits_without(&self, node: NodeId, removed: &[String]) -> Result<(), Vec<String>> {
+        let _ = (node, removed);
+        Err(vec!["the dry run of filters is only available during post-filter".to_owned()])
+    }
+}
+
+/// The call context holding a call's [`SchedulerHost`].
+struct HostContext(Arc<dyn SchedulerHost>);
+
+/// The host view attached to no log: every answer empty.
+struct NoHost;
+
+impl SchedulerHost for NoHost {}
+
+impl HostState {
+    fn scheduler_host(&self) -> Arc<dyn SchedulerHost> {
+        self.call_context::<HostContext>()
+            .map_or_else(|| Arc::new(NoHost) as Arc<dyn SchedulerHost>, |c| Arc::clone(&c.0))
+    }
+}
+
+impl bindings::capstan::plugin::scheduler_host::Host for HostState {
+    fn namespace_labels(&mut self, name: String) -> Option<Vec<Label>> {
+        self.scheduler_host().namespace_labels(&name)
+    }
+
+    fn disruption_budgets(&mut self, namespace: String) -> Vec<DisruptionBudget> {
+        self.scheduler_host().disruption_budgets(&namespace)
+    }
+
+    fn workload_selectors(&mut self, namespace: String, labels: Vec<Label>) -> Vec<String> {
+        self.scheduler_host().workload_selectors(&namespace, &labels)
+    }
+
+    fn fits_without(&mut self, node: NodeId, removed: Vec<String>) -> Result<(), Vec<String>> {
+        self.scheduler_host().fits_without(node, &removed)
+    }
+}
 
 /// The `scheduler-plugin` world, as the runtime hosts it.
 pub struct SchedulerWorld;
@@ -94,8 +160,8 @@ const KEPT_CHANGES: usize = 8192;
 /// The nodes as scheduler plugins see them, and the recent changes to them.
 ///
 /// Node handles ([`NodeId`]) are small integers, stable while the node exists and reused after
-/// it is removed.
-#[derive(Debug)]
+/// it is removed. A log may carry the [`SchedulerHost`] that serves the plugins' `scheduler-host`
+/// import during calls made with it.
 pub struct NodeLog {
     nodes: HashMap<NodeId, NodeInfo>,
     ids: HashMap<String, NodeId>,
@@ -105,6 +171,17 @@ pub struct NodeLog {
     /// The generation of each kept change, ascending, parallel to `changes`.
     change_generations: Vec<u64>,
     changes: Vec<NodeChange>,
+    host: Option<Arc<dyn SchedulerHost>>,
+}
+
+impl std::fmt::Debug for NodeLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeLog")
+            .field("nodes", &self.nodes.len())
+            .field("generation", &self.generation)
+            .field("host", &self.host.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for NodeLog {
@@ -117,6 +194,7 @@ impl Default for NodeLog {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             change_generations: Vec::new(),
             changes: Vec::new(),
+            host: None,
         }
     }
 }
@@ -147,6 +225,17 @@ impl NodeLog {
         self.free_ids.push(id);
         self.record(NodeChange::Remove(id));
         Some(id)
+    }
+
+    /// Attaches the view that answers the plugins' `scheduler-host` import in calls with this log.
+    pub fn set_host(&mut self, host: Arc<dyn SchedulerHost>) {
+        self.host = Some(host);
+    }
+
+    /// The attached host view, if any.
+    #[must_use]
+    pub fn host(&self) -> Option<&Arc<dyn SchedulerHost>> {
+        self.host.as_ref()
     }
 
     fn record(&mut self, change: NodeChange) {
@@ -219,6 +308,7 @@ impl NodeInfo {
             used_ports: Vec::new(),
             images: Vec::new(),
             object: None,
+            pods: Vec::new(),
         }
     }
 }
@@ -258,8 +348,21 @@ fn sync(guest: &Guest, store: &mut Store<HostState>, log: &NodeLog) -> wasmtime:
     guest.call_update_nodes(store, log.generation, true, &all)
 }
 
+/// Runs `call` with `host` answering the `scheduler-host` import.
+fn with_host<R>(
+    store: &mut Store<HostState>,
+    host: Option<&Arc<dyn SchedulerHost>>,
+    call: impl FnOnce(&mut Store<HostState>) -> R,
+) -> R {
+    let context = host.map(|h| Arc::new(HostContext(Arc::clone(h))) as Arc<dyn std::any::Any + Send + Sync>);
+    store.data_mut().set_call_context(context);
+    let result = call(store);
+    store.data_mut().set_call_context(None);
+    result
+}
+
 impl PluginHandle<SchedulerWorld> {
-    /// Runs `call` on an instance whose nodes match `nodes`.
+    /// Runs `call` on an instance whose nodes match `nodes`, with the log's host view attached.
     fn synced<R>(
         &self,
         nodes: &NodeLog,
@@ -268,7 +371,7 @@ impl PluginHandle<SchedulerWorld> {
         self.call(|plugin, store| {
             let guest = plugin.capstan_plugin_scheduler();
             sync(guest, store, nodes)?;
-            call(guest, store)
+            with_host(store, nodes.host(), |store| call(guest, store))
         })
     }
 
@@ -298,15 +401,22 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_filter(store, pod, state, ids))
     }
 
-    /// `PostFilter`, with every filtered-out node and why.
+    /// `PostFilter`, with every filtered-out node and why. The log is locked only to bring the
+    /// instance up to date, so `host` (typically a preemption dry run) may change it during the
+    /// call, provided it leaves it as it found it.
     pub fn post_filter(
         &self,
-        nodes: &NodeLog,
+        nodes: &Mutex<NodeLog>,
         pod: &PodInfo,
         state: &CycleState,
         filtered: &[NodeStatus],
+        host: &Arc<dyn SchedulerHost>,
     ) -> Result<PostFilterResult, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_post_filter(store, pod, state, filtered))
+        self.call(|plugin, store| {
+            let guest = plugin.capstan_plugin_scheduler();
+            sync(guest, store, &nodes.lock().unwrap_or_else(PoisonError::into_inner))?;
+            with_host(store, Some(host), |store| guest.call_post_filter(store, pod, state, filtered))
+        })
     }
 
     /// `PreScore` over the feasible nodes; returns the state for `score`.

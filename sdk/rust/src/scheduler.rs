@@ -21,9 +21,10 @@ pub use crate::__private::scheduler_bindings::{
     MAX_NODE_SCORE, amount, find_label, labels, normalize_to_max, resources,
 };
 pub use crate::admission::parse_config;
+pub use crate::__private::scheduler_bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use wit::{
     Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
-    PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
+    PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
 };
 
 /// A scheduler plugin: the extension points it implements, over plain values.
@@ -73,12 +74,19 @@ pub trait SchedulerPlugin: Sized + 'static {
         nodes: &Nodes,
     ) -> PostFilterResult {
         let _ = (pod, cycle, filtered, nodes);
-        PostFilterResult { status: Status::new(Code::Unschedulable, Vec::new()), nominated_node: None }
+        PostFilterResult { status: Status::new(Code::Unschedulable, Vec::new()), nominated_node: None, victims: Vec::new() }
     }
 
-    /// PreScore: prepares scoring over the feasible nodes; returns state for `score`.
-    fn pre_score(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &[&NodeInfo]) -> Result<Vec<u8>, Status> {
-        let _ = (pod, cycle, nodes);
+    /// PreScore: prepares scoring over the feasible nodes (`nodes`; `all` holds every node);
+    /// returns state for `score`.
+    fn pre_score(
+        &self,
+        pod: &PodInfo,
+        cycle: &Self::Cycle,
+        nodes: &[&NodeInfo],
+        all: &Nodes,
+    ) -> Result<Vec<u8>, Status> {
+        let _ = (pod, cycle, nodes, all);
         Ok(Vec::new())
     }
 
@@ -190,6 +198,299 @@ impl Nodes {
             }
         }
         self.generation = generation;
+    }
+}
+
+/// What a plugin may ask the host during a call (the world's `scheduler-host` import): namespace
+/// labels, `PodDisruptionBudgets`, the selectors of the workloads selecting a pod, and preemption's
+/// dry run of the profile's filters.
+///
+/// In a component the calls go to the host. Natively (unit tests) they go to the view set with
+/// [`host::set_native`], by default one with no namespaces, budgets or workloads.
+pub mod host {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use super::{DisruptionBudget, Label, NodeId};
+
+    /// The host's answers, as a trait so native tests can give their own.
+    pub trait HostView {
+        /// The labels of namespace `name`, if it exists.
+        fn namespace_labels(&self, name: &str) -> Option<Vec<Label>>;
+        /// The `PodDisruptionBudgets` of `namespace`.
+        fn disruption_budgets(&self, namespace: &str) -> Vec<DisruptionBudget>;
+        /// The `LabelSelector` JSON of each Service, `ReplicationController`, `ReplicaSet` and
+        /// `StatefulSet` in `namespace` selecting a pod with `labels`.
+        fn workload_selectors(&self, namespace: &str, labels: &[Label]) -> Vec<String>;
+        /// During post-filter: whether the pod fits on `node` once the pods `removed` (UIDs) are
+        /// gone; the reasons it does not otherwise.
+        fn fits_without(&self, node: NodeId, removed: &[String]) -> Result<(), Vec<String>>;
+    }
+
+    /// The component's import.
+    struct Imported;
+
+    impl HostView for Imported {
+        fn namespace_labels(&self, name: &str) -> Option<Vec<Label>> {
+            imported::namespace_labels(name)
+        }
+        fn disruption_budgets(&self, namespace: &str) -> Vec<DisruptionBudget> {
+            imported::disruption_budgets(namespace)
+        }
+        fn workload_selectors(&self, namespace: &str, labels: &[Label]) -> Vec<String> {
+            imported::workload_selectors(namespace, labels)
+        }
+        fn fits_without(&self, node: NodeId, removed: &[String]) -> Result<(), Vec<String>> {
+            imported::fits_without(node, removed)
+        }
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    mod imported {
+        pub use crate::__private::scheduler_bindings::capstan::plugin::scheduler_host::{
+            disruption_budgets, fits_without, namespace_labels, workload_selectors,
+        };
+    }
+
+    /// Outside a component there is no import: every answer is empty.
+    #[cfg(not(target_arch = "wasm32"))]
+    mod imported {
+        use super::{DisruptionBudget, Label, NodeId};
+
+        pub fn namespace_labels(_name: &str) -> Option<Vec<Label>> {
+            None
+        }
+        pub fn disruption_budgets(_namespace: &str) -> Vec<DisruptionBudget> {
+            Vec::new()
+        }
+        pub fn workload_selectors(_namespace: &str, _labels: &[Label]) -> Vec<String> {
+            Vec::new()
+        }
+        pub fn fits_without(_node: NodeId, _removed: &[String]) -> Result<(), Vec<String>> {
+            Err(vec!["no host".to_owned()])
+        }
+    }
+
+    thread_local! {
+        static NATIVE: RefCell<Option<Rc<dyn HostView>>> = const { RefCell::new(None) };
+    }
+
+    /// Natively, makes `view` answer this thread's host calls (`None` restores the empty view).
+    pub fn set_native(view: Option<Rc<dyn HostView>>) {
+        NATIVE.with(|slot| *slot.borrow_mut() = view);
+    }
+
+    /// The host: the import in a component, the native view otherwise.
+    #[must_use]
+    pub fn get() -> Rc<dyn HostView> {
+        NATIVE.with(|slot| slot.borrow().clone()).unwrap_or_else(|| Rc::new(Imported))
+    }
+}
+
+/// Kubernetes label selectors (`matchLabels` and `matchExpressions`, as in
+/// `metav1.LabelSelector`) over a pod's labels.
+pub mod selector {
+    use serde::{Deserialize, Serialize};
+
+    use super::{Label, find_label};
+
+    /// One `matchExpressions` entry.
+    #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+    pub struct Requirement {
+        /// The label key.
+        pub key: String,
+        /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+        pub operator: String,
+        /// The values for `In` and `NotIn`.
+        #[serde(default)]
+        pub values: Vec<String>,
+    }
+
+    /// A `metav1.LabelSelector`. An empty selector matches every set of labels; a missing one
+    /// (an `Option` that is `None` where it is used) matches none.
+    #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+    #[serde(rename_all = "camelCase")]
+    pub struct LabelSelector {
+        /// Labels that must be present with these values.
+        #[serde(default)]
+        pub match_labels: std::collections::BTreeMap<String, String>,
+        /// Requirements that must all hold.
+        #[serde(default)]
+        pub match_expressions: Vec<Requirement>,
+    }
+
+    impl LabelSelector {
+        /// Parses a selector's JSON text.
+        pub fn parse(json: &str) -> Result<Self, String> {
+            serde_json::from_str(json).map_err(|e| format!("invalid label selector: {e}"))
+        }
+
+        /// Whether `labels` satisfy every label and requirement.
+        #[must_use]
+        pub fn matches(&self, labels: &[Label]) -> bool {
+            self.match_labels.iter().all(|(k, v)| find_label(labels, k) == Some(v.as_str()))
+                && self.match_expressions.iter().all(|r| r.matches(find_label(labels, &r.key)))
+        }
+
+        /// Whether the selector has neither labels nor requirements (it then matches everything).
+        #[must_use]
+        pub fn is_empty(&self) -> bool {
+            self.match_labels.is_empty() && self.match_expressions.is_empty()
+        }
+
+        /// Adds `key` = `value` to the selector (how `matchLabelKeys` narrows it).
+        pub fn require(&mut self, key: &str, value: &str) {
+            self.match_expressions.push(Requirement {
+                key: key.to_owned(),
+                operator: "In".to_owned(),
+                values: vec![value.to_owned()],
+            });
+        }
+    }
+
+    impl Requirement {
+        /// Whether a label with this key and `value` (absent: `None`) satisfies the requirement.
+        #[must_use]
+        pub fn matches(&self, value: Option<&str>) -> bool {
+            match (self.operator.as_str(), value) {
+                ("In", Some(v)) => self.values.iter().any(|x| x == v),
+                ("NotIn", v) => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
+                ("Exists", v) => v.is_some(),
+                ("DoesNotExist", v) => v.is_none(),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// A pod's required node placement — `spec.nodeSelector` and the required terms of
+/// `spec.affinity.nodeAffinity` — parsed once and matched against many nodes (what
+/// PodTopologySpread's `nodeAffinityPolicy: Honor` counts by).
+pub mod node_affinity {
+    use serde::Deserialize;
+
+    use super::{NodeInfo, PodInfo, find_label};
+
+    /// A `NodeSelectorRequirement`.
+    #[derive(Clone, Debug, Default, Deserialize)]
+    pub struct Requirement {
+        /// The label (or field) key.
+        pub key: String,
+        /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`.
+        pub operator: String,
+        /// The operator's values.
+        #[serde(default)]
+        pub values: Vec<String>,
+    }
+
+    impl Requirement {
+        fn matches(&self, value: Option<&str>) -> bool {
+            let number = |v: &str| -> Option<(i64, i64)> {
+                let [want] = &self.values[..] else { return None };
+                Some((v.parse().ok()?, want.parse().ok()?))
+            };
+            match (self.operator.as_str(), value) {
+                ("In", Some(v)) => self.values.iter().any(|x| x == v),
+                ("NotIn", v) => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
+                ("Exists", v) => v.is_some(),
+                ("DoesNotExist", v) => v.is_none(),
+                ("Gt", Some(v)) => number(v).is_some_and(|(have, want)| have > want),
+                ("Lt", Some(v)) => number(v).is_some_and(|(have, want)| have < want),
+                _ => false,
+            }
+        }
+    }
+
+    /// A `NodeSelectorTerm`: all of its requirements must hold; an empty term matches nothing.
+    #[derive(Clone, Debug, Default, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Term {
+        /// Requirements on node labels.
+        #[serde(default)]
+        pub match_expressions: Vec<Requirement>,
+        /// Requirements on node fields (`metadata.name`).
+        #[serde(default)]
+        pub match_fields: Vec<Requirement>,
+    }
+
+    impl Term {
+        fn matches(&self, node: &NodeInfo) -> bool {
+            if self.match_expressions.is_empty() && self.match_fields.is_empty() {
+                return false;
+            }
+            self.match_expressions.iter().all(|r| r.matches(find_label(&node.labels, &r.key)))
+                && self.match_fields.iter().all(|r| r.key == "metadata.name" && r.matches(Some(&node.name)))
+        }
+    }
+
+    #[derive(Default, Deserialize)]
+    struct Affinity {
+        #[serde(default, rename = "nodeAffinity")]
+        node_affinity: Option<NodeAffinity>,
+    }
+
+    #[derive(Default, Deserialize)]
+    struct NodeAffinity {
+        #[serde(default, rename = "requiredDuringSchedulingIgnoredDuringExecution")]
+        required: Option<NodeSelector>,
+    }
+
+    #[derive(Default, Deserialize)]
+    struct NodeSelector {
+        #[serde(default, rename = "nodeSelectorTerms")]
+        terms: Vec<Term>,
+    }
+
+    /// What a pod requires of its node's labels and name.
+    #[derive(Clone, Debug, Default)]
+    pub struct Required {
+        selector: Vec<(String, String)>,
+        /// Any one must match; `None` when the pod has no required node affinity.
+        terms: Option<Vec<Term>>,
+    }
+
+    impl Required {
+        /// The requirements of `pod`.
+        pub fn of(pod: &PodInfo) -> Result<Self, String> {
+            let affinity: Affinity = match &pod.affinity {
+                Some(json) => serde_json::from_str(json).map_err(|e| format!("spec.affinity: {e}"))?,
+                None => Affinity::default(),
+            };
+            Ok(Self {
+                selector: pod.node_selector.iter().map(|l| (l.key.clone(), l.value.clone())).collect(),
+                terms: affinity.node_affinity.and_then(|a| a.required).map(|s| s.terms),
+            })
+        }
+
+        /// Whether `node` satisfies the node selector and one of the required terms.
+        #[must_use]
+        pub fn matches(&self, node: &NodeInfo) -> bool {
+            self.selector.iter().all(|(k, v)| find_label(&node.labels, k) == Some(v.as_str()))
+                && self.terms.as_ref().is_none_or(|terms| terms.iter().any(|t| t.matches(node)))
+        }
+    }
+}
+
+/// Cycle state as JSON behind a tag byte, for plugins that keep one kind of state after
+/// PreFilter and another after PreScore (the host hands each later point the last one).
+pub mod state {
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    use super::Status;
+
+    /// `value` as JSON after the byte `tag`.
+    pub fn encode<T: Serialize>(tag: u8, value: &T) -> Result<Vec<u8>, Status> {
+        let mut bytes = vec![tag];
+        serde_json::to_writer(&mut bytes, value).map_err(|e| Status::error(format!("encoding cycle state: {e}")))?;
+        Ok(bytes)
+    }
+
+    /// The tag and the JSON after it, parsed; `None` for empty state.
+    pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<Option<(u8, T)>, Status> {
+        let Some((&tag, body)) = state.split_first() else { return Ok(None) };
+        let value = serde_json::from_slice(body).map_err(|e| Status::error(format!("decoding cycle state: {e}")))?;
+        Ok(Some((tag, value)))
     }
 }
 
@@ -318,14 +619,14 @@ pub mod __private {
         }
 
         pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
-            let failed = |status| PostFilterResult { status, nominated_node: None };
+            let failed = |status| PostFilterResult { status, nominated_node: None, victims: Vec::new() };
             self.with_cycle(pod, state, failed, |i, cycle| i.plugin.post_filter(pod, cycle, filtered, &i.nodes))
         }
 
         pub fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
             self.with_cycle(pod, state, Err, |i, cycle| {
                 let infos = resolve(&i.nodes, nodes)?;
-                i.plugin.pre_score(pod, cycle, &infos)
+                i.plugin.pre_score(pod, cycle, &infos, &i.nodes)
             })
         }
 

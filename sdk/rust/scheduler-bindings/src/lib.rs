@@ -106,6 +106,7 @@ impl NodeInfo {
             used_ports: Vec::new(),
             images: Vec::new(),
             object: None,
+            pods: Vec::new(),
         }
     }
 }

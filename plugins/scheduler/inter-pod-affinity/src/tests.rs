@@ -1,0 +1,170 @@
+//! Table tests; the cases follow Kubernetes docs, "Assigning Pods to Nodes" → "Inter-pod affinity
+//! and anti-affinity" (the `security: S1` example and the redis/web-store co-location example).
+
+use super::{
+    AFFINITY_REASON, ANTI_AFFINITY_REASON, Affinity, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity, Namespaces,
+    filter, filter_state, normalize, score,
+};
+use capstan_plugin_sdk::scheduler::{Code, Label, NodeInfo, Nodes, PodInfo, PodSummary, host, labels};
+use std::rc::Rc;
+
+fn node(id: u32, zone: &str, pods: Vec<PodSummary>) -> NodeInfo {
+    let mut node = NodeInfo::named(id, &format!("n{id}"));
+    let host_name = format!("n{id}");
+    node.labels = labels(&[("topology.kubernetes.io/zone", zone), ("kubernetes.io/hostname", &host_name)]);
+    node.pods = pods;
+    node
+}
+
+fn existing(namespace: &str, name: &str, pairs: &[(&str, &str)], affinity: Option<&str>) -> PodSummary {
+    PodSummary {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: name.to_owned(),
+        labels: labels(pairs),
+        priority: 0,
+        affinity: affinity.map(str::to_owned),
+        requests: Vec::new(),
+        host_ports: Vec::new(),
+        terminating: false,
+    }
+}
+
+fn pod(pairs: &[(&str, &str)], affinity: &str) -> (PodInfo, Affinity) {
+    let mut pod = PodInfo::named("default", "incoming");
+    pod.labels = labels(pairs);
+    pod.affinity = Some(affinity.to_owned());
+    let parsed = serde_json::from_str(affinity).unwrap_or_default();
+    (pod, parsed)
+}
+
+fn verdicts(pod: &PodInfo, affinity: &Affinity, nodes: &Nodes) -> Vec<(String, Code, Vec<String>)> {
+    let state = filter_state(pod, affinity, nodes, &Namespaces::default());
+    let mut out: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let s = filter(affinity, &state, n);
+            (n.name.clone(), s.code, s.reasons)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+const S1_AFFINITY: &str = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+    {"labelSelector": {"matchExpressions": [{"key": "security", "operator": "In", "values": ["S1"]}]},
+     "topologyKey": "topology.kubernetes.io/zone"}]},
+  "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "podAffinityTerm":
+    {"labelSelector": {"matchExpressions": [{"key": "security", "operator": "In", "values": ["S2"]}]},
+     "topologyKey": "topology.kubernetes.io/zone"}}]}}"#;
+
+#[test]
+fn required_affinity_needs_a_matching_pod_in_the_zone() {
+    let nodes = Nodes::from_nodes([
+        node(0, "a", vec![existing("default", "s1", &[("security", "S1")], None)]),
+        node(1, "a", vec![]),
+        node(2, "b", vec![existing("default", "s2", &[("security", "S2")], None)]),
+        node(3, "c", vec![existing("other", "s1-elsewhere", &[("security", "S1")], None)]),
+    ]);
+    let (incoming, affinity) = pod(&[], S1_AFFINITY);
+    let got = verdicts(&incoming, &affinity, &nodes);
+    let ok = |n: &str| (n.to_owned(), Code::Success, vec![]);
+    let refused = |n: &str| (n.to_owned(), Code::UnschedulableAndUnresolvable, vec![AFFINITY_REASON.to_owned()]);
+    assert_eq!(got, [ok("n0"), ok("n1"), refused("n2"), refused("n3")], "a pod in another namespace does not count");
+    let plugin = InterPodAffinity { hard_pod_affinity_weight: 1 };
+    let state = plugin.score_state(&incoming, &affinity, &nodes, &Namespaces::default());
+    let mut scores: Vec<i64> = [0, 1, 2, 3].iter().filter_map(|&id| nodes.get(id)).map(|n| score(&state, n)).collect();
+    assert_eq!(scores, [0, 0, -100, 0], "the preferred anti-affinity to S2 scores zone b down");
+    normalize(&mut scores);
+    assert_eq!(scores, [100, 100, 0, 100]);
+}
+
+#[test]
+fn a_pod_matching_its_own_affinity_may_start_the_first_domain() {
+    let affinity = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "store"}}, "topologyKey": "kubernetes.io/hostname"}]}}"#;
+    let nodes = Nodes::from_nodes([node(0, "a", vec![]), node(1, "a", vec![])]);
+    let (incoming, parsed) = pod(&[("app", "store")], affinity);
+    assert!(verdicts(&incoming, &parsed, &nodes).iter().all(|v| v.1 == Code::Success));
+    let (other, parsed) = pod(&[("app", "web")], affinity);
+    assert!(verdicts(&other, &parsed, &nodes).iter().all(|v| v.1 == Code::UnschedulableAndUnresolvable));
+}
+
+const REDIS_ANTI: &str = r#"{"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+    {"labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["store"]}]},
+     "topologyKey": "kubernetes.io/hostname"}]}}"#;
+
+#[test]
+fn anti_affinity_spreads_replicas_one_per_node_both_ways() {
+    let nodes = Nodes::from_nodes([
+        node(0, "a", vec![existing("default", "redis-1", &[("app", "store")], Some(REDIS_ANTI))]),
+        node(1, "a", vec![existing("default", "web-1", &[("app", "web-store")], None)]),
+        node(2, "b", vec![]),
+    ]);
+    let (redis, parsed) = pod(&[("app", "store")], REDIS_ANTI);
+    let got = verdicts(&redis, &parsed, &nodes);
+    assert_eq!(got[0], ("n0".to_owned(), Code::Unschedulable, vec![ANTI_AFFINITY_REASON.to_owned()]));
+    assert_eq!((got[1].1, got[2].1), (Code::Success, Code::Success));
+    // A pod without terms is still refused by the existing pod's anti-affinity (symmetry).
+    let (plain, parsed) = pod(&[("app", "store")], "{}");
+    let got = verdicts(&plain, &parsed, &nodes);
+    assert_eq!(got[0], ("n0".to_owned(), Code::Unschedulable, vec![EXISTING_ANTI_AFFINITY_REASON.to_owned()]));
+    let (unrelated, parsed) = pod(&[("app", "other")], "{}");
+    assert!(verdicts(&unrelated, &parsed, &nodes).iter().all(|v| v.1 == Code::Success));
+}
+
+struct Labelled;
+
+impl host::HostView for Labelled {
+    fn namespace_labels(&self, name: &str) -> Option<Vec<Label>> {
+        Some(if name == "team-a" { labels(&[("team", "a")]) } else { Vec::new() })
+    }
+    fn disruption_budgets(&self, _: &str) -> Vec<capstan_plugin_sdk::scheduler::DisruptionBudget> {
+        Vec::new()
+    }
+    fn workload_selectors(&self, _: &str, _: &[Label]) -> Vec<String> {
+        Vec::new()
+    }
+    fn fits_without(&self, _: u32, _: &[String]) -> Result<(), Vec<String>> {
+        Ok(())
+    }
+}
+
+#[test]
+fn namespaces_and_namespace_selectors_widen_the_term() {
+    host::set_native(Some(Rc::new(Labelled)));
+    let by_list = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"db": "x"}}, "namespaces": ["team-b"], "topologyKey": "kubernetes.io/hostname"}]}}"#;
+    let by_selector = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"db": "x"}}, "namespaceSelector": {"matchLabels": {"team": "a"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}"#;
+    let every = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"db": "x"}}, "namespaceSelector": {}, "topologyKey": "kubernetes.io/hostname"}]}}"#;
+    let nodes = Nodes::from_nodes([
+        node(0, "a", vec![existing("team-a", "db-a", &[("db", "x")], None)]),
+        node(1, "a", vec![existing("team-b", "db-b", &[("db", "x")], None)]),
+        node(2, "a", vec![existing("default", "db", &[("db", "y")], None)]),
+    ]);
+    let cases = [(by_list, [false, true, false]), (by_selector, [true, false, false]), (every, [true, true, false])];
+    for (affinity, expected) in cases {
+        let (incoming, parsed) = pod(&[], affinity);
+        let got: Vec<bool> = verdicts(&incoming, &parsed, &nodes).iter().map(|v| v.1 == Code::Success).collect();
+        assert_eq!(got, expected, "{affinity}");
+    }
+    host::set_native(None);
+}
+
+#[test]
+fn existing_pods_required_affinity_scores_at_the_hard_weight() {
+    let wants_web = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}"#;
+    let nodes = Nodes::from_nodes([
+        node(0, "a", vec![existing("default", "cache", &[("app", "cache")], Some(wants_web))]),
+        node(1, "b", vec![]),
+    ]);
+    let (web, parsed) = pod(&[("app", "web")], "{}");
+    let plugin = InterPodAffinity { hard_pod_affinity_weight: 5 };
+    let state = plugin.score_state(&web, &parsed, &nodes, &Namespaces::default());
+    let scores: Vec<i64> = [0, 1].iter().filter_map(|&id| nodes.get(id)).map(|n| score(&state, n)).collect();
+    assert_eq!(scores, [5, 0]);
+}

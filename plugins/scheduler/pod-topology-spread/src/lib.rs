@@ -1,0 +1,454 @@
+//! PodTopologySpread (PreFilter, Filter, PreScore, Score, NormalizeScore): spreads matching pods
+//! over topology domains as Kubernetes docs, "Pod Topology Spread Constraints", describe.
+//!
+//! - `whenUnsatisfiable: DoNotSchedule` constraints filter: placing the pod in a node's domain
+//!   must not make that domain's count of matching pods exceed the smallest domain's by more
+//!   than `maxSkew` (the smallest counts as 0 while there are fewer domains than `minDomains`);
+//!   a node without the topology key is refused.
+//! - `ScheduleAnyway` constraints score: fewer matching pods in the domain scores higher.
+//! - `labelSelector` picks the pods counted (in the pod's namespace, terminating pods aside),
+//!   narrowed by `matchLabelKeys`; `nodeAffinityPolicy` (default Honor) and `nodeTaintsPolicy`
+//!   (default Ignore) decide which nodes' pods count.
+//! - A pod without constraints gets the system defaults (`zone` maxSkew 5 and `hostname` maxSkew
+//!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
+//!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
+
+use std::collections::BTreeMap;
+
+use capstan_plugin_sdk::scheduler::node_affinity::Required;
+use capstan_plugin_sdk::scheduler::selector::LabelSelector;
+use capstan_plugin_sdk::scheduler::state::{decode, encode};
+use capstan_plugin_sdk::scheduler::{
+    Code, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
+    TaintEffect, host,
+};
+use serde::{Deserialize, Serialize};
+
+/// Upstream's reason when placing the pod would exceed `maxSkew`.
+pub const SKEW_REASON: &str = "node(s) didn't match pod topology spread constraints";
+/// Upstream's reason when the node lacks a constraint's topology key.
+pub const MISSING_LABEL_REASON: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// A constraint as written in `spec.topologySpreadConstraints` (or the plugin's defaults).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpreadConstraint {
+    /// The largest allowed difference between domains.
+    pub max_skew: i32,
+    /// The node label whose values are the domains.
+    pub topology_key: String,
+    /// `DoNotSchedule` (filter) or `ScheduleAnyway` (score).
+    pub when_unsatisfiable: String,
+    /// Which pods count.
+    #[serde(default)]
+    pub label_selector: Option<LabelSelector>,
+    /// Pod label keys whose values (from the incoming pod) narrow the selector.
+    #[serde(default)]
+    pub match_label_keys: Vec<String>,
+    /// Below this many domains, the smallest domain counts as 0.
+    #[serde(default)]
+    pub min_domains: Option<i32>,
+    /// `Honor` (default) counts only nodes matching the pod's node selector and affinity.
+    #[serde(default)]
+    pub node_affinity_policy: Option<String>,
+    /// `Honor` counts only nodes whose taints the pod tolerates; `Ignore` (default) counts all.
+    #[serde(default)]
+    pub node_taints_policy: Option<String>,
+}
+
+/// A constraint ready to count with: its selector final.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Constraint {
+    /// `maxSkew`.
+    pub max_skew: i64,
+    /// `topologyKey`.
+    pub key: String,
+    /// The pods counted (a missing selector becomes one that never matches).
+    pub selector: Option<LabelSelector>,
+    /// `minDomains` (1 when unset).
+    pub min_domains: i64,
+    /// Count only nodes matching the pod's required node placement.
+    pub honor_affinity: bool,
+    /// Count only nodes whose `NoSchedule`/`NoExecute` taints the pod tolerates.
+    pub honor_taints: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct PodSpread {
+    #[serde(default)]
+    spec: SpecSpread,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct SpecSpread {
+    #[serde(default)]
+    topology_spread_constraints: Vec<SpreadConstraint>,
+}
+
+/// The plugin's arguments (`PodTopologySpreadArgs`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Args {
+    #[serde(default)]
+    default_constraints: Vec<SpreadConstraint>,
+    #[serde(default = "system")]
+    defaulting_type: String,
+}
+
+fn system() -> String {
+    "System".to_owned()
+}
+
+/// The system default constraints (upstream's `systemDefaultConstraints`).
+#[must_use]
+pub fn system_defaults() -> Vec<SpreadConstraint> {
+    let soft = |key: &str, max_skew| SpreadConstraint {
+        max_skew,
+        topology_key: key.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        ..SpreadConstraint::default()
+    };
+    vec![soft(ZONE, 5), soft(HOSTNAME, 3)]
+}
+
+/// The PodTopologySpread plugin.
+pub struct PodTopologySpread {
+    /// Constraints for pods that have none.
+    pub defaults: Vec<SpreadConstraint>,
+}
+
+impl SpreadConstraint {
+    fn prepare(&self, pod: &PodInfo, selector: Option<LabelSelector>) -> Constraint {
+        let mut selector = selector.or_else(|| self.label_selector.clone());
+        if let Some(selector) = selector.as_mut() {
+            for key in &self.match_label_keys {
+                if let Some(value) = pod.label(key) {
+                    selector.require(key, value);
+                }
+            }
+        }
+        Constraint {
+            max_skew: i64::from(self.max_skew.max(1)),
+            key: self.topology_key.clone(),
+            selector,
+            min_domains: i64::from(self.min_domains.unwrap_or(1).max(1)),
+            honor_affinity: self.node_affinity_policy.as_deref() != Some("Ignore"),
+            honor_taints: self.node_taints_policy.as_deref() == Some("Honor"),
+        }
+    }
+}
+
+/// The selector every workload selecting the pod agrees on, as upstream's `DefaultSelector`:
+/// the conjunction of their selectors; `None` when no workload selects the pod.
+#[must_use]
+pub fn workload_selector(pod: &PodInfo) -> Option<LabelSelector> {
+    let mut combined: Option<LabelSelector> = None;
+    for json in host::get().workload_selectors(&pod.namespace, &pod.labels) {
+        let Ok(selector) = LabelSelector::parse(&json) else { continue };
+        let into = combined.get_or_insert_with(LabelSelector::default);
+        into.match_labels.extend(selector.match_labels);
+        into.match_expressions.extend(selector.match_expressions);
+    }
+    combined.filter(|s| !s.is_empty())
+}
+
+impl PodTopologySpread {
+    /// The pod's constraints with `when` (`DoNotSchedule` or `ScheduleAnyway`), and whether they
+    /// are the pod's own (not defaults).
+    pub fn constraints(&self, pod: &PodInfo, when: &str) -> Result<(Vec<Constraint>, bool), Status> {
+        let parsed: PodSpread =
+            serde_json::from_str(&pod.object).map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?;
+        let own = parsed.spec.topology_spread_constraints;
+        if !own.is_empty() {
+            let picked = own.iter().filter(|c| c.when_unsatisfiable == when).map(|c| c.prepare(pod, None)).collect();
+            return Ok((picked, true));
+        }
+        if self.defaults.iter().all(|c| c.when_unsatisfiable != when) {
+            return Ok((Vec::new(), false));
+        }
+        let Some(selector) = workload_selector(pod) else { return Ok((Vec::new(), false)) };
+        let picked = self
+            .defaults
+            .iter()
+            .filter(|c| c.when_unsatisfiable == when)
+            .map(|c| c.prepare(pod, Some(selector.clone())))
+            .collect();
+        Ok((picked, false))
+    }
+}
+
+/// Whether `constraint` counts the pods of `node` for `pod`.
+fn counts_node(constraint: &Constraint, pod: &PodInfo, required: &Required, node: &NodeInfo) -> bool {
+    if constraint.honor_affinity && !required.matches(node) {
+        return false;
+    }
+    if constraint.honor_taints {
+        let untolerated = node.taints.iter().any(|t| {
+            matches!(t.effect, TaintEffect::NoSchedule | TaintEffect::NoExecute)
+                && !pod.tolerations.iter().any(|tol| tol.tolerates(t))
+        });
+        if untolerated {
+            return false;
+        }
+    }
+    true
+}
+
+/// Pods on `node` in `namespace`, not terminating, that `selector` selects.
+#[must_use]
+pub fn matching_pods(node: &NodeInfo, selector: Option<&LabelSelector>, namespace: &str) -> i64 {
+    let Some(selector) = selector else { return 0 };
+    node.pods.iter().filter(|p| !p.terminating && p.namespace == namespace && selector.matches(&p.labels)).count()
+        as i64
+}
+
+fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
+    constraints.iter().all(|c| node.label(&c.key).is_some())
+}
+
+/// One constraint's counts for Filter: matching pods per domain.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Counted {
+    /// The constraint.
+    pub constraint: Constraint,
+    /// Domain value → matching pods.
+    pub counts: BTreeMap<String, i64>,
+    /// Whether the incoming pod matches the selector itself.
+    pub self_match: bool,
+}
+
+/// PreFilter's counting for the hard constraints over every node.
+#[must_use]
+pub fn filter_counts(pod: &PodInfo, constraints: Vec<Constraint>, required: &Required, nodes: &Nodes) -> Vec<Counted> {
+    let mut counted: Vec<Counted> = constraints
+        .into_iter()
+        .map(|c| Counted {
+            self_match: c.selector.as_ref().is_some_and(|s| s.matches(&pod.labels)),
+            constraint: c,
+            counts: BTreeMap::new(),
+        })
+        .collect();
+    let all: Vec<Constraint> = counted.iter().map(|c| c.constraint.clone()).collect();
+    for node in nodes.iter() {
+        if !has_all_keys(node, &all) {
+            continue;
+        }
+        for entry in &mut counted {
+            let c = &entry.constraint;
+            if !counts_node(c, pod, required, node) {
+                continue;
+            }
+            let Some(value) = node.label(&c.key) else { continue };
+            *entry.counts.entry(value.to_owned()).or_default() +=
+                matching_pods(node, c.selector.as_ref(), &pod.namespace);
+        }
+    }
+    counted
+}
+
+/// Filter on one node.
+#[must_use]
+pub fn filter(counted: &[Counted], node: &NodeInfo) -> Status {
+    for entry in counted {
+        let c = &entry.constraint;
+        let Some(value) = node.label(&c.key) else { return Status::unresolvable(MISSING_LABEL_REASON) };
+        let domains = entry.counts.len() as i64;
+        let min = if domains < c.min_domains { 0 } else { entry.counts.values().copied().min().unwrap_or(0) };
+        let here = entry.counts.get(value).copied().unwrap_or(0);
+        if here + i64::from(entry.self_match) - min > c.max_skew {
+            return Status::unschedulable(SKEW_REASON);
+        }
+    }
+    Status::success()
+}
+
+/// What PreScore leaves for Score.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ScoreState {
+    /// The soft constraints.
+    pub constraints: Vec<Constraint>,
+    /// Per constraint (hostname aside): domain value → matching pods.
+    pub counts: Vec<BTreeMap<String, i64>>,
+    /// Per constraint: `ln(domains + 2)`.
+    pub weights: Vec<f64>,
+    /// Feasible nodes lacking a topology key of the pod's own constraints: scored 0.
+    pub ignored: Vec<NodeId>,
+    /// The incoming pod's namespace.
+    pub namespace: String,
+}
+
+/// PreScore over the feasible `nodes`, counting pods over `all`.
+#[must_use]
+pub fn score_state(
+    pod: &PodInfo,
+    constraints: Vec<Constraint>,
+    require_all: bool,
+    required: &Required,
+    nodes: &[&NodeInfo],
+    all: &Nodes,
+) -> ScoreState {
+    let mut counts = vec![BTreeMap::new(); constraints.len()];
+    let mut ignored = Vec::new();
+    for node in nodes {
+        if require_all && !has_all_keys(node, &constraints) {
+            ignored.push(node.id);
+            continue;
+        }
+        for (i, c) in constraints.iter().enumerate() {
+            if c.key == HOSTNAME {
+                continue;
+            }
+            if let Some(value) = node.label(&c.key) {
+                counts[i].entry(value.to_owned()).or_insert(0i64);
+            }
+        }
+    }
+    let weights = constraints
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let size = if c.key == HOSTNAME { nodes.len() - ignored.len() } else { counts[i].len() };
+            ((size + 2) as f64).ln()
+        })
+        .collect();
+    for node in all.iter() {
+        if require_all && !has_all_keys(node, &constraints) {
+            continue;
+        }
+        for (i, c) in constraints.iter().enumerate() {
+            if !counts_node(c, pod, required, node) {
+                continue;
+            }
+            let Some(count) = node.label(&c.key).and_then(|v| counts[i].get_mut(v)) else { continue };
+            *count += matching_pods(node, c.selector.as_ref(), &pod.namespace);
+        }
+    }
+    ScoreState { constraints, counts, weights, ignored, namespace: pod.namespace.clone() }
+}
+
+/// Score on one node: matching pods in its domains, weighted; −1 marks an ignored node.
+#[must_use]
+pub fn score(state: &ScoreState, node: &NodeInfo) -> i64 {
+    if state.ignored.contains(&node.id) {
+        return -1;
+    }
+    let mut total = 0.0;
+    for (i, c) in state.constraints.iter().enumerate() {
+        let Some(value) = node.label(&c.key) else { continue };
+        let count = if c.key == HOSTNAME {
+            matching_pods(node, c.selector.as_ref(), &state.namespace)
+        } else {
+            state.counts[i].get(value).copied().unwrap_or(0)
+        };
+        total += count as f64 * state.weights[i] + (c.max_skew - 1) as f64;
+    }
+    total.round() as i64
+}
+
+/// Upstream's normalisation: fewer matching pods scores higher; ignored nodes (−1) score 0.
+pub fn normalize(scores: &mut [i64]) {
+    let kept = || scores.iter().copied().filter(|s| *s >= 0);
+    let min = kept().min().unwrap_or(0);
+    let max = kept().max().unwrap_or(0);
+    for score in scores.iter_mut() {
+        *score = if *score < 0 {
+            0
+        } else if max == 0 {
+            MAX_NODE_SCORE
+        } else {
+            MAX_NODE_SCORE * (max + min - *score) / max
+        };
+    }
+}
+
+/// The plugin's cycle data.
+#[derive(Default)]
+pub struct Cycle {
+    /// PreFilter's counts.
+    pub filter: Vec<Counted>,
+    /// PreScore's counts.
+    pub score: ScoreState,
+}
+
+impl SchedulerPlugin for PodTopologySpread {
+    type Cycle = Cycle;
+
+    fn configure(config: &str) -> Result<Self, String> {
+        let args: Args = capstan_plugin_sdk::scheduler::parse_config(config)?;
+        let defaults = match args.defaulting_type.as_str() {
+            "System" => system_defaults(),
+            "List" => args.default_constraints,
+            other => return Err(format!("defaultingType must be System or List, not {other}")),
+        };
+        if defaults.iter().any(|c| c.label_selector.is_some()) {
+            return Err("defaultConstraints may not set labelSelector".to_owned());
+        }
+        Ok(Self { defaults })
+    }
+
+    fn cycle(&self, _pod: &PodInfo, state: &[u8]) -> Result<Cycle, Status> {
+        Ok(match state.split_first().map(|(tag, _)| *tag) {
+            Some(b'f') => Cycle { filter: decode(state)?.map(|(_, v)| v).unwrap_or_default(), ..Cycle::default() },
+            Some(_) => Cycle { score: decode(state)?.map(|(_, v)| v).unwrap_or_default(), ..Cycle::default() },
+            None => Cycle::default(),
+        })
+    }
+
+    fn extension_points(&self) -> ExtensionPoints {
+        ExtensionPoints::PRE_FILTER
+            | ExtensionPoints::FILTER
+            | ExtensionPoints::PRE_SCORE
+            | ExtensionPoints::SCORE
+            | ExtensionPoints::NORMALIZE_SCORE
+    }
+
+    fn pre_filter(&self, pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
+        let failed = |status| PreFilterResult { status, nodes: None, state: Vec::new() };
+        let constraints = match self.constraints(pod, "DoNotSchedule") {
+            Ok((constraints, _)) if constraints.is_empty() => {
+                return failed(Status::new(Code::Skip, Vec::new()));
+            }
+            Ok((constraints, _)) => constraints,
+            Err(status) => return failed(status),
+        };
+        let required = match Required::of(pod) {
+            Ok(required) => required,
+            Err(e) => return failed(Status::error(e)),
+        };
+        match encode(b'f', &filter_counts(pod, constraints, &required, nodes)) {
+            Ok(state) => PreFilterResult { status: Status::success(), nodes: None, state },
+            Err(status) => failed(status),
+        }
+    }
+
+    fn filter(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Status {
+        filter(&cycle.filter, node)
+    }
+
+    fn pre_score(&self, pod: &PodInfo, _cycle: &Cycle, nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
+        let (constraints, own) = self.constraints(pod, "ScheduleAnyway")?;
+        if constraints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let required = Required::of(pod).map_err(Status::error)?;
+        encode(b's', &score_state(pod, constraints, own, &required, nodes, all))
+    }
+
+    fn score(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Result<i64, Status> {
+        Ok(score(&cycle.score, node))
+    }
+
+    fn normalize_score(&self, _pod: &PodInfo, _cycle: &Cycle, scores: &mut [i64]) -> Result<(), Status> {
+        normalize(scores);
+        Ok(())
+    }
+}
+
+capstan_plugin_sdk::scheduler_plugin!(PodTopologySpread);
+
+#[cfg(test)]
+mod tests;
