@@ -146,6 +146,15 @@ fn from_a_fresh_cluster_to_a_rolling_update_with_every_plugin_in_wasm() {
     }
     let listing = kubectl(&server, &["exec", "deploy/web", "--", "ls", "/www"]);
     assert_eq!(listing.trim(), "index.html");
+    // The service-account volume the admission policy added, filled by the node: a token bound
+    // to the pod, the cluster CA and the namespace.
+    let account = "/var/run/secrets/kubernetes.io/serviceaccount";
+    let token = kubectl(&server, &["exec", "deploy/web", "--", "cat", &format!("{account}/token")]);
+    assert_eq!(token.split('.').count(), 3, "a JWT in the token file: {token}");
+    let namespace = kubectl(&server, &["exec", "deploy/web", "--", "cat", &format!("{account}/namespace")]);
+    assert_eq!(namespace, "default");
+    let ca = kubectl(&server, &["exec", "deploy/web", "--", "cat", &format!("{account}/ca.crt")]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
 
     // 4. Scale, then a rolling update to the second tag within maxUnavailable 1, and undo.
     kubectl(&server, &["scale", "deploy/web", "--replicas=5"]);

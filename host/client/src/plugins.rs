@@ -169,6 +169,19 @@ impl StatusWriter {
     }
 }
 
+/// The status to write for Plugin `name` after applying it: loaded with the digest now serving,
+/// or failed with why (logged).
+#[must_use]
+pub fn status_after(name: &str, applied: &Result<String, String>) -> Value {
+    match applied {
+        Ok(digest) => loaded_status(digest),
+        Err(message) => {
+            tracing::warn!(plugin = %name, error = %message, "Plugin not applied; the previous version, if any, serves");
+            failed_status(message)
+        }
+    }
+}
+
 /// The status of a plugin serving the component with `digest` since now.
 #[must_use]
 pub fn loaded_status(digest: &str) -> Value {

@@ -45,14 +45,8 @@ impl Context {
         match change {
             PluginChange::Applied(plugin) => {
                 let name = plugin.metadata.name.clone().unwrap_or_default();
-                let status = match self.apply(&name, &plugin).await {
-                    Ok(digest) => shared::loaded_status(&digest),
-                    Err(message) => {
-                        tracing::warn!(controller = %name, error = %message, "controller Plugin not applied");
-                        shared::failed_status(&message)
-                    }
-                };
-                self.status.write(&name, status).await;
+                let applied = self.apply(&name, &plugin).await;
+                self.status.write(&name, shared::status_after(&name, &applied)).await;
             }
             PluginChange::Removed(name) => {
                 if self.manager.stop(&name) {

@@ -154,10 +154,11 @@ impl Sources {
         }))
     }
 
-    /// A token for the pod's service account, bound to the pod (a TokenRequest, as the kubelet
+    /// A token for the pod's service account, bound to the pod (a `TokenRequest`, as the kubelet
     /// makes for projected `serviceAccountToken` sources).
     async fn token(&self, pod: &Pod, projection: &ServiceAccountTokenProjection) -> Result<Vec<u8>, NodeError> {
-        let account = pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+        let account =
+            pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: projection.audience.iter().filter(|a| !a.is_empty()).cloned().collect(),

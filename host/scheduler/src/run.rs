@@ -3,12 +3,12 @@
 //! asynchronously so the next cycle does not wait.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use capstan_api::plugin::{Plugin, PluginKind};
+use capstan_client::plugins::{self, PluginChange, StatusWriter};
 use capstan_wasm::scheduler::{ExtensionPoints, PodInfo, SchedulerWorld};
 use capstan_wasm::{Limits, PluginSpec, Runtime};
 use futures::StreamExt;
@@ -20,13 +20,13 @@ use serde_json::json;
 
 use crate::cache::Cache;
 use crate::cluster::ClusterView;
-use crate::config::{ComponentRef, DEFAULT_SCHEDULER_NAME, PluginRef, SchedulerConfig};
+use crate::config::{ComponentRef, DEFAULT_PLUGINS, DEFAULT_SCHEDULER_NAME, PluginRef, SchedulerConfig};
 use crate::framework::{CycleError, Preemption, Profile, ProfilePlugin, Profiles};
 use crate::pod;
 use crate::queue::SchedulingQueue;
 
 /// Reads the bytes of a component shipped with Capstan, by crate name.
-pub type BuiltinComponents = Arc<dyn Fn(&str) -> Result<Vec<u8>, String> + Send + Sync>;
+pub use capstan_client::plugins::BuiltinComponents;
 
 /// Why the scheduler could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,6 @@ struct Overlay {
     profile: String,
     weight: i64,
     plugin: ProfilePlugin,
-    path: PathBuf,
     config: String,
     timeout: Duration,
 }
@@ -85,9 +84,10 @@ struct Shared {
     stop: AtomicBool,
     base: Vec<Profile>,
     overlays: Mutex<BTreeMap<String, Overlay>>,
-    /// The status last written per Plugin object (without its timestamp), so a status write
-    /// that comes back through the watch is not written again.
-    written: Mutex<BTreeMap<String, String>>,
+    /// Writes the Plugin objects' status.
+    status: StatusWriter,
+    /// Reads the components Capstan ships.
+    builtin: BuiltinComponents,
     profiles: RwLock<Profiles>,
     tokio: tokio::runtime::Handle,
 }
@@ -105,13 +105,14 @@ impl Scheduler {
         builtin: BuiltinComponents,
     ) -> Result<Started, SchedulerError> {
         let loader = runtime.clone();
-        let base =
-            tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &builtin)).await.map_err(|e| {
-                SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
-            })??;
+        let components = builtin.clone();
+        let base = tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &components)).await.map_err(
+            |e| SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() },
+        )??;
         let (cluster, mut tasks) = ClusterView::start(&client);
         let mut cache = Cache::default();
         cache.nodes_mut().set_host(cluster);
+        let status = StatusWriter::new(client.clone());
         let shared = Arc::new(Shared {
             client,
             runtime,
@@ -121,7 +122,8 @@ impl Scheduler {
             profiles: RwLock::new(base.iter().map(|p| (p.scheduler_name.clone(), Arc::new(p.clone()))).collect()),
             base,
             overlays: Mutex::new(BTreeMap::new()),
-            written: Mutex::new(BTreeMap::new()),
+            status,
+            builtin,
             tokio: tokio::runtime::Handle::current(),
         });
         tasks.extend([
@@ -171,6 +173,19 @@ fn load_plugin(runtime: &Runtime, plugin: &PluginRef, builtin: &BuiltinComponent
     let spec = PluginSpec::new(&plugin.name).with_config(plugin.args.to_string());
     let handle = runtime.load::<SchedulerWorld>(spec, &bytes).map_err(|e| e.to_string())?;
     ProfilePlugin::new(&plugin.name, handle, plugin.weight).map_err(|e| e.to_string())
+}
+
+/// The Plugin objects (name, `spec`) of the default profile's shipped plugins, named after
+/// their components (`node-resources-fit`).
+fn builtin_plugin_objects() -> Vec<(String, serde_json::Value)> {
+    DEFAULT_PLUGINS
+        .iter()
+        .map(|(_, component, weight)| {
+            let spec = json!({"kind": "scheduler", "component": {"builtin": component},
+                              "scheduler": {"weight": weight}});
+            ((*component).to_owned(), spec)
+        })
+        .collect()
 }
 
 impl Shared {
@@ -516,83 +531,91 @@ impl Shared {
     }
 
     async fn watch_plugins(self: Arc<Self>) {
-        let api: Api<Plugin> = Api::all(self.client.clone());
-        let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
-        while let Some(event) = stream.next().await {
-            let event = match event {
-                Ok(event) => event,
-                Err(e) => {
-                    tracing::debug!(error = %e, "scheduler: Plugin watch failed; retrying");
-                    continue;
-                }
-            };
-            match event {
-                watcher::Event::InitApply(plugin) | watcher::Event::Apply(plugin) => {
-                    let this = Arc::clone(&self);
-                    let outcome = tokio::task::spawn_blocking(move || this.apply_plugin(&plugin)).await;
-                    match outcome {
-                        Ok(Some((name, status))) => self.write_plugin_status(&name, status).await,
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "loading a scheduler plugin panicked"),
-                    }
-                }
-                watcher::Event::Delete(plugin) => {
-                    let name = plugin.metadata.name.unwrap_or_default();
-                    if self.overlays.lock().unwrap_or_else(PoisonError::into_inner).remove(&name).is_some() {
-                        tracing::info!(plugin = %name, "scheduler plugin unloaded");
-                        self.rebuild_profiles();
-                    }
-                }
-                watcher::Event::Init | watcher::Event::InitDone => {}
-            }
+        let plugins = builtin_plugin_objects();
+        if let Err(e) = plugins::ensure_builtin_plugins(&self.client, &plugins).await {
+            tracing::warn!(error = %e, "cannot create the default scheduler plugins' Plugin objects");
         }
+        let this = Arc::clone(&self);
+        plugins::watch_plugins(self.client.clone(), PluginKind::Scheduler, move |change| {
+            let this = Arc::clone(&this);
+            async move {
+                match change {
+                    PluginChange::Applied(plugin) => {
+                        let name = plugin.metadata.name.clone().unwrap_or_default();
+                        let applied = this.apply_plugin(&plugin).await;
+                        this.status.write(&name, plugins::status_after(&name, &applied)).await;
+                    }
+                    PluginChange::Removed(name) => {
+                        if this.overlays.lock().unwrap_or_else(PoisonError::into_inner).remove(&name).is_some() {
+                            tracing::info!(plugin = %name, "scheduler plugin unloaded");
+                            this.rebuild_profiles();
+                        }
+                        this.status.forget(&name);
+                    }
+                }
+            }
+        })
+        .await;
     }
 
-    /// Loads, reloads or drops the plugin of one Plugin object; returns the status to write.
-    fn apply_plugin(&self, plugin: &Plugin) -> Option<(String, serde_json::Value)> {
+    /// Loads, reloads or drops the plugin of one Plugin object; returns the digest serving.
+    /// A Plugin named after a default plugin's component (`node-resources-fit`) stands for that
+    /// plugin: left as shipped it changes nothing; given another component or configuration it
+    /// replaces it in the profile.
+    async fn apply_plugin(self: &Arc<Self>, plugin: &Plugin) -> Result<String, String> {
         let name = plugin.metadata.name.clone().unwrap_or_default();
-        if plugin.spec.kind != PluginKind::Scheduler || plugin.metadata.deletion_timestamp.is_some() {
+        let settings = plugin.spec.scheduler.clone().unwrap_or_default();
+        let config =
+            plugin.spec.config.as_ref().filter(|c| !c.is_null()).map_or_else(|| "{}".to_owned(), ToString::to_string);
+        let profile = settings.profile.unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
+        let shipped = DEFAULT_PLUGINS.iter().find(|(_, component, _)| *component == name);
+        if let Some((profile_name, component, weight)) = shipped
+            && plugin.spec.component.builtin.as_deref() == Some(*component)
+            && config == "{}"
+            && profile == DEFAULT_SCHEDULER_NAME
+            && settings.weight.unwrap_or(*weight) == *weight
+            && settings.timeout_milliseconds.is_none()
+        {
             if self.overlays.lock().unwrap_or_else(PoisonError::into_inner).remove(&name).is_some() {
                 self.rebuild_profiles();
             }
-            return None;
+            return self.base_digest(profile_name).ok_or_else(|| format!("the default profile has no {profile_name}"));
         }
-        let settings = plugin.spec.scheduler.clone().unwrap_or_default();
-        let path = PathBuf::from(&plugin.spec.component.path);
-        let config = plugin.spec.config.as_ref().map_or_else(|| "{}".to_owned(), serde_json::Value::to_string);
+        let bytes = plugins::component_bytes(&self.client, &plugin.spec.component, &self.builtin).await?;
         let timeout = Duration::from_millis(settings.timeout_milliseconds.unwrap_or(1000));
-        let profile = settings.profile.unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
-        let weight = settings.weight.unwrap_or(1);
-        let result = std::fs::read(&path)
-            .map_err(|e| format!("cannot read component {}: {e}", path.display()))
-            .and_then(|bytes| self.load_overlay(&name, &bytes, &path, &config, timeout, &profile, weight));
-        let status = match result {
-            Ok(digest) => {
-                self.rebuild_profiles();
-                json!({"state": "Loaded", "digest": digest, "lastError": null,
-                       "loadedAt": k8s_openapi::jiff::Timestamp::now().to_string()})
-            }
-            Err(message) => {
-                tracing::warn!(plugin = %name, error = %message, "scheduler plugin load refused");
-                json!({"state": "Failed", "lastError": message})
-            }
-        };
-        Some((name, status))
+        let weight = settings.weight.or(shipped.map(|(_, _, w)| *w)).unwrap_or(1);
+        let replaces = shipped.map_or_else(|| name.clone(), |(profile_name, _, _)| (*profile_name).to_owned());
+        let this = Arc::clone(self);
+        let digest = tokio::task::spawn_blocking(move || {
+            this.load_overlay(&replaces, &name, &bytes, &config, timeout, &profile, weight)
+        })
+        .await
+        .map_err(|e| format!("loading the plugin failed: {e}"))??;
+        self.rebuild_profiles();
+        Ok(digest)
     }
 
+    /// The digest of the default profile's plugin `name`.
+    fn base_digest(&self, name: &str) -> Option<String> {
+        let base = self.base.iter().find(|p| p.scheduler_name == DEFAULT_SCHEDULER_NAME)?;
+        base.plugins.iter().find(|p| p.name == name).map(|p| p.handle.status().version.digest.to_string())
+    }
+
+    /// Loads (or reloads) the overlay of Plugin `object`, which takes the place of the profile's
+    /// plugin `name`.
     #[allow(clippy::too_many_arguments, reason = "the fields of one Plugin object, read once")]
     fn load_overlay(
         &self,
         name: &str,
+        object: &str,
         bytes: &[u8],
-        path: &std::path::Path,
         config: &str,
         timeout: Duration,
         profile: &str,
         weight: i64,
     ) -> Result<String, String> {
         let mut overlays = self.overlays.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(current) = overlays.get_mut(name)
+        if let Some(current) = overlays.get_mut(object)
             && current.config == config
             && current.timeout == timeout
         {
@@ -606,7 +629,6 @@ impl Shared {
             profile.clone_into(&mut current.profile);
             current.weight = weight;
             current.plugin.weight = weight;
-            path.clone_into(&mut current.path);
             return Ok(digest.to_string());
         }
         let limits = Limits { deadline: timeout, ..Limits::default() };
@@ -614,15 +636,8 @@ impl Shared {
         let handle = self.runtime.load::<SchedulerWorld>(spec, bytes).map_err(|e| e.to_string())?;
         let plugin = ProfilePlugin::new(name, handle, weight).map_err(|e| e.to_string())?;
         let digest = plugin.handle.status().version.digest.to_string();
-        let overlay = Overlay {
-            profile: profile.to_owned(),
-            weight,
-            plugin,
-            path: path.to_owned(),
-            config: config.to_owned(),
-            timeout,
-        };
-        overlays.insert(name.to_owned(), overlay);
+        let overlay = Overlay { profile: profile.to_owned(), weight, plugin, config: config.to_owned(), timeout };
+        overlays.insert(object.to_owned(), overlay);
         tracing::info!(plugin = %name, profile, "scheduler plugin loaded");
         Ok(digest)
     }
@@ -654,25 +669,5 @@ impl Shared {
         state.queue.move_all_to_active_or_backoff(Instant::now());
         drop(state);
         self.wake.notify_all();
-    }
-
-    async fn write_plugin_status(&self, name: &str, status: serde_json::Value) {
-        let mut fingerprint = status.clone();
-        if let Some(map) = fingerprint.as_object_mut() {
-            map.remove("loadedAt");
-        }
-        let fingerprint = fingerprint.to_string();
-        {
-            let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
-            if written.get(name) == Some(&fingerprint) {
-                return;
-            }
-            written.insert(name.to_owned(), fingerprint);
-        }
-        let api: Api<Plugin> = Api::all(self.client.clone());
-        let patch = json!({"status": status});
-        if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await {
-            tracing::debug!(plugin = name, error = %e, "cannot write the Plugin status");
-        }
     }
 }
