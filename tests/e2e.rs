@@ -250,7 +250,19 @@ spec:
     // 8. Ctrl-C and start again: everything is still there, and no pod was restarted.
     let running = containers(&server);
     let dir = server.interrupt().unwrap_or_else(|| panic!("the server had no directory"));
+    let restarted = Instant::now();
     let server = NodeServer::new(start_node(Some(dir), NODE, OCTET));
+    // The stopped server gave its controller-manager Lease up, so the new one leads at once
+    // rather than after the Lease's 15 s.
+    let identity = format!("{}-", server.pid());
+    eventually(&server, Duration::from_secs(30), "the restarted server leading", || {
+        let lease = ["get", "lease", "-n", "kube-system", "capstan-controller-manager"];
+        let holder = kubectl(&server, &[&lease[..], &["-o", "jsonpath={.spec.holderIdentity}"]].concat());
+        holder.starts_with(&identity).then_some(())
+    });
+    let took = restarted.elapsed();
+    println!("the restarted server leads the controllers {took:?} after the restart began");
+    assert!(took < Duration::from_secs(10), "the old Lease was not released: leading took {took:?}");
     loaded(&server, "default-team");
     loaded(&server, "require-node-label");
     ready_pods(&server, 8);

@@ -256,7 +256,7 @@ async fn start_controllers(
     data_dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     components: &Components,
-) -> anyhow::Result<capstan_controllers::ControllerManager> {
+) -> anyhow::Result<capstan_controllers::Elected> {
     let client = capstan_client::from_kubeconfig(kubeconfig).await.context("cannot build the controllers' client")?;
     let identity = format!("{}-{}", std::process::id(), data_dir.display());
     let builtin = components.reader();
@@ -328,7 +328,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         ..capstan_wasm::RuntimeConfig::default()
     })
     .context("cannot start the plugin runtime")?;
-    let _controllers = if args.controllers {
+    let controllers = if args.controllers {
         Some(start_controllers(runtime.clone(), &args.data_dir, &running.kubeconfig, &components).await?)
     } else {
         None
@@ -347,8 +347,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         None
     };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
+        _ = terminate.recv() => {}
         ended = running.task => ended.context("the API server stopped")?,
     }
     compactor.abort();
@@ -357,6 +360,10 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     }
     if let Some(scheduler) = scheduler {
         scheduler.stop();
+    }
+    if let Some(controllers) = controllers {
+        // A restarted server leads again at once instead of waiting out the Lease.
+        controllers.shutdown().await;
     }
     tracing::info!("stopping");
     Ok(())

@@ -2,9 +2,12 @@
 //! election. Each is a component built from `plugins/controllers/`, found by its crate name,
 //! and enabled by a Plugin object of its name that the leader creates when it is missing.
 
+use std::time::Duration;
+
 use capstan_client::plugins::BuiltinComponents;
 use capstan_wasm::Runtime;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use crate::leader::LeaderElection;
 use crate::manager::ControllerManager;
@@ -161,11 +164,34 @@ pub fn default_plugins(root_ca: Option<&str>) -> Vec<(String, Value)> {
         .collect()
 }
 
+/// The controller manager of a server, campaigning for its Lease. [`Elected::shutdown`] stops
+/// its controllers and gives the Lease up, so that a restarted server leads again at once.
+pub struct Elected {
+    manager: ControllerManager,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Elected {
+    /// The manager.
+    #[must_use]
+    pub fn manager(&self) -> &ControllerManager {
+        &self.manager
+    }
+
+    /// Stops the controllers, then releases the Lease (waiting at most five seconds).
+    pub async fn shutdown(self) {
+        self.stop.send_replace(true);
+        if tokio::time::timeout(Duration::from_secs(5), self.task).await.is_err() {
+            tracing::warn!("the controller manager did not release its Lease within 5 s");
+        }
+    }
+}
+
 /// Runs the controllers Plugin objects of kind `controller` ask for whenever this process holds
 /// the controller manager's Lease (as `identity`), stopping them when it loses it. On winning
 /// the Lease it first creates those of `plugins` (name, `spec`) that are missing. `builtin`
-/// reads the components Capstan ships. Returns the manager; the campaign runs in the
-/// background for the life of the process.
+/// reads the components Capstan ships.
 #[must_use]
 pub fn run_elected(
     runtime: Runtime,
@@ -173,27 +199,39 @@ pub fn run_elected(
     builtin: BuiltinComponents,
     plugins: Vec<(String, Value)>,
     identity: String,
-) -> ControllerManager {
+) -> Elected {
     let manager = ControllerManager::new(runtime, client.clone());
-    let mut leading = LeaderElection::controller_manager(identity).run(client.clone());
+    let (stop, mut stopping) = watch::channel(false);
+    let (election_stop, election_stopping) = watch::channel(false);
+    let (mut leading, election) = LeaderElection::controller_manager(identity).run(client.clone(), election_stopping);
     let running = manager.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
+        let mut driver: Option<tokio::task::JoinHandle<()>> = None;
         loop {
-            if leading.wait_for(|l| *l).await.is_err() {
-                return;
+            // Wait to win the Lease (no controllers running) or to lose it (running), or to stop.
+            let want = driver.is_none();
+            let stopped = tokio::select! {
+                changed = leading.wait_for(|l| *l == want) => changed.is_err(),
+                _ = stopping.wait_for(|s| *s) => true,
+            };
+            if let Some(running_driver) = driver.take() {
+                running_driver.abort();
+                running.stop_all();
+                if !stopped {
+                    tracing::warn!("lost the controller manager's Lease; stopping controllers");
+                }
+            }
+            if stopped {
+                break;
             }
             if let Err(e) = capstan_client::plugins::ensure_builtin_plugins(&client, &plugins).await {
                 tracing::error!(error = %e, "cannot create the default controllers' Plugin objects");
             }
-            let driver = tokio::spawn(crate::plugins::run(running.clone(), client.clone(), builtin.clone()));
-            if leading.wait_for(|l| !*l).await.is_err() {
-                driver.abort();
-                return;
-            }
-            tracing::warn!("lost the controller manager's Lease; stopping controllers");
-            driver.abort();
-            running.stop_all();
+            driver = Some(tokio::spawn(crate::plugins::run(running.clone(), client.clone(), builtin.clone())));
         }
+        // The controllers have stopped: now the Lease may go.
+        election_stop.send_replace(true);
+        let _ = election.await;
     });
-    manager
+    Elected { manager, stop, task }
 }

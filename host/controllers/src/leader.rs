@@ -40,11 +40,17 @@ impl LeaderElection {
         }
     }
 
-    /// Campaigns forever; the returned receiver is `true` while this candidate leads.
+    /// Campaigns until `stop` turns true, then gives the Lease up if it holds it (so another
+    /// candidate takes over at once instead of waiting for it to expire). The returned receiver
+    /// is `true` while this candidate leads; the handle ends once the Lease is released.
     #[must_use]
-    pub fn run(self, client: kube::Client) -> watch::Receiver<bool> {
+    pub fn run(
+        self,
+        client: kube::Client,
+        mut stop: watch::Receiver<bool>,
+    ) -> (watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
         let (sender, receiver) = watch::channel(false);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let api: Api<Lease> = Api::namespaced(client, &self.namespace);
             loop {
                 let leading = match self.try_acquire_or_renew(&api).await {
@@ -58,10 +64,39 @@ impl LeaderElection {
                     tracing::info!(lease = %self.name, identity = %self.identity, leading, "leadership changed");
                     sender.send_replace(leading);
                 }
-                tokio::time::sleep(self.retry).await;
+                let stopping = tokio::select! {
+                    // Told to stop, or the channel closed (its owner is gone): stop either way.
+                    stopped = stop.wait_for(|s| *s) => {
+                        drop(stopped);
+                        true
+                    }
+                    () = tokio::time::sleep(self.retry) => false,
+                };
+                if stopping {
+                    if let Err(e) = self.release(&api).await {
+                        tracing::warn!(lease = %self.name, error = %e, "cannot release the Lease");
+                    }
+                    sender.send_replace(false);
+                    return;
+                }
             }
         });
-        receiver
+        (receiver, task)
+    }
+
+    /// Gives the Lease up when this candidate holds it: no holder, valid for one second.
+    pub async fn release(&self, api: &Api<Lease>) -> Result<(), kube::Error> {
+        let Some(mut lease) = api.get_opt(&self.name).await? else { return Ok(()) };
+        let Some(spec) = lease.spec.as_mut() else { return Ok(()) };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime(Timestamp::now()));
+        api.replace(&self.name, &PostParams::default(), &lease).await?;
+        tracing::info!(lease = %self.name, identity = %self.identity, "released the Lease");
+        Ok(())
     }
 
     /// One round: true when this candidate holds the Lease afterwards.
@@ -89,8 +124,9 @@ impl LeaderElection {
         let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
         let mine = spec.holder_identity.as_deref() == Some(self.identity.as_str());
         let valid_for = i64::from(spec.lease_duration_seconds.unwrap_or(seconds));
-        let expired =
-            spec.renew_time.as_ref().is_none_or(|renewed| renewed.0.as_second() + valid_for < now.as_second());
+        let released = spec.holder_identity.as_deref().is_none_or(str::is_empty);
+        let expired = released
+            || spec.renew_time.as_ref().is_none_or(|renewed| renewed.0.as_second() + valid_for < now.as_second());
         if !mine && !expired {
             return Ok(false);
         }

@@ -26,7 +26,7 @@ pub mod queue;
 
 use std::fmt;
 
-pub use defaults::{DefaultController, default_plugins, defaults, run_elected};
+pub use defaults::{DefaultController, Elected, default_plugins, defaults, run_elected};
 pub use error::ControllerError;
 pub use manager::{ControllerManager, ControllerSpec};
 

@@ -16,12 +16,12 @@ use std::thread::LocalKey;
 
 use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
 
+pub use crate::__private::scheduler_bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use crate::__private::scheduler_bindings::capstan::plugin::types::{Label, ResourceAmount};
 pub use crate::__private::scheduler_bindings::{
     MAX_NODE_SCORE, amount, find_label, labels, normalize_to_max, resources,
 };
 pub use crate::admission::parse_config;
-pub use crate::__private::scheduler_bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use wit::{
     Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
     PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
@@ -74,7 +74,11 @@ pub trait SchedulerPlugin: Sized + 'static {
         nodes: &Nodes,
     ) -> PostFilterResult {
         let _ = (pod, cycle, filtered, nodes);
-        PostFilterResult { status: Status::new(Code::Unschedulable, Vec::new()), nominated_node: None, victims: Vec::new() }
+        PostFilterResult {
+            status: Status::new(Code::Unschedulable, Vec::new()),
+            nominated_node: None,
+            victims: Vec::new(),
+        }
     }
 
     /// PreScore: prepares scoring over the feasible nodes (`nodes`; `all` holds every node);

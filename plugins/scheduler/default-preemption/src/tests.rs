@@ -38,7 +38,8 @@ fn node(id: u32, pods: Vec<PodSummary>) -> NodeInfo {
 fn cpu_fits(nodes: &Nodes, need: i64) -> impl Fn(u32, &[String]) -> bool + '_ {
     move |id, removed| {
         nodes.get(id).is_some_and(|n| {
-            let used: i64 = n.pods.iter().filter(|p| !removed.contains(&p.uid)).map(|p| p.requests[0].milli_value).sum();
+            let used: i64 =
+                n.pods.iter().filter(|p| !removed.contains(&p.uid)).map(|p| p.requests[0].milli_value).sum();
             used + need <= n.allocatable("cpu")
         })
     }

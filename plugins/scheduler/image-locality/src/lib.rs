@@ -8,10 +8,10 @@
 
 use std::collections::BTreeMap;
 
+use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
     ExtensionPoints, MAX_NODE_SCORE, NodeInfo, Nodes, PodInfo, SchedulerPlugin, Status,
 };
-use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use serde::{Deserialize, Serialize};
 
 /// Below this sum of image sizes a node scores 0 (upstream's `minThreshold`, 23 MB).
@@ -142,7 +142,11 @@ mod tests {
         // a: 40 MB × 2/3 + 300 MB × 1/3 = 126.67 MB; b: 26.67 MB; empty: below the minimum.
         let sum_a = (40 * MB * 2 / 3) + (300 * MB / 3);
         let expected_a = 100 * (sum_a - MIN_THRESHOLD) / (2 * MAX_CONTAINER_THRESHOLD - MIN_THRESHOLD);
-        let cases = [(&a, expected_a), (&b, 100 * (40 * MB * 2 / 3 - MIN_THRESHOLD) / (2000 * MB - MIN_THRESHOLD)), (&empty, 0)];
+        let cases = [
+            (&a, expected_a),
+            (&b, 100 * (40 * MB * 2 / 3 - MIN_THRESHOLD) / (2000 * MB - MIN_THRESHOLD)),
+            (&empty, 0),
+        ];
         for (node, expected) in cases {
             let got = score(&s, node, 2);
             assert!((got - expected).abs() <= 1, "{}: {got} vs {expected}", node.name);

@@ -253,7 +253,13 @@ impl InterPodAffinity {
     /// PreScore's sums over every node: the incoming pod's preferred terms, and existing pods'
     /// required (at `hardPodAffinityWeight`) and preferred terms that match the incoming pod.
     #[must_use]
-    pub fn score_state(&self, pod: &PodInfo, affinity: &Affinity, nodes: &Nodes, namespaces: &Namespaces) -> ScoreState {
+    pub fn score_state(
+        &self,
+        pod: &PodInfo,
+        affinity: &Affinity,
+        nodes: &Nodes,
+        namespaces: &Namespaces,
+    ) -> ScoreState {
         let incoming = Target { namespace: &pod.namespace, labels: &pod.labels };
         let mut scores = ScoreState::new();
         let mut add = |node: &NodeInfo, key: &str, weight: i64| {
@@ -277,7 +283,8 @@ impl InterPodAffinity {
                 let theirs = parse_affinity(Some(json)).unwrap_or_default();
                 if let Some(a) = &theirs.pod_affinity {
                     for term in &a.required {
-                        if self.hard_pod_affinity_weight > 0 && term.matches(&existing.namespace, &incoming, namespaces) {
+                        if self.hard_pod_affinity_weight > 0 && term.matches(&existing.namespace, &incoming, namespaces)
+                        {
                             add(node, &term.topology_key, self.hard_pod_affinity_weight);
                         }
                     }

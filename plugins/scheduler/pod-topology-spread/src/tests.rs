@@ -38,7 +38,12 @@ fn node(id: u32, zone: Option<&str>, pods: usize) -> NodeInfo {
 /// The documented cluster: zoneA = node1, node2; zoneB = node3, node4; one `foo: bar` pod on
 /// each of node1..node3.
 fn documented() -> Nodes {
-    Nodes::from_nodes([node(1, Some("zoneA"), 1), node(2, Some("zoneA"), 1), node(3, Some("zoneB"), 1), node(4, Some("zoneB"), 0)])
+    Nodes::from_nodes([
+        node(1, Some("zoneA"), 1),
+        node(2, Some("zoneA"), 1),
+        node(3, Some("zoneB"), 1),
+        node(4, Some("zoneB"), 0),
+    ])
 }
 
 fn incoming(constraints: &str) -> PodInfo {
@@ -150,7 +155,11 @@ impl host::HostView for OwnedByReplicaSet {
         Vec::new()
     }
     fn workload_selectors(&self, _: &str, labels: &[Label]) -> Vec<String> {
-        if labels.iter().any(|l| l.key == "foo") { vec![r#"{"matchLabels": {"foo": "bar"}}"#.to_owned()] } else { Vec::new() }
+        if labels.iter().any(|l| l.key == "foo") {
+            vec![r#"{"matchLabels": {"foo": "bar"}}"#.to_owned()]
+        } else {
+            Vec::new()
+        }
     }
     fn fits_without(&self, _: u32, _: &[String]) -> Result<(), Vec<String>> {
         Ok(())
