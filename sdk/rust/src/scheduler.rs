@@ -418,7 +418,9 @@ pub mod node_affinity {
     }
 
     impl Term {
-        fn matches(&self, node: &NodeInfo) -> bool {
+        /// Whether `node` meets every requirement; a term with none matches nothing, as upstream.
+        #[must_use]
+        pub fn matches(&self, node: &NodeInfo) -> bool {
             if self.match_expressions.is_empty() && self.match_fields.is_empty() {
                 return false;
             }

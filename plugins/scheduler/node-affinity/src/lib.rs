@@ -2,6 +2,7 @@
 //! and matches one of the required `nodeSelectorTerms`; among those, nodes matching more
 //! preferred terms (by weight) score higher (Kubernetes docs, "Assigning Pods to Nodes").
 
+pub use capstan_plugin_sdk::scheduler::node_affinity::{Requirement, Term};
 use capstan_plugin_sdk::scheduler::{
     ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, find_label, normalize_to_max,
 };
@@ -40,18 +41,6 @@ pub struct NodeSelector {
     pub node_selector_terms: Vec<Term>,
 }
 
-/// A `NodeSelectorTerm`: all of its requirements match (AND).
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Term {
-    /// Requirements on labels.
-    #[serde(default)]
-    pub match_expressions: Vec<Requirement>,
-    /// Requirements on fields (only `metadata.name`).
-    #[serde(default)]
-    pub match_fields: Vec<Requirement>,
-}
-
 /// A `PreferredSchedulingTerm`.
 #[derive(Debug, Deserialize)]
 pub struct PreferredTerm {
@@ -59,49 +48,6 @@ pub struct PreferredTerm {
     pub weight: i64,
     /// The term.
     pub preference: Term,
-}
-
-/// A `NodeSelectorRequirement`.
-#[derive(Debug, Deserialize)]
-pub struct Requirement {
-    /// The label key (or field path).
-    pub key: String,
-    /// `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`, `Lt`.
-    pub operator: String,
-    /// The values.
-    #[serde(default)]
-    pub values: Vec<String>,
-}
-
-impl Requirement {
-    fn matches(&self, value: Option<&str>) -> bool {
-        match (self.operator.as_str(), value) {
-            ("In", Some(v)) => self.values.iter().any(|x| x == v),
-            ("NotIn", v) => v.is_none_or(|v| !self.values.iter().any(|x| x == v)),
-            ("Exists", v) => v.is_some(),
-            ("DoesNotExist", v) => v.is_none(),
-            ("Gt", Some(v)) => compare(v, &self.values).is_some_and(|(have, want)| have > want),
-            ("Lt", Some(v)) => compare(v, &self.values).is_some_and(|(have, want)| have < want),
-            _ => false,
-        }
-    }
-}
-
-fn compare(value: &str, values: &[String]) -> Option<(i64, i64)> {
-    let [want] = values else { return None };
-    Some((value.parse().ok()?, want.parse().ok()?))
-}
-
-impl Term {
-    /// Whether `node` matches every requirement; a term with none matches nothing, as upstream.
-    #[must_use]
-    pub fn matches(&self, node: &NodeInfo) -> bool {
-        if self.match_expressions.is_empty() && self.match_fields.is_empty() {
-            return false;
-        }
-        self.match_expressions.iter().all(|r| r.matches(node.label(&r.key)))
-            && self.match_fields.iter().all(|r| r.key == "metadata.name" && r.matches(Some(&node.name)))
-    }
 }
 
 /// The NodeAffinity plugin.
