@@ -87,9 +87,54 @@ fn a_pod_asking_to_exit_ends_with_its_exit_code() {
     assert_eq!(broken["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 2);
 }
 
+/// Runs `capstan token ARGS` against `server`.
+fn capstan_token(server: &capstan_testbed::CapstanServer, args: &[&str]) -> std::process::Output {
+    let binary = capstan_testbed::capstan_binary().unwrap_or_else(|e| panic!("{e}"));
+    std::process::Command::new(binary)
+        .arg("token")
+        .args(args)
+        .arg("--data-dir")
+        .arg(server.dir().join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run capstan token: {e}"))
+}
+
 #[test]
-fn capstan_agent_joins_hollow_nodes_to_a_server() {
+fn capstan_agent_joins_hollow_nodes_to_a_server_with_a_join_token() {
     let server = capstan_e2e::server();
+    // `capstan token create` makes a bootstrap token (a Secret in kube-system) a node joins with.
+    let created = capstan_token(&server, &["create", "--ttl", "10m", "--description", "e2e join"]);
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    let token = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let (id, secret) = token.split_once('.').expect("a token id.secret");
+    assert_eq!((id.len(), secret.len()), (6, 16), "{token}");
+    let listed = capstan_token(&server, &["list"]);
+    let listed = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.lines().any(|l| l.starts_with(&token) && l.ends_with("e2e join")), "{listed}");
+    let stored = json(&kubectl(
+        &server,
+        &["get", "secret", "-n", "kube-system", &format!("bootstrap-token-{id}"), "-o", "json"],
+    ));
+    assert_eq!(stored["type"], "bootstrap.kubernetes.io/token");
+    // The token authenticates as a bootstrapper; a made-up one does not.
+    let as_token = |token: &str| {
+        std::process::Command::new("kubectl")
+            .args(["--kubeconfig", "/dev/null", "--server", &format!("https://127.0.0.1:{}", server.port())])
+            .arg(format!("--certificate-authority={}", server.dir().join("data/pki/ca.crt").display()))
+            .args(["--token", token, "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+            .output()
+            .expect("run kubectl")
+    };
+    let whoami = as_token(&token);
+    assert_eq!(String::from_utf8_lossy(&whoami.stdout), format!("system:bootstrap:{id}"));
+    let forged = as_token(&format!("{id}.0000000000000000"));
+    assert!(!forged.status.success() && String::from_utf8_lossy(&forged.stderr).contains("Unauthorized"));
+    // An expired token stops working.
+    let short = capstan_token(&server, &["create", "--ttl", "1s"]);
+    let short = String::from_utf8_lossy(&short.stdout).trim().to_string();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert!(!as_token(&short).status.success(), "an expired token was accepted");
+
     let binary = capstan_testbed::capstan_binary().expect("capstan binary");
     let ca = server.dir().join("data/pki/ca.crt");
     let url = format!("https://127.0.0.1:{}", server.port());
@@ -97,7 +142,7 @@ fn capstan_agent_joins_hollow_nodes_to_a_server() {
         .args(["agent", "--server", &url, "--ca-file"])
         .arg(&ca)
         .args(["--hollow", "2", "--hollow-node-prefix", "remote-", "--hollow-zones", "0"])
-        .env("CAPSTAN_TOKEN", server.admin_token())
+        .env("CAPSTAN_TOKEN", &token)
         .stdout(std::process::Stdio::null())
         .spawn()
         .expect("start capstan agent");

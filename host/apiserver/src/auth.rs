@@ -43,6 +43,16 @@ pub fn identity_from_certificate(der: &[u8]) -> Option<Identity> {
     Some(Identity::new(user, groups))
 }
 
+/// The bearer token of a request (`Authorization: Bearer …`), if it has one.
+#[must_use]
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
 /// Bearer tokens the server accepts: fixed ones, and service-account tokens it issued.
 #[derive(Clone, Debug, Default)]
 pub struct Tokens {
@@ -67,12 +77,7 @@ impl Tokens {
         if let Some(PeerIdentity(Some(identity))) = peer {
             return Ok(identity.clone());
         }
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let Some(token) = bearer else { return Err(ApiError::Unauthorized) };
+        let Some(token) = bearer_token(headers) else { return Err(ApiError::Unauthorized) };
         if let Some(identity) = self.fixed.get(token) {
             return Ok(identity.clone());
         }

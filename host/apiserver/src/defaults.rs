@@ -22,7 +22,7 @@ impl Defaults {
             ("", "Pod") => pod(object),
             ("", "Namespace") => namespace(object),
             ("", "Service") => service(object),
-            ("", "Secret") => set_default(object, "type", json!("Opaque")),
+            ("", "Secret") => secret(object),
             ("batch", "Job") => job(object),
             ("batch", "CronJob") => cron_job(object),
             ("apps", "Deployment") => deployment(object),
@@ -96,6 +96,25 @@ fn qos_class(spec: &Value) -> &'static str {
         })
     });
     if guaranteed { "Guaranteed" } else { "Burstable" }
+}
+
+fn secret(object: &mut Value) {
+    set_default(object, "type", json!("Opaque"));
+    merge_string_data(object);
+}
+
+/// A Secret's `stringData` is write-only: its entries are merged into `data` (base64,
+/// overriding the same keys there) and it is dropped, on create and update, as upstream does.
+pub fn merge_string_data(object: &mut Value) {
+    use base64::Engine as _;
+    let Some(Value::Object(strings)) = object.as_object_mut().and_then(|o| o.remove("stringData")) else { return };
+    if !object["data"].is_object() {
+        object["data"] = json!({});
+    }
+    for (key, value) in strings {
+        let text = value.as_str().map_or_else(|| value.to_string(), str::to_owned);
+        object["data"][key] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+    }
 }
 
 fn namespace(object: &mut Value) {
@@ -230,6 +249,17 @@ fn cron_job(object: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_string_data_is_merged_into_data() {
+        let mut object =
+            json!({"kind": "Secret", "data": {"a": "MQ==", "b": "MQ=="}, "stringData": {"b": "2", "c": "3"}});
+        super::secret(&mut object);
+        assert_eq!(
+            object,
+            json!({"kind": "Secret", "type": "Opaque", "data": {"a": "MQ==", "b": "Mg==", "c": "Mw=="}})
+        );
+    }
 
     #[test]
     fn workload_defaults_follow_kubernetes() {

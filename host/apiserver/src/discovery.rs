@@ -10,6 +10,8 @@ pub struct VirtualResource {
     pub gvk: GroupVersionKind,
     /// Plural name.
     pub plural: &'static str,
+    /// Whether it is namespaced.
+    pub namespaced: bool,
     /// Verbs.
     pub verbs: &'static [&'static str],
 }
@@ -19,12 +21,27 @@ pub const VIRTUAL: &[VirtualResource] = &[
     VirtualResource {
         gvk: GroupVersionKind { group: "authorization.k8s.io", version: "v1", kind: "SelfSubjectAccessReview" },
         plural: "selfsubjectaccessreviews",
+        namespaced: false,
         verbs: &["create"],
     },
     VirtualResource {
         gvk: GroupVersionKind { group: "authentication.k8s.io", version: "v1", kind: "SelfSubjectReview" },
         plural: "selfsubjectreviews",
+        namespaced: false,
         verbs: &["create"],
+    },
+    // The resource metrics API (`kubectl top`), served by `metrics_api`.
+    VirtualResource {
+        gvk: GroupVersionKind { group: "metrics.k8s.io", version: "v1beta1", kind: "NodeMetrics" },
+        plural: "nodes",
+        namespaced: false,
+        verbs: &["get", "list"],
+    },
+    VirtualResource {
+        gvk: GroupVersionKind { group: "metrics.k8s.io", version: "v1beta1", kind: "PodMetrics" },
+        plural: "pods",
+        namespaced: true,
+        verbs: &["get", "list"],
     },
 ];
 
@@ -148,7 +165,7 @@ pub fn api_resource_list(registry: &Registry, group: &str, version: &str) -> Opt
     }
     for v in virtual_ {
         resources.push(json!({
-            "name": v.plural, "singularName": v.gvk.kind.to_ascii_lowercase(), "namespaced": false,
+            "name": v.plural, "singularName": v.gvk.kind.to_ascii_lowercase(), "namespaced": v.namespaced,
             "kind": v.gvk.kind, "verbs": v.verbs,
         }));
     }
@@ -193,7 +210,8 @@ fn aggregated_version(registry: &Registry, group: &str, version: &str) -> Value 
         .collect();
     resources.extend(virtual_.iter().map(|v| {
         json!({
-            "resource": v.plural, "responseKind": gvk_json(&v.gvk), "scope": "Cluster",
+            "resource": v.plural, "responseKind": gvk_json(&v.gvk),
+            "scope": if v.namespaced { "Namespaced" } else { "Cluster" },
             "singularResource": v.gvk.kind.to_ascii_lowercase(), "verbs": v.verbs,
         })
     }));

@@ -123,6 +123,13 @@ async fn node_endpoint(server: &ApiServer, namespace: &str, name: &str) -> ApiRe
     }
     let nodes = ApiServer::resource("", "v1", "nodes")?;
     let node = server.objects.get(&ObjectRef { info: nodes, namespace: None, name: node_name.into() }).await?;
+    endpoint_of(&node)
+        .ok_or_else(|| ApiError::BadRequest(format!("node {node_name} publishes no endpoint for logs and exec")))
+}
+
+/// `address:port` of a Node's agent: its `InternalIP` and `status.daemonEndpoints.kubeletEndpoint`.
+#[must_use]
+pub fn endpoint_of(node: &Value) -> Option<String> {
     let port = node.pointer("/status/daemonEndpoints/kubeletEndpoint/Port").and_then(Value::as_u64).unwrap_or(0);
     let address = node
         .pointer("/status/addresses")
@@ -130,10 +137,53 @@ async fn node_endpoint(server: &ApiServer, namespace: &str, name: &str) -> ApiRe
         .and_then(|list| list.iter().find(|a| a["type"] == "InternalIP"))
         .and_then(|a| a["address"].as_str())
         .unwrap_or_default();
-    if port == 0 || address.is_empty() {
-        return Err(ApiError::BadRequest(format!("node {node_name} publishes no endpoint for logs and exec")));
+    (port != 0 && !address.is_empty()).then(|| format!("{address}:{port}"))
+}
+
+type NodeSender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+/// An authenticated HTTP/1.1 connection to the node agent at `endpoint`.
+async fn connect(server: &ApiServer, endpoint: &str) -> ApiResult<NodeSender> {
+    let tcp = tokio::net::TcpStream::connect(endpoint)
+        .await
+        .map_err(|e| unavailable(format!("cannot reach the node at {endpoint}: {e}")))?;
+    let server_name = ServerName::try_from("node").map_err(|e| unavailable(e.to_string()))?;
+    let tls = server
+        .nodes
+        .connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| unavailable(format!("TLS to the node at {endpoint} failed: {e}")))?;
+    let (sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
+        .await
+        .map_err(|e| unavailable(format!("cannot talk HTTP to the node at {endpoint}: {e}")))?;
+    tokio::spawn(connection.with_upgrades());
+    Ok(sender)
+}
+
+/// `GET path` from the node agent at `endpoint`, as JSON.
+pub async fn get_json(server: &ApiServer, endpoint: &str, path: &str) -> ApiResult<Value> {
+    let mut sender = connect(server, endpoint).await?;
+    let request = hyper::Request::get(path)
+        .header(header::HOST, endpoint)
+        .body(Empty::new())
+        .map_err(|e| unavailable(e.to_string()))?;
+    let reply =
+        sender.send_request(request).await.map_err(|e| unavailable(format!("the node at {endpoint} failed: {e}")))?;
+    let status = reply.status();
+    let body = reply
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unavailable(format!("reading {path} from the node at {endpoint}: {e}")))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(unavailable(format!(
+            "the node at {endpoint} answered {status} to {path}: {}",
+            String::from_utf8_lossy(&body)
+        )));
     }
-    Ok(format!("{address}:{port}"))
+    serde_json::from_slice(&body).map_err(|e| unavailable(format!("{path} from the node at {endpoint}: {e}")))
 }
 
 fn unavailable(message: String) -> ApiError {
@@ -145,20 +195,7 @@ pub async fn proxy(server: &ApiServer, mut request: Request) -> ApiResult<Respon
     let path = request.uri().path().to_string();
     let Some((namespace, name, _sub)) = pod_target(&path) else { return Err(ApiError::NoRoute) };
     let endpoint = node_endpoint(server, namespace, name).await?;
-    let tcp = tokio::net::TcpStream::connect(&endpoint)
-        .await
-        .map_err(|e| unavailable(format!("cannot reach the node at {endpoint}: {e}")))?;
-    let server_name = ServerName::try_from("node").map_err(|e| unavailable(e.to_string()))?;
-    let tls = server
-        .nodes
-        .connector
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| unavailable(format!("TLS to the node at {endpoint} failed: {e}")))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls))
-        .await
-        .map_err(|e| unavailable(format!("cannot talk HTTP to the node at {endpoint}: {e}")))?;
-    tokio::spawn(connection.with_upgrades());
+    let mut sender = connect(server, &endpoint).await?;
     let target = request.uri().path_and_query().map_or_else(|| path.clone(), ToString::to_string);
     let mut forward = hyper::Request::builder().method(request.method().clone()).uri(target);
     for (key, value) in request.headers() {

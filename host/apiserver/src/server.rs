@@ -246,7 +246,14 @@ async fn authenticate_and_measure(State(server): State<Arc<ApiServer>>, mut requ
     let path = request.uri().path().to_string();
     if !public(&path) {
         let peer = request.extensions().get::<PeerIdentity>();
-        match server.tokens.authenticate(peer, request.headers()) {
+        let identity = match server.tokens.authenticate(peer, request.headers()) {
+            Ok(identity) => Ok(identity),
+            Err(e) => match crate::auth::bearer_token(request.headers()) {
+                Some(token) => crate::bootstrap_tokens::authenticate(&server, token).await.ok_or(e),
+                None => Err(e),
+            },
+        };
+        match identity {
             Ok(identity) => {
                 request.extensions_mut().insert(identity);
             }
@@ -409,6 +416,9 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
     }
     let (parts, body) = request.into_parts();
     let query = Query::parse(parts.uri.query())?;
+    if crate::metrics_api::handles(parts.uri.path()) {
+        return crate::metrics_api::serve(server, &parts.method, parts.uri.path(), &query).await;
+    }
     let catalog = server.catalog();
     let target = routing::parse(&catalog.registry, parts.uri.path())?;
     let body = read_body(body).await?;

@@ -9,6 +9,7 @@ use capstan_store::{Compactor, EtcdConfig, StoreConfig};
 use clap::{Parser, Subcommand};
 
 mod plugin_cmd;
+mod token_cmd;
 
 /// Capstan: a Kubernetes-compatible orchestrator whose scheduler, admission and controllers are
 /// WebAssembly components.
@@ -31,6 +32,9 @@ enum Command {
     /// Manages images in the node's container runtime.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Bootstrap tokens for joining nodes: create, list.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
 }
 
 /// Flags of the node agent, shared by `capstan server` (its local node) and `capstan agent`.
@@ -275,6 +279,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Server(args) => server(*args).await,
         Command::Plugin(command) => plugin_cmd::run(command),
         Command::Agent(args) => agent(*args).await,
+        Command::Token(command) => token_cmd::run(command).await,
         Command::Image(ImageCommand::Import { file, data_dir }) => {
             capstan_node::import_image(&data_dir, &file).context("cannot import the image")?;
             println!("imported {}", file.display());
@@ -347,6 +352,16 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         None
     };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
+    match capstan_client::from_kubeconfig(&running.kubeconfig).await {
+        Ok(client) => match token_cmd::server_join_token(&client).await {
+            Ok(token) => println!(
+                "To join another machine: {}",
+                token_cmd::join_command(&running.address.to_string(), &token, &absolute(&args.data_dir))
+            ),
+            Err(e) => tracing::warn!("no join token: {e:#}"),
+        },
+        Err(e) => tracing::warn!("no join token: {e:#}"),
+    }
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     tokio::select! {

@@ -15,6 +15,7 @@ pub mod runtime;
 pub mod server;
 pub mod spec;
 pub mod static_pods;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 
@@ -102,7 +103,9 @@ impl Agent {
                 return Ok(());
             }
         };
-        let streams = server::StreamServer::bind(config.port, &config.ca_pem).await?;
+        let sampler = stats::Sampler::new(cri.clone(), &config.node_name);
+        tokio::spawn(std::sync::Arc::clone(&sampler).run(stats::INTERVAL));
+        let streams = server::StreamServer::bind(config.port, &config.ca_pem).await?.with_stats(sampler);
         let registration = registration.with_port(streams.address.port());
         tokio::spawn(streams.serve(cri.clone()));
         let subnet = registration.register(Some(&cri), None).await?;

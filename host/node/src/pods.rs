@@ -24,8 +24,8 @@ use crate::spec;
 
 /// The label CRI objects carry with their pod's UID.
 pub const POD_UID_LABEL: &str = "io.kubernetes.pod.uid";
-const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
-const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
+pub(crate) const POD_NAME_LABEL: &str = "io.kubernetes.pod.name";
+pub(crate) const POD_NAMESPACE_LABEL: &str = "io.kubernetes.pod.namespace";
 const CONTAINER_NAME_LABEL: &str = "io.kubernetes.container.name";
 /// How often a worker re-checks its pod without news from the API server.
 const RESYNC: Duration = Duration::from_secs(1);

@@ -35,6 +35,7 @@ fn status(code: StatusCode, message: &str) -> Response<Body> {
     let reason = match code {
         StatusCode::NOT_FOUND => "NotFound",
         StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::SERVICE_UNAVAILABLE => "ServiceUnavailable",
         _ => "InternalError",
     };
     let body = serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
@@ -53,6 +54,7 @@ pub struct StreamServer {
     pub address: SocketAddr,
     listener: TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
+    stats: Option<Arc<crate::stats::Sampler>>,
 }
 
 impl StreamServer {
@@ -84,7 +86,14 @@ impl StreamServer {
             .await
             .map_err(|e| NodeError::Runtime(format!("cannot listen on port {port}: {e}")))?;
         let address = listener.local_addr().map_err(|e| NodeError::Runtime(e.to_string()))?;
-        Ok(StreamServer { address, listener, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)) })
+        Ok(StreamServer { address, listener, acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)), stats: None })
+    }
+
+    /// Serves `GET /stats/summary` from `sampler`.
+    #[must_use]
+    pub fn with_stats(mut self, sampler: Arc<crate::stats::Sampler>) -> Self {
+        self.stats = Some(sampler);
+        self
     }
 
     /// Serves forever.
@@ -93,14 +102,21 @@ impl StreamServer {
             let Ok((tcp, peer)) = self.listener.accept().await else { continue };
             let acceptor = self.acceptor.clone();
             let cri = cri.clone();
+            let stats = self.stats.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     tracing::debug!(%peer, "node TLS handshake failed (no client certificate signed by the cluster CA?)");
                     return;
                 };
-                let service = hyper::service::service_fn(move |request| {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let cri = cri.clone();
-                    async move { Ok::<_, Infallible>(handle(cri, request).await) }
+                    let stats = stats.clone();
+                    async move {
+                        if request.uri().path() == "/stats/summary" {
+                            return Ok::<_, Infallible>(summary(stats.as_deref()));
+                        }
+                        Ok::<_, Infallible>(handle(cri, request).await)
+                    }
                 });
                 let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                 if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
@@ -108,6 +124,20 @@ impl StreamServer {
                 }
             });
         }
+    }
+}
+
+/// `GET /stats/summary`: the latest resource usage summary (see [`crate::stats`]).
+fn summary(stats: Option<&crate::stats::Sampler>) -> Response<Body> {
+    match stats.and_then(crate::stats::Sampler::summary) {
+        Some(summary) => {
+            let mut response = Response::new(full(summary.to_string()));
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+            response
+        }
+        None => status(StatusCode::SERVICE_UNAVAILABLE, "resource usage is not sampled yet"),
     }
 }
 

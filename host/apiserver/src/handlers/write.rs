@@ -360,6 +360,9 @@ async fn write_with_retries(
         }
         let wanted = transform(&current)?;
         let mut next = merge_for_update(target.info, &current, wanted, subresource)?;
+        if (target.info.gvk.group, target.info.gvk.kind) == ("", "Secret") {
+            crate::defaults::merge_string_data(&mut next);
+        }
         let attributes = admission::Attributes::new(admission::Operation::Update, target);
         let old = strip_version(&current);
         let (mutated, changed) = admission::mutate(call, &attributes, next, Some(&old)).await?;

@@ -52,4 +52,8 @@ kinds! {
     cron_job => "batch", "v1", "CronJob";
     /// `policy/v1` `PodDisruptionBudget`.
     pod_disruption_budget => "policy", "v1", "PodDisruptionBudget";
+    /// `autoscaling/v2` `HorizontalPodAutoscaler`.
+    horizontal_pod_autoscaler => "autoscaling", "v2", "HorizontalPodAutoscaler";
+    /// `metrics.k8s.io/v1beta1` `PodMetrics` (read live from the resource metrics API).
+    pod_metrics => "metrics.k8s.io", "v1beta1", "PodMetrics";
 }
