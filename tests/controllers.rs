@@ -418,3 +418,64 @@ fn every_namespace_gets_a_default_service_account_and_the_root_ca() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+#[test]
+fn deleting_a_namespace_removes_everything_in_it_then_the_namespace() {
+    let server = server();
+    kubectl(&server, &["create", "namespace", "team"]);
+    kubectl(&server, &["create", "namespace", "keep"]);
+    let manifest =
+        deployment("web", 2, "busybox", "1", "0").replace("\"namespace\": \"default\"", "\"namespace\": \"team\"");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest);
+    kubectl(&server, &["create", "configmap", "settings", "-n", "team", "--from-literal=a=1"]);
+    kubectl(&server, &["create", "secret", "generic", "creds", "-n", "team", "--from-literal=p=2"]);
+    kubectl(&server, &["create", "configmap", "settings", "-n", "keep", "--from-literal=a=1"]);
+    // Something else holds one ConfigMap: the namespace waits for it.
+    kubectl_stdin(
+        &server,
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "held", "namespace": "team", "finalizers": ["example.com/hold"]}}"#,
+    );
+    eventually(Duration::from_secs(30), "2 running pods in team", || {
+        (live_pods_in(&server, "team").len() == 2).then_some(())
+    });
+
+    kubectl(&server, &["delete", "namespace", "team", "--wait=false"]);
+    let namespace = eventually(Duration::from_secs(30), "the namespace waiting for the held ConfigMap", || {
+        let ns = json(&kubectl(&server, &["get", "namespace", "team", "-o", "json"]));
+        let remaining = ns["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "NamespaceContentRemaining").cloned())?;
+        (remaining["message"] == "Some resources are remaining: configmaps. has 1 resource instances").then_some(ns)
+    });
+    assert_eq!(namespace["status"]["phase"], "Terminating");
+    assert_eq!(namespace["spec"]["finalizers"], serde_json::json!(["kubernetes"]));
+    let refused = capstan_e2e::kubectl_fails(&server, &["create", "configmap", "late", "-n", "team"], None);
+    assert!(refused.stderr.contains("because it is being terminated"), "{}", refused.stderr);
+    // Everything else went through the API: pods, the Deployment and its ReplicaSet, the Secret.
+    for kind in ["pods", "deployments", "replicasets", "secrets"] {
+        assert!(items(&server, &[kind, "-n", "team"]).is_empty(), "{kind} left in team");
+    }
+
+    kubectl(
+        &server,
+        &["patch", "configmap", "held", "-n", "team", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+    );
+    eventually(Duration::from_secs(30), "the namespace gone", || {
+        (!server.kubectl(&["get", "namespace", "team"]).status.success()).then_some(())
+    });
+    assert_eq!(items(&server, &["configmaps", "-n", "keep", "--field-selector", "metadata.name=settings"]).len(), 1);
+    // Without anything holding it, a namespace goes as soon as it is emptied; `kubectl delete`
+    // waits for that.
+    let started = Instant::now();
+    kubectl(&server, &["delete", "namespace", "keep", "--timeout=30s"]);
+    assert!(!server.kubectl(&["get", "namespace", "keep"]).status.success());
+    println!("namespace keep deleted in {:?}", started.elapsed());
+}
+
+fn live_pods_in(server: &CapstanServer, namespace: &str) -> Vec<serde_json::Value> {
+    items(server, &["pods", "-n", namespace])
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running")
+        .collect()
+}

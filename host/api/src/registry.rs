@@ -144,6 +144,8 @@ const SCALE: Subresource = Subresource {
     kind: Some(GroupVersionKind { group: "autoscaling", version: "v1", kind: "Scale" }),
     verbs: &["get", "patch", "update"],
 };
+/// `namespaces/<name>/finalize`: the namespace controller removes its `kubernetes` finalizer.
+const FINALIZE: Subresource = Subresource { name: "finalize", kind: None, verbs: &["update"] };
 const TOKEN: Subresource = Subresource {
     name: "token",
     kind: Some(GroupVersionKind { group: "authentication.k8s.io", version: "v1", kind: "TokenRequest" }),
@@ -246,7 +248,7 @@ impl Registry {
         let all = &["all"];
         let resources = vec![
             // core/v1
-            info::<core::Namespace>(Extra { short_names: &["ns"], subresources: &[STATUS], ..PLAIN }),
+            info::<core::Namespace>(Extra { short_names: &["ns"], subresources: &[STATUS, FINALIZE], ..PLAIN }),
             info::<core::Pod>(Extra { short_names: &["po"], categories: all, subresources: POD_SUBRESOURCES, ..PLAIN }),
             info::<core::Service>(Extra { short_names: &["svc"], categories: all, subresources: &[STATUS], ..PLAIN }),
             info::<core::Endpoints>(Extra { short_names: &["ep"], ..PLAIN }),

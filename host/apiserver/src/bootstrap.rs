@@ -1,10 +1,6 @@
-//! The objects every cluster starts with (the system namespaces and the `kubernetes` Service),
-//! and the interim emptying of terminating namespaces.
-
-use std::sync::Arc;
+//! The objects every cluster starts with (the system namespaces and the `kubernetes` Service).
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::meta;
 use crate::objects::ObjectRef;
@@ -52,34 +48,4 @@ impl ApiServer {
         });
         self.ensure("services", Some("default"), service).await
     }
-}
-
-/// Empties terminating namespaces and removes them. Interim: the namespace controller takes this
-/// over when controllers land, with finalizers and graceful deletion honoured.
-pub(crate) async fn namespace_cleaner(server: Arc<ApiServer>, mut queue: mpsc::UnboundedReceiver<String>) {
-    while let Some(namespace) = queue.recv().await {
-        if let Err(e) = empty_namespace(&server, &namespace).await {
-            tracing::warn!(%namespace, error = %e, "could not finish deleting the namespace");
-        }
-    }
-}
-
-async fn empty_namespace(server: &ApiServer, namespace: &str) -> ApiResult<()> {
-    let catalog = server.catalog();
-    for info in catalog.registry.resources().iter().filter(|r| r.namespaced) {
-        let listed = server.objects.list(info, Some(namespace), None, None, None).await?;
-        for item in &listed.items {
-            let name = meta::meta_str(item, "name").unwrap_or_default().to_string();
-            let target = ObjectRef { info, namespace: Some(namespace.to_string()), name };
-            if let Some((_, revision)) = server.objects.get_kv(&target).await? {
-                let _ = server.objects.remove(&target, revision).await;
-            }
-        }
-    }
-    let info = ApiServer::resource("", "v1", "namespaces")?;
-    let target = ObjectRef { info, namespace: None, name: namespace.to_string() };
-    if let Some((_, revision)) = server.objects.get_kv(&target).await? {
-        server.objects.remove(&target, revision).await?;
-    }
-    Ok(())
 }

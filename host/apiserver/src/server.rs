@@ -21,10 +21,8 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 
 use crate::auth::{Identity, PeerIdentity, Tokens, identity_from_certificate};
-use crate::bootstrap::namespace_cleaner;
 pub use crate::catalog::Catalog;
 use crate::defaults::Defaults;
 use crate::handlers::{self, Call, json_response};
@@ -94,7 +92,6 @@ pub struct ApiServer {
     pub(crate) service_account_tokens: Arc<ServiceAccountTokens>,
     metrics: Arc<Metrics>,
     pub(crate) server_address: String,
-    namespace_cleanup: mpsc::UnboundedSender<String>,
     /// The loaded plugins.
     pub(crate) plugins: crate::plugins::PluginManager,
     /// How pods/log, exec and attach reach node agents.
@@ -128,7 +125,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     tokens.insert(pki.admin_token.clone(), Identity::new(ADMIN_USER, vec![ADMIN_GROUP.to_string()]));
     let service_account_tokens = Arc::new(ServiceAccountTokens::new(pki.service_account_key.as_bytes()));
     tokens.accept_service_accounts(Arc::clone(&service_account_tokens));
-    let (cleanup_sender, cleanup_receiver) = mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::default());
     let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(config.store, Arc::clone(&metrics)));
     let server = Arc::new(ApiServer {
@@ -140,7 +136,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         service_account_tokens,
         metrics,
         server_address: format!("{url_host}:{}", address.port()),
-        namespace_cleanup: cleanup_sender,
         plugins: crate::plugins::PluginManager::new(config.data_dir.join("plugin-cache"))
             .with_sources(config.builtin_plugins, Some(config.data_dir.join("plugins"))),
         nodes: crate::node_proxy::NodeClient::new(&pki)?,
@@ -150,7 +145,6 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     server.ensure_system_priority_classes().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.ensure_builtin_plugins().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.sync_plugins().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
-    tokio::spawn(namespace_cleaner(Arc::clone(&server), cleanup_receiver));
     tokio::spawn(crate::plugins::publish_metrics(Arc::clone(&server)));
     let tls = tls_config(&pki)?;
     let app = router(Arc::clone(&server));
@@ -311,12 +305,6 @@ impl ApiServer {
             .lookup(group, version, plural)
             .ok_or_else(|| ApiError::Internal(format!("{plural} is not registered")))
     }
-
-    /// Queues a terminating namespace for emptying and removal.
-    pub fn finalize_namespace_later(&self, namespace: String) {
-        // The cleaner only stops with the server.
-        let _ = self.namespace_cleanup.send(namespace);
-    }
 }
 
 async fn version() -> Response {
@@ -450,11 +438,16 @@ async fn serve_resource(server: &ApiServer, request: Request) -> ApiResult<Respo
                 identity,
                 warnings: &warnings,
             };
-            if path.subresource.as_deref().is_some_and(|s| s != "status") {
+            // `status` and a namespace's `finalize` are written like the object itself (the write
+            // path keeps the rest); the other subresources have handlers of their own.
+            if path.subresource.as_deref().is_some_and(|s| s != "status" && s != "finalize") {
                 let response = serve_subresource(&call, &parts.method).await;
                 return Ok(call.attach_warnings(response.unwrap_or_else(IntoResponse::into_response)));
             }
             let verb = routing::verb(&parts.method, &path, &query)?;
+            if path.subresource.as_deref() == Some("finalize") && !matches!(verb, Verb::Update | Verb::Patch) {
+                return Err(ApiError::MethodNotAllowed);
+            }
             if !path.info.supports(verb.as_str()) && path.subresource.is_none() {
                 return Err(ApiError::MethodNotAllowed);
             }

@@ -142,8 +142,12 @@ impl HostClient {
             // A write that removed the last finalizer of an object being deleted removed the
             // object: the server answers with its last state, which must not go back into the
             // cache (the watch may already have delivered the deletion; it would be a ghost).
+            // (A namespace is also held by its `spec.finalizers`.)
+            let held = |pointer: &str| stored.pointer(pointer).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+            let namespace = kind.group.is_empty() && kind.kind == "Namespace";
             let removed = stored.pointer("/metadata/deletionTimestamp").is_some()
-                && stored.pointer("/metadata/finalizers").and_then(Value::as_array).is_none_or(Vec::is_empty);
+                && !held("/metadata/finalizers")
+                && !(namespace && held("/spec/finalizers"));
             if removed {
                 informer.observe_deleted(&Key::of(&stored));
             } else {
@@ -295,6 +299,24 @@ impl ControllerClient for HostClient {
             }
         }
         Ok(())
+    }
+
+    fn discover(&self) -> Result<Vec<capstan_wasm::controller::ApiResource>, ApiError> {
+        let client = self.informers.client().clone();
+        let discovery = self
+            .handle
+            .block_on(kube::discovery::Discovery::new(client).run_aggregated())
+            .map_err(|e| api_error(503, "ServiceUnavailable", format!("discovery failed: {e}")))?;
+        Ok(discovery
+            .groups()
+            .flat_map(kube::discovery::ApiGroup::recommended_resources)
+            .map(|(resource, capabilities)| capstan_wasm::controller::ApiResource {
+                kind: GroupVersionKind { group: resource.group, version: resource.version, kind: resource.kind },
+                plural: resource.plural,
+                namespaced: capabilities.scope == kube::discovery::Scope::Namespaced,
+                verbs: capabilities.operations,
+            })
+            .collect())
     }
 
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str) {

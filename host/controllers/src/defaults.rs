@@ -72,6 +72,7 @@ pub fn defaults() -> Vec<DefaultController> {
         DefaultController { name: "node-lifecycle", component: "node-lifecycle-controller", config: "{}", workers: 4 },
         DefaultController { name: "endpointslice", component: "endpointslice-controller", config: "{}", workers: 5 },
         DefaultController { name: "serviceaccount", component: "serviceaccount-controller", config: "{}", workers: 2 },
+        DefaultController { name: "namespace", component: "namespace-controller", config: "{}", workers: 2 },
         // One worker: the component keeps each HPA's recent recommendations in its memory (as
         // upstream does), and one instance sees them all.
         DefaultController {

@@ -327,6 +327,7 @@ impl Worker {
         while let Some(key) = self.queue.get() {
             let started = Instant::now();
             let outcome = self.reconcile(&key);
+            tracing::trace!(controller = %self.name, %key, elapsed = ?started.elapsed(), "reconciled");
             self.metrics.record(outcome, started.elapsed());
             self.queue.done(&key);
         }

@@ -61,7 +61,7 @@ impl CapstanServer {
             // No node agent (containerd) unless a test asks for one with `--node=true`.
             .arg("--node=false")
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", std::env::var("CAPSTAN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -73,6 +73,8 @@ impl CapstanServer {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.contains("export KUBECONFIG=") {
                     let _ = sender.send(line);
+                } else if std::env::var_os("CAPSTAN_TEST_LOG").is_some() {
+                    eprintln!("{line}");
                 }
             }
         });

@@ -50,7 +50,9 @@ pub mod bindings {
 use bindings::capstan::plugin::client;
 
 pub use crate::admission::bindings::capstan::plugin::types::{GroupVersionKind, ObjectKey, ObjectRef};
-pub use bindings::capstan::plugin::client::{ApiError, DeleteOptions, EventType, ListOptions, PatchType, Propagation};
+pub use bindings::capstan::plugin::client::{
+    ApiError, ApiResource, DeleteOptions, EventType, ListOptions, PatchType, Propagation,
+};
 pub use bindings::exports::capstan::plugin::reconciler::{ReconcileResult, RelatedKind, Watches};
 
 /// What a controller's `client` import is served by: the host's caches and API client.
@@ -81,6 +83,14 @@ pub trait ControllerClient: Send + Sync {
     fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError>;
     /// Records an Event.
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str);
+    /// The resources the API server serves (discovery). Clients without discovery answer 501.
+    fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
+        Err(ApiError {
+            code: 501,
+            reason: "NotImplemented".into(),
+            message: "this client does not serve discovery".into(),
+        })
+    }
 }
 
 thread_local! {
@@ -214,5 +224,9 @@ impl client::Host for HostState {
         if let Ok(client) = current_client() {
             client.record_event(&regarding, event_type, &reason, &message);
         }
+    }
+
+    fn discover(&mut self) -> Result<Vec<ApiResource>, ApiError> {
+        current_client()?.discover()
     }
 }

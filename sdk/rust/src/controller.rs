@@ -19,7 +19,7 @@ pub use crate::__private::controller_bindings::capstan::plugin::types::{GroupVer
 pub use crate::__private::controller_bindings::exports::capstan::plugin::reconciler::{
     ReconcileResult, RelatedKind, Watches,
 };
-pub use host::{ApiError, DeleteOptions, EventType, ListOptions, PatchType, Propagation};
+pub use host::{ApiError, ApiResource, DeleteOptions, EventType, ListOptions, PatchType, Propagation};
 
 pub mod kinds;
 pub mod meta;
@@ -73,6 +73,8 @@ pub trait Api {
     fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError>;
     /// Records an Event about `regarding`.
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str);
+    /// The resources the API server serves (discovery, read live).
+    fn discover(&self) -> Result<Vec<ApiResource>, ApiError>;
 }
 
 /// The [`ReconcileResult`] of a reconcile that may ask to be called again after some seconds
@@ -142,6 +144,10 @@ impl Api for HostApi {
 
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str) {
         host::record_event(regarding, event_type, reason, message);
+    }
+
+    fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
+        host::discover()
     }
 }
 

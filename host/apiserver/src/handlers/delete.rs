@@ -67,12 +67,24 @@ async fn delete_object(
             _ => {}
         }
         let graceful = graceful_seconds(target.info, &current, options.grace_period);
-        if target.info.gvk.kind == "Namespace" {
-            finalizers.clear();
-            marked["spec"]["finalizers"] = json!(["kubernetes"]);
+        // A namespace is emptied by the namespace controller, which then removes the `kubernetes`
+        // finalizer (`namespaces/<name>/finalize`) and deletes it again: gone once no finalizer
+        // of either kind is left.
+        let namespace_held = target.info.gvk.kind == "Namespace" && {
+            // Propagation finalizers do not apply to a namespace: its content goes regardless.
+            finalizers.retain(|f| f != "foregroundDeletion" && f != "orphan");
+            if current.pointer("/metadata/deletionTimestamp").is_none() {
+                let mut spec_finalizers: Vec<Value> =
+                    current.pointer("/spec/finalizers").and_then(Value::as_array).cloned().unwrap_or_default();
+                if !spec_finalizers.iter().any(|f| f == "kubernetes") {
+                    spec_finalizers.push(json!("kubernetes"));
+                }
+                marked["spec"]["finalizers"] = json!(spec_finalizers);
+            }
             marked["status"] = json!({"phase": "Terminating"});
-        }
-        let hold = !finalizers.is_empty() || graceful.is_some() || target.info.gvk.kind == "Namespace";
+            marked.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+        };
+        let hold = !finalizers.is_empty() || graceful.is_some() || namespace_held;
         if options.dry_run {
             return Ok((current, StatusCode::OK));
         }
@@ -97,12 +109,7 @@ async fn delete_object(
             return Ok((current, StatusCode::ACCEPTED));
         }
         match server.objects.replace(target, revision, &marked).await {
-            Ok(updated) => {
-                if target.info.gvk.kind == "Namespace" {
-                    server.finalize_namespace_later(target.name.clone());
-                }
-                return Ok((updated, StatusCode::ACCEPTED));
-            }
+            Ok(updated) => return Ok((updated, StatusCode::ACCEPTED)),
             Err(ApiError::Conflict(..)) => {}
             Err(e) => return Err(e),
         }

@@ -251,7 +251,19 @@ fn prepare_for_create(info: &ResourceInfo, object: &mut Value) {
 /// follows spec changes, and no finalizer may be added to an object being deleted.
 fn merge_for_update(info: &ResourceInfo, old: &Value, mut new: Value, subresource: Option<&str>) -> ApiResult<Value> {
     let has_status_subresource = info.subresource("status").is_some();
-    if subresource == Some("status") {
+    if subresource == Some("finalize") {
+        // `namespaces/<name>/finalize` changes `spec.finalizers` and nothing else.
+        let finalizers = new.pointer("/spec/finalizers").cloned();
+        new = old.clone();
+        match finalizers {
+            Some(list) => new["spec"]["finalizers"] = list,
+            None => {
+                if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.remove("finalizers");
+                }
+            }
+        }
+    } else if subresource == Some("status") {
         let status = new.get("status").cloned();
         new = old.clone();
         match status {
@@ -329,6 +341,7 @@ pub async fn update(call: &Call<'_>) -> ApiResult<Response> {
 fn reject_unserved_subresource(path: &ResourcePath<'_>) -> ApiResult<()> {
     match path.subresource.as_deref() {
         None | Some("status") => Ok(()),
+        Some("finalize") if path.info.gvk.kind == "Namespace" && path.info.gvk.group.is_empty() => Ok(()),
         Some(other) => {
             Err(ApiError::NotImplemented(format!("{}/{other} is served by a later part of Capstan", path.info.plural)))
         }
@@ -383,8 +396,12 @@ async fn write_with_retries(
         if next == strip_version(&current) || dry_run {
             return Ok(if dry_run { next } else { current });
         }
+        // A namespace also waits for its `spec.finalizers` (the namespace controller's).
+        let spec_finalizers = target.info.gvk.kind == "Namespace"
+            && next.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         let finished = next.get("metadata").and_then(|m| m.get("deletionTimestamp")).is_some()
-            && meta::finalizers(&next).is_empty();
+            && meta::finalizers(&next).is_empty()
+            && !spec_finalizers;
         let result = if finished {
             server.objects.remove(target, revision).await.map(|_| next.clone())
         } else {

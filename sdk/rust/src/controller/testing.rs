@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::prelude::*;
-use super::{Api, ApiError, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef, PatchType};
+use super::{
+    Api, ApiError, ApiResource, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
+    PatchType,
+};
 use super::{Propagation, meta};
 
 type Bucket = BTreeMap<(Option<String>, String), Value>;
@@ -217,6 +220,25 @@ impl Api for FakeCluster {
 
     fn record_event(&self, _regarding: &ObjectRef, _event_type: EventType, reason: &str, message: &str) {
         self.events.borrow_mut().push((reason.to_owned(), message.to_owned()));
+    }
+
+    /// Every kind the cluster has held an object of (plural: the kind in lower case plus `s`;
+    /// namespaced when its objects have a namespace),.
+    fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
+        let objects = self.objects.borrow();
+        Ok(objects
+            .iter()
+            .filter_map(|(key, bucket)| {
+                let (api_version, kind) = key.rsplit_once('/')?;
+                let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+                Some(ApiResource {
+                    kind: GroupVersionKind::new(group, version, kind),
+                    plural: format!("{}s", kind.to_ascii_lowercase()),
+                    namespaced: bucket.keys().any(|(namespace, _)| namespace.is_some()),
+                    verbs: ["create", "delete", "get", "list", "patch", "update", "watch"].map(String::from).to_vec(),
+                })
+            })
+            .collect())
     }
 }
 
