@@ -73,6 +73,24 @@ fn a_deployment_creates_a_replica_set_and_its_pods_and_scales() {
     eventually(Duration::from_secs(30), "1 pod", || (live_pods(&server, "app=web").len() == 1).then_some(()));
     let events = kubectl(&server, &["get", "events", "-o", "json"]);
     assert!(events.contains("ScalingReplicaSet") && events.contains("SuccessfulCreate"), "controllers record Events");
+
+    // The controllers' work and their components' calls are on the API server's /metrics.
+    let metrics = kubectl(&server, &["get", "--raw", "/metrics"]);
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    };
+    assert!(value(r#"capstan_controller_reconciles_total{controller="replicaset"}"#) >= 3.0);
+    assert!(value(r#"capstan_controller_queue_depth{controller="deployment"}"#) >= 0.0);
+    assert!(value(r#"capstan_plugin_calls_total{plugin="replicaset",world="controller"}"#) >= 3.0);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("capstan_plugin_calls_total{") && l.contains(r#"world="scheduler-plugin""#)),
+        "the scheduler's components are on /metrics"
+    );
 }
 
 #[test]
@@ -478,4 +496,29 @@ fn live_pods_in(server: &CapstanServer, namespace: &str) -> Vec<serde_json::Valu
         .into_iter()
         .filter(|p| p["metadata"]["deletionTimestamp"].is_null() && p["status"]["phase"] == "Running")
         .collect()
+}
+
+#[test]
+fn a_replication_controller_keeps_its_pods_scales_and_is_collected() {
+    let server = server();
+    let rc = r#"{"apiVersion": "v1", "kind": "ReplicationController", "metadata": {"name": "legacy"},
+      "spec": {"replicas": 3, "selector": {"app": "legacy"},
+        "template": {"metadata": {"labels": {"app": "legacy"}},
+          "spec": {"nodeName": "hollow-node-0", "containers": [{"name": "app", "image": "busybox"}]}}}}"#;
+    kubectl_stdin(&server, &["apply", "-f", "-"], rc);
+    eventually(Duration::from_secs(30), "3 running pods", || {
+        (live_pods(&server, "app=legacy").len() == 3).then_some(())
+    });
+    let pod = &live_pods(&server, "app=legacy")[0];
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "ReplicationController");
+    eventually(Duration::from_secs(30), "status.readyReplicas 3", || {
+        let rc = json(&kubectl(&server, &["get", "rc", "legacy", "-o", "json"]));
+        (rc["status"]["readyReplicas"] == 3).then_some(())
+    });
+    kubectl(&server, &["scale", "rc/legacy", "--replicas=1"]);
+    eventually(Duration::from_secs(30), "1 pod", || (live_pods(&server, "app=legacy").len() == 1).then_some(()));
+    kubectl(&server, &["delete", "rc", "legacy"]);
+    eventually(Duration::from_secs(30), "the pods collected", || {
+        items(&server, &["pods", "-l", "app=legacy"]).is_empty().then_some(())
+    });
 }

@@ -120,14 +120,22 @@ fn from_a_fresh_cluster_to_a_rolling_update_with_every_plugin_in_wasm() {
     }
     let plugins = kubectl(&server, &["get", "plugins"]);
     assert!(plugins.contains("controller") && plugins.contains("admission"), "{plugins}");
-    let listed = json(&kubectl(&server, &["get", "plugins", "-o", "json"]));
-    let states: Vec<(String, String)> = listed["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| (name(p), p["status"]["state"].as_str().unwrap_or("none").to_owned()))
-        .collect();
-    assert!(states.iter().all(|(_, state)| state == "Loaded"), "every shipped component loads: {states:?}");
+    // The leader loads the controllers one after another: give the last ones time.
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let listed = json(&kubectl(&server, &["get", "plugins", "-o", "json"]));
+        let states: Vec<(String, String)> = listed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| (name(p), p["status"]["state"].as_str().unwrap_or("none").to_owned()))
+            .collect();
+        if states.iter().all(|(_, state)| state == "Loaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "every shipped component loads: {states:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // 3. The example Deployment: 3 pods Running on real containers, answering HTTP.
     let applied = Instant::now();

@@ -34,4 +34,4 @@ pub mod subresources;
 pub mod validation;
 pub mod watch;
 
-pub use server::{Config, KUBERNETES_VERSION, Running, ServerError, start};
+pub use server::{Config, ExtraMetrics, KUBERNETES_VERSION, MetricsSource, Running, ServerError, start};

@@ -76,7 +76,17 @@ pub struct Config {
     /// The admission components the binary ships, by name, enabled by default (see
     /// [`crate::plugins::builtin_admission_specs`]).
     pub builtin_plugins: std::collections::BTreeMap<String, crate::plugins::BuiltinPlugin>,
+    /// More Prometheus text for `/metrics` (the controllers' and the scheduler's, which run
+    /// in the same process and register once they start).
+    pub extra_metrics: ExtraMetrics,
 }
+
+/// Renders some Prometheus text for `/metrics`.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The sources `/metrics` appends to the API server's own metrics; shared, so parts that start
+/// later can add theirs.
+pub type ExtraMetrics = Arc<std::sync::RwLock<Vec<MetricsSource>>>;
 
 /// Shared state of the running server.
 pub struct ApiServer {
@@ -94,6 +104,7 @@ pub struct ApiServer {
     pub(crate) server_address: String,
     /// The loaded plugins.
     pub(crate) plugins: crate::plugins::PluginManager,
+    extra_metrics: ExtraMetrics,
     /// How pods/log, exec and attach reach node agents.
     pub(crate) nodes: crate::node_proxy::NodeClient,
 }
@@ -138,6 +149,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         server_address: format!("{url_host}:{}", address.port()),
         plugins: crate::plugins::PluginManager::new(config.data_dir.join("plugin-cache"))
             .with_sources(config.builtin_plugins, Some(config.data_dir.join("plugins"))),
+        extra_metrics: config.extra_metrics,
         nodes: crate::node_proxy::NodeClient::new(&pki)?,
     });
     server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
@@ -338,6 +350,10 @@ async fn ready(State(server): State<Arc<ApiServer>>) -> Response {
 async fn metrics(State(server): State<Arc<ApiServer>>) -> Response {
     let mut text = server.metrics.render(server.cache.watcher_count());
     text.push_str(&server.plugins.prometheus());
+    let sources = server.extra_metrics.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    for source in sources {
+        text.push_str(&source());
+    }
     let mut response = text.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response

@@ -308,7 +308,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         port: args.port,
         store,
         builtin_plugins: builtin_plugins(&components),
+        extra_metrics: capstan_apiserver::ExtraMetrics::default(),
     };
+    let extra_metrics = config.extra_metrics.clone();
     let running = capstan_apiserver::start(config).await.context("cannot start the API server")?;
     tracing::info!(address = %running.address, "API server listening");
     let _hollow = if args.hollow.count > 0 {
@@ -338,6 +340,17 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    {
+        // The controllers' queues and reconciles, and every scheduler and controller component's
+        // calls, on the API server's `/metrics`.
+        let mut sources = extra_metrics.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(elected) = &controllers {
+            let manager = elected.manager().clone();
+            sources.push(std::sync::Arc::new(move || manager.prometheus()));
+        }
+        let plugins = runtime.clone();
+        sources.push(std::sync::Arc::new(move || capstan_wasm::render_prometheus(&plugins.metrics())));
+    }
     let scheduler = if args.scheduler {
         // The API server is useful without a scheduler (e.g. when the plugins are not built):
         // say loudly why pods stay pending instead of refusing to start.

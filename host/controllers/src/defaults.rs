@@ -43,12 +43,30 @@ impl DefaultController {
     }
 }
 
+/// A default controller.
+const fn controller(
+    name: &'static str,
+    component: &'static str,
+    config: &'static str,
+    workers: usize,
+) -> DefaultController {
+    DefaultController { name, component, config, workers }
+}
+
+/// A garbage collector instance (the `garbage-collector` component for one kind).
+const fn gc(name: &'static str, config: &'static str, workers: usize) -> DefaultController {
+    controller(name, "garbage-collector", config, workers)
+}
+
 /// The default controllers.
 #[must_use]
 pub fn defaults() -> Vec<DefaultController> {
     // The garbage collector runs once per kind it collects, each instance told its kind's
     // possible owners and dependents.
-    const GC_PODS: &str = r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
+    const GC_PODS: &str = r#"{"kind": {"version": "v1", "kind": "Pod"}, "owners": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}, {"version": "v1", "kind": "ReplicationController"}]}"#;
+    const GC_REPLICATION_CONTROLLERS: &str = r#"{"kind": {"version": "v1", "kind": "ReplicationController"}, "dependents": [{"version": "v1", "kind": "Pod"}]}"#;
+    // The ReplicaSet component manages ReplicationControllers too.
+    const REPLICATION_CONTROLLER: &str = r#"{"kind": "ReplicationController"}"#;
     const GC_REPLICA_SETS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "ReplicaSet"}, "owners": [{"group": "apps", "version": "v1", "kind": "Deployment"}], "dependents": [{"version": "v1", "kind": "Pod"}]}"#;
     const GC_DEPLOYMENTS: &str = r#"{"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}, "dependents": [{"group": "apps", "version": "v1", "kind": "ReplicaSet"}]}"#;
     // What StatefulSets and DaemonSets own, collected by instances of their own (an instance
@@ -67,93 +85,35 @@ pub fn defaults() -> Vec<DefaultController> {
     // Upstream's `--terminated-pod-gc-threshold` and 40 s quarantine of pods on missing nodes.
     const POD_GC: &str = r#"{"terminatedPodThreshold": 12500, "orphanGracePeriodSeconds": 40}"#;
     vec![
-        DefaultController { name: "replicaset", component: "replicaset-controller", config: "{}", workers: 5 },
-        DefaultController { name: "deployment", component: "deployment-controller", config: "{}", workers: 5 },
-        DefaultController { name: "node-lifecycle", component: "node-lifecycle-controller", config: "{}", workers: 4 },
-        DefaultController { name: "endpointslice", component: "endpointslice-controller", config: "{}", workers: 5 },
-        DefaultController { name: "serviceaccount", component: "serviceaccount-controller", config: "{}", workers: 2 },
-        DefaultController { name: "namespace", component: "namespace-controller", config: "{}", workers: 2 },
+        controller("replicaset", "replicaset-controller", "{}", 5),
+        controller("deployment", "deployment-controller", "{}", 5),
+        controller("replicationcontroller", "replicaset-controller", REPLICATION_CONTROLLER, 5),
+        controller("node-lifecycle", "node-lifecycle-controller", "{}", 4),
+        controller("endpointslice", "endpointslice-controller", "{}", 5),
+        controller("serviceaccount", "serviceaccount-controller", "{}", 2),
+        controller("namespace", "namespace-controller", "{}", 2),
         // One worker: the component keeps each HPA's recent recommendations in its memory (as
         // upstream does), and one instance sees them all.
-        DefaultController {
-            name: "horizontal-pod-autoscaler",
-            component: "horizontal-pod-autoscaler-controller",
-            config: "{}",
-            workers: 1,
-        },
-        DefaultController {
-            name: "garbage-collector-pods",
-            component: "garbage-collector",
-            config: GC_PODS,
-            workers: 4,
-        },
-        DefaultController {
-            name: "garbage-collector-replicasets",
-            component: "garbage-collector",
-            config: GC_REPLICA_SETS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-deployments",
-            component: "garbage-collector",
-            config: GC_DEPLOYMENTS,
-            workers: 2,
-        },
-        DefaultController { name: "statefulset", component: "statefulset-controller", config: "{}", workers: 5 },
-        DefaultController { name: "daemonset", component: "daemonset-controller", config: "{}", workers: 2 },
-        DefaultController { name: "disruption", component: "disruption-controller", config: "{}", workers: 2 },
-        DefaultController {
-            name: "garbage-collector-workload-pods",
-            component: "garbage-collector",
-            config: GC_WORKLOAD_PODS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-persistentvolumeclaims",
-            component: "garbage-collector",
-            config: GC_CLAIMS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-controllerrevisions",
-            component: "garbage-collector",
-            config: GC_REVISIONS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-statefulsets",
-            component: "garbage-collector",
-            config: GC_STATEFUL_SETS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-daemonsets",
-            component: "garbage-collector",
-            config: GC_DAEMON_SETS,
-            workers: 2,
-        },
-        DefaultController { name: "job", component: "job-controller", config: "{}", workers: 5 },
-        DefaultController { name: "cronjob", component: "cronjob-controller", config: "{}", workers: 5 },
+        controller("horizontal-pod-autoscaler", "horizontal-pod-autoscaler-controller", "{}", 1),
+        gc("garbage-collector-pods", GC_PODS, 4),
+        gc("garbage-collector-replicasets", GC_REPLICA_SETS, 2),
+        gc("garbage-collector-deployments", GC_DEPLOYMENTS, 2),
+        gc("garbage-collector-replicationcontrollers", GC_REPLICATION_CONTROLLERS, 2),
+        controller("statefulset", "statefulset-controller", "{}", 5),
+        controller("daemonset", "daemonset-controller", "{}", 2),
+        controller("disruption", "disruption-controller", "{}", 2),
+        gc("garbage-collector-workload-pods", GC_WORKLOAD_PODS, 2),
+        gc("garbage-collector-persistentvolumeclaims", GC_CLAIMS, 2),
+        gc("garbage-collector-controllerrevisions", GC_REVISIONS, 2),
+        gc("garbage-collector-statefulsets", GC_STATEFUL_SETS, 2),
+        gc("garbage-collector-daemonsets", GC_DAEMON_SETS, 2),
+        controller("job", "job-controller", "{}", 5),
+        controller("cronjob", "cronjob-controller", "{}", 5),
         // One worker: the quarantine of missing nodes is remembered per component instance.
-        DefaultController { name: "pod-garbage-collector", component: "pod-gc-controller", config: POD_GC, workers: 1 },
-        DefaultController {
-            name: "garbage-collector-job-pods",
-            component: "garbage-collector",
-            config: GC_JOB_PODS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-jobs",
-            component: "garbage-collector",
-            config: GC_JOBS,
-            workers: 2,
-        },
-        DefaultController {
-            name: "garbage-collector-cronjobs",
-            component: "garbage-collector",
-            config: GC_CRON_JOBS,
-            workers: 1,
-        },
+        controller("pod-garbage-collector", "pod-gc-controller", POD_GC, 1),
+        gc("garbage-collector-job-pods", GC_JOB_PODS, 2),
+        gc("garbage-collector-jobs", GC_JOBS, 2),
+        gc("garbage-collector-cronjobs", GC_CRON_JOBS, 1),
     ]
 }
 

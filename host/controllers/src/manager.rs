@@ -229,6 +229,12 @@ impl ControllerManager {
         names
     }
 
+    /// Every running controller's metrics in the Prometheus text format.
+    #[must_use]
+    pub fn prometheus(&self) -> String {
+        crate::metrics::render_prometheus(&self.metrics())
+    }
+
     /// Every running controller's metrics.
     #[must_use]
     pub fn metrics(&self) -> Vec<(String, MetricsSnapshot)> {

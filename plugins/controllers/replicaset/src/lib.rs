@@ -2,6 +2,10 @@
 //! asks for — creating them from its template in slow-start batches, deleting the least useful
 //! ones first — adopts orphan pods its selector matches, and writes the ReplicaSet's status.
 //!
+//! Configured with `{"kind": "ReplicationController"}` the same component is the
+//! `ReplicationController` manager (a v1 `ReplicationController` is a ReplicaSet whose selector
+//! is a plain label map, defaulting to its template's labels).
+//!
 //! Start with [`ReplicaSetController::reconcile`]; the logic is plain functions over
 //! [`Api`], tested natively against the SDK's in-memory cluster.
 
@@ -15,11 +19,17 @@ use serde_json::{Value, json};
 /// Most pods created or deleted in one reconcile; the rest follow on the next.
 const BURST: usize = 500;
 
-/// The ReplicaSet controller.
-pub struct ReplicaSetController;
+/// The ReplicaSet (or `ReplicationController`) controller.
+pub struct ReplicaSetController {
+    kind: GroupVersionKind,
+}
 
 fn replica_set() -> GroupVersionKind {
     GroupVersionKind::new("apps", "v1", "ReplicaSet")
+}
+
+fn replication_controller() -> GroupVersionKind {
+    GroupVersionKind::new("", "v1", "ReplicationController")
 }
 
 fn pod() -> GroupVersionKind {
@@ -27,16 +37,24 @@ fn pod() -> GroupVersionKind {
 }
 
 impl Controller for ReplicaSetController {
-    fn configure(_config: &str) -> Result<Self, String> {
-        Ok(Self)
+    fn configure(config: &str) -> Result<Self, String> {
+        let config: Value = serde_json::from_str(config).map_err(|e| format!("the configuration is not JSON: {e}"))?;
+        let kind = match config.get("kind").and_then(Value::as_str) {
+            None | Some("ReplicaSet") => replica_set(),
+            Some("ReplicationController") => replication_controller(),
+            Some(other) => {
+                return Err(format!("kind {other:?}: this component manages ReplicaSet or ReplicationController"));
+            }
+        };
+        Ok(Self { kind })
     }
 
     fn watches(&self) -> Watches {
-        Watches { primary: replica_set(), owned: vec![pod()], others: Vec::new() }
+        Watches { primary: self.kind.clone(), owned: vec![pod()], others: Vec::new() }
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        match reconcile(api, key) {
+        match reconcile(api, &self.kind, key) {
             Ok(()) => ReconcileResult::Done,
             Err(e) => ReconcileResult::Error(format!("{} ({} {})", e.message, e.code, e.reason)),
         }
@@ -45,50 +63,59 @@ impl Controller for ReplicaSetController {
 
 capstan_plugin_sdk::controller!(ReplicaSetController);
 
-fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<(), ApiError> {
-    let Some(rs) = api.get(&replica_set(), key)? else { return Ok(()) };
+/// The owner's pod selector as a `LabelSelector` (a `ReplicationController`'s is a label map,
+/// its template's labels when absent).
+fn selector_of(kind: &GroupVersionKind, owner: &Value) -> Option<Value> {
+    if kind.kind != "ReplicationController" {
+        return owner.pointer("/spec/selector").cloned();
+    }
+    let labels = owner
+        .pointer("/spec/selector")
+        .filter(|s| s.as_object().is_some_and(|m| !m.is_empty()))
+        .or_else(|| owner.pointer("/spec/template/metadata/labels"))?;
+    Some(json!({"matchLabels": labels}))
+}
+
+fn reconcile(api: &dyn Api, kind: &GroupVersionKind, key: &ObjectKey) -> Result<(), ApiError> {
+    let Some(rs) = api.get(kind, key)? else { return Ok(()) };
     let uid = meta::uid(&rs).unwrap_or_default().to_owned();
     let all_pods = api.list(&pod(), &ListOptions::in_namespace(key.namespace.as_deref()))?;
-    let selector = rs.pointer("/spec/selector");
+    let selector = selector_of(kind, &rs);
+    let selector = selector.as_ref();
     let mut active = Vec::new();
-    for pod in all_pods {
-        if meta::is_terminating(&pod) || meta::pod_is_finished(&pod) {
+    for candidate in all_pods {
+        if meta::is_terminating(&candidate) || meta::pod_is_finished(&candidate) {
             continue;
         }
-        if meta::is_controlled_by(&pod, &uid) {
-            active.push(pod);
-        } else if meta::controller_ref(&pod).is_none()
+        if meta::is_controlled_by(&candidate, &uid) {
+            active.push(candidate);
+        } else if meta::controller_ref(&candidate).is_none()
             && !meta::is_terminating(&rs)
-            && meta::selector_matches(selector, meta::labels(&pod))
+            && meta::selector_matches(selector, meta::labels(&candidate))
         {
-            active.push(adopt(api, &rs, &pod)?);
+            active.push(capstan_plugin_sdk::controller::owned::adopt(api, kind, &rs, &pod(), &candidate)?);
         }
     }
     if !meta::is_terminating(&rs) {
         let desired = usize::try_from(meta::int(&rs, "/spec/replicas", 1)).unwrap_or(0);
         if active.len() < desired {
-            create_pods(api, &rs, (desired - active.len()).min(BURST))?;
+            create_pods(api, kind, &rs, (desired - active.len()).min(BURST))?;
         } else if active.len() > desired {
             let excess = (active.len() - desired).min(BURST);
-            delete_pods(api, &rs, &mut active, excess)?;
+            delete_pods(api, kind, &rs, &mut active, excess)?;
         }
     }
-    update_status(api, &rs, &active)
+    update_status(api, kind, &rs, &active)
 }
 
-/// Makes `rs` the controller of an orphan pod its selector matches.
-fn adopt(api: &dyn Api, rs: &Value, pod_object: &Value) -> Result<Value, ApiError> {
-    capstan_plugin_sdk::controller::owned::adopt(api, &replica_set(), rs, &pod(), pod_object)
-}
-
-/// A new pod from `rs`'s template.
+/// A new pod from the template of `rs` (of `kind`).
 #[must_use]
-pub fn pod_from_template(rs: &Value) -> Value {
+pub fn pod_from_template(kind: &GroupVersionKind, rs: &Value) -> Value {
     let template = rs.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
     let mut metadata = template.get("metadata").cloned().unwrap_or_else(|| json!({}));
     metadata["generateName"] = json!(format!("{}-", meta::name(rs)));
     metadata["namespace"] = json!(meta::namespace(rs));
-    metadata["ownerReferences"] = json!([meta::controller_reference(&replica_set(), rs)]);
+    metadata["ownerReferences"] = json!([meta::controller_reference(kind, rs)]);
     if let Some(map) = metadata.as_object_mut() {
         map.remove("name");
     }
@@ -97,9 +124,9 @@ pub fn pod_from_template(rs: &Value) -> Value {
 
 /// Creates `count` pods in batches of 1, 2, 4, …, stopping at the first batch with a failure
 /// (as kube-controller-manager does, so a quota or admission refusal costs one call, not many).
-fn create_pods(api: &dyn Api, rs: &Value, count: usize) -> Result<(), ApiError> {
-    let regarding = ObjectRef::to(&replica_set(), rs);
-    let new_pod = pod_from_template(rs);
+fn create_pods(api: &dyn Api, kind: &GroupVersionKind, rs: &Value, count: usize) -> Result<(), ApiError> {
+    let regarding = ObjectRef::to(kind, rs);
+    let new_pod = pod_from_template(kind, rs);
     let mut remaining = count;
     let mut batch = 1;
     while remaining > 0 {
@@ -131,9 +158,15 @@ fn deletion_rank(pod_object: &Value) -> (bool, bool, bool, std::cmp::Reverse<Str
     (scheduled, running, meta::pod_is_ready(pod_object), std::cmp::Reverse(meta::created(pod_object).to_owned()))
 }
 
-fn delete_pods(api: &dyn Api, rs: &Value, active: &mut Vec<Value>, count: usize) -> Result<(), ApiError> {
+fn delete_pods(
+    api: &dyn Api,
+    kind: &GroupVersionKind,
+    rs: &Value,
+    active: &mut Vec<Value>,
+    count: usize,
+) -> Result<(), ApiError> {
     active.sort_by_key(deletion_rank);
-    let regarding = ObjectRef::to(&replica_set(), rs);
+    let regarding = ObjectRef::to(kind, rs);
     for victim in active.drain(..count) {
         match api.delete(&pod(), &ObjectKey::of(&victim), &DeleteOptions::plain()) {
             Ok(()) => {
@@ -169,14 +202,14 @@ pub fn status_for(rs: &Value, active: &[Value]) -> Value {
     status
 }
 
-fn update_status(api: &dyn Api, rs: &Value, active: &[Value]) -> Result<(), ApiError> {
+fn update_status(api: &dyn Api, kind: &GroupVersionKind, rs: &Value, active: &[Value]) -> Result<(), ApiError> {
     let status = status_for(rs, active);
     if rs.get("status") == Some(&status) {
         return Ok(());
     }
     let mut updated = rs.clone();
     updated["status"] = status;
-    match api.update_status(&replica_set(), &updated) {
+    match api.update_status(kind, &updated) {
         Ok(_) => Ok(()),
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(e),
@@ -190,7 +223,11 @@ mod tests {
     use capstan_plugin_sdk::controller::{Api, ObjectKey, meta};
     use serde_json::{Value, json};
 
-    use super::{pod, reconcile, replica_set};
+    use super::{pod, replica_set, replication_controller};
+
+    fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<(), capstan_plugin_sdk::controller::ApiError> {
+        super::reconcile(api, &replica_set(), key)
+    }
 
     fn rs(replicas: i64) -> Value {
         json!({
@@ -215,7 +252,7 @@ mod tests {
             let cluster = FakeCluster::new();
             let owner = cluster.insert(&replica_set(), rs(i64::from(replicas)));
             for _ in 0..before {
-                cluster.insert(&pod(), super::pod_from_template(&owner));
+                cluster.insert(&pod(), super::pod_from_template(&replica_set(), &owner));
             }
             let key = ObjectKey::namespaced("default", "web");
             reconcile(&cluster, &key).unwrap();
@@ -256,15 +293,41 @@ mod tests {
     fn scale_down_deletes_unready_pods_first() {
         let cluster = FakeCluster::new();
         let owner = cluster.insert(&replica_set(), rs(1));
-        let mut ready = super::pod_from_template(&owner);
+        let mut ready = super::pod_from_template(&replica_set(), &owner);
         ready["metadata"]["name"] = json!("ready");
         ready["status"] = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
         cluster.insert(&pod(), ready);
-        let mut pending = super::pod_from_template(&owner);
+        let mut pending = super::pod_from_template(&replica_set(), &owner);
         pending["metadata"]["name"] = json!("pending");
         cluster.insert(&pod(), pending);
         reconcile(&cluster, &ObjectKey::namespaced("default", "web")).unwrap();
         let names: Vec<String> = live_pods(&cluster).iter().map(|p| meta::name(p).to_owned()).collect();
         assert_eq!(names, ["ready"]);
+    }
+
+    #[test]
+    fn a_replication_controller_is_managed_by_its_label_map_selector() {
+        let cluster = FakeCluster::new();
+        let rc = json!({
+            "metadata": {"name": "old", "namespace": "default"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"app": "old"},
+                "template": {"metadata": {"labels": {"app": "old"}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}},
+            },
+        });
+        let owner = cluster.insert(&replication_controller(), rc);
+        cluster
+            .insert(&pod(), json!({"metadata": {"name": "stray", "namespace": "default", "labels": {"app": "old"}}}));
+        let key = ObjectKey::namespaced("default", "old");
+        super::reconcile(&cluster, &replication_controller(), &key).unwrap();
+        let pods = live_pods(&cluster);
+        assert_eq!(pods.len(), 2, "the stray pod is adopted and one more created");
+        assert!(pods.iter().all(|p| meta::is_controlled_by(p, meta::uid(&owner).unwrap())));
+        assert_eq!(meta::controller_ref(&pods[0]).unwrap()["kind"], "ReplicationController");
+        super::reconcile(&cluster, &replication_controller(), &key).unwrap();
+        let stored = cluster.get(&replication_controller(), &key).unwrap().unwrap();
+        assert_eq!(stored["status"]["replicas"], 2);
+        assert!(<super::ReplicaSetController as capstan_plugin_sdk::controller::Controller>::configure(r#"{"kind": "Deployment"}"#).is_err());
     }
 }
