@@ -13,8 +13,10 @@ pub mod pods;
 pub mod probes;
 pub mod runtime;
 pub mod server;
+pub mod spdy;
 pub mod spec;
 pub mod static_pods;
+mod streaming;
 
 use std::path::{Path, PathBuf};
 
