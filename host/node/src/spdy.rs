@@ -231,6 +231,9 @@ impl StreamOpener {
             out.extend_from_slice(&(!len).to_le_bytes());
             out.extend_from_slice(chunk);
         }
+        // The sync-flush marker (an empty stored block) every SPDY header block ends with:
+        // inflaters hand out what they hold only once they read it.
+        out.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
         out
     }
 }
@@ -242,6 +245,7 @@ mod tests {
     fn inflate_stored(mut zlib: &[u8]) -> Vec<u8> {
         assert_eq!(&zlib[..2], &[0x78, 0x01]);
         zlib = &zlib[2..];
+        assert!(zlib.ends_with(&[0, 0, 0, 0xff, 0xff]), "no sync flush");
         let mut out = Vec::new();
         while !zlib.is_empty() {
             assert_eq!(zlib[0], 0);

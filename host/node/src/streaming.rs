@@ -163,7 +163,13 @@ where
 {
     let client = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
-        let Ok(client) = client.await else { return };
+        let client = match client.await {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::debug!(error = %e, "the client's WebSocket upgrade failed");
+                return;
+            }
+        };
         let socket = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
         bridge(socket).await;
     });
