@@ -42,10 +42,16 @@ struct PortForward {
 impl PortForward {
     /// Starts `kubectl port-forward TARGET :REMOTE…` and waits for its `Forwarding from` lines.
     fn start(server: &CapstanServer, target: &str, remotes: &[u16]) -> Self {
-        let mut args = vec!["port-forward".to_string(), target.to_string()];
+        Self::start_with(server, target, remotes, &[])
+    }
+
+    /// [`PortForward::start`] with kubectl logging at level 4 (which dialer it used) and `env`.
+    fn start_with(server: &CapstanServer, target: &str, remotes: &[u16], env: &[(&str, &str)]) -> Self {
+        let mut args = vec!["port-forward".to_string(), target.to_string(), "-v=4".to_string()];
         args.extend(remotes.iter().map(|r| format!(":{r}")));
         let mut child = Command::new("kubectl")
             .args(&args)
+            .envs(env.iter().copied())
             .env("KUBECONFIG", server.kubeconfig())
             .env("HOME", server.dir())
             .stdout(Stdio::piped())
@@ -107,6 +113,13 @@ fn port_forward_reaches_pod_ports_including_its_localhost() {
     start_web(&server, "node-pf");
 
     let forward = PortForward::start(&server, "pod/web", &[8080, 9090]);
+    // kubectl 1.32 tries SPDY tunnelled in a WebSocket first; the node accepts it.
+    let log: Vec<String> = forward.errors.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("tunneling_dialer") && l.contains("negotiated protocol: portforward.k8s.io")),
+        "{log:?}"
+    );
+    assert!(!log.iter().any(|l| l.contains("fallback")), "{log:?}");
     let reply = http_get("127.0.0.1", forward.ports[0], "/").unwrap_or_else(|e| panic!("GET through 8080: {e}"));
     assert!(reply.starts_with("HTTP/1.") && body(&reply) == "web\n", "{reply}");
     // A server the pod binds to 127.0.0.1 only answers too: the runtime dials the pod's localhost.
@@ -117,7 +130,7 @@ fn port_forward_reaches_pod_ports_including_its_localhost() {
     let port = forward.ports[0];
     let (first, second) = std::thread::scope(|scope| {
         let connect = || {
-            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+            let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
             stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap_or_else(|e| panic!("{e}"));
             stream
         };
@@ -144,6 +157,12 @@ fn port_forward_reaches_pod_ports_including_its_localhost() {
     let forward = PortForward::start(&server, "svc/web", &[80]);
     let reply = http_get("127.0.0.1", forward.ports[0], "/").unwrap_or_else(|e| panic!("GET through svc/web: {e}"));
     assert_eq!(body(&reply), "web\n", "{reply}");
+    drop(forward);
+
+    // Plain SPDY, what kubectl falls back to (and older kubectls speak), works as well.
+    let forward = PortForward::start_with(&server, "pod/web", &[9090], &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")]);
+    let reply = http_get("127.0.0.1", forward.ports[0], "/").unwrap_or_else(|e| panic!("GET over SPDY: {e}"));
+    assert_eq!(body(&reply), "local\n", "{reply}");
 }
 
 #[test]
@@ -168,10 +187,17 @@ fn port_forward_to_a_closed_port_reports_the_error() {
 
 /// Runs `kubectl exec -i POD -- COMMAND` with `input` piped to its stdin (closed after), waiting
 /// at most `limit`; returns (success, stdout, stderr).
-fn exec_with_input(server: &CapstanServer, command: &[&str], input: &[u8], limit: Duration) -> (bool, String, String) {
+fn exec_with_input(
+    server: &CapstanServer,
+    command: &[&str],
+    input: &[u8],
+    limit: Duration,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
     let mut child = Command::new("kubectl")
         .args(["exec", "-i", "web", "--"])
         .args(command)
+        .envs(env.iter().copied())
         .env("KUBECONFIG", server.kubeconfig())
         .env("HOME", server.dir())
         .stdin(Stdio::piped())
@@ -189,7 +215,8 @@ fn exec_with_input(server: &CapstanServer, command: &[&str], input: &[u8], limit
         if Instant::now() > deadline {
             let _ = child.kill();
             let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-            let log = std::fs::read_to_string(server.dir().join("data/node/containerd/containerd.log")).unwrap_or_default();
+            let log =
+                std::fs::read_to_string(server.dir().join("data/node/containerd/containerd.log")).unwrap_or_default();
             eprintln!("containerd: {}", &log[log.len().saturating_sub(6000)..]);
             panic!(
                 "kubectl exec -i {command:?} still running after {limit:?} (stdin EOF not delivered?)\nstdout: {}\nstderr: {}",
@@ -212,17 +239,23 @@ fn exec_with_input(server: &CapstanServer, command: &[&str], input: &[u8], limit
 fn exec_with_piped_stdin_sees_end_of_file() {
     let server = node_server("node-ex", 123);
     start_web(&server, "node-ex");
-    let (ok, stdout, stderr) = exec_with_input(&server, &["cat"], b"hello\n", Duration::from_secs(10));
+    let (ok, stdout, stderr) = exec_with_input(&server, &["cat"], b"hello\n", Duration::from_secs(10), &[]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "hello\n");
     // More than SPDY's initial 64 KiB window, byte for byte.
     let mut big: Vec<u8> = (0..300_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     big.extend_from_slice(b"END\n");
     let script = "cat > /tmp/in; wc -c < /tmp/in; tail -c 4 /tmp/in";
-    let (ok, stdout, stderr) = exec_with_input(&server, &["sh", "-c", script], &big, Duration::from_secs(20));
+    let (ok, stdout, stderr) = exec_with_input(&server, &["sh", "-c", script], &big, Duration::from_secs(20), &[]);
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "300004\nEND\n");
     // Exit codes still arrive through the translated status.
-    let (ok, _, _) = exec_with_input(&server, &["sh", "-c", "cat > /dev/null; exit 3"], b"x", Duration::from_secs(10));
+    let (ok, _, _) =
+        exec_with_input(&server, &["sh", "-c", "cat > /dev/null; exit 3"], b"x", Duration::from_secs(10), &[]);
     assert!(!ok);
+    // Over SPDY (kubectl's fallback, older kubectls) the stream is passed through as is.
+    let spdy = [("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")];
+    let (ok, stdout, stderr) = exec_with_input(&server, &["cat"], b"over spdy\n", Duration::from_secs(10), &spdy);
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "over spdy\n");
 }
