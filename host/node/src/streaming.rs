@@ -13,8 +13,6 @@
 //! The runtime (containerd's CRI streaming server) dials port-forward targets on localhost inside
 //! the pod's network namespace, so servers bound to 127.0.0.1 in the pod are reachable.
 
-use std::collections::HashSet;
-
 use bytes::{BufMut as _, Bytes, BytesMut};
 use futures::{SinkExt as _, StreamExt as _};
 use http_body_util::{BodyExt as _, Full};
@@ -177,6 +175,7 @@ where
 
 /// Which streams an exec or attach has, from its query flags.
 #[derive(Clone, Copy)]
+#[allow(clippy::struct_excessive_bools, reason = "the four independent flags of the exec/attach query")]
 pub(crate) struct Streams {
     /// The client sends stdin.
     pub stdin: bool,
@@ -249,11 +248,7 @@ async fn tunnel_bridge(socket: WebSocketStream<TokioIo<Upgraded>>, runtime: Toki
     let inbound = async {
         while let Some(Ok(message)) = from_client.next().await {
             match message {
-                Message::Binary(data) => {
-                    if to_runtime.write_all(&data).await.is_err() {
-                        break;
-                    }
-                }
+                Message::Binary(data) if to_runtime.write_all(&data).await.is_err() => break,
                 Message::Close(_) => break,
                 _ => {}
             }
@@ -319,6 +314,11 @@ fn open_exec_streams(opener: &mut StreamOpener, streams: Streams) -> (ExecStream
     (ids, frames)
 }
 
+type ClientSink = futures::stream::SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+type ClientStream = futures::stream::SplitStream<WebSocketStream<TokioIo<Upgraded>>>;
+type RuntimeReader = tokio::io::ReadHalf<TokioIo<Upgraded>>;
+type FrameSender = tokio::sync::mpsc::Sender<Bytes>;
+
 /// Translates a WebSocket channel exec/attach to the runtime's SPDY remotecommand.
 async fn exec_bridge(
     socket: WebSocketStream<TokioIo<Upgraded>>,
@@ -326,11 +326,12 @@ async fn exec_bridge(
     streams: Streams,
     v5: bool,
 ) {
-    let (mut to_client, mut from_client) = socket.split();
-    let (mut from_runtime, mut to_runtime) = tokio::io::split(runtime);
+    let (to_client, from_client) = socket.split();
+    let (from_runtime, mut to_runtime) = tokio::io::split(runtime);
     let mut opener = StreamOpener::default();
     let (ids, syn_streams) = open_exec_streams(&mut opener, streams);
     let (frames, mut outgoing) = tokio::sync::mpsc::channel::<Bytes>(64);
+    // One writer owns the runtime connection; both directions queue frames for it.
     let writer = async move {
         for frame in syn_streams {
             if to_runtime.write_all(&frame).await.is_err() {
@@ -345,99 +346,8 @@ async fn exec_bridge(
         let _ = to_runtime.write_all(&spdy::go_away(opener.last())).await;
         let _ = to_runtime.shutdown().await;
     };
-    let send = |frames: &tokio::sync::mpsc::Sender<Bytes>, list: Vec<Bytes>| {
-        let frames = frames.clone();
-        async move {
-            for frame in list {
-                if frames.send(frame).await.is_err() {
-                    return false;
-                }
-            }
-            true
-        }
-    };
-    let inbound = {
-        let frames = frames.clone();
-        async move {
-            let mut stdin_open = ids.stdin.is_some();
-            while let Some(Ok(message)) = from_client.next().await {
-                let data = match message {
-                    Message::Binary(data) => data,
-                    Message::Close(_) => break,
-                    _ => continue,
-                };
-                let Some((&channel, payload)) = data.split_first() else { continue };
-                let target = match channel {
-                    STDIN if stdin_open => ids.stdin,
-                    RESIZE => ids.resize,
-                    CLOSE if v5 && payload.first() == Some(&STDIN) && stdin_open => {
-                        stdin_open = false;
-                        if let Some(stdin) = ids.stdin
-                            && !send(&frames, spdy::data(stdin, &[], true)).await
-                        {
-                            break;
-                        }
-                        continue;
-                    }
-                    _ => None,
-                };
-                if let Some(stream) = target
-                    && !send(&frames, spdy::data(stream, payload, false)).await
-                {
-                    break;
-                }
-            }
-        }
-    };
-    let outbound = {
-        let frames = frames.clone();
-        async move {
-            let mut finished = HashSet::new();
-            loop {
-                let frame = match spdy::read_frame(&mut from_runtime).await {
-                    Ok(Some(frame)) => frame,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "exec stream from the runtime ended");
-                        break;
-                    }
-                };
-                match frame {
-                    Frame::Data { stream, fin, data } => {
-                        let channel = match stream {
-                            s if Some(s) == ids.stdout => Some(STDOUT),
-                            s if Some(s) == ids.stderr => Some(STDERR),
-                            s if s == ids.error => Some(ERROR),
-                            _ => None,
-                        };
-                        if let Some(channel) = channel
-                            && !data.is_empty()
-                            && to_client.send(channel_message(channel, &data)).await.is_err()
-                        {
-                            return;
-                        }
-                        if fin {
-                            finished.insert(stream);
-                        }
-                        // The runtime writes the exit status last: once the error stream ends, so
-                        // has everything else.
-                        if finished.contains(&ids.error) {
-                            break;
-                        }
-                    }
-                    Frame::Ping(id) => {
-                        if frames.send(spdy::ping(id)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Frame::GoAway => break,
-                    Frame::SynReply { .. } | Frame::RstStream { .. } | Frame::Other => {}
-                }
-            }
-            let _ = to_client.send(Message::Close(Some(close_frame()))).await;
-        }
-    };
-    drop(frames);
+    let inbound = exec_from_client(from_client, frames.clone(), ids, v5);
+    let outbound = exec_from_runtime(from_runtime, to_client, frames, ids);
     let exchange = async {
         tokio::select! {
             () = inbound => {}
@@ -446,6 +356,91 @@ async fn exec_bridge(
     };
     // The writer ends once both halves dropped their senders, closing the runtime connection.
     tokio::join!(exchange, writer);
+}
+
+async fn send_all(frames: &FrameSender, list: Vec<Bytes>) -> bool {
+    for frame in list {
+        if frames.send(frame).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Client channel messages → runtime streams: stdin, resize, and v5's close of stdin.
+async fn exec_from_client(mut from_client: ClientStream, frames: FrameSender, ids: ExecStreamIds, v5: bool) {
+    let mut stdin_open = ids.stdin.is_some();
+    while let Some(Ok(message)) = from_client.next().await {
+        let data = match message {
+            Message::Binary(data) => data,
+            Message::Close(_) => break,
+            _ => continue,
+        };
+        let Some((&channel, payload)) = data.split_first() else { continue };
+        let sent = match (channel, ids.stdin) {
+            (STDIN, Some(stdin)) if stdin_open => send_all(&frames, spdy::data(stdin, payload, false)).await,
+            (CLOSE, Some(stdin)) if v5 && stdin_open && payload.first() == Some(&STDIN) => {
+                stdin_open = false;
+                send_all(&frames, spdy::data(stdin, &[], true)).await
+            }
+            (RESIZE, _) => match ids.resize {
+                Some(resize) => send_all(&frames, spdy::data(resize, payload, false)).await,
+                None => true,
+            },
+            _ => true,
+        };
+        if !sent {
+            break;
+        }
+    }
+}
+
+/// Runtime streams → client channel messages, until the exit status has arrived.
+async fn exec_from_runtime(
+    mut from_runtime: RuntimeReader,
+    mut to_client: ClientSink,
+    frames: FrameSender,
+    ids: ExecStreamIds,
+) {
+    loop {
+        let frame = match spdy::read_frame(&mut from_runtime).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "exec stream from the runtime ended");
+                break;
+            }
+        };
+        match frame {
+            Frame::Data { stream, fin, data } => {
+                let channel = match stream {
+                    s if Some(s) == ids.stdout => Some(STDOUT),
+                    s if Some(s) == ids.stderr => Some(STDERR),
+                    s if s == ids.error => Some(ERROR),
+                    _ => None,
+                };
+                if let Some(channel) = channel
+                    && !data.is_empty()
+                    && to_client.send(channel_message(channel, &data)).await.is_err()
+                {
+                    return;
+                }
+                // The runtime writes the exit status last: once the error stream ends, so has
+                // everything else.
+                if fin && stream == ids.error {
+                    break;
+                }
+            }
+            Frame::Ping(id) => {
+                if frames.send(spdy::ping(id)).await.is_err() {
+                    break;
+                }
+            }
+            Frame::GoAway => break,
+            Frame::SynReply { .. } | Frame::RstStream { .. } | Frame::Other => {}
+        }
+    }
+    let _ = to_client.send(Message::Close(Some(close_frame()))).await;
 }
 
 fn close_frame() -> tokio_tungstenite::tungstenite::protocol::CloseFrame {
