@@ -1,5 +1,5 @@
-//! The node agent's own HTTPS port (kubelet's 10250): container logs from CRI log files and
-//! exec/attach bridged to the runtime's streaming server. Only clients with a certificate signed
+//! The node agent's own HTTPS port (kubelet's 10250): container logs from CRI log files, and
+//! exec/attach/port-forward bridged to the runtime's streaming server (see `streaming`). Only clients with a certificate signed
 //! by the cluster CA (the API server) are served; nothing here answers unauthenticated requests.
 
 use std::collections::HashMap;
