@@ -4,7 +4,8 @@
 //! The API server authenticates to the node with the cluster's client certificate; the node
 //! serves only clients whose certificate the cluster CA signed. Like kube-apiserver without
 //! `--kubelet-certificate-authority`, the node's (self-signed) serving certificate is not checked.
-//! WebSocket upgrades (exec, attach) are spliced byte for byte after the node answers 101.
+//! Upgrades (WebSocket or SPDY: exec, attach, port-forward) are spliced byte for byte after the
+//! node answers 101.
 
 use std::sync::Arc;
 

@@ -5,7 +5,9 @@
 //! Start with [`Agent::run`]: it prepares the runtime ([`runtime`]), registers the node
 //! ([`node`]), then runs one worker per pod ([`pods`]). Images without a registry are built and
 //! imported by [`image`]. Manifests in `<data dir>/manifests` run as static pods
-//! ([`static_pods`]); logs and exec are served on the node's own HTTPS port ([`server`]).
+//! ([`static_pods`]); logs, exec, attach and port-forward are served on the node's own HTTPS port
+//! ([`server`]), the streams bridged to the runtime's SPDY streaming server (`streaming`, with the
+//! SPDY framing in [`spdy`]).
 
 pub mod image;
 pub mod node;
@@ -13,9 +15,11 @@ pub mod pods;
 pub mod probes;
 pub mod runtime;
 pub mod server;
+pub mod spdy;
 pub mod spec;
 pub mod static_pods;
 pub mod stats;
+mod streaming;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,5 @@
-//! The node agent's own HTTPS port (kubelet's 10250): container logs from CRI log files and
-//! exec/attach bridged to the runtime's streaming server. Only clients with a certificate signed
+//! The node agent's own HTTPS port (kubelet's 10250): container logs from CRI log files, and
+//! exec/attach/port-forward bridged to the runtime's streaming server (see `streaming`). Only clients with a certificate signed
 //! by the cluster CA (the API server) are served; nothing here answers unauthenticated requests.
 
 use std::collections::HashMap;
@@ -17,21 +17,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_cri::v1 as cri;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncSeekExt as _};
 use tokio::net::TcpListener;
 
 use crate::NodeError;
-use crate::pods::POD_UID_LABEL;
 use crate::runtime::Cri;
 
-type Body = BoxBody<Bytes, std::io::Error>;
+pub(crate) type Body = BoxBody<Bytes, std::io::Error>;
 
-fn full(text: impl Into<Bytes>) -> Body {
+pub(crate) fn full(text: impl Into<Bytes>) -> Body {
     Full::new(text.into()).map_err(|never: Infallible| match never {}).boxed()
 }
 
 /// A Kubernetes `Status` error response.
-fn status(code: StatusCode, message: &str) -> Response<Body> {
+pub(crate) fn status(code: StatusCode, message: &str) -> Response<Body> {
     let reason = match code {
         StatusCode::NOT_FOUND => "NotFound",
         StatusCode::BAD_REQUEST => "BadRequest",
@@ -197,6 +196,12 @@ async fn handle(cri: Cri, request: Request<Incoming>) -> Response<Body> {
     let query = query_pairs(request.uri().query());
     let get = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let flag = |key: &str| get(key).is_some_and(|v| v == "true" || v == "1");
+    if sub == "portforward" {
+        return match find_sandbox(&cri, namespace, name).await {
+            Ok(sandbox) => port_forward(cri, sandbox, request).await,
+            Err(response) => *response,
+        };
+    }
     let container = get("container").unwrap_or_default();
     let target = match find_container(&cri, namespace, name, &container, flag("previous")).await {
         Ok(target) => target,
@@ -215,9 +220,88 @@ async fn handle(cri: Cri, request: Request<Incoming>) -> Response<Body> {
             };
             logs(cri, target, options)
         }
-        "exec" | "attach" => stream(cri, target, sub, &query, request).await,
+        "exec" | "attach" => {
+            let streams = crate::streaming::Streams {
+                stdin: flag("stdin"),
+                stdout: flag("stdout"),
+                stderr: flag("stderr"),
+                tty: flag("tty"),
+            };
+            exec_or_attach(cri, &target, sub, streams, &query, request).await
+        }
         other => status(StatusCode::NOT_FOUND, &format!("pods/{other} is not served by this node")),
     }
+}
+
+/// Asks CRI for the exec or attach streaming URL and bridges the client to it.
+async fn exec_or_attach(
+    cri: Cri,
+    target: &Target,
+    sub: &str,
+    streams: crate::streaming::Streams,
+    query: &[(String, String)],
+    request: Request<Incoming>,
+) -> Response<Body> {
+    let mut runtime = cri.runtime;
+    let url = if sub == "exec" {
+        let cmd: Vec<String> = query.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+        let reply = runtime
+            .exec(cri::ExecRequest {
+                container_id: target.id.clone(),
+                cmd,
+                tty: streams.tty,
+                stdin: streams.stdin,
+                stdout: streams.stdout,
+                stderr: streams.stderr,
+            })
+            .await;
+        reply.map(|r| r.into_inner().url)
+    } else {
+        let reply = runtime
+            .attach(cri::AttachRequest {
+                container_id: target.id.clone(),
+                stdin: streams.stdin,
+                tty: streams.tty,
+                stdout: streams.stdout,
+                stderr: streams.stderr,
+            })
+            .await;
+        reply.map(|r| r.into_inner().url)
+    };
+    match url {
+        Ok(url) => crate::streaming::exec(&url, streams, request).await,
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    }
+}
+
+/// Asks CRI for the sandbox's port-forward streaming URL and bridges the client to it.
+async fn port_forward(cri: Cri, sandbox: cri::PodSandbox, request: Request<Incoming>) -> Response<Body> {
+    let reply =
+        cri.runtime.clone().port_forward(cri::PortForwardRequest { pod_sandbox_id: sandbox.id, port: vec![] }).await;
+    match reply {
+        Ok(reply) => crate::streaming::port_forward(&reply.into_inner().url, request).await,
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
+    }
+}
+
+/// The newest sandbox of pod `namespace/pod` on this node.
+async fn find_sandbox(cri: &Cri, namespace: &str, pod: &str) -> Result<cri::PodSandbox, Box<Response<Body>>> {
+    let filter = cri::PodSandboxFilter {
+        label_selector: HashMap::from([
+            ("io.kubernetes.pod.namespace".to_string(), namespace.to_string()),
+            ("io.kubernetes.pod.name".to_string(), pod.to_string()),
+        ]),
+        ..Default::default()
+    };
+    let sandboxes = cri
+        .runtime
+        .clone()
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) })
+        .await
+        .map_err(|e| Box::new(status(StatusCode::INTERNAL_SERVER_ERROR, e.message())))?;
+    sandboxes.into_inner().items.into_iter().max_by_key(|s| s.created_at).ok_or_else(|| {
+        Box::new(status(StatusCode::NOT_FOUND, &format!("pod {namespace}/{pod} has no sandbox on this node")))
+    })
 }
 
 struct Target {
@@ -236,22 +320,7 @@ async fn find_container(
 ) -> Result<Target, Box<Response<Body>>> {
     let mut runtime = cri.runtime.clone();
     let internal = |e: tonic::Status| Box::new(status(StatusCode::INTERNAL_SERVER_ERROR, e.message()));
-    let filter = cri::PodSandboxFilter {
-        label_selector: HashMap::from([
-            ("io.kubernetes.pod.namespace".to_string(), namespace.to_string()),
-            ("io.kubernetes.pod.name".to_string(), pod.to_string()),
-        ]),
-        ..Default::default()
-    };
-    let sandboxes =
-        runtime.list_pod_sandbox(cri::ListPodSandboxRequest { filter: Some(filter) }).await.map_err(internal)?;
-    let Some(sandbox) = sandboxes.into_inner().items.into_iter().max_by_key(|s| s.created_at) else {
-        return Err(Box::new(status(
-            StatusCode::NOT_FOUND,
-            &format!("pod {namespace}/{pod} has no sandbox on this node"),
-        )));
-    };
-    let _ = sandbox.labels.get(POD_UID_LABEL);
+    let sandbox = find_sandbox(cri, namespace, pod).await?;
     let filter = cri::ContainerFilter { pod_sandbox_id: sandbox.id.clone(), ..Default::default() };
     let list = runtime.list_containers(cri::ListContainersRequest { filter: Some(filter) }).await.map_err(internal)?;
     let mut attempts: Vec<(String, u32, String)> = list
@@ -397,118 +466,5 @@ fn logs(cri: Cri, target: Target, options: LogOptions) -> Response<Body> {
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
     let mut response = Response::new(BodyExt::boxed(body));
     response.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
-    response
-}
-
-/// Exec or attach: asks CRI for a streaming URL and splices the client's WebSocket upgrade onto
-/// the runtime's streaming server (which speaks channel.k8s.io v4; v5 framing is the same apart
-/// from the close channel, so the negotiated protocol is rewritten on the way).
-#[allow(clippy::too_many_lines, reason = "one request: CRI call, upstream upgrade, splice")]
-async fn stream(
-    cri: Cri,
-    target: Target,
-    sub: &str,
-    query: &[(String, String)],
-    mut request: Request<Incoming>,
-) -> Response<Body> {
-    let flag = |key: &str| query.iter().any(|(k, v)| k == key && (v == "true" || v == "1"));
-    let mut runtime = cri.runtime.clone();
-    let url = if sub == "exec" {
-        let cmd: Vec<String> = query.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
-        let reply = runtime
-            .exec(cri::ExecRequest {
-                container_id: target.id.clone(),
-                cmd,
-                tty: flag("tty"),
-                stdin: flag("stdin"),
-                stdout: flag("stdout"),
-                stderr: flag("stderr"),
-            })
-            .await;
-        reply.map(|r| r.into_inner().url)
-    } else {
-        let reply = runtime
-            .attach(cri::AttachRequest {
-                container_id: target.id.clone(),
-                stdin: flag("stdin"),
-                tty: flag("tty"),
-                stdout: flag("stdout"),
-                stderr: flag("stderr"),
-            })
-            .await;
-        reply.map(|r| r.into_inner().url)
-    };
-    let url = match url {
-        Ok(url) => url,
-        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, e.message()),
-    };
-    let Some(rest) = url.strip_prefix("http://") else {
-        return status(StatusCode::INTERNAL_SERVER_ERROR, &format!("unexpected streaming URL {url}"));
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let offered = request
-        .headers()
-        .get(hyper::header::SEC_WEBSOCKET_PROTOCOL)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    let client_protocol = if offered.contains("v5.channel.k8s.io") { "v5.channel.k8s.io" } else { "v4.channel.k8s.io" };
-    let key = request.headers().get(hyper::header::SEC_WEBSOCKET_KEY).cloned();
-    let Some(key) = key else {
-        return status(StatusCode::BAD_REQUEST, "exec and attach need a WebSocket upgrade (v5.channel.k8s.io)");
-    };
-    let tcp = match tokio::net::TcpStream::connect(authority).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            return status(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot reach the runtime's streaming server: {e}"),
-            );
-        }
-    };
-    let Ok((mut sender, connection)) = hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp)).await
-    else {
-        return status(StatusCode::INTERNAL_SERVER_ERROR, "cannot talk HTTP to the runtime's streaming server");
-    };
-    tokio::spawn(connection.with_upgrades());
-    let upstream = Request::builder()
-        .method(hyper::Method::GET)
-        .uri(path)
-        .header(hyper::header::HOST, authority)
-        .header(hyper::header::CONNECTION, "Upgrade")
-        .header(hyper::header::UPGRADE, "websocket")
-        .header(hyper::header::SEC_WEBSOCKET_VERSION, "13")
-        .header(hyper::header::SEC_WEBSOCKET_KEY, key)
-        .header(hyper::header::SEC_WEBSOCKET_PROTOCOL, "v4.channel.k8s.io")
-        .body(Full::new(Bytes::new()));
-    let Ok(upstream) = upstream else { return status(StatusCode::INTERNAL_SERVER_ERROR, "bad upstream request") };
-    let mut reply = match sender.send_request(upstream).await {
-        Ok(reply) => reply,
-        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, &format!("the streaming server failed: {e}")),
-    };
-    if reply.status() != StatusCode::SWITCHING_PROTOCOLS {
-        let code = reply.status();
-        let text = reply.into_body().collect().await.map(http_body_util::Collected::to_bytes).unwrap_or_default();
-        return status(code, &String::from_utf8_lossy(&text));
-    }
-    let mut response = Response::new(full(Bytes::new()));
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    for (name, value) in reply.headers() {
-        if name != hyper::header::SEC_WEBSOCKET_PROTOCOL {
-            response.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    if let Ok(value) = hyper::header::HeaderValue::from_str(client_protocol) {
-        response.headers_mut().insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, value);
-    }
-    let client = hyper::upgrade::on(&mut request);
-    let server = hyper::upgrade::on(&mut reply);
-    tokio::spawn(async move {
-        let (Ok(client), Ok(server)) = (client.await, server.await) else { return };
-        let mut client = TokioIo::new(client);
-        let mut server = TokioIo::new(server);
-        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-        let _ = client.shutdown().await;
-    });
     response
 }
