@@ -220,8 +220,8 @@ fn new_build_and_inspect_every_template(work: &std::path::Path) -> Vec<(String, 
             let manifest = std::fs::read_to_string(work.join(&name).join("plugin.yaml")).unwrap_or_default();
             assert!(manifest.contains(&format!("  kind: {kind}\n")), "{name} has a Plugin manifest:\n{manifest}");
             let started = Instant::now();
-            let build = capstan_env(&["plugin", "build", &name], work, &[("CARGO_TARGET_DIR", &cargo_target)]);
-            assert!(build.ok, "{name} builds:\n{}{}", build.stdout, build.stderr);
+            let result = capstan_env(&["plugin", "build", &name], work, &[("CARGO_TARGET_DIR", &cargo_target)]);
+            assert!(result.ok, "{name} builds:\n{}{}", result.stdout, result.stderr);
             eprintln!("{name}: built in {:.1?}", started.elapsed());
             let file = work.join(&name).join(format!("{name}.wasm"));
             let inspected = capstan(&["plugin", "inspect", &file.to_string_lossy()], work);
@@ -287,7 +287,7 @@ fn capstan_plugin_new_builds_every_kind_and_language_and_the_templates_change_a_
         );
         kubectl_stdin(&server, &["apply", "-f", "-"], &pod);
     }
-    capstan_e2e::eventually(Duration::from_secs(60), "every pod scheduled", || {
+    capstan_e2e::eventually(Duration::from_mins(1), "every pod scheduled", || {
         let nodes = kubectl(&server, &["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]);
         (nodes.split_whitespace().count() == 4).then_some(())
     });
