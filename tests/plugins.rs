@@ -188,28 +188,156 @@ fn capstan(args: &[&str], dir: &std::path::Path) -> capstan_e2e::Run {
     capstan_e2e::Run::from(output)
 }
 
+/// `capstan plugin COMMAND …` in `dir`, with `env` added to its environment.
+fn capstan_env(args: &[&str], dir: &std::path::Path, env: &[(&str, &std::path::Path)]) -> capstan_e2e::Run {
+    let binary = capstan_testbed::capstan_binary().unwrap_or_else(|e| panic!("{e}"));
+    let mut command = std::process::Command::new(binary);
+    command.args(args).current_dir(dir);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    capstan_e2e::Run::from(command.output().unwrap_or_else(|e| panic!("cannot run capstan: {e}")))
+}
+
+const KINDS: [(&str, &str); 3] = [
+    ("admission", "capstan:plugin/admission-policy"),
+    ("scheduler", "capstan:plugin/scheduler-plugin"),
+    ("controller", "capstan:plugin/controller"),
+];
+
+/// Creates, builds and inspects a project of every kind in every language in `work`; returns
+/// the built components by project name (`<lang>-<kind>`).
+fn new_build_and_inspect_every_template(work: &std::path::Path) -> Vec<(String, std::path::PathBuf)> {
+    // The three Rust projects share one target directory kept between runs, so the SDK and its
+    // dependencies are compiled once.
+    let cargo_target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-templates");
+    let mut built = Vec::new();
+    for (kind, world) in KINDS {
+        for lang in ["rust", "python", "js"] {
+            let name = format!("{lang}-{kind}");
+            let created = capstan(&["plugin", "new", "--kind", kind, "--lang", lang, &name], work);
+            assert!(created.ok, "{name}: {}", created.stderr);
+            let manifest = std::fs::read_to_string(work.join(&name).join("plugin.yaml")).unwrap_or_default();
+            assert!(manifest.contains(&format!("  kind: {kind}\n")), "{name} has a Plugin manifest:\n{manifest}");
+            let started = Instant::now();
+            let result = capstan_env(&["plugin", "build", &name], work, &[("CARGO_TARGET_DIR", &cargo_target)]);
+            assert!(result.ok, "{name} builds:\n{}{}", result.stdout, result.stderr);
+            eprintln!("{name}: built in {:.1?}", started.elapsed());
+            let file = work.join(&name).join(format!("{name}.wasm"));
+            let inspected = capstan(&["plugin", "inspect", &file.to_string_lossy()], work);
+            assert!(inspected.ok, "{name}: {}", inspected.stderr);
+            assert!(inspected.stdout.contains(&format!("world:   {world}\n")), "{name}:\n{}", inspected.stdout);
+            built.push((name, file));
+        }
+    }
+    built
+}
+
+/// The Plugin manifest `capstan plugin new` wrote for project `name`, pointing at `component`,
+/// with its configuration line replaced by `config` when given.
+fn template_manifest(work: &std::path::Path, name: &str, component: &std::path::Path, config: Option<&str>) -> String {
+    let manifest = std::fs::read_to_string(work.join(name).join("plugin.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let manifest = manifest.replace(&format!("/absolute/path/to/{name}.wasm"), &component.to_string_lossy());
+    match config {
+        Some(config) => manifest
+            .lines()
+            .map(|line| if line.starts_with("  config:") { format!("  config: {config}") } else { line.to_owned() })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        None => manifest,
+    }
+}
+
 #[test]
-fn capstan_plugin_inspect_new_and_build() {
+fn capstan_plugin_new_builds_every_kind_and_language_and_the_templates_change_a_cluster() {
     let component = capstan_testbed::component_path("require-label").unwrap_or_else(|e| panic!("{e}"));
-    let work = std::env::temp_dir().join(format!("capstan-plugin-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
-    let inspected = capstan(&["plugin", "inspect", &component.to_string_lossy()], &work);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let work = work.path();
+    let inspected = capstan(&["plugin", "inspect", &component.to_string_lossy()], work);
     assert!(inspected.ok, "{}", inspected.stderr);
     assert!(inspected.stdout.contains("world:   capstan:plugin/admission-policy"), "{}", inspected.stdout);
     assert!(inspected.stdout.contains("capstan:plugin/admission@0.1.0"), "exports are listed: {}", inspected.stdout);
     assert!(inspected.stdout.contains("size:"), "{}", inspected.stdout);
 
-    for lang in ["rust", "python", "js"] {
-        let name = format!("{lang}-policy");
-        let created = capstan(&["plugin", "new", "--kind", "admission", "--lang", lang, &name], &work);
-        assert!(created.ok, "{}", created.stderr);
-        assert!(work.join(&name).join("plugin.yaml").is_file(), "{lang} template has a Plugin manifest");
+    let built = new_build_and_inspect_every_template(work);
+    let file = |name: &str| built.iter().find(|(n, _)| n == name).map(|(_, f)| f.clone()).unwrap_or_default();
+
+    let server = CapstanServer::start_with(&["--hollow-nodes", "2"]).unwrap_or_else(|e| panic!("{e}"));
+    // The Python scheduler template: only nodes labelled capstan.io/ready=true take pods.
+    kubectl_stdin(
+        &server,
+        &["apply", "-f", "-"],
+        &template_manifest(work, "python-scheduler", &file("python-scheduler"), None),
+    );
+    // Both controller templates, each writing its own annotation.
+    for (name, annotation) in
+        [("rust-controller", "capstan.io/rust-checksum"), ("js-controller", "capstan.io/js-checksum")]
+    {
+        let config = format!("{{label: capstan.io/checksum, annotation: {annotation}}}");
+        kubectl_stdin(&server, &["apply", "-f", "-"], &template_manifest(work, name, &file(name), Some(&config)));
     }
-    let built = capstan(&["plugin", "build", "python-policy"], &work);
-    assert!(built.ok, "{}{}", built.stdout, built.stderr);
-    let inspected = capstan(&["plugin", "inspect", "python-policy/python-policy.wasm"], &work);
-    assert!(inspected.stdout.contains("world:   capstan:plugin/admission-policy"), "{}", inspected.stdout);
-    let _ = std::fs::remove_dir_all(&work);
+    for name in ["python-scheduler", "rust-controller", "js-controller"] {
+        wait_for_state(&server, name, "Loaded");
+    }
+
+    kubectl(&server, &["label", "node", "hollow-node-1", "capstan.io/ready=true"]);
+    for i in 0..4 {
+        let pod = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: placed-{i}}}\nspec:\n  containers: [{{name: c, image: 'busybox:1'}}]\n"
+        );
+        kubectl_stdin(&server, &["apply", "-f", "-"], &pod);
+    }
+    capstan_e2e::eventually(Duration::from_mins(1), "every pod scheduled", || {
+        let nodes = kubectl(&server, &["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+        (nodes.split_whitespace().count() == 4).then_some(())
+    });
+    let nodes = kubectl(&server, &["get", "pods", "-o", "jsonpath={.items[*].spec.nodeName}"]);
+    assert!(nodes.split_whitespace().all(|n| n == "hollow-node-1"), "only the labelled node takes pods: {nodes}");
+
+    kubectl(&server, &["create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=size=3"]);
+    kubectl(&server, &["create", "configmap", "unlabelled", "--from-literal=mode=slow"]);
+    kubectl(&server, &["label", "configmap", "settings", "capstan.io/checksum=yes"]);
+    let annotations = |name: &str| {
+        json(&kubectl(&server, &["get", "configmap", name, "-o", "json"]))["metadata"]["annotations"].clone()
+    };
+    let first = capstan_e2e::eventually(Duration::from_secs(30), "both controllers annotate", || {
+        let found = annotations("settings");
+        let (rust, js) = (
+            found["capstan.io/rust-checksum"].as_str()?.to_owned(),
+            found["capstan.io/js-checksum"].as_str()?.to_owned(),
+        );
+        Some((rust, js))
+    });
+    assert_eq!(first.0, first.1, "both languages compute the same checksum");
+    kubectl(&server, &["patch", "configmap", "settings", "--type=merge", "-p", r#"{"data":{"size":"4"}}"#]);
+    capstan_e2e::eventually(Duration::from_secs(30), "the checksum follows the data", || {
+        let found = annotations("settings");
+        let rust = found["capstan.io/rust-checksum"].as_str()?;
+        (rust != first.0 && Some(rust) == found["capstan.io/js-checksum"].as_str()).then_some(())
+    });
+    assert!(annotations("unlabelled").is_null(), "ConfigMaps without the label are left alone");
+
+    // A trapping scheduler plugin's panic message reaches the pod's FailedScheduling event.
+    kubectl(&server, &["delete", "plugin", "python-scheduler"]);
+    let trap = capstan_testbed::component_path("trap-filter").unwrap_or_else(|e| panic!("{e}"));
+    let trap_plugin = format!(
+        "apiVersion: capstan.io/v1alpha1\nkind: Plugin\nmetadata: {{name: trap}}\nspec:\n  kind: scheduler\n  component: {{path: {:?}}}\n",
+        trap.to_string_lossy()
+    );
+    kubectl_stdin(&server, &["apply", "-f", "-"], &trap_plugin);
+    wait_for_state(&server, "trap", "Loaded");
+    kubectl_stdin(
+        &server,
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: victim}\nspec:\n  containers: [{name: c, image: 'busybox:1'}]\n",
+    );
+    capstan_e2e::eventually(Duration::from_secs(30), "a FailedScheduling event with the panic message", || {
+        let described = kubectl(&server, &["describe", "pod", "victim"]);
+        (described.contains("FailedScheduling")
+            && described.contains("panicked at")
+            && described.contains("fixture trap while filtering victim"))
+        .then_some(())
+    });
 }
 
 /// Standard base64 (the tests package has no base64 crate; the format is four lines of code).

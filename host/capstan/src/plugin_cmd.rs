@@ -18,6 +18,10 @@ const WIT: &[(&str, &str)] = &[
 /// The Rust SDK of the source tree this binary was built from.
 const SDK_RUST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/rust");
 
+/// The JavaScript SDK of the source tree this binary was built from (`sdk/js/build` installs
+/// componentize-js there).
+const SDK_JS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/js");
+
 /// `capstan plugin …`.
 #[derive(clap::Subcommand)]
 pub enum PluginCommand {
@@ -80,9 +84,6 @@ pub fn run(command: PluginCommand) -> anyhow::Result<()> {
 }
 
 fn new(kind: Kind, lang: Lang, name: &str) -> anyhow::Result<()> {
-    if !matches!(kind, Kind::Admission) {
-        bail!("templates exist for --kind admission so far; scheduler and controller templates are not written yet");
-    }
     let dir = PathBuf::from(name);
     if dir.exists() {
         bail!("{} already exists", dir.display());
@@ -90,12 +91,12 @@ fn new(kind: Kind, lang: Lang, name: &str) -> anyhow::Result<()> {
     let files: Vec<(&str, String)> = match lang {
         Lang::Rust => vec![
             ("Cargo.toml", RUST_CARGO.replace("NAME", name).replace("SDK", SDK_RUST)),
-            ("src/lib.rs", RUST_LIB.to_string()),
+            ("src/lib.rs", kind.template(lang).to_string()),
         ],
-        Lang::Python => vec![("app.py", PYTHON_APP.to_string())],
-        Lang::Js => vec![("policy.js", JS_POLICY.to_string())],
+        Lang::Python => vec![("app.py", kind.template(lang).to_string())],
+        Lang::Js => vec![(kind.js_entry(), kind.template(lang).to_string())],
     };
-    for (file, text) in files.into_iter().chain([("plugin.yaml", PLUGIN_YAML.replace("NAME", name))]) {
+    for (file, text) in files.into_iter().chain([("plugin.yaml", kind.manifest().replace("NAME", name))]) {
         let path = dir.join(file);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -106,6 +107,54 @@ fn new(kind: Kind, lang: Lang, name: &str) -> anyhow::Result<()> {
         "created {name}/; build it with `capstan plugin build {name}`, then `kubectl apply -f {name}/plugin.yaml`"
     );
     Ok(())
+}
+
+impl Kind {
+    /// The source a new project of this kind starts from: a small plugin that works as it is.
+    fn template(self, lang: Lang) -> &'static str {
+        match (self, lang) {
+            (Kind::Admission, Lang::Rust) => RUST_LIB,
+            (Kind::Admission, Lang::Python) => PYTHON_APP,
+            (Kind::Admission, Lang::Js) => JS_POLICY,
+            (Kind::Scheduler, Lang::Rust) => RUST_SCHEDULER,
+            (Kind::Scheduler, Lang::Python) => PYTHON_SCHEDULER,
+            (Kind::Scheduler, Lang::Js) => JS_SCHEDULER,
+            (Kind::Controller, Lang::Rust) => RUST_CONTROLLER,
+            (Kind::Controller, Lang::Python) => PYTHON_CONTROLLER,
+            (Kind::Controller, Lang::Js) => JS_CONTROLLER,
+        }
+    }
+
+    /// The JavaScript project's source file (`policy.js` for admission, as it always was).
+    fn js_entry(self) -> &'static str {
+        match self {
+            Kind::Admission => "policy.js",
+            Kind::Scheduler | Kind::Controller => "plugin.js",
+        }
+    }
+
+    /// The Plugin manifest of a new project (`NAME` stands for the project's name).
+    fn manifest(self) -> &'static str {
+        match self {
+            Kind::Admission => PLUGIN_YAML,
+            Kind::Scheduler => SCHEDULER_YAML,
+            Kind::Controller => CONTROLLER_YAML,
+        }
+    }
+}
+
+/// The WIT world a Python or JavaScript project implements, from `spec.kind` in its
+/// `plugin.yaml` (admission when it has none: projects from before the other kinds existed).
+fn project_world(dir: &Path) -> anyhow::Result<&'static str> {
+    let manifest = dir.join("plugin.yaml");
+    let Ok(text) = std::fs::read_to_string(&manifest) else { return Ok("admission-policy") };
+    let kind = text.lines().find_map(|line| line.strip_prefix("  kind:")).map(str::trim);
+    match kind {
+        Some("admission") | None => Ok("admission-policy"),
+        Some("scheduler") => Ok("scheduler-plugin"),
+        Some("controller") => Ok("controller"),
+        Some(other) => bail!("{}: spec.kind {other:?} is not admission, scheduler or controller", manifest.display()),
+    }
 }
 
 fn project_name(dir: &Path) -> String {
@@ -120,7 +169,8 @@ fn build(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
     let out = out.unwrap_or_else(|| dir.join(format!("{name}.wasm")));
     let out = std::path::absolute(&out).unwrap_or(out);
     if dir.join("Cargo.toml").is_file() {
-        let target = dir.join("target");
+        // CARGO_TARGET_DIR is honoured as cargo itself does, so several projects can share one.
+        let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| dir.join("target"), PathBuf::from);
         run_tool(
             Command::new("cargo")
                 .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
@@ -131,28 +181,34 @@ fn build(dir: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
         let built = target.join("wasm32-wasip2/release").join(format!("{}.wasm", name.replace('-', "_")));
         std::fs::copy(&built, &out).with_context(|| format!("cannot copy {}", built.display()))?;
     } else {
+        let world = project_world(dir)?;
         let wit = tempdir_with_wit()?;
+        let js = ["plugin.js", "policy.js"].map(|file| dir.join(file)).into_iter().find(|file| file.is_file());
         if dir.join("app.py").is_file() {
             run_tool(
                 Command::new("componentize-py")
                     .arg("-d")
                     .arg(&wit)
-                    .args(["-w", "capstan:plugin/admission-policy@0.1.0", "componentize", "-p"])
+                    .arg("-w")
+                    .arg(format!("capstan:plugin/{world}@0.1.0"))
+                    .args(["componentize", "-p"])
                     .arg(dir)
                     .args(["app", "-o"])
                     .arg(&out),
             )?;
-        } else if dir.join("policy.js").is_file() {
+        } else if let Some(source) = js {
+            // Without `-d http fetch-event` the component would import wasi:http, which Capstan
+            // does not give.
             run_tool(
-                Command::new("componentize-js")
-                    .arg(dir.join("policy.js"))
+                Command::new(componentize_js())
+                    .arg(source)
                     .arg("--wit")
                     .arg(&wit)
-                    .args(["-n", "admission-policy", "-d", "http", "fetch-event", "-o"])
+                    .args(["-n", world, "-d", "http", "fetch-event", "-o"])
                     .arg(&out),
             )?;
         } else {
-            bail!("{} has no Cargo.toml, app.py or policy.js", dir.display());
+            bail!("{} has no Cargo.toml, app.py, plugin.js or policy.js", dir.display());
         }
         let _ = std::fs::remove_dir_all(&wit);
     }
@@ -167,6 +223,12 @@ fn tempdir_with_wit() -> anyhow::Result<PathBuf> {
         std::fs::write(dir.join(file), text).with_context(|| format!("cannot write {file}"))?;
     }
     Ok(dir)
+}
+
+/// componentize-js from the source tree's JavaScript SDK when installed there, else from PATH.
+fn componentize_js() -> PathBuf {
+    let local = Path::new(SDK_JS).join("node_modules/.bin/componentize-js");
+    if local.is_file() { local } else { PathBuf::from("componentize-js") }
 }
 
 fn run_tool(command: &mut Command) -> anyhow::Result<()> {
@@ -227,6 +289,37 @@ spec:
       resources: ['*']
 ";
 
+const SCHEDULER_YAML: &str = r"# kubectl apply -f plugin.yaml (after `capstan plugin build`); set the path the server reads.
+# Only nodes labelled capstan.io/ready=true take pods: `kubectl label node NODE capstan.io/ready=true`.
+apiVersion: capstan.io/v1alpha1
+kind: Plugin
+metadata:
+  name: NAME
+spec:
+  kind: scheduler
+  component:
+    path: /absolute/path/to/NAME.wasm
+  config: {label: capstan.io/ready, value: 'true'}
+  scheduler:
+    profile: default-scheduler
+    weight: 1
+";
+
+const CONTROLLER_YAML: &str = r"# kubectl apply -f plugin.yaml (after `capstan plugin build`); set the path the server reads.
+# ConfigMaps labelled capstan.io/checksum get the annotation capstan.io/data-checksum.
+apiVersion: capstan.io/v1alpha1
+kind: Plugin
+metadata:
+  name: NAME
+spec:
+  kind: controller
+  component:
+    path: /absolute/path/to/NAME.wasm
+  config: {label: capstan.io/checksum, annotation: capstan.io/data-checksum}
+  controller:
+    workers: 1
+";
+
 const RUST_CARGO: &str = r#"[package]
 name = "NAME"
 version = "0.1.0"
@@ -276,3 +369,15 @@ capstan_plugin_sdk::admission_policy!(RequireApp);
 const PYTHON_APP: &str = include_str!("../../../sdk/python/examples/default-team/app.py");
 
 const JS_POLICY: &str = include_str!("../../../sdk/js/examples/registry-allow-list/policy.js");
+
+const RUST_SCHEDULER: &str = include_str!("../../../plugins/scheduler/require-node-label/src/lib.rs");
+
+const PYTHON_SCHEDULER: &str = include_str!("../../../sdk/python/examples/require-node-label/app.py");
+
+const JS_SCHEDULER: &str = include_str!("../../../sdk/js/examples/require-node-label/plugin.js");
+
+const RUST_CONTROLLER: &str = include_str!("../templates/controller.rs");
+
+const PYTHON_CONTROLLER: &str = include_str!("../../../sdk/python/examples/configmap-checksum/app.py");
+
+const JS_CONTROLLER: &str = include_str!("../../../sdk/js/examples/configmap-checksum/plugin.js");

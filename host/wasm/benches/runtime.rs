@@ -2,8 +2,10 @@
 //! empty call and of a call carrying a 4 KB object, and of (re)loading a component cold
 //! (compiling) and from the compile cache.
 //!
-//! `cargo bench -p capstan-wasm --bench runtime` (add `-- --quick` for a short run). Only Rust
-//! guests exist so far; Python and JavaScript rows arrive with their SDKs.
+//! `cargo bench -p capstan-wasm --bench runtime` (add `-- --quick` for a short run). The Rust
+//! guest is built with the host; the Python and JavaScript ones are the SDK examples that
+//! `scripts/test` builds into `target/sdk-examples/` (the bench says how to build them when they
+//! are missing, and fails).
 
 #![allow(clippy::expect_used, reason = "a benchmark aborts on the first failure")]
 #![allow(clippy::cast_precision_loss, reason = "durations are printed, not computed on")]
@@ -17,26 +19,68 @@ use std::time::{Duration, Instant};
 use capstan_wasm::admission::{AdmissionRequest, AdmissionWorld};
 use capstan_wasm::{CacheUse, Limits, PluginSpec, Runtime, RuntimeConfig};
 
+/// The guests measured: language, component file (relative to the repository), and how to
+/// build it when it is missing.
+const GUESTS: &[(&str, &str, &str)] = &[
+    (
+        "python",
+        "target/sdk-examples/default_team.wasm",
+        "sdk/python/build sdk/python/examples/default-team target/sdk-examples/default_team.wasm",
+    ),
+    (
+        "js",
+        "target/sdk-examples/registry_allow_list.wasm",
+        "sdk/js/build sdk/js/examples/registry-allow-list/policy.js target/sdk-examples/registry_allow_list.wasm",
+    ),
+];
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (calls, loads) = if quick { (20_000, 5) } else { (200_000, 20) };
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut guests = vec![("rust", support::component("fixture_allow_all"))];
+    for (lang, file, build) in GUESTS {
+        match std::fs::read(repo.join(file)) {
+            Ok(bytes) => guests.push((lang, bytes)),
+            Err(e) => {
+                eprintln!(
+                    "cannot read the {lang} guest {file} ({e}); build it from the repository root with\n  {build}\n(scripts/test builds it too)"
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+    println!(
+        "{:<6} {:>9} {:>14} {:>12} {:>16} {:>14} {:>14} {:>14}",
+        "lang", "size", "instantiate", "empty call", "(raw wasmtime)", "4 KB call", "load (cold)", "load (cached)"
+    );
+    for (lang, bytes) in &guests {
+        // Python and JavaScript components take seconds to compile and tens of MB per
+        // instance: fewer rounds, and calls scaled to their cost.
+        let (calls, loads) = if *lang == "rust" { (calls, loads) } else { (calls / 10, loads.min(3)) };
+        row(lang, bytes, calls, loads);
+    }
+    println!(
+        "(calls reuse a pooled instance; instantiate = a new \
+         instance plus `configure`, as when the pool grows; load = compile or map, link, first \
+         instance; medians. Guests: Rust plugins/fixtures/allow-all, Python \
+         sdk/python/examples/default-team, JavaScript sdk/js/examples/registry-allow-list; each \
+         call is `validate`)"
+    );
+}
+
+/// Measures one guest and prints its row.
+fn row(lang: &str, bytes: &[u8], calls: usize, loads: usize) {
     let cache = tempfile::tempdir().expect("temp dir");
     let runtime = Runtime::new(RuntimeConfig { cache_dir: Some(cache.path().to_owned()), ..RuntimeConfig::default() })
         .expect("runtime");
     let uncached =
         Runtime::new(RuntimeConfig { pooled_instances: Some(16), ..RuntimeConfig::default() }).expect("runtime");
-    let bytes = support::component("fixture_allow_all");
-
-    println!(
-        "{:<6} {:>9} {:>14} {:>12} {:>16} {:>14} {:>14} {:>14}",
-        "lang", "size", "instantiate", "empty call", "(raw wasmtime)", "4 KB call", "load (cold)", "load (cached)"
-    );
-    let cold = median(loads, || load_time(&uncached, &bytes, None));
-    let cached = median(loads, || load_time(&runtime, &bytes, Some(true)));
-    let instantiate = instantiate_time(&runtime, &bytes, loads * 10);
+    let cold = median(loads, || load_time(&uncached, bytes, None));
+    let cached = median(loads, || load_time(&runtime, bytes, Some(true)));
+    let instantiate = instantiate_time(&runtime, bytes, if lang == "rust" { loads * 10 } else { loads * 2 });
     let limits = Limits { deadline: Duration::from_secs(30), ..Limits::default() };
-    let policy =
-        runtime.load::<AdmissionWorld>(PluginSpec::new("allow-all").with_limits(limits), &bytes).expect("load");
+    let policy = runtime.load::<AdmissionWorld>(PluginSpec::new("allow-all").with_limits(limits), bytes).expect("load");
     let empty_request = request(None);
     let empty = per_call(calls, || {
         policy.validate(&empty_request).expect("call");
@@ -58,7 +102,7 @@ fn main() {
     });
     println!(
         "{:<6} {:>7}KB {:>14} {:>12} {:>16} {:>14} {:>14} {:>14}",
-        "rust",
+        lang,
         bytes.len() / 1024,
         fmt(instantiate),
         fmt(empty),
@@ -66,11 +110,6 @@ fn main() {
         fmt(with_object),
         fmt(cold),
         fmt(cached)
-    );
-    println!(
-        "(calls reuse a pooled instance; instantiate = a new \
-         instance plus `configure`, as when the pool grows; load = compile or map, link, first \
-         instance; medians)"
     );
 }
 

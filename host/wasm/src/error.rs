@@ -49,7 +49,9 @@ pub enum Cause {
         limit_bytes: usize,
     },
     /// The plugin trapped (a panic, an unreachable instruction, an out-of-bounds access, …);
-    /// the message says which, e.g. "wasm trap: wasm `unreachable` instruction executed".
+    /// the message says which, led by what the guest printed to stderr before it trapped, e.g.
+    /// "trapped: panicked at src/lib.rs:12:5: boom (wasm trap: wasm `unreachable` instruction
+    /// executed)".
     #[error("{0}")]
     Trap(String),
     /// A new instance could not be created.

@@ -228,10 +228,14 @@ impl Partial<'_> {
         }
         // The full error carries a wasm backtrace: useful when debugging, noise in a status.
         tracing::debug!(plugin = %self.name, error = format!("{error:?}"), "plugin call failed");
-        match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => Cause::DeadlineExceeded(self.limits.deadline),
-            Some(trap) => Cause::Trap(trap.to_string()),
-            None => Cause::Trap(format!("call failed: {}", error.root_cause())),
+        let cause = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => return Cause::DeadlineExceeded(self.limits.deadline),
+            Some(trap) => trap.to_string(),
+            None => format!("call failed: {}", error.root_cause()),
+        };
+        match store.data().last_words() {
+            Some(words) => Cause::Trap(format!("trapped: {words} ({cause})")),
+            None => Cause::Trap(cause),
         }
     }
 }
@@ -277,6 +281,7 @@ impl<W: World> PluginHandle<W> {
         let remaining = inner.limits.deadline.saturating_sub(started.elapsed());
         slot.store.set_epoch_deadline(inner.runtime.deadline_ticks(remaining));
         slot.store.data_mut().take_memory_cap_hit();
+        slot.store.data().clear_stderr();
         match call(&slot.instance, &mut slot.store) {
             Ok(value) => {
                 lease.release();

@@ -102,7 +102,14 @@ fn a_trapping_plugin_fails_only_its_own_calls() {
     let healthy = healthy();
     for _ in 0..3 {
         let error = trapping.validate(&labelled()).expect_err("traps");
-        assert!(matches!(&error.cause, Cause::Trap(m) if m.contains("unreachable")), "{error}");
+        // The guest's panic message (from its stderr) leads, the trap follows.
+        let Cause::Trap(message) = &error.cause else { panic!("a trap: {error}") };
+        assert!(
+            message.starts_with("trapped: panicked at fixtures/trap/src/lib.rs:")
+                && message.contains(r#": fixture trap while admitting "web" (wasm trap: "#)
+                && message.ends_with("unreachable` instruction executed)"),
+            "{error}"
+        );
         assert_healthy_serves(&healthy);
     }
     assert_eq!(trapping.metrics().traps, 3);

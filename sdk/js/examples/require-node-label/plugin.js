@@ -1,0 +1,86 @@
+// Scheduler plugin in JavaScript (Filter): only nodes carrying a configured label take pods.
+// Pods that fit nowhere stay Pending with a `FailedScheduling` event naming the plugin, and are
+// scheduled as soon as a node gets the label (`kubectl label node ...`).
+//
+// Configuration: {"label": "capstan.io/ready", "value": "true"} (value optional: any value
+// matches). The host pushes node changes through `updateNodes`; the plugin keeps each node's
+// labels between calls and is then asked about nodes by id.
+
+let label = "";
+let value;
+let generation = 0n;
+/** node id -> Map of label key -> value */
+const nodes = new Map();
+
+const success = { code: "success", reasons: [] };
+
+export const lifecycle = {
+  configure(config) {
+    const parsed = JSON.parse(config || "{}");
+    if (!parsed.label) throw "configuration needs a `label`";
+    label = parsed.label;
+    value = parsed.value;
+  },
+};
+
+export const scheduler = {
+  describe() {
+    return { extensionPoints: { filter: true }, wantsNodeObjects: false };
+  },
+  nodesGeneration() {
+    return generation;
+  },
+  updateNodes(newGeneration, reset, changes) {
+    if (reset) nodes.clear();
+    for (const change of changes) {
+      if (change.tag === "upsert") {
+        nodes.set(change.val.id, new Map(change.val.labels.map((l) => [l.key, l.value])));
+      } else {
+        nodes.delete(change.val);
+      }
+    }
+    generation = newGeneration;
+  },
+  filter(_pod, _state, ids) {
+    const wanted = value === undefined ? label : `${label}=${value}`;
+    const refused = { code: "unschedulable-and-unresolvable", reasons: [`node(s) lacked label ${wanted}`] };
+    return ids.map((id) => {
+      const labels = nodes.get(id);
+      const fits = labels !== undefined && labels.has(label) && (value === undefined || labels.get(label) === value);
+      return fits ? success : refused;
+    });
+  },
+  // The extension points below are not in `describe`; the host never calls them.
+  queueSortKey(_pod) {
+    return 0n;
+  },
+  preFilter(_pod) {
+    return { status: success, nodes: undefined, state: new Uint8Array() };
+  },
+  postFilter(_pod, _state, _filtered) {
+    return { status: { code: "unschedulable", reasons: [] }, nominatedNode: undefined, victims: [] };
+  },
+  preScore(_pod, state, _nodes) {
+    return state;
+  },
+  score(_pod, _state, ids) {
+    return ids.map(() => 0n);
+  },
+  normalizeScore(_pod, _state, _nodes, scores) {
+    return scores;
+  },
+  reserve(_pod, _state, _node) {
+    return success;
+  },
+  unreserve(_pod, _state, _node) {},
+  permit(_pod, _state, _node) {
+    return { status: success, timeoutMs: 0 };
+  },
+  preBind(_pod, _state, _node) {
+    return success;
+  },
+  bind(_pod, _state, _node) {
+    return { code: "skip", reasons: [] };
+  },
+  postBind(_pod, _state, _node) {},
+};
