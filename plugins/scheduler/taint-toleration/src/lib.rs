@@ -3,7 +3,8 @@
 //! `PreferNoSchedule` taints score higher (Kubernetes docs, "Taints and Tolerations").
 
 use capstan_plugin_sdk::scheduler::{
-    ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, Taint, TaintEffect, Toleration, normalize_to_max,
+    ExtensionPoints, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status, Taint, TaintEffect,
+    Toleration, normalize_to_max,
 };
 
 /// The TaintToleration plugin.
@@ -21,7 +22,23 @@ impl SchedulerPlugin for TaintToleration {
     }
 
     fn extension_points(&self) -> ExtensionPoints {
-        ExtensionPoints::FILTER | ExtensionPoints::SCORE | ExtensionPoints::NORMALIZE_SCORE
+        ExtensionPoints::PRE_FILTER
+            | ExtensionPoints::FILTER
+            | ExtensionPoints::PRE_SCORE
+            | ExtensionPoints::SCORE
+            | ExtensionPoints::NORMALIZE_SCORE
+    }
+
+    /// Nothing to check when no node has a `NoSchedule` or `NoExecute` taint.
+    fn pre_filter(&self, _pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
+        let status = if nodes.tainted() == 0 { Status::skip() } else { Status::success() };
+        PreFilterResult { status, nodes: None, state: Vec::new() }
+    }
+
+    /// Every node scores alike when none of them has a `PreferNoSchedule` taint: Skip.
+    fn pre_score(&self, _pod: &PodInfo, _cycle: &(), nodes: &[&NodeInfo], _all: &Nodes) -> Result<Vec<u8>, Status> {
+        let preferring = nodes.iter().any(|n| n.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule));
+        if preferring { Ok(Vec::new()) } else { Err(Status::skip()) }
     }
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {
