@@ -146,3 +146,31 @@ mod tests {
         assert_eq!(scores, [100, 50, 50, 0]);
     }
 }
+
+#[cfg(test)]
+mod skip_tests {
+    use super::{SchedulerPlugin, TaintToleration};
+    use capstan_plugin_sdk::scheduler::{Code, NodeChange, NodeInfo, Nodes, PodInfo, Taint, TaintEffect};
+
+    fn tainted(id: u32, effect: TaintEffect) -> NodeInfo {
+        let mut node = NodeInfo::named(id, &format!("n{id}"));
+        node.taints = vec![Taint { key: "k".to_owned(), value: String::new(), effect }];
+        node
+    }
+
+    #[test]
+    fn skips_only_while_no_node_has_a_taint_to_check() {
+        let pod = PodInfo::named("default", "p");
+        let mut nodes = Nodes::from_nodes([NodeInfo::named(0, "n0"), tainted(1, TaintEffect::PreferNoSchedule)]);
+        assert_eq!(TaintToleration.pre_filter(&pod, &nodes).status.code, Code::Skip, "PreferNoSchedule only");
+        nodes.apply(2, false, vec![NodeChange::Upsert(tainted(0, TaintEffect::NoSchedule))]);
+        assert_eq!(nodes.tainted(), 1);
+        assert_eq!(TaintToleration.pre_filter(&pod, &nodes).status.code, Code::Success);
+        nodes.apply(3, false, vec![NodeChange::Remove(0)]);
+        assert_eq!((nodes.tainted(), nodes.len()), (0, 1), "a removed node's taints stop counting");
+        let plain = NodeInfo::named(5, "n5");
+        let prefer = tainted(6, TaintEffect::PreferNoSchedule);
+        assert!(TaintToleration.pre_score(&pod, &(), &[&plain], &nodes).is_err_and(|s| s.code == Code::Skip));
+        assert!(TaintToleration.pre_score(&pod, &(), &[&plain, &prefer], &nodes).is_ok());
+    }
+}
