@@ -307,8 +307,8 @@ impl Profile {
                 .map_err(|e| CycleError::plugin("PreScore", plugin, e))?
             {
                 Ok(state) => states[index] = state,
-                Err(status) if status.code == Code::Skip => skipped[index] = true,
-                Err(status) => return Err(CycleError::status("PreScore", plugin, &status)),
+                Err(outcome) if outcome.code == Code::Skip => skipped[index] = true,
+                Err(outcome) => return Err(CycleError::status("PreScore", plugin, &outcome)),
             }
         }
         let mut totals = vec![0i64; feasible.len()];
