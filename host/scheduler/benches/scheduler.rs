@@ -6,7 +6,8 @@
 //! pods/s for the scheduling cycles (the API server's binding writes are not part of this
 //! number).
 //!
-//! Run: `cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release` then
+//! Run: `cargo build --manifest-path plugins/Cargo.toml --target wasm32-wasip2 --release
+//! --target-dir $CARGO_TARGET_DIR/wasm-plugins` (what `host/components` builds too) then
 //! `cargo bench -p capstan-scheduler --bench scheduler`.
 
 use std::path::PathBuf;
@@ -20,9 +21,12 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
 
 fn components_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CAPSTAN_BENCH_COMPONENTS") {
+        return PathBuf::from(dir);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target"), PathBuf::from);
-    target.join("wasm32-wasip2/release")
+    target.join("wasm-plugins/wasm32-wasip2/release")
 }
 
 fn node(i: usize) -> Node {
@@ -116,6 +120,9 @@ fn main() {
     for plugin in &profile.plugins {
         let m = plugin.handle.metrics();
         println!("  {:<34} {} calls, {:.3} s", plugin.name, m.calls, m.latency_seconds_sum);
+    }
+    if std::env::var("BENCH_ONLY").is_ok_and(|w| w == "SchedulingBasic") {
+        return;
     }
     run("TopologySpreading", profile, (5000, 0, 2000), spread_pod);
     run("PodAntiAffinity", profile, (5000, 0, 2000), anti_affinity_pod);

@@ -290,7 +290,8 @@ impl Profile {
     }
 
     /// Runs PreScore and Score (normalised, weighted) and picks the best node; ties are broken
-    /// at random, as upstream.
+    /// at random, as upstream. A plugin whose PreScore answers `Skip` (as its error) is not
+    /// scored, as upstream's skip-score set.
     fn score(
         &self,
         nodes: &NodeLog,
@@ -298,16 +299,23 @@ impl Profile {
         states: &mut [Vec<u8>],
         feasible: &[NodeId],
     ) -> Result<NodeId, CycleError> {
+        let mut skipped = vec![false; self.plugins.len()];
         for (index, plugin) in self.with(ExtensionPoints::PRE_SCORE) {
-            let state = plugin
+            match plugin
                 .handle
                 .pre_score(nodes, pod, &states[index], feasible)
                 .map_err(|e| CycleError::plugin("PreScore", plugin, e))?
-                .map_err(|status| CycleError::status("PreScore", plugin, &status))?;
-            states[index] = state;
+            {
+                Ok(state) => states[index] = state,
+                Err(outcome) if outcome.code == Code::Skip => skipped[index] = true,
+                Err(outcome) => return Err(CycleError::status("PreScore", plugin, &outcome)),
+            }
         }
         let mut totals = vec![0i64; feasible.len()];
         for (index, plugin) in self.with(ExtensionPoints::SCORE) {
+            if skipped[index] {
+                continue;
+            }
             let normalize = plugin.points.contains(ExtensionPoints::NORMALIZE_SCORE);
             let scores = plugin
                 .handle

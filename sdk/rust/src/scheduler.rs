@@ -11,7 +11,6 @@
 //! call its methods directly, and the host can link it for comparison.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::thread::LocalKey;
 
 use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
@@ -142,10 +141,26 @@ pub trait SchedulerPlugin: Sized + 'static {
 }
 
 /// The instance's copy of the cluster's nodes, kept by the SDK from `update-nodes`.
+///
+/// Node handles are small dense integers, so the nodes sit in a vector indexed by handle: a
+/// lookup is an index, not a hash. Alongside, it counts what lets a plugin tell in O(1) that it
+/// has nothing to do for a pod (pods carrying affinity terms, tainted and cordoned nodes), as
+/// upstream's plugins skip themselves.
 #[derive(Default)]
 pub struct Nodes {
-    by_id: HashMap<NodeId, NodeInfo>,
+    by_id: Vec<Option<NodeInfo>>,
+    len: usize,
     generation: u64,
+    pods_with_affinity: usize,
+    tainted: usize,
+    unschedulable: usize,
+}
+
+/// What one node adds to the counts [`Nodes`] keeps.
+fn node_counts(node: &NodeInfo) -> (usize, usize, usize) {
+    let affinity = node.pods.iter().filter(|p| p.affinity.is_some()).count();
+    let tainted = usize::from(node.taints.iter().any(|t| t.effect != TaintEffect::PreferNoSchedule));
+    (affinity, tainted, usize::from(node.unschedulable))
 }
 
 impl Nodes {
@@ -160,24 +175,24 @@ impl Nodes {
     /// The node with handle `id`.
     #[must_use]
     pub fn get(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.by_id.get(&id)
+        self.by_id.get(id as usize).and_then(Option::as_ref)
     }
 
-    /// Every node, in no particular order.
+    /// Every node, by handle.
     pub fn iter(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.by_id.values()
+        self.by_id.iter().flatten()
     }
 
     /// How many nodes there are.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.len
     }
 
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len == 0
     }
 
     /// The generation of the last applied update.
@@ -186,18 +201,56 @@ impl Nodes {
         self.generation
     }
 
+    /// How many pods on all nodes carry pod affinity or anti-affinity terms.
+    #[must_use]
+    pub fn pods_with_affinity(&self) -> usize {
+        self.pods_with_affinity
+    }
+
+    /// How many nodes have a `NoSchedule` or `NoExecute` taint.
+    #[must_use]
+    pub fn tainted(&self) -> usize {
+        self.tainted
+    }
+
+    /// How many nodes are cordoned (`spec.unschedulable`).
+    #[must_use]
+    pub fn unschedulable(&self) -> usize {
+        self.unschedulable
+    }
+
+    fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
+        let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
+        let (affinity, tainted, unschedulable) = node_counts(&old);
+        self.pods_with_affinity -= affinity;
+        self.tainted -= tainted;
+        self.unschedulable -= unschedulable;
+        self.len -= 1;
+        Some(old)
+    }
+
     /// Applies `update-nodes`.
     pub fn apply(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
         if reset {
-            self.by_id.clear();
+            *self = Self::default();
         }
         for change in changes {
             match change {
                 NodeChange::Upsert(node) => {
-                    self.by_id.insert(node.id, node);
+                    let id = node.id as usize;
+                    self.take(node.id);
+                    if self.by_id.len() <= id {
+                        self.by_id.resize_with(id + 1, || None);
+                    }
+                    let (affinity, tainted, unschedulable) = node_counts(&node);
+                    self.pods_with_affinity += affinity;
+                    self.tainted += tainted;
+                    self.unschedulable += unschedulable;
+                    self.len += 1;
+                    self.by_id[id] = Some(node);
                 }
                 NodeChange::Remove(id) => {
-                    self.by_id.remove(&id);
+                    self.take(id);
                 }
             }
         }

@@ -97,7 +97,12 @@ impl SchedulerPlugin for ImageLocality {
     }
 
     fn pre_score(&self, pod: &PodInfo, _cycle: &Spread, _nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
-        encode(b's', &spread(&pod.images, all.iter()))
+        let spread = spread(&pod.images, all.iter());
+        if spread.nodes_with.is_empty() {
+            // No node has any of the images: every node would score 0, so Skip Score.
+            return Err(Status::skip());
+        }
+        encode(b's', &spread)
     }
 
     fn score(&self, pod: &PodInfo, spread: &Spread, node: &NodeInfo) -> Result<i64, Status> {

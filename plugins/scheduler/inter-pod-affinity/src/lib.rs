@@ -324,7 +324,7 @@ fn has_terms(affinity: &Affinity) -> bool {
 }
 
 fn any_existing_affinity(nodes: &Nodes) -> bool {
-    nodes.iter().any(|n| n.pods.iter().any(|p| p.affinity.is_some()))
+    nodes.pods_with_affinity() > 0
 }
 
 impl SchedulerPlugin for InterPodAffinity {
@@ -380,7 +380,8 @@ impl SchedulerPlugin for InterPodAffinity {
 
     fn pre_score(&self, pod: &PodInfo, cycle: &Cycle, _nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
         if !has_terms(&cycle.affinity) && !any_existing_affinity(all) {
-            return Ok(Vec::new());
+            // Nothing to weigh: Skip, as upstream, so Score is not called.
+            return Err(Status::skip());
         }
         encode(b's', &self.score_state(pod, &cycle.affinity, all, &Namespaces::default()))
     }

@@ -4,7 +4,7 @@
 
 pub use capstan_plugin_sdk::scheduler::node_affinity::{Requirement, Term};
 use capstan_plugin_sdk::scheduler::{
-    ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, find_label, normalize_to_max,
+    ExtensionPoints, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status, find_label, normalize_to_max,
 };
 use serde::Deserialize;
 
@@ -68,7 +68,41 @@ impl SchedulerPlugin for NodeAffinity {
     }
 
     fn extension_points(&self) -> ExtensionPoints {
-        ExtensionPoints::FILTER | ExtensionPoints::SCORE | ExtensionPoints::NORMALIZE_SCORE
+        ExtensionPoints::PRE_FILTER
+            | ExtensionPoints::FILTER
+            | ExtensionPoints::PRE_SCORE
+            | ExtensionPoints::SCORE
+            | ExtensionPoints::NORMALIZE_SCORE
+    }
+
+    /// Skip, as upstream, when the pod has neither a node selector nor required node affinity.
+    fn pre_filter(&self, pod: &PodInfo, _nodes: &Nodes) -> PreFilterResult {
+        let status = match self.cycle(pod, &[]) {
+            Ok(affinity) => {
+                let required = affinity
+                    .node_affinity
+                    .as_ref()
+                    .is_some_and(|a| a.required_during_scheduling_ignored_during_execution.is_some());
+                if required || !pod.node_selector.is_empty() { Status::success() } else { Status::skip() }
+            }
+            Err(status) => status,
+        };
+        PreFilterResult { status, nodes: None, state: Vec::new() }
+    }
+
+    /// Skip, as upstream, when the pod has no preferred node affinity terms.
+    fn pre_score(
+        &self,
+        _pod: &PodInfo,
+        affinity: &Affinity,
+        _nodes: &[&NodeInfo],
+        _all: &Nodes,
+    ) -> Result<Vec<u8>, Status> {
+        let preferred = affinity
+            .node_affinity
+            .as_ref()
+            .is_some_and(|a| !a.preferred_during_scheduling_ignored_during_execution.is_empty());
+        if preferred { Ok(Vec::new()) } else { Err(Status::skip()) }
     }
 
     fn filter(&self, pod: &PodInfo, affinity: &Affinity, node: &NodeInfo) -> Status {

@@ -1,6 +1,8 @@
 //! NodeName (Filter): a pod whose `spec.nodeName` is set fits only the node of that name.
 
-use capstan_plugin_sdk::scheduler::{ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status};
+use capstan_plugin_sdk::scheduler::{
+    ExtensionPoints, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
+};
 
 /// Upstream's reason, shown in `FailedScheduling` events.
 pub const REASON: &str = "node(s) didn't match the requested node name";
@@ -20,7 +22,13 @@ impl SchedulerPlugin for NodeName {
     }
 
     fn extension_points(&self) -> ExtensionPoints {
-        ExtensionPoints::FILTER
+        ExtensionPoints::PRE_FILTER | ExtensionPoints::FILTER
+    }
+
+    fn pre_filter(&self, pod: &PodInfo, _nodes: &Nodes) -> PreFilterResult {
+        let named = pod.node_name.as_ref().is_some_and(|n| !n.is_empty());
+        let status = if named { Status::success() } else { Status::skip() };
+        PreFilterResult { status, nodes: None, state: Vec::new() }
     }
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {

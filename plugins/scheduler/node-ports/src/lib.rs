@@ -1,7 +1,9 @@
 //! NodePorts (Filter): a node fits only if none of the host ports the pod asks for is already
 //! used there on an overlapping address (`0.0.0.0` or empty overlaps every address).
 
-use capstan_plugin_sdk::scheduler::{ExtensionPoints, HostPort, NodeInfo, PodInfo, SchedulerPlugin, Status};
+use capstan_plugin_sdk::scheduler::{
+    ExtensionPoints, HostPort, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
+};
 
 /// Upstream's reason, shown in `FailedScheduling` events.
 pub const REASON: &str = "node(s) didn't have free ports for the requested pod ports";
@@ -21,7 +23,13 @@ impl SchedulerPlugin for NodePorts {
     }
 
     fn extension_points(&self) -> ExtensionPoints {
-        ExtensionPoints::FILTER
+        ExtensionPoints::PRE_FILTER | ExtensionPoints::FILTER
+    }
+
+    /// A pod without host ports has nothing to check: Skip, as upstream.
+    fn pre_filter(&self, pod: &PodInfo, _nodes: &Nodes) -> PreFilterResult {
+        let status = if pod.host_ports.is_empty() { Status::skip() } else { Status::success() };
+        PreFilterResult { status, nodes: None, state: Vec::new() }
     }
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {

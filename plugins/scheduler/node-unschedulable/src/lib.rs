@@ -1,7 +1,9 @@
 //! NodeUnschedulable (Filter): a cordoned node (`spec.unschedulable`) takes no new pods, unless
 //! the pod tolerates the `node.kubernetes.io/unschedulable:NoSchedule` taint.
 
-use capstan_plugin_sdk::scheduler::{ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, Taint, TaintEffect};
+use capstan_plugin_sdk::scheduler::{
+    ExtensionPoints, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status, Taint, TaintEffect,
+};
 
 /// Upstream's reason, shown in `FailedScheduling` events.
 pub const REASON: &str = "node(s) were unschedulable";
@@ -24,7 +26,14 @@ impl SchedulerPlugin for NodeUnschedulable {
     }
 
     fn extension_points(&self) -> ExtensionPoints {
-        ExtensionPoints::FILTER
+        ExtensionPoints::PRE_FILTER | ExtensionPoints::FILTER
+    }
+
+    /// Nothing to check when no node is cordoned or the pod tolerates cordoned nodes.
+    fn pre_filter(&self, pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
+        let idle = nodes.unschedulable() == 0 || tolerates_unschedulable(pod);
+        let status = if idle { Status::skip() } else { Status::success() };
+        PreFilterResult { status, nodes: None, state: Vec::new() }
     }
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {

@@ -432,7 +432,8 @@ impl SchedulerPlugin for PodTopologySpread {
     fn pre_score(&self, pod: &PodInfo, _cycle: &Cycle, nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
         let (constraints, own) = self.constraints(pod, "ScheduleAnyway")?;
         if constraints.is_empty() {
-            return Ok(Vec::new());
+            // Nothing to spread: Skip, as upstream, so Score is not called.
+            return Err(Status::skip());
         }
         let required = Required::of(pod).map_err(Status::error)?;
         encode(b's', &score_state(pod, constraints, own, &required, nodes, all))

@@ -3,7 +3,8 @@
 //! `PreferNoSchedule` taints score higher (Kubernetes docs, "Taints and Tolerations").
 
 use capstan_plugin_sdk::scheduler::{
-    ExtensionPoints, NodeInfo, PodInfo, SchedulerPlugin, Status, Taint, TaintEffect, Toleration, normalize_to_max,
+    ExtensionPoints, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status, Taint, TaintEffect,
+    Toleration, normalize_to_max,
 };
 
 /// The TaintToleration plugin.
@@ -21,7 +22,23 @@ impl SchedulerPlugin for TaintToleration {
     }
 
     fn extension_points(&self) -> ExtensionPoints {
-        ExtensionPoints::FILTER | ExtensionPoints::SCORE | ExtensionPoints::NORMALIZE_SCORE
+        ExtensionPoints::PRE_FILTER
+            | ExtensionPoints::FILTER
+            | ExtensionPoints::PRE_SCORE
+            | ExtensionPoints::SCORE
+            | ExtensionPoints::NORMALIZE_SCORE
+    }
+
+    /// Nothing to check when no node has a `NoSchedule` or `NoExecute` taint.
+    fn pre_filter(&self, _pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
+        let status = if nodes.tainted() == 0 { Status::skip() } else { Status::success() };
+        PreFilterResult { status, nodes: None, state: Vec::new() }
+    }
+
+    /// Every node scores alike when none of them has a `PreferNoSchedule` taint: Skip.
+    fn pre_score(&self, _pod: &PodInfo, _cycle: &(), nodes: &[&NodeInfo], _all: &Nodes) -> Result<Vec<u8>, Status> {
+        let preferring = nodes.iter().any(|n| n.taints.iter().any(|t| t.effect == TaintEffect::PreferNoSchedule));
+        if preferring { Ok(Vec::new()) } else { Err(Status::skip()) }
     }
 
     fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {
@@ -127,5 +144,33 @@ mod tests {
         let pod = capstan_plugin_sdk::scheduler::PodInfo::named("d", "p");
         assert!(plugin.normalize_score(&pod, &(), &mut scores).is_ok());
         assert_eq!(scores, [100, 50, 50, 0]);
+    }
+}
+
+#[cfg(test)]
+mod skip_tests {
+    use super::{SchedulerPlugin, TaintToleration};
+    use capstan_plugin_sdk::scheduler::{Code, NodeChange, NodeInfo, Nodes, PodInfo, Taint, TaintEffect};
+
+    fn tainted(id: u32, effect: TaintEffect) -> NodeInfo {
+        let mut node = NodeInfo::named(id, &format!("n{id}"));
+        node.taints = vec![Taint { key: "k".to_owned(), value: String::new(), effect }];
+        node
+    }
+
+    #[test]
+    fn skips_only_while_no_node_has_a_taint_to_check() {
+        let pod = PodInfo::named("default", "p");
+        let mut nodes = Nodes::from_nodes([NodeInfo::named(0, "n0"), tainted(1, TaintEffect::PreferNoSchedule)]);
+        assert_eq!(TaintToleration.pre_filter(&pod, &nodes).status.code, Code::Skip, "PreferNoSchedule only");
+        nodes.apply(2, false, vec![NodeChange::Upsert(tainted(0, TaintEffect::NoSchedule))]);
+        assert_eq!(nodes.tainted(), 1);
+        assert_eq!(TaintToleration.pre_filter(&pod, &nodes).status.code, Code::Success);
+        nodes.apply(3, false, vec![NodeChange::Remove(0)]);
+        assert_eq!((nodes.tainted(), nodes.len()), (0, 1), "a removed node's taints stop counting");
+        let plain = NodeInfo::named(5, "n5");
+        let prefer = tainted(6, TaintEffect::PreferNoSchedule);
+        assert!(TaintToleration.pre_score(&pod, &(), &[&plain], &nodes).is_err_and(|s| s.code == Code::Skip));
+        assert!(TaintToleration.pre_score(&pod, &(), &[&plain, &prefer], &nodes).is_ok());
     }
 }

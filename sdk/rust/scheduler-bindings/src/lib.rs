@@ -57,6 +57,13 @@ impl Status {
         Self::new(Code::UnschedulableAndUnresolvable, vec![reason.into()])
     }
 
+    /// The plugin has nothing to do for this pod: from `pre-filter` its Filter is not called,
+    /// from `pre-score` (as the error) its Score is not, as upstream's `Skip`.
+    #[must_use]
+    pub fn skip() -> Self {
+        Self::new(Code::Skip, Vec::new())
+    }
+
     /// An internal error, for `reason`.
     #[must_use]
     pub fn error(reason: impl Into<String>) -> Self {
