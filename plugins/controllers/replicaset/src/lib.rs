@@ -328,6 +328,11 @@ mod tests {
         super::reconcile(&cluster, &replication_controller(), &key).unwrap();
         let stored = cluster.get(&replication_controller(), &key).unwrap().unwrap();
         assert_eq!(stored["status"]["replicas"], 2);
-        assert!(<super::ReplicaSetController as capstan_plugin_sdk::controller::Controller>::configure(r#"{"kind": "Deployment"}"#).is_err());
+        assert!(
+            <super::ReplicaSetController as capstan_plugin_sdk::controller::Controller>::configure(
+                r#"{"kind": "Deployment"}"#
+            )
+            .is_err()
+        );
     }
 }
