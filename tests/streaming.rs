@@ -114,7 +114,17 @@ fn port_forward_reaches_pod_ports_including_its_localhost() {
 
     let forward = PortForward::start(&server, "pod/web", &[8080, 9090]);
     // kubectl 1.32 tries SPDY tunnelled in a WebSocket first; the node accepts it.
-    let log: Vec<String> = forward.errors.try_iter().collect();
+    // kubectl logs the negotiation on stderr around when it prints its "Forwarding from" lines:
+    // read until the negotiated protocol shows up (or 10 s pass).
+    let mut log: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.iter().any(|l| l.contains("negotiated protocol")) {
+        match forward.errors.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => log.push(line),
+            Err(_) => break,
+        }
+    }
+    log.extend(forward.errors.try_iter());
     assert!(
         log.iter().any(|l| l.contains("tunneling_dialer") && l.contains("negotiated protocol: portforward.k8s.io")),
         "{log:?}"
