@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use capstan_e2e::{
     BUSYBOX, NodeServer, cgroups_of, http_get, json, kubectl, kubectl_stdin, node_server, sandboxes, start_node,
+    start_node_with,
 };
 use capstan_testbed::{CapstanServer, capstan_binary, ensure_installed};
 
@@ -409,4 +410,203 @@ fn static_pod_runs_and_appears_as_a_mirror_pod() {
         !server.kubectl(&["get", "pod", "-n", "kube-system", "static-web-node-i"]).status.success()
     });
     assert_eq!(sandboxes(&server).trim(), "", "containers left behind");
+}
+
+/// A network namespace joined to the host by a veth pair — the host end `172.31.<octet>.1/30`,
+/// the namespace end `.2` with its default route through the host — standing in for a second
+/// machine. Dropping it removes the namespace and the pair.
+struct NetNs {
+    name: String,
+    octet: u8,
+}
+
+impl NetNs {
+    fn create(octet: u8) -> Self {
+        let name = format!("capstan-e2e-{octet}");
+        let (host_end, ns_end) = (format!("cve{octet}h"), format!("cve{octet}n"));
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["link", "del", &host_end]).status();
+        let netns = NetNs { name, octet };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().unwrap_or_else(|e| panic!("cannot run ip: {e}"));
+            assert!(out.status.success(), "ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        };
+        ip(&["netns", "add", &netns.name]);
+        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", &ns_end]);
+        ip(&["link", "set", &ns_end, "netns", &netns.name]);
+        ip(&["addr", "add", &format!("{}/30", netns.host_ip()), "dev", &host_end]);
+        ip(&["link", "set", &host_end, "up"]);
+        let inside = |args: &[&str]| ip(&[&["netns", "exec", &netns.name, "ip"], args].concat());
+        inside(&["addr", "add", &format!("{}/30", netns.ip()), "dev", &ns_end]);
+        inside(&["link", "set", &ns_end, "up"]);
+        inside(&["link", "set", "lo", "up"]);
+        inside(&["route", "add", "default", "via", &netns.host_ip()]);
+        netns
+    }
+
+    /// The host's address on the link.
+    fn host_ip(&self) -> String {
+        format!("172.31.{}.1", self.octet)
+    }
+
+    /// The namespace's address.
+    fn ip(&self) -> String {
+        format!("172.31.{}.2", self.octet)
+    }
+
+    /// `program` run inside the namespace. (`nsenter --net`, not `ip netns exec`: that one also
+    /// remounts `/sys`, hiding the cgroup hierarchy runc needs.)
+    fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/var/run/netns/{}", self.name)).arg("--").arg(program);
+        command
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A `capstan agent` process running node `node` of a server with admin kubeconfig
+/// `kubeconfig`; when dropped, its pods are deleted, then it is stopped with SIGTERM (then
+/// SIGKILL).
+struct AgentProcess {
+    child: std::process::Child,
+    kubeconfig: std::path::PathBuf,
+    node: &'static str,
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "pods", "-A", "--timeout=60s", "--field-selector"])
+            .arg(format!("spec.nodeName={}", self.node))
+            .output();
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn second_node_joins_with_capstan_agent_from_a_network_namespace_and_runs_pods() {
+    let octet = 130;
+    let netns = NetNs::create(octet);
+    // The control plane listens on every address, its certificate naming the address the other
+    // "machine" reaches it at.
+    let server = NodeServer::new(start_node_with(
+        None,
+        "node-j1",
+        octet,
+        &["--bind-address", "0.0.0.0", "--tls-san", &netns.host_ip()],
+    ));
+    let binary = capstan_binary().unwrap_or_else(|e| panic!("{e}"));
+    let token = Command::new(&binary)
+        .args(["token", "create", "--description", "second node"])
+        .arg("--data-dir")
+        .arg(server.dir().join("data"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run capstan token create: {e}"));
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+
+    let agent_dir = server.dir().join("agent");
+    let log = std::fs::File::create(server.dir().join("agent.log")).unwrap_or_else(|e| panic!("agent.log: {e}"));
+    let log_err = log.try_clone().unwrap_or_else(|e| panic!("agent.log: {e}"));
+    let url = format!("https://{}:{}", netns.host_ip(), server.port());
+    let cidr = format!("10.{octet}.0.0/16");
+    let agent = AgentProcess {
+        kubeconfig: server.kubeconfig().to_path_buf(),
+        node: "node-j2",
+        child: netns
+            .command(binary.to_str().unwrap_or_default())
+            .args(["agent", "--server", &url, "--token", &token, "--node-name", "node-j2"])
+            .args(["--cluster-cidr", &cidr, "--kubelet-port", "0"])
+            .arg("--ca-file")
+            .arg(server.dir().join("data/pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(&agent_dir)
+            .env("RUST_LOG", "info")
+            .stdout(log)
+            .stderr(log_err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start capstan agent in {}: {e}", netns.name)),
+    };
+    let agent_log = || std::fs::read_to_string(server.dir().join("agent.log")).unwrap_or_default();
+    wait_for(&server, "node-j2 to register", Duration::from_mins(1), || {
+        server.kubectl(&["get", "node", "node-j2"]).status.success()
+    });
+    capstan_e2e::wait_node_ready(&server, "node-j2");
+    capstan_e2e::import_busybox(&server, &agent_dir);
+    let node = json(&kubectl(&server, &["get", "node", "node-j2", "-o", "json"]));
+    let addresses = node["status"]["addresses"].to_string();
+    assert!(addresses.contains(&netns.ip()), "node-j2 does not report its own address: {addresses}");
+    let pod_cidr = node["spec"]["podCIDR"].as_str().unwrap_or_default().to_string();
+    let first_cidr = json(&kubectl(&server, &["get", "node", "node-j1", "-o", "json"]))["spec"]["podCIDR"].clone();
+    assert!(
+        pod_cidr.starts_with(&format!("10.{octet}.")) && first_cidr != pod_cidr.as_str(),
+        "{pod_cidr} {first_cidr}"
+    );
+
+    // The scheduler places a pod by node label; it runs on the joined node, in its pod CIDR.
+    let manifest = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "remote-web"},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": "node-j2"},
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "web", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", "mkdir -p /www && hostname > /www/name.txt && echo serving && exec httpd -f -p 8080 -h /www"],
+            }],
+        },
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &manifest.to_string());
+    let running = wait_phase(&server, "remote-web", "Running", Duration::from_mins(1));
+    assert_eq!(running["spec"]["nodeName"], "node-j2", "{}", agent_log());
+    assert_eq!(running["status"]["hostIP"], netns.ip().as_str());
+    let ip = running["status"]["podIP"].as_str().unwrap_or_default().to_string();
+    let prefix = pod_cidr.trim_end_matches("0/24");
+    assert!(ip.starts_with(prefix), "pod IP {ip} is not from node-j2's pod CIDR {pod_cidr}");
+    // The pod answers HTTP on that node (from inside its "machine").
+    ensure_installed("curl", "tools").unwrap_or_else(|e| panic!("{e}"));
+    let mut page = String::new();
+    wait_for(&server, "the remote pod to answer HTTP", Duration::from_secs(20), || {
+        let out = netns
+            .command("curl")
+            .args(["-sS", "-m", "3", &format!("http://{ip}:8080/name.txt")])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run curl: {e}"));
+        page = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            eprintln!("curl http://{ip}:8080/name.txt in {}: {}", netns.name, String::from_utf8_lossy(&out.stderr));
+        }
+        out.status.success()
+    });
+    assert_eq!(page.trim(), "remote-web");
+    // Logs and exec go through the API server to the joined node's own port.
+    wait_for(&server, "the remote pod's log", Duration::from_secs(20), || {
+        server.kubectl(&["logs", "remote-web"]).stdout == b"serving\n"
+    });
+    let exec = server.kubectl(&["exec", "remote-web", "--", "sh", "-c", "cat /www/name.txt; exit 3"]);
+    assert_eq!(exec.status.code(), Some(3), "{}", String::from_utf8_lossy(&exec.stderr));
+    assert_eq!(String::from_utf8_lossy(&exec.stdout), "remote-web\n");
+
+    // Deleting the pod stops it on the joined node.
+    kubectl(&server, &["delete", "pod", "remote-web", "--timeout=60s"]);
+    let uid = running["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+    assert!(cgroups_of(&uid).is_empty(), "cgroups left behind: {:?}", cgroups_of(&uid));
+    drop(agent);
+    drop(netns);
 }

@@ -176,16 +176,29 @@ pub fn node_server(name: &str, octet: u8) -> NodeServer {
 /// Starts (or, given its directory, restarts) a server with a node agent and waits until the
 /// node is Ready with the busybox image imported.
 pub fn start_node(dir: Option<tempfile::TempDir>, name: &str, octet: u8) -> CapstanServer {
+    start_node_with(dir, name, octet, &[])
+}
+
+/// [`start_node`] with more `capstan server` arguments.
+pub fn start_node_with(dir: Option<tempfile::TempDir>, name: &str, octet: u8, extra: &[&str]) -> CapstanServer {
     for command in ["containerd", "runc", "ctr", "busybox", "cc"] {
         ensure_installed(command, "node").unwrap_or_else(|e| panic!("{e}"));
     }
     let cidr = format!("10.{octet}.0.0/16");
-    let args = ["--node=true", "--node-name", name, "--cluster-cidr", &cidr, "--kubelet-port", "0"];
+    let mut args = vec!["--node=true", "--node-name", name, "--cluster-cidr", &cidr, "--kubelet-port", "0"];
+    args.extend_from_slice(extra);
     let server = match dir {
         Some(dir) => CapstanServer::start_in(dir, &args),
         None => CapstanServer::start_with(&args),
     }
     .unwrap_or_else(|e| panic!("{e}"));
+    wait_node_ready(&server, name);
+    import_busybox(&server, &server.dir().join("data"));
+    server
+}
+
+/// Waits (a minute at most) until node `name` is Ready.
+pub fn wait_node_ready(server: &CapstanServer, name: &str) {
     let deadline = Instant::now() + Duration::from_mins(1);
     loop {
         let out =
@@ -196,13 +209,12 @@ pub fn start_node(dir: Option<tempfile::TempDir>, name: &str, octet: u8) -> Caps
         assert!(Instant::now() < deadline, "node {name} not Ready within a minute");
         std::thread::sleep(Duration::from_millis(200));
     }
-    import_busybox(&server);
-    server
 }
 
 /// Builds the busybox image tar (`capstan image build-busybox`) and imports it into `server`'s
-/// node (`capstan image import`), as the README tells a user to.
-pub fn import_busybox(server: &CapstanServer) {
+/// node (`capstan image import`) whose data directory is `data_dir` (a server's `data`, or an
+/// agent's), as the README tells a user to.
+pub fn import_busybox(server: &CapstanServer, data_dir: &std::path::Path) {
     let tar = server.dir().join("busybox.tar");
     let built = Command::new(capstan_binary().unwrap_or_else(|e| panic!("{e}")))
         .args(["image", "build-busybox"])
@@ -214,7 +226,7 @@ pub fn import_busybox(server: &CapstanServer) {
         .args(["image", "import"])
         .arg(&tar)
         .arg("--data-dir")
-        .arg(server.dir().join("data"))
+        .arg(data_dir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run capstan image import: {e}"));
     assert!(imported.status.success(), "image import failed: {}", String::from_utf8_lossy(&imported.stderr));

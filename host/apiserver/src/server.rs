@@ -71,6 +71,9 @@ pub struct Config {
     pub bind_address: IpAddr,
     /// The port (0 picks a free one).
     pub port: u16,
+    /// More names and addresses the serving certificate is valid for (`--tls-san`), besides
+    /// localhost and the bind address. They apply when the credentials are created.
+    pub tls_sans: Vec<String>,
     /// The store.
     pub store: Arc<dyn Store>,
     /// The admission components the binary ships, by name, enabled by default (see
@@ -79,6 +82,16 @@ pub struct Config {
     /// More Prometheus text for `/metrics` (the controllers' and the scheduler's, which run
     /// in the same process and register once they start).
     pub extra_metrics: ExtraMetrics,
+}
+
+/// The names and addresses the serving certificate is for: the `--tls-san`s and the bind address
+/// (unless it is the unspecified one).
+fn serving_hosts(config: &Config) -> Vec<String> {
+    let mut hosts = config.tls_sans.clone();
+    if !config.bind_address.is_unspecified() {
+        hosts.push(config.bind_address.to_string());
+    }
+    hosts
 }
 
 /// Renders some Prometheus text for `/metrics`.
@@ -124,7 +137,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let address = SocketAddr::new(config.bind_address, config.port);
     let listener = TcpListener::bind(address).await.map_err(|source| ServerError::Listen { address, source })?;
     let address = listener.local_addr().map_err(|source| ServerError::Listen { address, source })?;
-    let hosts = vec![config.bind_address.to_string()];
+    let hosts = serving_hosts(&config);
     let pki = Pki::load_or_create(&config.data_dir.join("pki"), &hosts)?;
     let url_host =
         if config.bind_address.is_unspecified() { "127.0.0.1".to_string() } else { config.bind_address.to_string() };

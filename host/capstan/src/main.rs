@@ -110,6 +110,10 @@ struct ServerArgs {
     /// The API server's port.
     #[arg(long, default_value_t = 6443)]
     port: u16,
+    /// More hostnames or IP addresses for the serving certificate (repeat or comma-separate), for
+    /// agents and kubectl on other machines; used when the credentials are first created.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    tls_sans: Vec<String>,
     /// How often store history is compacted (history of at least this long is kept).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     compaction_interval: Duration,
@@ -291,7 +295,43 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The `--tls-san`s, and when the server listens on every address, this machine's hostname and
+/// default-route address, which agents on other machines will use.
+fn serving_names(args: &ServerArgs) -> Vec<String> {
+    let mut names = args.tls_sans.clone();
+    if args.bind_address.is_unspecified() {
+        names.push(capstan_node::default_node_name());
+        names.push(capstan_node::node::internal_ip().to_string());
+    }
+    names
+}
+
+/// The address to put in the join command: the first `--tls-san`, else the bind address, else
+/// (listening on every address) the default-route address.
+fn join_host(args: &ServerArgs) -> String {
+    let host = match args.tls_sans.first() {
+        Some(name) => name.clone(),
+        None if args.bind_address.is_unspecified() => capstan_node::node::internal_ip().to_string(),
+        None => args.bind_address.to_string(),
+    };
+    if host.parse::<std::net::Ipv6Addr>().is_ok() { format!("[{host}]") } else { host }
+}
+
+/// Prints the `capstan agent` command that joins another machine to the server at `address`.
+async fn print_join_command(
+    kubeconfig: &std::path::Path,
+    address: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let client = capstan_client::from_kubeconfig(kubeconfig).await?;
+    let token = token_cmd::server_join_token(&client).await?;
+    println!("To join another machine: {}", token_cmd::join_command(address, &token, &absolute(data_dir)));
+    Ok(())
+}
+
 async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let tls_sans = serving_names(&args);
+    let join_host = join_host(&args);
     let config = if args.etcd_endpoints.is_empty() {
         StoreConfig::Embedded(args.data_dir.join("store.db"))
     } else {
@@ -305,6 +345,7 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let config = capstan_apiserver::Config {
         data_dir: args.data_dir.clone(),
         bind_address: args.bind_address,
+        tls_sans,
         port: args.port,
         store,
         builtin_plugins: builtin_plugins(&components),
@@ -365,15 +406,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
         None
     };
     println!("Capstan is up. To use kubectl: export KUBECONFIG={}", absolute(&running.kubeconfig).display());
-    match capstan_client::from_kubeconfig(&running.kubeconfig).await {
-        Ok(client) => match token_cmd::server_join_token(&client).await {
-            Ok(token) => println!(
-                "To join another machine: {}",
-                token_cmd::join_command(&running.address.to_string(), &token, &absolute(&args.data_dir))
-            ),
-            Err(e) => tracing::warn!("no join token: {e:#}"),
-        },
-        Err(e) => tracing::warn!("no join token: {e:#}"),
+    let join_address = format!("{join_host}:{}", running.address.port());
+    if let Err(e) = print_join_command(&running.kubeconfig, &join_address, &args.data_dir).await {
+        tracing::warn!("no join token: {e:#}");
     }
     let mut terminate =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
@@ -432,8 +467,11 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     }
     let task = spawn_agent(client, &args.data_dir, ca, args.node);
     println!("Capstan node agent is up");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot wait for SIGTERM")?;
     tokio::select! {
         signal = tokio::signal::ctrl_c() => signal.context("cannot wait for Ctrl-C")?,
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping the node agent"),
         ended = task => ended.context("the node agent stopped")?,
     }
     Ok(())
