@@ -126,6 +126,21 @@ fn pod_runs_with_config_and_secret_and_is_cleaned_up_on_delete() {
     let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=web"]);
     assert!(events.contains("Started"), "{events}");
 
+    // A changed ConfigMap reaches the running pod's volume (the node re-syncs volumes every
+    // 30 s); a removed key goes away; the service-account token is kept until it is due.
+    let token_path = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+    let token_before = kubectl(&server, &["exec", "web", "--", "cat", token_path]);
+    assert!(token_before.split('.').count() == 3, "no projected token: {token_before}");
+    let updated = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+        "data": {"size": "small"}});
+    kubectl_stdin(&server, &["replace", "-f", "-"], &updated.to_string());
+    wait_for(&server, "the ConfigMap change in the volume", Duration::from_secs(90), || {
+        server.kubectl(&["exec", "web", "--", "cat", "/config/size"]).stdout == b"small"
+    });
+    let listed = kubectl(&server, &["exec", "web", "--", "ls", "/config"]);
+    assert_eq!(listed.trim(), "size", "a removed key is still mounted");
+    assert_eq!(kubectl(&server, &["exec", "web", "--", "cat", token_path]), token_before, "token re-issued early");
+
     // httpd as PID 1 ignores SIGTERM: the delete waits out the 5 s grace period, then kills it.
     let start = Instant::now();
     kubectl(&server, &["delete", "pod", "web", "--timeout=60s"]);

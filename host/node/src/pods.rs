@@ -32,6 +32,8 @@ const RESYNC: Duration = Duration::from_secs(1);
 /// The first crash back-off; it doubles per restart up to [`MAX_BACKOFF`].
 const INITIAL_BACKOFF: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_mins(5);
+/// How often a running pod's ConfigMap, Secret and downward API volumes are brought up to date.
+const VOLUME_RESYNC: Duration = Duration::from_secs(30);
 
 /// What a worker is told about its pod.
 #[derive(Clone)]
@@ -188,6 +190,10 @@ struct Worker {
     started: Option<String>,
     pulled: HashSet<String>,
     probes: HashMap<String, crate::probes::ContainerProbes>,
+    /// Service-account tokens in the pod's projected volumes.
+    tokens: spec::Tokens,
+    /// When the volumes were last filled.
+    volumes_refreshed: Option<SystemTime>,
 }
 
 impl Worker {
@@ -202,6 +208,8 @@ impl Worker {
             started: None,
             pulled: HashSet::new(),
             probes: HashMap::new(),
+            tokens: spec::Tokens::default(),
+            volumes_refreshed: None,
         }
     }
 
@@ -312,6 +320,7 @@ impl Worker {
         }
         if initialized && !failed {
             self.run_probes(pod, &spec.containers, &observed).await;
+            self.refresh_volumes(pod).await;
         }
         let observed = self.observe(&sandbox).await?;
         let status = self.status(pod, &observed, initialized, failed, &policy);
@@ -596,20 +605,56 @@ impl Worker {
         }
     }
 
+    /// Fills the pod's volumes (and gives `container`'s environment when one is given) from the
+    /// current ConfigMaps, Secrets, downward API fields and service-account tokens.
+    async fn prepare(
+        &mut self,
+        pod: &Pod,
+        container: Option<&Container>,
+    ) -> Result<(Vec<(String, String)>, HashMap<String, PathBuf>), NodeError> {
+        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let mut sources = spec::Sources::new(&self.shared.client, &namespace, std::mem::take(&mut self.tokens));
+        let mut status_pod = pod.clone();
+        status_pod.status.get_or_insert_with(Default::default).pod_ip.clone_from(&self.pod_ip);
+        let host_ip = &self.shared.host_ip;
+        let env = match container {
+            Some(container) => spec::environment(&status_pod, container, &mut sources, host_ip).await,
+            None => Ok(Vec::new()),
+        };
+        let prepared = match env {
+            Ok(env) => spec::volumes(&status_pod, &self.pod_dir().join("volumes"), &mut sources, host_ip)
+                .await
+                .map(|volumes| (env, volumes)),
+            Err(e) => Err(e),
+        };
+        self.tokens = sources.into_tokens();
+        self.volumes_refreshed = Some(SystemTime::now());
+        prepared
+    }
+
+    /// Brings the running pod's volumes up to date, as the kubelet's periodic sync does:
+    /// ConfigMap, Secret and downward API contents every [`VOLUME_RESYNC`], a service-account
+    /// token when it is due for rotation.
+    async fn refresh_volumes(&mut self, pod: &Pod) {
+        let now = SystemTime::now();
+        let resync_due = self.volumes_refreshed.is_some_and(|at| at + VOLUME_RESYNC <= now);
+        let token_due = self.tokens.next_refresh().is_some_and(|at| at <= now);
+        if !(resync_due || token_due) {
+            return;
+        }
+        if let Err(e) = self.prepare(pod, None).await {
+            tracing::warn!(pod = ?pod.metadata.name, error = %e, "cannot refresh the pod's volumes");
+        }
+    }
+
     async fn container_config(
-        &self,
+        &mut self,
         pod: &Pod,
         container: &Container,
         image: &str,
         attempt: u32,
     ) -> Result<cri::ContainerConfig, NodeError> {
-        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
-        let mut sources = spec::Sources::new(&self.shared.client, &namespace);
-        let mut status_pod = pod.clone();
-        status_pod.status.get_or_insert_with(Default::default).pod_ip.clone_from(&self.pod_ip);
-        let env = spec::environment(&status_pod, container, &mut sources, &self.shared.host_ip).await?;
-        let volumes =
-            spec::volumes(&status_pod, &self.pod_dir().join("volumes"), &mut sources, &self.shared.host_ip).await?;
+        let (env, volumes) = self.prepare(pod, Some(container)).await?;
         let mounts = spec::mounts(container, &volumes)?;
         let expand = |items: &Option<Vec<String>>| -> Vec<String> {
             items.iter().flatten().map(|item| spec::expand(item, &env)).collect()

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use k8s_cri::v1 as cri;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -106,6 +107,34 @@ fn render_map(map: Option<&BTreeMap<String, String>>) -> String {
     })
 }
 
+/// The service-account tokens a pod's projected volumes hold, by file path, kept between syncs
+/// so a token is requested again only when it is due for rotation.
+#[derive(Default)]
+pub struct Tokens(HashMap<String, IssuedToken>);
+
+struct IssuedToken {
+    /// What the token was requested for (account, audiences, expiry): a change asks for a new one.
+    request: String,
+    token: Vec<u8>,
+    refresh_at: SystemTime,
+}
+
+/// When a token issued at `issued` for `expiration_seconds` is renewed: as the kubelet does, once
+/// 80 % of its lifetime has passed or it is older than 24 hours.
+#[must_use]
+pub fn token_refresh_at(issued: SystemTime, expiration_seconds: i64) -> SystemTime {
+    let lifetime = Duration::from_secs(u64::try_from(expiration_seconds).unwrap_or(0));
+    issued + (lifetime * 4 / 5).min(Duration::from_hours(24))
+}
+
+impl Tokens {
+    /// The earliest time a held token is due for renewal.
+    #[must_use]
+    pub fn next_refresh(&self) -> Option<SystemTime> {
+        self.0.values().map(|t| t.refresh_at).min()
+    }
+}
+
 /// Reads `ConfigMaps` and Secrets of one namespace, each once per sync.
 pub struct Sources {
     configmaps: Api<ConfigMap>,
@@ -113,19 +142,28 @@ pub struct Sources {
     service_accounts: Api<ServiceAccount>,
     configmap_cache: HashMap<String, Option<ConfigMap>>,
     secret_cache: HashMap<String, Option<Secret>>,
+    tokens: Tokens,
 }
 
 impl Sources {
-    /// Sources in `namespace`.
+    /// Sources in `namespace`, reusing the service-account tokens in `tokens` while they are
+    /// fresh.
     #[must_use]
-    pub fn new(client: &kube::Client, namespace: &str) -> Self {
+    pub fn new(client: &kube::Client, namespace: &str, tokens: Tokens) -> Self {
         Sources {
             configmaps: Api::namespaced(client.clone(), namespace),
             secrets: Api::namespaced(client.clone(), namespace),
             service_accounts: Api::namespaced(client.clone(), namespace),
             configmap_cache: HashMap::new(),
             secret_cache: HashMap::new(),
+            tokens,
         }
+    }
+
+    /// The tokens, to keep for the next sync.
+    #[must_use]
+    pub fn into_tokens(self) -> Tokens {
+        self.tokens
     }
 
     async fn configmap(&mut self, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, NodeError> {
@@ -155,14 +193,39 @@ impl Sources {
     }
 
     /// A token for the pod's service account, bound to the pod (a `TokenRequest`, as the kubelet
-    /// makes for projected `serviceAccountToken` sources).
-    async fn token(&self, pod: &Pod, projection: &ServiceAccountTokenProjection) -> Result<Vec<u8>, NodeError> {
+    /// makes for projected `serviceAccountToken` sources): the one held for `path` while it is
+    /// fresh, else a new one.
+    async fn token(
+        &mut self,
+        pod: &Pod,
+        path: &str,
+        projection: &ServiceAccountTokenProjection,
+    ) -> Result<Vec<u8>, NodeError> {
         let account =
             pod.spec.as_ref().and_then(|s| s.service_account_name.clone()).unwrap_or_else(|| "default".into());
+        let expiration = projection.expiration_seconds.unwrap_or(3600);
+        let key = format!("{account}/{:?}/{expiration}", projection.audience);
+        if let Some(held) = self.tokens.0.get(path).filter(|t| t.request == key && SystemTime::now() < t.refresh_at) {
+            return Ok(held.token.clone());
+        }
+        let issued_at = SystemTime::now();
+        let token = self.request_token(pod, &account, projection, expiration).await?;
+        let refresh_at = token_refresh_at(issued_at, expiration);
+        self.tokens.0.insert(path.to_string(), IssuedToken { request: key, token: token.clone(), refresh_at });
+        Ok(token)
+    }
+
+    async fn request_token(
+        &self,
+        pod: &Pod,
+        account: &str,
+        projection: &ServiceAccountTokenProjection,
+        expiration: i64,
+    ) -> Result<Vec<u8>, NodeError> {
         let request = TokenRequest {
             spec: TokenRequestSpec {
                 audiences: projection.audience.iter().filter(|a| !a.is_empty()).cloned().collect(),
-                expiration_seconds: Some(projection.expiration_seconds.unwrap_or(3600)),
+                expiration_seconds: Some(expiration),
                 bound_object_ref: Some(BoundObjectReference {
                     api_version: Some("v1".into()),
                     kind: Some("Pod".into()),
@@ -172,7 +235,7 @@ impl Sources {
             },
             ..TokenRequest::default()
         };
-        let issued = self.service_accounts.create_token_request(&account, &PostParams::default(), &request).await?;
+        let issued = self.service_accounts.create_token_request(account, &PostParams::default(), &request).await?;
         let token = issued.status.map(|s| s.token).unwrap_or_default();
         if token.is_empty() {
             return Err(NodeError::Spec(format!("the API server issued no token for service account {account:?}")));
@@ -296,11 +359,37 @@ fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>, mode: u32) -> Resu
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| NodeError::io("create", parent, e))?;
         }
+        let unchanged = std::fs::metadata(&path).is_ok_and(|m| m.permissions().mode() & 0o7777 == mode)
+            && std::fs::read(&path).is_ok_and(|current| current == *data);
+        if unchanged {
+            continue;
+        }
         let temporary = path.with_extension("capstan-tmp");
         std::fs::write(&temporary, data).map_err(|e| NodeError::io("write", &temporary, e))?;
         std::fs::set_permissions(&temporary, std::fs::Permissions::from_mode(mode))
             .map_err(|e| NodeError::io("chmod", &temporary, e))?;
         std::fs::rename(&temporary, &path).map_err(|e| NodeError::io("rename", &path, e))?;
+    }
+    remove_stale(dir, dir, files)
+}
+
+/// Removes the files under `dir` (within the volume at `base`) that are no longer among `files`,
+/// e.g. a key deleted from a ConfigMap, and directories left empty.
+fn remove_stale(dir: &Path, base: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), NodeError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| NodeError::io("read", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| NodeError::io("read", dir, e))?;
+        let path = entry.path();
+        if path.is_dir() {
+            remove_stale(&path, base, files)?;
+            // Fails, harmlessly, while the directory still holds files.
+            let _ = std::fs::remove_dir(&path);
+            continue;
+        }
+        let relative = path.strip_prefix(base).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        if !files.contains_key(&relative) {
+            std::fs::remove_file(&path).map_err(|e| NodeError::io("remove", &path, e))?;
+        }
     }
     Ok(())
 }
@@ -356,7 +445,7 @@ pub async fn volumes(
             write_files(&path, &downward_files(pod, downward.items.as_deref(), host_ip), 0o644)?;
         } else if let Some(projected) = &volume.projected {
             let mode = projected.default_mode.map_or(0o644, |m| m as u32);
-            write_files(&path, &projected_files(pod, projected, sources, host_ip).await?, mode)?;
+            write_files(&path, &projected_files(pod, &volume.name, projected, sources, host_ip).await?, mode)?;
         } else {
             // emptyDir, and volume kinds this node does not fill: an empty directory.
             std::fs::create_dir_all(&path).map_err(|e| NodeError::io("create", &path, e))?;
@@ -382,6 +471,7 @@ fn downward_files(pod: &Pod, items: Option<&[DownwardAPIVolumeFile]>, host_ip: &
 /// token sources, merged.
 async fn projected_files(
     pod: &Pod,
+    volume: &str,
     projected: &ProjectedVolumeSource,
     sources: &mut Sources,
     host_ip: &str,
@@ -405,7 +495,8 @@ async fn projected_files(
         } else if let Some(downward) = &source.downward_api {
             files.extend(downward_files(pod, downward.items.as_deref(), host_ip));
         } else if let Some(token) = &source.service_account_token {
-            files.insert(token.path.clone(), sources.token(pod, token).await?);
+            let held_as = format!("{volume}/{}", token.path);
+            files.insert(token.path.clone(), sources.token(pod, &held_as, token).await?);
         }
     }
     Ok(files)
@@ -436,4 +527,35 @@ pub fn mounts<S: std::hash::BuildHasher>(
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_renewed_at_80_percent_of_their_life_or_after_a_day() {
+        let issued = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(token_refresh_at(issued, 3600), issued + Duration::from_mins(48));
+        assert_eq!(token_refresh_at(issued, 600), issued + Duration::from_mins(8));
+        // A week-long token is still renewed daily.
+        assert_eq!(token_refresh_at(issued, 7 * 86_400), issued + Duration::from_hours(24));
+    }
+
+    #[test]
+    fn rewriting_a_volume_updates_changed_files_and_removes_dropped_keys() {
+        let temp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = temp.path().join("volume");
+        let files = |pairs: &[(&str, &str)]| -> BTreeMap<String, Vec<u8>> {
+            pairs.iter().map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec())).collect()
+        };
+        write_files(&dir, &files(&[("colour", "blue"), ("nested/size", "large"), ("keep", "same")]), 0o644)
+            .unwrap_or_else(|e| panic!("{e}"));
+        write_files(&dir, &files(&[("colour", "green"), ("keep", "same")]), 0o644).unwrap_or_else(|e| panic!("{e}"));
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+        assert_eq!(read("colour").as_deref(), Some("green"));
+        assert_eq!(read("keep").as_deref(), Some("same"));
+        assert_eq!(read("nested/size"), None, "a dropped key stays in the volume");
+        assert!(!dir.join("nested").exists(), "an emptied directory stays in the volume");
+    }
 }
