@@ -131,6 +131,7 @@ fn a_create_charged_then_refused_later_in_the_chain_leaves_no_usage() {
     // Storage refuses the second create of `a` after admission charged it.
     let twice = kubectl_fails(&server, &["create", "-f", "-"], Some(&pod("a", "tight", "100m", "")));
     assert!(twice.stderr.contains("already exists"), "{}", twice.stderr);
+    wait_used(&server, "tight", "pods", "1");
 
     // A validating policy that runs after ResourceQuota (order 2000 > 1000) refuses the next.
     let policy = format!(

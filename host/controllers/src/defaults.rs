@@ -115,7 +115,8 @@ pub fn defaults() -> Vec<DefaultController> {
         gc("garbage-collector-jobs", GC_JOBS, 2),
         gc("garbage-collector-cronjobs", GC_CRON_JOBS, 1),
         // One worker: how long each quota has gone without a charge is remembered per instance.
-        controller("resource-quota", "resource-quota-controller", "{}", 1),
+        // (Named as upstream's controller: the Plugin `resource-quota` is the admission policy.)
+        controller("resourcequota", "resource-quota-controller", "{}", 1),
     ]
 }
 
