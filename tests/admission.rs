@@ -398,10 +398,16 @@ fn exec_into_a_privileged_pod_is_refused_by_a_connect_policy_before_reaching_the
       apiGroups: ['']
       apiVersions: [v1]
       resources: [pods/exec, pods/attach]";
-    load(&server, &policy("deny-escalating-exec", &component("deny-escalating-exec"), false, "", rules), "deny-escalating-exec");
+    load(
+        &server,
+        &policy("deny-escalating-exec", &component("deny-escalating-exec"), false, "", rules),
+        "deny-escalating-exec",
+    );
     let refused = kubectl_fails(&server, &["exec", "root", "--", "true"], None);
     assert!(
-        refused.stderr.contains(&format!(r#"admission webhook "deny-escalating-exec" denied the request: {ESCALATION}"#)),
+        refused
+            .stderr
+            .contains(&format!(r#"admission webhook "deny-escalating-exec" denied the request: {ESCALATION}"#)),
         "{}",
         refused.stderr
     );

@@ -11,7 +11,11 @@ fn hollow_server() -> CapstanServer {
 }
 
 fn namespace(server: &CapstanServer, name: &str) {
-    kubectl_stdin(server, &["apply", "-f", "-"], &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"));
+    kubectl_stdin(
+        server,
+        &["apply", "-f", "-"],
+        &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"),
+    );
 }
 
 fn quota(server: &CapstanServer, namespace: &str, hard: &str) {
@@ -108,14 +112,19 @@ fn a_quota_created_after_pods_exist_shows_their_usage_and_counts_objects() {
         });
         (used == expected).then_some(())
     });
-    let hard = json(&kubectl(&server, &["get", "quota", "quota", "-n", "busy", "-o", "json"]))["status"]["hard"].clone();
+    let hard =
+        json(&kubectl(&server, &["get", "quota", "quota", "-n", "busy", "-o", "json"]))["status"]["hard"].clone();
     assert_eq!(hard["requests.cpu"], "4", "status.hard mirrors spec.hard: {hard}");
     assert_eq!(described(&server, "busy", "requests.cpu"), Some(("1350m".into(), "4".into())));
     assert_eq!(described(&server, "busy", "pods"), Some(("3".into(), "10".into())));
 
     // Objects admission does not charge are counted when they change.
     let before = config_maps();
-    kubectl_stdin(&server, &["apply", "-f", "-"], "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: three, namespace: busy}\n");
+    kubectl_stdin(
+        &server,
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: three, namespace: busy}\n",
+    );
     wait_used(&server, "busy", "count/configmaps", &(before + 1).to_string());
     kubectl(&server, &["delete", "configmap", "one", "-n", "busy"]);
     wait_used(&server, "busy", "configmaps", &before.to_string());
@@ -167,6 +176,11 @@ spec:
     assert_eq!(described(&server, "tight", "pods"), Some(("1".into(), "2".into())));
     let labelled = pod("c", "tight", "100m", "  labels: {team: blue}");
     kubectl_stdin(&server, &["apply", "-f", "-"], &labelled);
-    let full = kubectl_fails(&server, &["apply", "-f", "-"], Some(&pod("d", "tight", "100m", "  labels: {team: blue}")));
-    assert!(full.stderr.contains("exceeded quota: quota, requested: pods=1, used: pods=2, limited: pods=2"), "{}", full.stderr);
+    let full =
+        kubectl_fails(&server, &["apply", "-f", "-"], Some(&pod("d", "tight", "100m", "  labels: {team: blue}")));
+    assert!(
+        full.stderr.contains("exceeded quota: quota, requested: pods=1, used: pods=2, limited: pods=2"),
+        "{}",
+        full.stderr
+    );
 }

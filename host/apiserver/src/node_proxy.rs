@@ -30,8 +30,8 @@ use crate::admission::{self, Attributes, Operation};
 use crate::auth::Identity;
 use crate::handlers::Call;
 use crate::objects::ObjectRef;
-use crate::routing::{Query, ResourcePath};
 use crate::pki::Pki;
+use crate::routing::{Query, ResourcePath};
 use crate::server::{ApiServer, ServerError};
 use crate::status::{ApiError, ApiResult};
 

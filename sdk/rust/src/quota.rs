@@ -95,7 +95,8 @@ pub fn pod_usage(pod: &Value) -> Usage {
 fn pod_resources(pod: &Value) -> Usage {
     let mut usage = Usage::new();
     for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        for (section, resource) in [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
+        for (section, resource) in
+            [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
         {
             let amount = container
                 .pointer(&format!("/resources/{section}/{resource}"))
@@ -137,7 +138,9 @@ fn claim_resources(claim: &Value) -> Usage {
 #[must_use]
 pub fn counts(object: &Value) -> bool {
     let phase = object.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-    object.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null) && phase != "Succeeded" && phase != "Failed"
+    object.pointer("/metadata/deletionTimestamp").is_none_or(Value::is_null)
+        && phase != "Succeeded"
+        && phase != "Failed"
 }
 
 /// Adds `usage` into `total`.
@@ -213,7 +216,7 @@ mod tests {
             ("requests.cpu", 500),
             ("cpu", 500),
             ("limits.cpu", 1000),
-            ("requests.memory", 64 * 1000 << 20),
+            ("requests.memory", (64 * 1000) << 20),
             ("limits.memory", 0),
         ] {
             assert_eq!(usage[resource], amount, "{resource}");

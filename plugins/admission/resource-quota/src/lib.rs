@@ -38,12 +38,7 @@ fn used(quota: &Value, namespace: &str) -> Result<Usage, ClusterError> {
 }
 
 /// The quota's usage after adding `delta` (negative to release), or why it cannot take it.
-fn charged(
-    name: &str,
-    hard: &Usage,
-    used: &Usage,
-    delta: &Usage,
-) -> Result<Usage, String> {
+fn charged(name: &str, hard: &Usage, used: &Usage, delta: &Usage) -> Result<Usage, String> {
     let mut next = BTreeMap::new();
     let mut exceeded = Vec::new();
     for (resource, limit) in hard {

@@ -95,7 +95,9 @@ impl Controller for QuotaController {
     /// can lower or raise their usage beyond what admission charged.
     fn map_to_keys(&self, api: &dyn Api, kind: &GroupVersionKind, object: &Value) -> Vec<ObjectKey> {
         let (Some(counted), Some(namespace)) = (counted_of(kind), meta::namespace(object)) else { return Vec::new() };
-        if counted.kind == "Pod" && quota::counts(object) && api.get(kind, &ObjectKey::of(object)).ok().flatten().is_some()
+        if counted.kind == "Pod"
+            && quota::counts(object)
+            && api.get(kind, &ObjectKey::of(object)).ok().flatten().is_some()
         {
             // A pod created or running is what admission charged: nothing to recompute.
             return Vec::new();
@@ -212,7 +214,7 @@ mod tests {
         QuotaController::configure("{}").unwrap()
     }
 
-    fn quota(cluster: &FakeCluster, hard: Value, status: Option<Value>) -> ObjectKey {
+    fn quota(cluster: &FakeCluster, hard: &Value, status: Option<Value>) -> ObjectKey {
         let mut object = json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": {"hard": hard}});
         if let Some(status) = status {
             object["status"] = status;
@@ -256,7 +258,7 @@ mod tests {
             for (name, phase, cpu) in pods {
                 pod(&cluster, name, phase, cpu);
             }
-            let key = quota(&cluster, hard.clone(), None);
+            let key = quota(&cluster, &hard, None);
             let again = controller().sync(&cluster, &key, NOW).unwrap();
             assert_eq!(status(&cluster, &key), json!({"hard": hard, "used": used}));
             assert_eq!(again, Some(300_000), "then only the periodic resync");
@@ -269,7 +271,7 @@ mod tests {
         pod(&cluster, "a", "Running", "0");
         pod(&cluster, "done", "Succeeded", "0");
         // Admission charged three pods; one finished and one create was refused after its charge.
-        let key = quota(&cluster, json!({"pods": "3"}), Some(json!({"hard": {"pods": "3"}, "used": {"pods": "3"}})));
+        let key = quota(&cluster, &json!({"pods": "3"}), Some(json!({"hard": {"pods": "3"}, "used": {"pods": "3"}})));
         let controller = controller();
         // (milliseconds after the first look, charge in between, expected wait, expected used)
         let steps = [(0, false, Some(2000), "3"), (1500, false, Some(500), "3"), (1600, true, Some(2000), "3")];
@@ -339,7 +341,7 @@ mod tests {
     #[test]
     fn a_charge_racing_the_recomputation_wins() {
         let cluster = FakeCluster::new();
-        let key = quota(&cluster, json!({"pods": "3"}), Some(json!({"hard": {"pods": "3"}, "used": {"pods": "1"}})));
+        let key = quota(&cluster, &json!({"pods": "3"}), Some(json!({"hard": {"pods": "3"}, "used": {"pods": "1"}})));
         let controller = controller();
         assert_eq!(controller.sync(&cluster, &key, NOW).unwrap(), Some(2000), "no pod cached yet: wait");
         // Settled by the clock, but a pod is charged between the read and the write: the write
@@ -356,7 +358,7 @@ mod tests {
         pod(&cluster, "a", "Running", "250m");
         let key = quota(
             &cluster,
-            json!({"pods": "9", "requests.cpu": "1"}),
+            &json!({"pods": "9", "requests.cpu": "1"}),
             Some(json!({"hard": {"pods": "3"}, "used": {"pods": "2"}})),
         );
         let wait = controller().sync(&cluster, &key, NOW).unwrap();
@@ -378,7 +380,7 @@ mod tests {
         cluster.insert(&config_map, json!({"metadata": {"name": "elsewhere", "namespace": "other"}}));
         cluster.insert(&secret, json!({"metadata": {"name": "s", "namespace": "ns"}}));
         let hard = json!({"count/configmaps": "5", "configmaps": "5", "secrets": "1"});
-        let key = quota(&cluster, hard, None);
+        let key = quota(&cluster, &hard, None);
         controller().sync(&cluster, &key, NOW).unwrap();
         assert_eq!(status(&cluster, &key)["used"], json!({"count/configmaps": "2", "configmaps": "2", "secrets": "1"}));
     }
@@ -387,7 +389,7 @@ mod tests {
     fn replenishment_maps_finished_and_deleted_pods_to_their_quotas_only() {
         let cluster = FakeCluster::new();
         let controller = controller();
-        quota(&cluster, json!({"pods": "3"}), None);
+        quota(&cluster, &json!({"pods": "3"}), None);
         let running = pod(&cluster, "run", "Running", "0");
         let finished = pod(&cluster, "done", "Succeeded", "0");
         let map = |key: &ObjectKey, object: Option<Value>| {
