@@ -366,15 +366,9 @@ fn hollow_server() -> CapstanServer {
 
 /// Waits until pod `name` runs.
 fn wait_running(server: &CapstanServer, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let phase = kubectl(server, &["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
-        if phase == "Running" {
-            return;
-        }
-        assert!(Instant::now() < deadline, "pod {name} never ran: {phase}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    capstan_e2e::eventually(Duration::from_secs(30), &format!("pod {name} to run"), || {
+        (kubectl(server, &["get", "pod", name, "-o", "jsonpath={.status.phase}"]) == "Running").then_some(())
+    });
 }
 
 const ESCALATION: &str = "cannot exec into or attach to a privileged container";
