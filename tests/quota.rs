@@ -85,6 +85,28 @@ fn a_finished_pod_frees_its_quota_so_a_new_pod_is_admitted() {
     kubectl_stdin(&server, &["apply", "-f", "-"], &next);
     assert_eq!(used(&server, "jobs")["pods"], "1", "the new pod is charged");
     assert_eq!(kubectl(&server, &["get", "pod", "short", "-n", "jobs", "-o", "name"]).trim(), "pod/short");
+
+    // A pod that fails frees its quota too.
+    kubectl(&server, &["delete", "pod", "next", "-n", "jobs"]);
+    let failing = pod(
+        "failing",
+        "jobs",
+        "500m",
+        "  annotations: {capstan.io/hollow-exit-after: '1', capstan.io/hollow-exit-code: '3'}",
+    );
+    kubectl_stdin(&server, &["apply", "-f", "-"], &failing);
+    let last = pod("last", "jobs", "500m", "");
+    kubectl_fails(&server, &["apply", "-f", "-"], Some(&last));
+    eventually(Duration::from_secs(30), "the failing pod to fail", || {
+        (kubectl(&server, &["get", "pod", "failing", "-n", "jobs", "-o", "jsonpath={.status.phase}"]) == "Failed")
+            .then_some(())
+    });
+    wait_used(&server, "jobs", "pods", "0");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &last);
+
+    // The controller is one of the defaults, a Plugin object like the others.
+    let plugin = json(&kubectl(&server, &["get", "plugin", "resourcequota", "-o", "json"]));
+    assert_eq!(plugin["spec"]["component"]["builtin"], "resource-quota-controller", "{plugin}");
 }
 
 #[test]
