@@ -68,6 +68,9 @@ pub const COUNTED: [Counted; 10] = [
     Counted { group: "batch", version: "v1", kind: "CronJob", plural: "cronjobs" },
 ];
 
+/// Pods, as [`COUNTED`] lists them.
+pub const PODS: Counted = COUNTED[0];
+
 /// The quota resource names an object of `counted` adds to, with its own amounts (pods: their
 /// requests and limits; services: node ports and load balancers; claims: requested storage).
 #[must_use]
@@ -89,7 +92,7 @@ pub fn object_usage(counted: &Counted, object: &Value) -> Usage {
 /// memory (`requests.cpu` also as `cpu`, `requests.memory` as `memory`).
 #[must_use]
 pub fn pod_usage(pod: &Value) -> Usage {
-    object_usage(&COUNTED[0], pod)
+    object_usage(&PODS, pod)
 }
 
 fn pod_resources(pod: &Value) -> Usage {
@@ -201,7 +204,7 @@ pub fn to_json(usage: &Usage) -> Value {
 mod tests {
     use serde_json::json;
 
-    use super::{COUNTED, Usage, counts, object_usage, pod_usage, quantities, sources, to_json, total};
+    use super::{COUNTED, PODS, Usage, counts, object_usage, pod_usage, quantities, sources, to_json, total};
 
     #[test]
     fn a_pod_uses_its_requests_and_limits_and_counts_once() {
@@ -255,7 +258,7 @@ mod tests {
             assert_eq!(counts(&object), expected, "{object}");
         }
         let pods = [json!({"status": {"phase": "Running"}}), json!({"status": {"phase": "Succeeded"}})];
-        assert_eq!(total(&COUNTED[0], &pods)["pods"], 1000);
+        assert_eq!(total(&PODS, &pods)["pods"], 1000);
     }
 
     #[test]

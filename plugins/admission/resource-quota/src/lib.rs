@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use capstan_plugin_sdk::admission::cluster::{self, ClusterError};
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, Operation};
 use capstan_plugin_sdk::quantity::{self, Milli};
-use capstan_plugin_sdk::quota::{self, COUNTED, Usage, counts, pod_usage, quantities};
+use capstan_plugin_sdk::quota::{self, PODS, Usage, counts, pod_usage, quantities};
 use serde_json::{Value, json};
 
 /// How many times a charge is retried after losing a race for the quota.
@@ -34,7 +34,7 @@ fn used(quota: &Value, namespace: &str) -> Result<Usage, ClusterError> {
     if let Some(used) = quota.pointer("/status/used") {
         return Ok(quantities(Some(used)));
     }
-    Ok(quota::total(&COUNTED[0], &cluster::list("", "v1", "pods", Some(namespace))?))
+    Ok(quota::total(&PODS, &cluster::list("", "v1", "pods", Some(namespace))?))
 }
 
 /// The quota's usage after adding `delta` (negative to release), or why it cannot take it.
