@@ -374,7 +374,7 @@ fn wait_running(server: &CapstanServer, name: &str) {
 const ESCALATION: &str = "cannot exec into or attach to a privileged container";
 
 #[test]
-fn exec_into_a_privileged_pod_is_refused_by_a_connect_policy_before_reaching_the_node() {
+fn connect_admission_refuses_exec_into_a_privileged_pod_before_the_node_and_sees_port_forward_options() {
     let server = hollow_server();
     let privileged = pod("root", "")
         .replace("    image: busybox:1\n", "    image: busybox:1\n    securityContext: {privileged: true}\n");
@@ -411,5 +411,20 @@ fn exec_into_a_privileged_pod_is_refused_by_a_connect_policy_before_reaching_the
     // An ordinary pod gets past admission and fails where the unguarded exec did.
     let ordinary = kubectl_fails(&server, &["exec", "plain", "--", "true"], None);
     assert!(ordinary.stderr.contains("Error from server"), "{}", ordinary.stderr);
+
+    // Port-forward is a connect too: its options object reaches policies by kind.
+    let forward_rules = "    - operations: [CONNECT]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [pods/portforward]";
+    let labelled =
+        policy("forward-label", &component("require-label"), false, "  config: {label: team}", forward_rules);
+    load(&server, &labelled, "forward-label");
+    let forward = kubectl_fails(&server, &["port-forward", "pod/plain", "0:80"], None);
+    assert!(
+        forward.stderr.contains(r#"PodPortForwardOptions "plain" must have the label `team`"#),
+        "{}",
+        forward.stderr
+    );
     assert!(!ordinary.stderr.contains("Forbidden") && !ordinary.stderr.contains(ESCALATION), "{}", ordinary.stderr);
 }
