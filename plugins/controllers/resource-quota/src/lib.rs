@@ -95,19 +95,20 @@ impl Controller for QuotaController {
     /// can lower or raise their usage beyond what admission charged.
     fn map_to_keys(&self, api: &dyn Api, kind: &GroupVersionKind, object: &Value) -> Vec<ObjectKey> {
         let (Some(counted), Some(namespace)) = (counted_of(kind), meta::namespace(object)) else { return Vec::new() };
-        if counted.kind == "Pod"
-            && quota::counts(object)
-            && api.get(kind, &ObjectKey::of(object)).ok().flatten().is_some()
-        {
-            // A pod created or running is what admission charged: nothing to recompute.
-            return Vec::new();
-        }
-        let quotas = api.list(&quota_kind(), &ListOptions::in_namespace(Some(namespace))).unwrap_or_default();
-        quotas
+        // Most namespaces have no quota: that answer needs no look at the object.
+        let quotas: Vec<ObjectKey> = api
+            .list(&quota_kind(), &ListOptions::in_namespace(Some(namespace)))
+            .unwrap_or_default()
             .iter()
             .filter(|q| hard(q).keys().any(|resource| quota::sources(resource).contains(&counted)))
             .map(ObjectKey::of)
-            .collect()
+            .collect();
+        let charged_pod = !quotas.is_empty()
+            && counted.kind == "Pod"
+            && quota::counts(object)
+            && api.get(kind, &ObjectKey::of(object)).ok().flatten().is_some();
+        // A pod created or running is what admission charged: nothing to recompute.
+        if charged_pod { Vec::new() } else { quotas }
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
@@ -158,30 +159,39 @@ impl QuotaController {
         let hard = hard(&quota);
         let published = quota::quantities(quota.pointer("/status/hard"));
         let used = quota::quantities(quota.pointer("/status/used"));
-        let computed = compute(api, &id.0, &hard, &used)?;
         if published != hard || hard.keys().any(|r| !used.contains_key(r)) {
             // New limits are published at once; what admission already charged stays.
+            let computed = compute(api, &id.0, &hard, &used)?;
             let next: Usage = computed.iter().map(|(r, amount)| (r.clone(), *used.get(r).unwrap_or(amount))).collect();
             write(api, &quota, &hard, &next)?;
             return Ok(if next == computed { resync } else { Some(settle) });
         }
+        let version = quota.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
+        // A quota already waiting to settle is not recomputed before it has: during a burst of
+        // creates every charge triggers a look, and each would list the namespace's pods.
+        let settled = match self.unsettled.borrow_mut().get_mut(&id) {
+            Some((seen, since)) if *seen == version => {
+                let waited = now.saturating_sub(*since);
+                if waited < settle {
+                    return Ok(Some(settle - waited));
+                }
+                true
+            }
+            Some(entry) => {
+                *entry = (version, now);
+                return Ok(Some(settle));
+            }
+            None => false,
+        };
+        let computed = compute(api, &id.0, &hard, &used)?;
         let recorded: Usage = hard.keys().map(|r| (r.clone(), used.get(r).copied().unwrap_or(0))).collect();
         if computed == recorded {
             self.unsettled.borrow_mut().remove(&id);
             return Ok(resync);
         }
-        let version = quota.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let since = {
-            let mut unsettled = self.unsettled.borrow_mut();
-            let entry = unsettled.entry(id.clone()).or_insert_with(|| (version.clone(), now));
-            if entry.0 != version {
-                *entry = (version, now);
-            }
-            entry.1
-        };
-        let waited = now.saturating_sub(since);
-        if waited < settle {
-            return Ok(Some(settle - waited));
+        if !settled {
+            self.unsettled.borrow_mut().insert(id, (version, now));
+            return Ok(Some(settle));
         }
         self.unsettled.borrow_mut().remove(&id);
         write(api, &quota, &hard, &computed)?;
