@@ -265,7 +265,9 @@ fn connect_options(kind: &str, raw_query: Option<&str>) -> ApiResult<Value> {
             .map(|port| {
                 port.trim()
                     .parse::<u16>()
-                    .map_err(|_| ApiError::BadRequest(format!("invalid port {port:?}: must be a number 1-65535")))
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| ApiError::BadRequest(format!("invalid port {port:?}: must be a number 1-65535")))
             })
             .collect::<ApiResult<Vec<u16>>>()?;
         if !ports.is_empty() {
@@ -378,6 +380,8 @@ mod tests {
         for (kind, query, expected) in cases {
             assert_eq!(connect_options(kind, Some(query)).unwrap(), expected, "{query}");
         }
-        assert!(connect_options("PodPortForwardOptions", Some("ports=x")).is_err());
+        for bad in ["ports=x", "ports=0", "ports=70000"] {
+            assert!(connect_options("PodPortForwardOptions", Some(bad)).is_err(), "{bad}");
+        }
     }
 }
