@@ -357,3 +357,74 @@ fn a_javascript_policy_denies_images_from_registries_off_its_allow_list() {
     let ours = pod("ours", "").replace("busybox:1", "registry.example.com/tools/busybox:1");
     kubectl_stdin(&server, &["apply", "-f", "-"], &ours);
 }
+
+/// Starts a server with two hollow nodes, so pods run (hollowly) and `kubectl exec` gets as far
+/// as the node.
+fn hollow_server() -> CapstanServer {
+    CapstanServer::start_with(&["--hollow-nodes", "2"]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits until pod `name` runs.
+fn wait_running(server: &CapstanServer, name: &str) {
+    capstan_e2e::eventually(Duration::from_secs(30), &format!("pod {name} to run"), || {
+        (kubectl(server, &["get", "pod", name, "-o", "jsonpath={.status.phase}"]) == "Running").then_some(())
+    });
+}
+
+const ESCALATION: &str = "cannot exec into or attach to a privileged container";
+
+#[test]
+fn connect_admission_refuses_exec_into_a_privileged_pod_before_the_node_and_sees_port_forward_options() {
+    let server = hollow_server();
+    let privileged = pod("root", "")
+        .replace("    image: busybox:1\n", "    image: busybox:1\n    securityContext: {privileged: true}\n");
+    kubectl_stdin(&server, &["apply", "-f", "-"], &privileged);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod("plain", ""));
+    wait_running(&server, "root");
+    wait_running(&server, "plain");
+
+    // No policy: admission lets the exec through; it fails at the hollow node instead.
+    let unguarded = kubectl_fails(&server, &["exec", "root", "--", "true"], None);
+    assert!(unguarded.stderr.contains("Error from server"), "{}", unguarded.stderr);
+    assert!(!unguarded.stderr.contains("Forbidden"), "{}", unguarded.stderr);
+
+    let rules = "    - operations: [CONNECT]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [pods/exec, pods/attach]";
+    load(
+        &server,
+        &policy("deny-escalating-exec", &component("deny-escalating-exec"), false, "", rules),
+        "deny-escalating-exec",
+    );
+    let refused = kubectl_fails(&server, &["exec", "root", "--", "true"], None);
+    assert!(
+        refused
+            .stderr
+            .contains(&format!(r#"admission webhook "deny-escalating-exec" denied the request: {ESCALATION}"#)),
+        "{}",
+        refused.stderr
+    );
+    let attach = kubectl_fails(&server, &["attach", "root"], None);
+    assert!(attach.stderr.contains(ESCALATION), "attach is refused too: {}", attach.stderr);
+
+    // An ordinary pod gets past admission and fails where the unguarded exec did.
+    let ordinary = kubectl_fails(&server, &["exec", "plain", "--", "true"], None);
+    assert!(ordinary.stderr.contains("Error from server"), "{}", ordinary.stderr);
+
+    // Port-forward is a connect too: its options object reaches policies by kind.
+    let forward_rules = "    - operations: [CONNECT]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [pods/portforward]";
+    let labelled =
+        policy("forward-label", &component("require-label"), false, "  config: {label: team}", forward_rules);
+    load(&server, &labelled, "forward-label");
+    let forward = kubectl_fails(&server, &["port-forward", "pod/plain", "0:80"], None);
+    assert!(
+        forward.stderr.contains(r#"PodPortForwardOptions "plain" must have the label `team`"#),
+        "{}",
+        forward.stderr
+    );
+    assert!(!ordinary.stderr.contains("Forbidden") && !ordinary.stderr.contains(ESCALATION), "{}", ordinary.stderr);
+}

@@ -1,5 +1,6 @@
 //! The admission chain: every create, update and delete (Plugins themselves excepted), and the
-//! subresource writes `status`, `scale`, `binding` and `eviction`, pass the loaded admission
+//! subresource writes `status`, `scale`, `binding` and `eviction`, and the connect requests
+//! `exec`, `attach` and `portforward` (from [`crate::node_proxy`]), pass the loaded admission
 //! policies whose rules, scope and selectors match it — mutating ones first, in order, their
 //! patches applied (and `IfNeeded` policies called again when a later one changed the object);
 //! then, after schema validation, the validating ones. A denial or a failed policy (under
@@ -158,7 +159,7 @@ pub(crate) async fn validate(
 }
 
 /// Mutates then validates an object that has no schema validation of its own in between
-/// (`Scale`, `Binding`, `Eviction`); returns the admitted object.
+/// (`Scale`, `Binding`, `Eviction`, connect options); returns the admitted object.
 pub(crate) async fn admit(
     call: &Call<'_>,
     attributes: &Attributes<'_>,

@@ -6,6 +6,11 @@
 //! `--kubelet-certificate-authority`, the node's (self-signed) serving certificate is not checked.
 //! Upgrades (WebSocket or SPDY: exec, attach, port-forward) are spliced byte for byte after the
 //! node answers 101.
+//!
+//! Exec, attach and port-forward pass admission first, as upstream's connect requests do:
+//! operation CONNECT on `pods` with the subresource, the object a `PodExecOptions`,
+//! `PodAttachOptions` or `PodPortForwardOptions` built from the query string; mutating policies,
+//! then validating ones. A denial answers with the policy's `Status` and nothing reaches the node.
 
 use std::sync::Arc;
 
@@ -21,8 +26,12 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use serde_json::Value;
 
+use crate::admission::{self, Attributes, Operation};
+use crate::auth::Identity;
+use crate::handlers::Call;
 use crate::objects::ObjectRef;
 use crate::pki::Pki;
+use crate::routing::{Query, ResourcePath};
 use crate::server::{ApiServer, ServerError};
 use crate::status::{ApiError, ApiResult};
 
@@ -194,7 +203,13 @@ fn unavailable(message: String) -> ApiError {
 /// Proxies one node subresource request to the node agent.
 pub async fn proxy(server: &ApiServer, mut request: Request) -> ApiResult<Response> {
     let path = request.uri().path().to_string();
-    let Some((namespace, name, _sub)) = pod_target(&path) else { return Err(ApiError::NoRoute) };
+    let Some((namespace, name, sub)) = pod_target(&path) else { return Err(ApiError::NoRoute) };
+    let connect_request = Connect {
+        headers: request.headers().clone(),
+        identity: request.extensions().get::<Identity>().cloned(),
+        query: request.uri().query().map(str::to_owned),
+    };
+    let warnings = admit_connect(server, &connect_request, namespace, name, sub).await?;
     let endpoint = node_endpoint(server, namespace, name).await?;
     let mut sender = connect(server, &endpoint).await?;
     let target = request.uri().path_and_query().map_or_else(|| path.clone(), ToString::to_string);
@@ -217,8 +232,156 @@ pub async fn proxy(server: &ApiServer, mut request: Request) -> ApiResult<Respon
             let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
         });
         let (parts, _) = reply.into_parts();
-        return Ok(Response::from_parts(parts, Body::empty()));
+        return Ok(with_warnings(Response::from_parts(parts, Body::empty()), &warnings));
     }
     let (parts, body) = reply.into_parts();
-    Ok(Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))))
+    Ok(with_warnings(Response::from_parts(parts, Body::new(body.map_err(axum::Error::new))), &warnings))
+}
+
+/// The kind of the options object a connect subresource is admitted with; `None` for `log`
+/// (a read, which admission does not see).
+fn connect_kind(subresource: &str) -> Option<&'static str> {
+    match subresource {
+        "exec" => Some("PodExecOptions"),
+        "attach" => Some("PodAttachOptions"),
+        "portforward" => Some("PodPortForwardOptions"),
+        _ => None,
+    }
+}
+
+/// The options object of a connect request, from its query string (repeated `command` and
+/// `ports` parameters become lists), as upstream decodes it.
+fn connect_options(kind: &str, raw_query: Option<&str>) -> ApiResult<Value> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw_query.unwrap_or_default())
+        .map_err(|e| ApiError::BadRequest(format!("malformed query string: {e}")))?;
+    let text = |key: &str| pairs.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let flag = |key: &str| matches!(text(key), Some("true" | "1" | "True" | "TRUE"));
+    let all = |key: &str| pairs.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+    let mut options = serde_json::json!({"kind": kind, "apiVersion": "v1"});
+    if kind == "PodPortForwardOptions" {
+        let ports = all("ports")
+            .iter()
+            .flat_map(|list| list.split(','))
+            .map(|port| {
+                port.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| ApiError::BadRequest(format!("invalid port {port:?}: must be a number 1-65535")))
+            })
+            .collect::<ApiResult<Vec<u16>>>()?;
+        if !ports.is_empty() {
+            options["ports"] = serde_json::json!(ports);
+        }
+        return Ok(options);
+    }
+    for key in ["stdin", "stdout", "stderr", "tty"] {
+        if flag(key) {
+            options[key] = Value::Bool(true);
+        }
+    }
+    if let Some(container) = text("container").filter(|c| !c.is_empty()) {
+        options["container"] = Value::String(container.to_owned());
+    }
+    if kind == "PodExecOptions" {
+        options["command"] = serde_json::json!(all("command"));
+    }
+    Ok(options)
+}
+
+/// What admission needs of a connect request (copied out: the request itself is not `Sync`).
+struct Connect {
+    headers: axum::http::HeaderMap,
+    identity: Option<Identity>,
+    query: Option<String>,
+}
+
+/// Runs the admission chain for a connect request to pod `namespace/name`'s `subresource`;
+/// returns the policies' warnings, or their denial.
+async fn admit_connect(
+    server: &ApiServer,
+    request: &Connect,
+    namespace: &str,
+    name: &str,
+    subresource: &str,
+) -> ApiResult<Vec<String>> {
+    let Some(kind) = connect_kind(subresource) else { return Ok(Vec::new()) };
+    let options = connect_options(kind, request.query.as_deref())?;
+    let catalog = server.catalog();
+    let pods = ApiServer::resource("", "v1", "pods")?;
+    let path = ResourcePath {
+        info: pods,
+        namespace: Some(namespace.to_owned()),
+        name: Some(name.to_owned()),
+        subresource: Some(subresource.to_owned()),
+    };
+    // Connect requests are never dry runs; the options are the object, not the query.
+    let query = Query::parse(None)?;
+    let warnings = std::sync::Mutex::new(Vec::new());
+    let call = Call {
+        server,
+        catalog: &catalog,
+        path: &path,
+        query: &query,
+        headers: &request.headers,
+        body: &Bytes::new(),
+        identity: request.identity.as_ref(),
+        warnings: &warnings,
+    };
+    let attributes = Attributes {
+        operation: Operation::Connect,
+        info: pods,
+        namespace: Some(namespace),
+        name,
+        kind: Some(("", "v1", kind)),
+    };
+    // Mutations of the options are not applied: the node reads the request's own query string.
+    admission::admit(&call, &attributes, options, None).await?;
+    Ok(warnings.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner))
+}
+
+/// Adds admission warnings to a proxied response as `Warning` headers.
+fn with_warnings(mut response: Response, warnings: &[String]) -> Response {
+    for warning in warnings {
+        let text = format!("299 - {}", Value::String(warning.clone()));
+        if let Ok(value) = header::HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::connect_options;
+
+    #[test]
+    fn connect_options_come_from_the_query_string() {
+        let cases = [
+            (
+                "PodExecOptions",
+                "command=sh&command=-c&command=echo%20hi&container=main&stdin=true&stdout=true&tty=false",
+                json!({"kind": "PodExecOptions", "apiVersion": "v1", "stdin": true, "stdout": true,
+                       "container": "main", "command": ["sh", "-c", "echo hi"]}),
+            ),
+            (
+                "PodAttachOptions",
+                "stderr=1&container=c",
+                json!({"kind": "PodAttachOptions", "apiVersion": "v1", "stderr": true, "container": "c"}),
+            ),
+            (
+                "PodPortForwardOptions",
+                "ports=8080&ports=9090,9091",
+                json!({"kind": "PodPortForwardOptions", "apiVersion": "v1", "ports": [8080, 9090, 9091]}),
+            ),
+        ];
+        for (kind, query, expected) in cases {
+            assert_eq!(connect_options(kind, Some(query)).unwrap(), expected, "{query}");
+        }
+        for bad in ["ports=x", "ports=0", "ports=70000"] {
+            assert!(connect_options("PodPortForwardOptions", Some(bad)).is_err(), "{bad}");
+        }
+    }
 }

@@ -114,6 +114,9 @@ pub fn defaults() -> Vec<DefaultController> {
         gc("garbage-collector-job-pods", GC_JOB_PODS, 2),
         gc("garbage-collector-jobs", GC_JOBS, 2),
         gc("garbage-collector-cronjobs", GC_CRON_JOBS, 1),
+        // One worker: how long each quota has gone without a charge is remembered per instance.
+        // (Named as upstream's controller: the Plugin `resource-quota` is the admission policy.)
+        controller("resourcequota", "resource-quota-controller", "{}", 1),
     ]
 }
 

@@ -41,6 +41,7 @@ pub mod admission;
 pub mod controller;
 pub mod log;
 pub mod quantity;
+pub mod quota;
 pub mod scheduler;
 
 // Lets the generated bindings name this crate the same way from inside and outside it.

@@ -9,14 +9,19 @@
 //! are admitted as the quota allows. Dry-run requests are checked but not charged.
 //!
 //! Tracked: `pods`, `count/pods`, `requests.cpu`, `requests.memory`, `limits.cpu`,
-//! `limits.memory`, `cpu` and `memory` (requests).
+//! `limits.memory`, `cpu` and `memory` (requests), as `capstan_plugin_sdk::quota` computes them.
+//!
+//! Admission only ever moves usage by what one request adds or removes; the `resource-quota`
+//! controller (`plugins/controllers/resource-quota`) recomputes it from what exists, which frees
+//! what finished pods and refused creates would otherwise hold forever.
 
 use std::collections::BTreeMap;
 
 use capstan_plugin_sdk::admission::cluster::{self, ClusterError};
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, Operation};
 use capstan_plugin_sdk::quantity::{self, Milli};
-use serde_json::{Map, Value, json};
+use capstan_plugin_sdk::quota::{self, PODS, Usage, counts, pod_usage, quantities};
+use serde_json::{Value, json};
 
 /// How many times a charge is retried after losing a race for the quota.
 const ATTEMPTS: usize = 100;
@@ -24,63 +29,16 @@ const ATTEMPTS: usize = 100;
 /// Charges pods to quotas.
 pub struct ResourceQuota;
 
-/// What one pod uses, by quota resource name.
-fn usage(pod: &Value) -> BTreeMap<String, Milli> {
-    let mut usage = BTreeMap::new();
-    usage.insert("pods".to_string(), 1000);
-    usage.insert("count/pods".to_string(), 1000);
-    for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        for (section, resource) in
-            [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
-        {
-            let amount = container
-                .pointer(&format!("/resources/{section}/{resource}"))
-                .and_then(Value::as_str)
-                .and_then(quantity::parse)
-                .unwrap_or(0);
-            *usage.entry(format!("{section}.{resource}")).or_insert(0) += amount;
-            if section == "requests" {
-                *usage.entry(resource.to_string()).or_insert(0) += amount;
-            }
-        }
-    }
-    usage
-}
-
-fn quantities(value: Option<&Value>) -> BTreeMap<String, Milli> {
-    value
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str().and_then(quantity::parse)?))).collect())
-        .unwrap_or_default()
-}
-
-/// Whether a pod still counts against quota (upstream: not finished, not being deleted).
-fn counts(pod: &Value) -> bool {
-    let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or_default();
-    pod.pointer("/metadata/deletionTimestamp").is_none() && phase != "Succeeded" && phase != "Failed"
-}
-
 /// The quota's current usage: its `status.used`, or the namespace's pods added up.
-fn used(quota: &Value, namespace: &str) -> Result<BTreeMap<String, Milli>, ClusterError> {
+fn used(quota: &Value, namespace: &str) -> Result<Usage, ClusterError> {
     if let Some(used) = quota.pointer("/status/used") {
         return Ok(quantities(Some(used)));
     }
-    let mut total = BTreeMap::new();
-    for pod in cluster::list("", "v1", "pods", Some(namespace))?.iter().filter(|p| counts(p)) {
-        for (resource, amount) in usage(pod) {
-            *total.entry(resource).or_insert(0) += amount;
-        }
-    }
-    Ok(total)
+    Ok(quota::total(&PODS, &cluster::list("", "v1", "pods", Some(namespace))?))
 }
 
 /// The quota's usage after adding `delta` (negative to release), or why it cannot take it.
-fn charged(
-    name: &str,
-    hard: &BTreeMap<String, Milli>,
-    used: &BTreeMap<String, Milli>,
-    delta: &BTreeMap<String, Milli>,
-) -> Result<BTreeMap<String, Milli>, String> {
+fn charged(name: &str, hard: &Usage, used: &Usage, delta: &Usage) -> Result<Usage, String> {
     let mut next = BTreeMap::new();
     let mut exceeded = Vec::new();
     for (resource, limit) in hard {
@@ -109,13 +67,9 @@ fn charged(
 /// A resource over its limit: name, requested, used, limit.
 type Exceeded<'a> = (&'a String, Milli, Milli, Milli);
 
-fn as_quantities(values: &BTreeMap<String, Milli>) -> Value {
-    Value::Object(values.iter().map(|(k, v)| (k.clone(), json!(quantity::format(*v)))).collect::<Map<_, _>>())
-}
-
 /// Applies `delta` to every quota of `namespace`, each with a compare-and-swap retried on
 /// conflict; with `charge` false only checks.
-fn apply(namespace: &str, delta: &BTreeMap<String, Milli>, charge: bool) -> Result<(), String> {
+fn apply(namespace: &str, delta: &Usage, charge: bool) -> Result<(), String> {
     let quotas =
         cluster::list("", "v1", "resourcequotas", Some(namespace)).map_err(|e| format!("cannot list quotas: {e:?}"))?;
     for listed in quotas {
@@ -128,7 +82,7 @@ fn apply(namespace: &str, delta: &BTreeMap<String, Milli>, charge: bool) -> Resu
             if !charge || next == now && quota.pointer("/status/used").is_some() {
                 break;
             }
-            let status = json!({"hard": as_quantities(&hard), "used": as_quantities(&next)});
+            let status = json!({"hard": quota::to_json(&hard), "used": quota::to_json(&next)});
             match cluster::replace_status("", "v1", "resourcequotas", &quota, &status) {
                 Ok(_) => break,
                 Err(ClusterError::Conflict(_)) if attempt + 1 < ATTEMPTS => {
@@ -169,7 +123,7 @@ impl AdmissionPolicy for ResourceQuota {
         if sign < 0 && !counts(&pod) {
             return AdmissionResponse::allow();
         }
-        let delta: BTreeMap<String, Milli> = usage(&pod).into_iter().map(|(k, v)| (k, v * sign)).collect();
+        let delta: Usage = pod_usage(&pod).into_iter().map(|(k, v)| (k, v * sign)).collect();
         let charge = !request.dry_run;
         match apply(namespace, &delta, charge) {
             Ok(()) => AdmissionResponse::allow(),
@@ -183,14 +137,15 @@ capstan_plugin_sdk::admission_policy!(ResourceQuota);
 
 #[cfg(test)]
 mod tests {
-    use super::{charged, usage};
+    use super::charged;
+    use capstan_plugin_sdk::quota::pod_usage;
     use serde_json::json;
     use std::collections::BTreeMap;
 
     #[test]
     fn charges_within_hard_and_refuses_beyond() {
         let pod = json!({"spec": {"containers": [{"resources": {"requests": {"cpu": "250m"}}}]}});
-        let delta = usage(&pod);
+        let delta = pod_usage(&pod);
         assert_eq!(delta["requests.cpu"], 250);
         let hard = BTreeMap::from([("pods".to_string(), 2000), ("cpu".to_string(), 1000)]);
         let used = BTreeMap::from([("pods".to_string(), 1000)]);
