@@ -47,6 +47,31 @@ fn capstan(args: &[&str], dir: &std::path::Path) {
     assert!(status.success(), "capstan {args:?} failed");
 }
 
+/// CPU time (user + system) used so far by process `pid`, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based, in clock ticks).
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds of the server, of its containerd, and of the whole machine (all CPUs, from
+/// `/proc/stat`), to show where a burst's time goes.
+fn cpu_split(server: u32, containerd: Option<u32>) -> [f64; 3] {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let busy: u64 = stat
+        .lines()
+        .next()
+        .map(|l| l.split_whitespace().skip(1).take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4))
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    [cpu_seconds(server), containerd.map_or(0.0, cpu_seconds), busy as f64 / 100.0]
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
@@ -106,6 +131,20 @@ async fn main() {
         assert!(Instant::now() < deadline, "the node did not become Ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Measure the steady state: every shipped component compiled and loaded first.
+    let plugins: Api<kube::api::DynamicObject> = Api::all_with(
+        client.clone(),
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk("capstan.io", "v1alpha1", "Plugin")),
+    );
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        let listed = plugins.list(&ListParams::default()).await.expect("list plugins").items;
+        if !listed.is_empty() && listed.iter().all(|p| p.data["status"]["state"] == "Loaded") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the shipped components did not all load");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let dir = server.dir().to_path_buf();
     capstan(&["image", "build-busybox", "busybox.tar"], &dir);
     capstan(&["image", "import", "busybox.tar", "--data-dir", "data"], &dir);
@@ -115,6 +154,12 @@ async fn main() {
     let mut events = Box::pin(watcher(pods.clone(), watcher::Config::default().labels("app=bench")));
     let mut created: HashMap<String, Instant> = HashMap::new();
     let mut running: HashMap<String, Duration> = HashMap::new();
+    let containerd = Command::new("pgrep")
+        .args(["-f", &format!("containerd --config {}", dir.join("data/node/containerd").display())])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next()?.parse().ok());
+    let cpu_before = cpu_split(server.pid(), containerd);
     let started = Instant::now();
     for i in 0..count {
         let name = format!("bench-{i}");
@@ -137,6 +182,7 @@ async fn main() {
         }
     }
     let all_running = started.elapsed();
+    let cpu_after = cpu_split(server.pid(), containerd);
     let mut latencies: Vec<Duration> = running.values().copied().collect();
     latencies.sort();
     assert_eq!(latencies.len(), count, "only {} of {count} pods reached Running", latencies.len());
@@ -149,6 +195,11 @@ async fn main() {
         percentile(&latencies, 0.99).as_secs_f64() * 1000.0,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1000.0,
         latencies.first().copied().unwrap_or_default().as_secs_f64() * 1000.0
+    );
+    let [server_cpu, containerd_cpu, machine_cpu] = [0, 1, 2].map(|i| cpu_after[i] - cpu_before[i]);
+    println!(
+        "  CPU during the burst: capstan server {server_cpu:.1} s, containerd {containerd_cpu:.1} s, whole machine \
+         {machine_cpu:.1} s (shims, runc, CNI and anything else running = the rest)"
     );
 
     delete_all(&pods, &socket).await;
