@@ -1,6 +1,7 @@
 //! Streaming through the API server to a real node (containerd), driven with the real kubectl:
 //! `kubectl port-forward` (pods and services, servers bound to the pod's localhost, concurrent
-//! connections, closed ports) and `kubectl exec -i` with stdin from a pipe reaching end-of-file.
+//! connections, closed ports), `kubectl exec -i` with stdin from a pipe reaching end-of-file,
+//! `kubectl exec -it` under a pseudo-terminal (TTY and resize) and `kubectl attach`.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::process::{Child, Command, Stdio};
@@ -268,4 +269,72 @@ fn exec_with_piped_stdin_sees_end_of_file() {
     let (ok, stdout, stderr) = exec_with_input(&server, &["cat"], b"over spdy\n", Duration::from_secs(10), &spdy);
     assert!(ok, "{stderr}");
     assert_eq!(stdout, "over spdy\n");
+}
+
+/// Runs `kubectl ARGS` for `duration` with `input` on its stdin (left open), then stops it and
+/// returns what it printed on stdout.
+fn kubectl_for(server: &CapstanServer, args: &[&str], input: &[u8], duration: Duration) -> String {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    let mut stdin = child.stdin.take();
+    if let Some(stdin) = stdin.as_mut() {
+        stdin.write_all(input).unwrap_or_else(|e| panic!("kubectl stdin: {e}"));
+    }
+    std::thread::sleep(duration);
+    let _ = child.kill();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+#[test]
+fn exec_with_a_terminal_and_attach_reach_the_container() {
+    let server = node_server("node-tt", 127);
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "echo"},
+        "spec": {"nodeName": "node-tt", "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {"name": "ticker", "image": BUSYBOX,
+                 "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.3; done"]},
+                {"name": "echo", "image": BUSYBOX, "stdin": true, "command": ["cat"]},
+            ]},
+    });
+    kubectl_stdin(&server, &["apply", "-f", "-"], &pod.to_string());
+    kubectl(&server, &["wait", "--for=condition=Ready", "pod/echo", "--timeout=60s"]);
+
+    // `exec -it` under a pseudo-terminal (util-linux `script`): the container gets a TTY whose
+    // size is the client's, sent over the resize channel.
+    let command = "stty cols 123 rows 45; kubectl exec -it echo -c ticker -- stty size";
+    let tty = Command::new("script")
+        .args(["-qec", command, "/dev/null"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run script: {e}"));
+    let printed = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{printed} {}", String::from_utf8_lossy(&tty.stderr));
+    assert!(printed.contains("45 123"), "the terminal size did not reach the container: {printed:?}");
+    // Without a terminal, `exec -t` has none: `tty` says so and fails.
+    let no_tty = server.kubectl(&["exec", "echo", "-c", "ticker", "--", "tty"]);
+    assert!(!no_tty.status.success());
+    assert!(String::from_utf8_lossy(&no_tty.stdout).contains("not a tty"));
+
+    // `attach` streams the running container's output from now on…
+    let attached = kubectl_for(&server, &["attach", "echo", "-c", "ticker"], b"", Duration::from_secs(3));
+    let ticks = attached.lines().filter(|l| l.starts_with("tick ")).count();
+    assert!(ticks >= 3, "attach streamed {ticks} ticks: {attached}");
+    assert!(!attached.contains("tick 0\n"), "attach replayed old output: {attached}");
+    // …and `attach -i` feeds its stdin.
+    let echoed =
+        kubectl_for(&server, &["attach", "-i", "echo", "-c", "echo"], b"hello over attach\n", Duration::from_secs(3));
+    assert!(echoed.contains("hello over attach"), "{echoed}");
 }
