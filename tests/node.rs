@@ -299,6 +299,10 @@ fn logs_and_exec_reach_the_node_through_the_api_server() {
     let (time, line) = stamped.trim_end().split_once(' ').unwrap_or_default();
     assert!(time.len() > 20 && time.ends_with('Z') && time.contains('T'), "{stamped}");
     assert!(line.starts_with("line "), "{stamped}");
+    // `--since` keeps only recent lines (one every 0.2 s: about five in the last second).
+    let all = kubectl(&server, &["logs", "talker"]).lines().count();
+    let recent = kubectl(&server, &["logs", "talker", "--since=1s"]).lines().count();
+    assert!(recent > 0 && recent < all && recent <= 10, "--since=1s gave {recent} of {all} lines");
     // Following: lines keep arriving after the tail.
     let followed = kubectl_for(&server, &["logs", "-f", "talker", "--tail=1"], Duration::from_secs(3));
     assert!(followed.lines().count() >= 5, "follow streamed only: {followed}");
