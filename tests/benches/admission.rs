@@ -1,8 +1,11 @@
 //! Admission benchmark: pod create latency (p50/p99, one client, so latency is not queueing)
-//! with no admission policies, with one Rust policy, and with Capstan's built-in set — in one
-//! run, side by side — plus what the plugins reported on `/metrics`.
+//! with no admission policies, with one policy per language (Rust, Python, JavaScript), and with
+//! Capstan's built-in set — in one run, side by side — plus each plugin's evaluations from
+//! `/metrics` (calls, mean time per call, and so evaluations per second of one instance).
 //!
-//! `cargo bench -p capstan-e2e --bench admission` (add `-- --quick` for 100 pods per case).
+//! `cargo bench -p capstan-e2e --bench admission` (add `-- --quick` for 100 pods per case). The
+//! Python and JavaScript policies are built with the SDK scripts into `target/sdk-examples`
+//! first (about half a minute each, once).
 
 #![allow(clippy::expect_used, reason = "a benchmark aborts on the first failure")]
 
@@ -43,25 +46,47 @@ async fn create_latency(server: &CapstanServer, count: usize) -> (Duration, Dura
     (latencies[count / 2], latencies[count * 99 / 100])
 }
 
-fn one_rust_policy(server: &CapstanServer) {
-    let component = capstan_testbed::component_path("require-label").expect("require-label component");
+/// Applies admission Plugin `name` for pod creates, from `component` with `config`, and waits
+/// until it is loaded.
+fn one_policy(server: &CapstanServer, name: &str, component: &str, mutating: bool, config: &str) {
     let manifest = format!(
-        "apiVersion: capstan.io/v1alpha1\nkind: Plugin\nmetadata: {{name: require-app}}\nspec:\n  kind: admission\n  \
-         component: {{path: {:?}}}\n  config: {{label: app}}\n  admission:\n    rules:\n    - {{operations: [CREATE], \
-         apiGroups: [''], apiVersions: [v1], resources: [pods]}}\n",
-        component.display()
+        "apiVersion: capstan.io/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  kind: admission\n  \
+         component: {{path: {component:?}}}\n  config: {config}\n  admission:\n    mutating: {mutating}\n    rules:\n    \
+         - {{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}\n"
     );
     let out = server.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Compiling an 18 MB Python or 12 MB JavaScript component takes a while on a busy machine.
+    let deadline = Instant::now() + Duration::from_mins(3);
     while Instant::now() < deadline {
-        let state = server.kubectl(&["get", "plugin", "require-app", "-o", "jsonpath={.status.state}"]);
+        let state = server.kubectl(&["get", "plugin", name, "-o", "jsonpath={.status.state}"]);
         if String::from_utf8_lossy(&state.stdout) == "Loaded" {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("the policy never loaded");
+    let status = server.kubectl(&["get", "plugin", name, "-o", "jsonpath={.status}"]);
+    panic!("policy {name} never loaded: {}", String::from_utf8_lossy(&status.stdout));
+}
+
+/// Per admission plugin on `/metrics`: calls, and the seconds they took in all.
+fn evaluations(metrics: &str) -> Vec<(String, f64, f64)> {
+    let mut out: Vec<(String, f64, f64)> = Vec::new();
+    for line in metrics.lines().filter(|l| l.contains("world=\"admission-policy\"")) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some(plugin) = series.split("plugin=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let index = out.iter().position(|(p, _, _)| p == plugin).unwrap_or_else(|| {
+            out.push((plugin.to_string(), 0.0, 0.0));
+            out.len() - 1
+        });
+        if series.starts_with("capstan_plugin_calls_total") {
+            out[index].1 = value;
+        } else if series.starts_with("capstan_plugin_call_duration_seconds_sum") {
+            out[index].2 = value;
+        }
+    }
+    out
 }
 
 fn main() {
@@ -73,15 +98,37 @@ fn main() {
     let empty = empty.to_string_lossy().into_owned();
     println!("pod create latency, one client, {count} pods per case");
     let mut baseline_p99 = Duration::ZERO;
-    for case in ["no policies", "one Rust policy", "built-in set (7 policies)"] {
+    for case in
+        ["no policies", "one Rust policy", "one Python policy", "one JavaScript policy", "built-in set (7 policies)"]
+    {
         // An empty components directory leaves the built-in policies out.
         let server = match case {
             "built-in set (7 policies)" => CapstanServer::start(),
             _ => CapstanServer::start_with(&["--components-dir", &empty]),
         }
         .expect("server");
-        if case == "one Rust policy" {
-            one_rust_policy(&server);
+        match case {
+            "one Rust policy" => {
+                let component = capstan_testbed::component_path("require-label").expect("require-label component");
+                one_policy(&server, "require-app", &component.to_string_lossy(), false, "{label: app}");
+            }
+            "one Python policy" => {
+                let component = capstan_e2e::sdk_example(
+                    "sdk/python/build",
+                    "sdk/python/examples/default-team",
+                    "default_team.wasm",
+                );
+                one_policy(&server, "default-team", &component, true, "{}");
+            }
+            "one JavaScript policy" => {
+                let component = capstan_e2e::sdk_example(
+                    "sdk/js/build",
+                    "sdk/js/examples/registry-allow-list/policy.js",
+                    "registry_allow_list.wasm",
+                );
+                one_policy(&server, "registries", &component, false, "{allowedRegistries: [docker.io]}");
+            }
+            _ => {}
         }
         let (p50, p99) = runtime.block_on(create_latency(&server, count));
         if case == "no policies" {
@@ -94,11 +141,13 @@ fn main() {
             (p99.as_secs_f64() - baseline_p99.as_secs_f64()) * 1e6
         );
         let metrics = server.kubectl(&["get", "--raw", "/metrics"]);
-        for line in String::from_utf8_lossy(&metrics.stdout).lines() {
-            if line.starts_with("capstan_plugin_calls_total")
-                || line.starts_with("capstan_plugin_call_duration_seconds_sum")
-            {
-                println!("    {line}");
+        for (plugin, calls, seconds) in evaluations(&String::from_utf8_lossy(&metrics.stdout)) {
+            if calls > 0.0 && seconds > 0.0 {
+                println!(
+                    "    {plugin:<28} {calls:>6.0} calls, {:>8.1} µs per call, {:>9.0} evaluations/s",
+                    seconds / calls * 1e6,
+                    calls / seconds
+                );
             }
         }
     }
