@@ -99,7 +99,10 @@ fn a_mutating_policy_patches_and_warns_then_validation_sees_the_patch_and_dry_ru
     let created = run(&server, &["apply", "-f", "-"], Some(&deployment("web")));
     assert!(created.ok, "the patched deployment passes validation: {}", created.stderr);
     assert!(
-        created.stderr.contains("Warning: label-setter saw it (dryRun=false, subResource=none, kind=Deployment)"),
+        created.stderr.contains(
+            "Warning: label-setter saw it (dryRun=false, subResource=none, kind=Deployment, \
+             options=CreateOptions from kubectl-client-side-apply)"
+        ),
         "kubectl shows the policy's warning:\n{}",
         created.stderr
     );
@@ -127,7 +130,7 @@ fn scale_goes_through_admission_with_its_subresource() {
     let scaled = run(&server, &["scale", "deployment", "web", "--replicas=3"], None);
     assert!(scaled.ok, "{}", scaled.stderr);
     assert!(
-        scaled.stderr.contains("Warning: scale seen (dryRun=false, subResource=scale, kind=Scale)"),
+        scaled.stderr.contains("Warning: scale seen (dryRun=false, subResource=scale, kind=Scale, options="),
         "the scale subresource is admitted as a Scale:\n{}",
         scaled.stderr
     );

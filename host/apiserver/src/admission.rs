@@ -294,8 +294,53 @@ fn request(
         object: object.map(Value::to_string),
         old_object: old.map(Value::to_string),
         dry_run: call.query.dry_run()?,
-        options: None,
+        options: options(call, attributes.operation)?.map(|o| o.to_string()),
     })
+}
+
+/// The request's options object, as upstream hands it to admission: `CreateOptions`,
+/// `UpdateOptions` (`PatchOptions` for a patch) or `DeleteOptions` (the request body's, with the
+/// query's parameters), from the query string; none for a connect (its options are the object).
+fn options(call: &Call<'_>, operation: Operation) -> ApiResult<Option<Value>> {
+    let query = call.query;
+    let patch = call
+        .headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("patch"));
+    let mut options = match operation {
+        Operation::Connect => return Ok(None),
+        Operation::Create => serde_json::json!({"kind": "CreateOptions"}),
+        Operation::Update if patch => serde_json::json!({"kind": "PatchOptions"}),
+        Operation::Update => serde_json::json!({"kind": "UpdateOptions"}),
+        Operation::Delete => {
+            let mut options = serde_json::from_slice::<Value>(call.body)
+                .ok()
+                .filter(Value::is_object)
+                .unwrap_or_else(|| serde_json::json!({}));
+            options["kind"] = "DeleteOptions".into();
+            if let (None, Some(grace)) = (options.get("gracePeriodSeconds"), query.number("gracePeriodSeconds")?) {
+                options["gracePeriodSeconds"] = grace.into();
+            }
+            if let (None, Some(policy)) = (options.get("propagationPolicy"), query.get("propagationPolicy")) {
+                options["propagationPolicy"] = policy.into();
+            }
+            options
+        }
+    };
+    options["apiVersion"] = "meta.k8s.io/v1".into();
+    if query.dry_run()? {
+        options["dryRun"] = serde_json::json!(["All"]);
+    }
+    if operation != Operation::Delete {
+        if let Some(manager) = query.get("fieldManager") {
+            options["fieldManager"] = manager.into();
+        }
+        if patch && query.flag("force") {
+            options["force"] = true.into();
+        }
+    }
+    Ok(Some(options))
 }
 
 /// Calls one policy off the async runtime and applies its answer: `Some` response when it
