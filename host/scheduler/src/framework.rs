@@ -7,17 +7,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
-    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, SchedulerHost, SchedulerPlugin,
-    Status, Victim,
+    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, SchedulerHost, Status, Victim,
 };
+
+use crate::backend::Backend;
 
 /// One plugin in a profile.
 #[derive(Clone)]
 pub struct ProfilePlugin {
     /// Its name in the profile (`NodeResourcesFit`, or the Plugin object's name).
     pub name: String,
-    /// The loaded component.
-    pub handle: SchedulerPlugin,
+    /// The loaded component (or, in the `native-plugins` build, the linked crate).
+    pub handle: Backend,
     /// What it implements (from `describe`).
     pub points: ExtensionPoints,
     /// Its score weight.
@@ -26,7 +27,8 @@ pub struct ProfilePlugin {
 
 impl ProfilePlugin {
     /// Loads the description of `handle` and wraps it.
-    pub fn new(name: &str, handle: SchedulerPlugin, weight: i64) -> Result<Self, PluginError> {
+    pub fn new(name: &str, handle: impl Into<Backend>, weight: i64) -> Result<Self, PluginError> {
+        let handle = handle.into();
         let points = handle.describe()?.extension_points;
         Ok(Self { name: name.to_owned(), handle, points, weight })
     }
@@ -175,8 +177,14 @@ impl Profile {
                 });
             }
         }
-        let mut ids: Vec<NodeId> = candidates.unwrap_or_else(|| nodes.iter().map(|n| n.id).collect());
-        ids.sort_unstable();
+        // The log iterates in handle order; only a PreFilter's list needs sorting.
+        let mut ids: Vec<NodeId> = match candidates {
+            Some(mut ids) => {
+                ids.sort_unstable();
+                ids
+            }
+            None => nodes.iter().map(|n| n.id).collect(),
+        };
         if !ids.is_empty() {
             let offset = *start % ids.len();
             ids.rotate_left(offset);

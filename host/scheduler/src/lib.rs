@@ -11,14 +11,18 @@
 //!
 //! Start with [`Scheduler::start`].
 
+pub mod backend;
 pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod framework;
+#[cfg(feature = "native-plugins")]
+pub mod native;
 pub mod pod;
 pub mod queue;
 mod run;
 
 pub use config::{PluginRef, ProfileConfig, SchedulerConfig};
+pub use backend::Backend;
 pub use framework::{CycleError, Decision, Preemption, Profile};
 pub use run::{BuiltinComponents, Scheduler, SchedulerError, Started, load_profiles};

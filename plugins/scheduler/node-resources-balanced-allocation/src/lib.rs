@@ -36,40 +36,61 @@ pub struct BalancedAllocation {
 }
 
 impl SchedulerPlugin for BalancedAllocation {
-    type Cycle = ();
+    /// The pod's request of each configured resource, looked up once per call.
+    type Cycle = Vec<i64>;
 
     fn configure(config: &str) -> Result<Self, String> {
         let args: Args = parse_config(config)?;
         Ok(Self { resources: args.resources.into_iter().map(|r| r.name).collect() })
     }
 
-    fn cycle(&self, _pod: &PodInfo, _state: &[u8]) -> Result<(), Status> {
-        Ok(())
+    fn cycle(&self, pod: &PodInfo, _state: &[u8]) -> Result<Vec<i64>, Status> {
+        Ok(self.resources.iter().map(|name| amount(&pod.requests, name)).collect())
     }
 
     fn extension_points(&self) -> ExtensionPoints {
         ExtensionPoints::SCORE
     }
 
-    fn score(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Result<i64, Status> {
-        Ok(balanced_score(&self.resources, pod, node))
+    fn score(&self, _pod: &PodInfo, requests: &Vec<i64>, node: &NodeInfo) -> Result<i64, Status> {
+        Ok(score_with(&self.resources, requests, node))
     }
 }
 
 /// `(1 - std) * 100` over the fractions `requested / allocatable` of `resources` the node has.
 #[must_use]
 pub fn balanced_score(resources: &[String], pod: &PodInfo, node: &NodeInfo) -> i64 {
-    let fractions: Vec<f64> = resources
-        .iter()
-        .filter_map(|name| {
-            let capacity = node.allocatable(name);
-            (capacity > 0).then(|| {
-                let requested = node.requested(name) + amount(&pod.requests, name);
-                (requested as f64 / capacity as f64).min(1.0)
-            })
-        })
-        .collect();
-    let std = match fractions.as_slice() {
+    let requests: Vec<i64> = resources.iter().map(|name| amount(&pod.requests, name)).collect();
+    score_with(resources, &requests, node)
+}
+
+/// [`balanced_score`] with the pod's requests of `resources` already looked up (`requests[i]`
+/// is the request of `resources[i]`). Allocates nothing for up to eight resources: it runs for
+/// every scored node of every cycle.
+#[must_use]
+pub fn score_with(resources: &[String], requests: &[i64], node: &NodeInfo) -> i64 {
+    const INLINE: usize = 8;
+    let mut inline = [0f64; INLINE];
+    let mut spilled = Vec::new();
+    let mut len = 0;
+    for (name, request) in resources.iter().zip(requests) {
+        let capacity = node.allocatable(name);
+        if capacity <= 0 {
+            continue;
+        }
+        let fraction = ((node.requested(name) + request) as f64 / capacity as f64).min(1.0);
+        if len < INLINE {
+            inline[len] = fraction;
+        } else {
+            if spilled.is_empty() {
+                spilled.extend_from_slice(&inline);
+            }
+            spilled.push(fraction);
+        }
+        len += 1;
+    }
+    let fractions = if len <= INLINE { &inline[..len] } else { &spilled[..] };
+    let std = match fractions {
         [] | [_] => 0.0,
         [a, b] => (a - b).abs() / 2.0,
         many => {

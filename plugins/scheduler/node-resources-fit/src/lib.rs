@@ -109,8 +109,16 @@ pub struct NodeResourcesFit {
     args: Args,
 }
 
+/// The pod's side of the checks, looked up once per call rather than once per node.
+pub struct Requests {
+    /// The resources the filter checks (positive, not `pods`, not ignored) and their requests.
+    checked: Vec<(String, i64)>,
+    /// The request scoring counts for each scored resource, in the strategy's order.
+    scored: Vec<i64>,
+}
+
 impl SchedulerPlugin for NodeResourcesFit {
-    type Cycle = ();
+    type Cycle = Requests;
 
     fn configure(config: &str) -> Result<Self, String> {
         let args: Args = parse_config(config)?;
@@ -126,16 +134,16 @@ impl SchedulerPlugin for NodeResourcesFit {
         Ok(Self { args })
     }
 
-    fn cycle(&self, _pod: &PodInfo, _state: &[u8]) -> Result<(), Status> {
-        Ok(())
+    fn cycle(&self, pod: &PodInfo, _state: &[u8]) -> Result<Requests, Status> {
+        Ok(self.requests(pod))
     }
 
     fn extension_points(&self) -> ExtensionPoints {
         ExtensionPoints::FILTER | ExtensionPoints::SCORE
     }
 
-    fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {
-        let reasons = self.insufficient(pod, node);
+    fn filter(&self, _pod: &PodInfo, requests: &Requests, node: &NodeInfo) -> Status {
+        let reasons = insufficient_with(requests, node);
         if reasons.is_empty() {
             Status::success()
         } else {
@@ -143,8 +151,8 @@ impl SchedulerPlugin for NodeResourcesFit {
         }
     }
 
-    fn score(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Result<i64, Status> {
-        Ok(self.node_score(pod, node))
+    fn score(&self, _pod: &PodInfo, requests: &Requests, node: &NodeInfo) -> Result<i64, Status> {
+        Ok(self.score_with(requests, node))
     }
 }
 
@@ -155,35 +163,38 @@ impl NodeResourcesFit {
         Self { args }
     }
 
+    /// The pod's side of the filter and the score.
+    #[must_use]
+    pub fn requests(&self, pod: &PodInfo) -> Requests {
+        let checked = pod
+            .requests
+            .iter()
+            .filter(|r| r.milli_value > 0 && r.name != "pods" && !self.args.ignored_resources.contains(&r.name))
+            .map(|r| (r.name.clone(), r.milli_value))
+            .collect();
+        let scored =
+            self.args.scoring_strategy.resources.iter().map(|r| non_zero_request(&pod.requests, &r.name)).collect();
+        Requests { checked, scored }
+    }
+
     /// Why `pod` does not fit `node`: one reason per short resource, none when it fits.
     #[must_use]
     pub fn insufficient(&self, pod: &PodInfo, node: &NodeInfo) -> Vec<String> {
-        let mut reasons = Vec::new();
-        let allowed_pods = node.allocatable("pods") / 1000;
-        if allowed_pods < i64::from(node.pod_count) + 1 {
-            reasons.push(TOO_MANY_PODS.to_owned());
-        }
-        for request in &pod.requests {
-            if request.milli_value <= 0 || request.name == "pods" || self.args.ignored_resources.contains(&request.name)
-            {
-                continue;
-            }
-            let free = node.allocatable(&request.name) - node.requested(&request.name);
-            if request.milli_value > free {
-                reasons.push(format!("Insufficient {}", request.name));
-            }
-        }
-        reasons
+        insufficient_with(&self.requests(pod), node)
     }
 
     /// The node's score for the pod, 0–100.
     #[must_use]
     pub fn node_score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        self.score_with(&self.requests(pod), node)
+    }
+
+    fn score_with(&self, requests: &Requests, node: &NodeInfo) -> i64 {
         let strategy = &self.args.scoring_strategy;
         let (mut total, mut weights) = (0, 0);
-        for resource in &strategy.resources {
+        for (resource, request) in strategy.resources.iter().zip(&requests.scored) {
             let capacity = node.allocatable(&resource.name);
-            let requested = node.requested(&resource.name) + non_zero_request(&pod.requests, &resource.name);
+            let requested = node.requested(&resource.name) + request;
             let score = match strategy.kind {
                 StrategyKind::LeastAllocated => least_allocated(requested, capacity),
                 StrategyKind::MostAllocated => most_allocated(requested, capacity),
@@ -197,6 +208,22 @@ impl NodeResourcesFit {
         }
         if weights == 0 { 0 } else { total / weights }
     }
+}
+
+/// Why a pod with `requests` does not fit `node`: one reason per short resource.
+fn insufficient_with(requests: &Requests, node: &NodeInfo) -> Vec<String> {
+    let mut reasons = Vec::new();
+    let allowed_pods = node.allocatable("pods") / 1000;
+    if allowed_pods < i64::from(node.pod_count) + 1 {
+        reasons.push(TOO_MANY_PODS.to_owned());
+    }
+    for (name, request) in &requests.checked {
+        let free = node.allocatable(name) - node.requested(name);
+        if *request > free {
+            reasons.push(format!("Insufficient {name}"));
+        }
+    }
+    reasons
 }
 
 /// The pod's request for scoring: CPU and memory count a default when not requested.
