@@ -64,6 +64,14 @@ pub trait SchedulerPlugin: Sized + 'static {
         Status::success()
     }
 
+    /// Filter over a batch of nodes (one status per entry of `ids`, in order); by default
+    /// [`Self::filter`] on each. Override it to read the dense per-node tables of [`Nodes`]
+    /// (e.g. [`Nodes::resources`]) instead of each node's lists: what runs for every node of
+    /// every cycle is then a walk over contiguous memory.
+    fn filter_batch(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<Status> {
+        ids.iter().map(|&id| nodes.get(id).map_or_else(|| unknown(id), |node| self.filter(pod, cycle, node))).collect()
+    }
+
     /// PostFilter: called when no node fits, with why each node was filtered out.
     fn post_filter(
         &self,
@@ -97,6 +105,18 @@ pub trait SchedulerPlugin: Sized + 'static {
     fn score(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Result<i64, Status> {
         let _ = (pod, cycle, node);
         Ok(0)
+    }
+
+    /// Score over a batch of nodes (one score per entry of `ids`, in order); by default
+    /// [`Self::score`] on each. Override it for the same reason as [`Self::filter_batch`].
+    fn score_batch(
+        &self,
+        pod: &PodInfo,
+        cycle: &Self::Cycle,
+        nodes: &Nodes,
+        ids: &[NodeId],
+    ) -> Result<Vec<i64>, Status> {
+        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id)).and_then(|n| self.score(pod, cycle, n))).collect()
     }
 
     /// NormalizeScore: maps the raw scores (one per node, in order) into 0..=100 in place.
@@ -149,11 +169,16 @@ pub trait SchedulerPlugin: Sized + 'static {
 #[derive(Default)]
 pub struct Nodes {
     by_id: Vec<Option<NodeInfo>>,
+    resources: Resources,
     len: usize,
     generation: u64,
     pods_with_affinity: usize,
     tainted: usize,
     unschedulable: usize,
+}
+
+fn unknown(node: NodeId) -> Status {
+    Status::error(format!("node {node} is unknown to the plugin"))
 }
 
 /// What one node adds to the counts [`Nodes`] keeps.
@@ -219,8 +244,15 @@ impl Nodes {
         self.unschedulable
     }
 
+    /// Every node's allocatable and requested amounts and pod count as dense tables.
+    #[must_use]
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
     fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
         let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
+        self.resources.clear(id);
         let (affinity, tainted, unschedulable) = node_counts(&old);
         self.pods_with_affinity -= affinity;
         self.tainted -= tainted;
@@ -247,6 +279,7 @@ impl Nodes {
                     self.tainted += tainted;
                     self.unschedulable += unschedulable;
                     self.len += 1;
+                    self.resources.set(&node);
                     self.by_id[id] = Some(node);
                 }
                 NodeChange::Remove(id) => {
@@ -255,6 +288,104 @@ impl Nodes {
             }
         }
         self.generation = generation;
+    }
+}
+
+/// A resource's column in [`Resources`], looked up once per call by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column(usize);
+
+/// Every node's allocatable and requested amount of every resource any node lists, and its pod
+/// count, as tables indexed by node handle: a node's amounts sit side by side, and nodes by
+/// handle one after another, so a batch walks contiguous memory rather than each node's lists
+/// and the strings in them.
+#[derive(Default, Debug)]
+pub struct Resources {
+    names: Vec<String>,
+    /// `allocatable[id * names.len() + column]`.
+    allocatable: Vec<i64>,
+    /// `requested[id * names.len() + column]`.
+    requested: Vec<i64>,
+    pod_counts: Vec<u32>,
+}
+
+impl Resources {
+    /// The column of resource `name`, if any node lists it.
+    #[must_use]
+    pub fn column(&self, name: &str) -> Option<Column> {
+        self.names.iter().position(|n| n == name).map(Column)
+    }
+
+    /// Node `id`'s allocatable amount of the resource in `column` (absent: 0).
+    #[must_use]
+    pub fn allocatable(&self, id: NodeId, column: Option<Column>) -> i64 {
+        self.cell(&self.allocatable, id, column)
+    }
+
+    /// Node `id`'s requested amount of the resource in `column` (absent: 0).
+    #[must_use]
+    pub fn requested(&self, id: NodeId, column: Option<Column>) -> i64 {
+        self.cell(&self.requested, id, column)
+    }
+
+    /// How many pods node `id` holds.
+    #[must_use]
+    pub fn pod_count(&self, id: NodeId) -> u32 {
+        self.pod_counts.get(id as usize).copied().unwrap_or(0)
+    }
+
+    fn cell(&self, table: &[i64], id: NodeId, column: Option<Column>) -> i64 {
+        column.and_then(|Column(c)| table.get(id as usize * self.names.len() + c)).copied().unwrap_or(0)
+    }
+
+    /// The column of `name`, widening every row when it is new.
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(Column(c)) = self.column(name) {
+            return c;
+        }
+        let (old, new) = (self.names.len(), self.names.len() + 1);
+        let rows = if old == 0 { self.pod_counts.len() } else { self.allocatable.len() / old };
+        for table in [&mut self.allocatable, &mut self.requested] {
+            let mut wider = vec![0; rows * new];
+            for (row, cells) in table.chunks(old.max(1)).enumerate().take(rows) {
+                if old > 0 {
+                    wider[row * new..row * new + old].copy_from_slice(cells);
+                }
+            }
+            *table = wider;
+        }
+        self.names.push(name.to_owned());
+        old
+    }
+
+    fn set(&mut self, node: &NodeInfo) {
+        for amount in node.allocatable.iter().chain(&node.requested) {
+            self.intern(&amount.name);
+        }
+        let (id, width) = (node.id as usize, self.names.len());
+        if self.pod_counts.len() <= id {
+            self.pod_counts.resize(id + 1, 0);
+            self.allocatable.resize((id + 1) * width, 0);
+            self.requested.resize((id + 1) * width, 0);
+        }
+        self.clear(node.id);
+        self.pod_counts[id] = node.pod_count;
+        for (table, list) in [(&mut self.allocatable, &node.allocatable), (&mut self.requested, &node.requested)] {
+            for amount in list {
+                if let Some(c) = self.names.iter().position(|n| *n == amount.name) {
+                    table[id * width + c] = amount.milli_value;
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self, id: NodeId) {
+        let (id, width) = (id as usize, self.names.len());
+        if let Some(count) = self.pod_counts.get_mut(id) {
+            *count = 0;
+            self.allocatable[id * width..(id + 1) * width].fill(0);
+            self.requested[id * width..(id + 1) * width].fill(0);
+        }
     }
 }
 
@@ -601,9 +732,7 @@ pub mod native {
         Ok(Box::new(Instance::<P>::new(config)?))
     }
 
-    fn unknown(node: NodeId) -> Status {
-        Status::error(format!("node {node} is unknown to the plugin"))
-    }
+    use super::unknown;
 
     fn resolve<'a>(nodes: &'a Nodes, ids: &[NodeId]) -> Result<Vec<&'a NodeInfo>, Status> {
         ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id))).collect()
@@ -674,14 +803,7 @@ pub mod native {
                 pod,
                 state,
                 |e| vec![e; nodes.len()],
-                |cycle| {
-                    nodes
-                        .iter()
-                        .map(|&id| {
-                            self.nodes.get(id).map_or_else(|| unknown(id), |node| self.plugin.filter(pod, cycle, node))
-                        })
-                        .collect()
-                },
+                |cycle| self.plugin.filter_batch(pod, cycle, &self.nodes, nodes),
             )
         }
 
@@ -698,14 +820,7 @@ pub mod native {
         }
 
         fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
-            self.with_cycle(pod, state, Err, |cycle| {
-                nodes
-                    .iter()
-                    .map(|&id| {
-                        self.nodes.get(id).ok_or_else(|| unknown(id)).and_then(|n| self.plugin.score(pod, cycle, n))
-                    })
-                    .collect()
-            })
+            self.with_cycle(pod, state, Err, |cycle| self.plugin.score_batch(pod, cycle, &self.nodes, nodes))
         }
 
         fn normalize_score(&self, pod: &PodInfo, state: &[u8], mut scores: Vec<i64>) -> Result<Vec<i64>, Status> {
