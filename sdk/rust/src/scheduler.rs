@@ -344,7 +344,8 @@ impl Resources {
             return c;
         }
         let (old, new) = (self.names.len(), self.names.len() + 1);
-        let rows = if old == 0 { self.pod_counts.len() } else { self.allocatable.len() / old };
+        // Every table holds one row per handle up to the highest seen.
+        let rows = self.pod_counts.len();
         for table in [&mut self.allocatable, &mut self.requested] {
             let mut wider = vec![0; rows * new];
             for (row, cells) in table.chunks(old.max(1)).enumerate().take(rows) {
