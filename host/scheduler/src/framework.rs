@@ -194,8 +194,12 @@ impl Profile {
         if feasible.is_empty() {
             let filtered: Vec<NodeStatus> =
                 failures.iter().map(|(node, status)| NodeStatus { node: *node, status: status.clone() }).collect();
-            let message = diagnosis(nodes.len(), &failures);
-            let preemption = self.post_filter(nodes, pod, &states, &filtered)?;
+            let mut message = diagnosis(nodes.len(), &failures);
+            let (preemption, post_filter_message) = self.post_filter(nodes, pod, &states, &filtered)?;
+            // As upstream: the PostFilter's reason follows the diagnosis ("… preemption: …").
+            if let Some(post) = post_filter_message.filter(|_| preemption.is_none()) {
+                message = format!("{message} {post}");
+            }
             if let Some(preemption) = &preemption {
                 tracing::info!(pod = %pod.name, node = %preemption.node, victims = preemption.victims.len(),
                     "post-filter nominated a node");
@@ -257,15 +261,16 @@ impl Profile {
 
     /// Runs PostFilter until a plugin succeeds. The log is lent to a [`DryRun`] for the call, so
     /// the plugin's `fits-without` can run this profile's filters on a node without some pods.
+    /// Returns the nomination, if any, and the last failing plugin's reasons.
     fn post_filter(
         &self,
         nodes: &mut NodeLog,
         pod: &PodInfo,
         states: &[Vec<u8>],
         filtered: &[NodeStatus],
-    ) -> Result<Option<Preemption>, CycleError> {
+    ) -> Result<(Option<Preemption>, Option<String>), CycleError> {
         if self.with(ExtensionPoints::POST_FILTER).next().is_none() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let base = nodes.host().cloned();
         let log = Arc::new(Mutex::new(std::mem::take(nodes)));
@@ -277,13 +282,18 @@ impl Profile {
             base,
         });
         let mut outcome = Ok(None);
+        let mut failure = None;
         for (index, plugin) in self.with(ExtensionPoints::POST_FILTER) {
             match plugin.handle.post_filter(&log, pod, &states[index], filtered, &dry_run) {
                 Ok(result) if result.status.code == Code::Success => {
                     outcome = Ok(Some(result));
                     break;
                 }
-                Ok(_) => {}
+                Ok(result) => {
+                    if !result.status.reasons.is_empty() {
+                        failure = Some(result.status.reasons.join(" "));
+                    }
+                }
                 Err(e) => {
                     outcome = Err(CycleError::plugin("PostFilter", plugin, e));
                     break;
@@ -292,9 +302,9 @@ impl Profile {
         }
         drop(dry_run);
         *nodes = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
-        let Some(result) = outcome? else { return Ok(None) };
+        let Some(result) = outcome? else { return Ok((None, failure)) };
         let node = result.nominated_node.and_then(|id| nodes.get(id)).map(|n| n.name.clone());
-        Ok(node.map(|node| Preemption { node, victims: result.victims }))
+        Ok((node.map(|node| Preemption { node, victims: result.victims }), None))
     }
 
     /// Runs PreScore and Score (normalised, weighted) and picks the best node; ties are broken
