@@ -183,7 +183,7 @@ impl Profile {
                 ids.sort_unstable();
                 ids
             }
-            None => nodes.iter().map(|n| n.id).collect(),
+            None => nodes.handles().to_vec(),
         };
         if !ids.is_empty() {
             let offset = *start % ids.len();
@@ -227,7 +227,10 @@ impl Profile {
         let mut failures = Vec::new();
         let mut evaluated = 0;
         while feasible.len() < wanted && evaluated < ids.len() {
-            let chunk_len = (wanted - feasible.len()).min(ids.len() - evaluated);
+            // At least a quarter of `wanted` per batch: when most nodes fail (a zone constraint,
+            // anti-affinity) batches sized to the shortfall would shrink geometrically, each one a
+            // call per plugin. The surplus is trimmed below, as upstream stops at `wanted`.
+            let chunk_len = (wanted - feasible.len()).max(wanted.div_ceil(4)).min(ids.len() - evaluated);
             let mut survivors = ids[evaluated..evaluated + chunk_len].to_vec();
             evaluated += chunk_len;
             for (index, plugin) in self.with(ExtensionPoints::FILTER) {
@@ -255,6 +258,12 @@ impl Profile {
                 survivors = kept;
             }
             feasible.extend(survivors);
+        }
+        if feasible.len() > wanted {
+            // Nodes after the last one needed count as not looked at, as upstream.
+            feasible.truncate(wanted);
+            let last = feasible.last().and_then(|id| ids.iter().position(|n| n == id)).unwrap_or(evaluated);
+            evaluated = last + 1;
         }
         Ok((feasible, failures, evaluated))
     }

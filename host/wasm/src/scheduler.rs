@@ -166,7 +166,8 @@ pub struct NodeLog {
     /// Nodes by handle: handles are small and dense, so a lookup is an index and iteration
     /// runs in handle order (a cycle's candidate list needs no sort).
     nodes: Vec<Option<NodeInfo>>,
-    len: usize,
+    /// The handles in use, ascending: a cycle's candidate list is a copy of it.
+    handles: Vec<NodeId>,
     ids: HashMap<String, NodeId>,
     free_ids: Vec<NodeId>,
     next_id: NodeId,
@@ -180,7 +181,7 @@ pub struct NodeLog {
 impl std::fmt::Debug for NodeLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeLog")
-            .field("nodes", &self.len)
+            .field("nodes", &self.handles.len())
             .field("generation", &self.generation)
             .field("host", &self.host.is_some())
             .finish_non_exhaustive()
@@ -191,7 +192,7 @@ impl Default for NodeLog {
     fn default() -> Self {
         Self {
             nodes: Vec::new(),
-            len: 0,
+            handles: Vec::new(),
             ids: HashMap::new(),
             free_ids: Vec::new(),
             next_id: 0,
@@ -222,8 +223,10 @@ impl NodeLog {
         if self.nodes.len() <= slot {
             self.nodes.resize_with(slot + 1, || None);
         }
-        if self.nodes[slot].replace(info).is_none() {
-            self.len += 1;
+        if self.nodes[slot].replace(info).is_none()
+            && let Err(at) = self.handles.binary_search(&id)
+        {
+            self.handles.insert(at, id);
         }
         id
     }
@@ -231,8 +234,10 @@ impl NodeLog {
     /// Removes the node called `name`, if known.
     pub fn remove(&mut self, name: &str) -> Option<NodeId> {
         let id = self.ids.remove(name)?;
-        if self.nodes.get_mut(id as usize).and_then(Option::take).is_some() {
-            self.len -= 1;
+        if self.nodes.get_mut(id as usize).and_then(Option::take).is_some()
+            && let Ok(at) = self.handles.binary_search(&id)
+        {
+            self.handles.remove(at);
         }
         self.free_ids.push(id);
         self.record(NodeChange::Remove(id));
@@ -281,13 +286,19 @@ impl NodeLog {
     /// How many nodes there are.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.len
+        self.handles.len()
+    }
+
+    /// Every node's handle, ascending.
+    #[must_use]
+    pub fn handles(&self) -> &[NodeId] {
+        &self.handles
     }
 
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.handles.is_empty()
     }
 
     /// The current generation.
@@ -546,6 +557,11 @@ mod tests {
         assert_eq!(log.remove("a"), Some(a));
         assert_eq!(log.upsert(node("c"), "c"), a, "a freed handle is reused");
         assert_eq!(log.len(), 2);
+        let d = log.upsert(node("d"), "d");
+        log.remove("b");
+        assert_eq!(log.handles(), [a, d], "handles stay ascending");
+        let names: Vec<&str> = log.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["c", "d"], "iteration follows handle order");
     }
 
     #[test]
