@@ -11,7 +11,7 @@
 //!
 //! A profile plugin is a [`Backend`]: a component, or — only in the `native-plugins` build the
 //! benchmark (`benches/scheduler.rs`) uses to print the WASM-versus-native ratio — the same
-//! plugin crate linked natively ([`native`]).
+//! plugin crate linked natively (module `native`).
 //!
 //! Start with [`Scheduler::start`].
 

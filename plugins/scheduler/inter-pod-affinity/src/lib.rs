@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
@@ -169,7 +170,7 @@ pub struct Cycle {
     /// The incoming pod's affinity.
     pub affinity: Affinity,
     /// PreFilter's counts, when decoding Filter's state.
-    pub filter: FilterState,
+    pub filter: Arc<FilterState>,
     /// PreScore's sums, when decoding Score's state.
     pub score: ScoreState,
 }
@@ -179,6 +180,30 @@ pub struct InterPodAffinity {
     /// `hardPodAffinityWeight`: what an existing pod's *required* affinity term matching the
     /// incoming pod adds to scores (upstream default 1).
     pub hard_pod_affinity_weight: i64,
+    /// The last Filter state decoded, with its bytes: a cycle hands the same state to every
+    /// Filter batch and to PreScore, and with thousands of domains decoding it costs far more
+    /// than comparing the bytes.
+    decoded: Mutex<Option<(Vec<u8>, Arc<FilterState>)>>,
+}
+
+impl InterPodAffinity {
+    /// The plugin with `hardPodAffinityWeight` = `weight`.
+    #[must_use]
+    pub fn new(weight: i64) -> Self {
+        Self { hard_pod_affinity_weight: weight, decoded: Mutex::new(None) }
+    }
+
+    fn filter_state(&self, state: &[u8]) -> Result<Arc<FilterState>, Status> {
+        let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((bytes, known)) = decoded.as_ref()
+            && bytes[..] == *state
+        {
+            return Ok(Arc::clone(known));
+        }
+        let fresh: Arc<FilterState> = Arc::new(decode(state)?.map(|(_, v)| v).unwrap_or_default());
+        *decoded = Some((state.to_vec(), Arc::clone(&fresh)));
+        Ok(fresh)
+    }
 }
 
 #[derive(Deserialize)]
@@ -371,14 +396,14 @@ impl SchedulerPlugin for InterPodAffinity {
         if !(0..=100).contains(&args.hard_pod_affinity_weight) {
             return Err("hardPodAffinityWeight must be between 0 and 100".to_owned());
         }
-        Ok(Self { hard_pod_affinity_weight: args.hard_pod_affinity_weight })
+        Ok(Self::new(args.hard_pod_affinity_weight))
     }
 
     fn cycle(&self, pod: &PodInfo, state: &[u8]) -> Result<Cycle, Status> {
         let affinity = parse_affinity(pod.affinity.as_deref())?;
         let mut cycle = Cycle { affinity, ..Cycle::default() };
         match state.split_first().map(|(tag, _)| *tag) {
-            Some(b'f') => cycle.filter = decode(state)?.map(|(_, v)| v).unwrap_or_default(),
+            Some(b'f') => cycle.filter = self.filter_state(state)?,
             Some(_) => cycle.score = decode(state)?.map(|(_, v)| v).unwrap_or_default(),
             None => {}
         }
