@@ -29,18 +29,22 @@ impl From<SchedulerPlugin> for Backend {
     }
 }
 
-/// Calls the same method on whichever backend holds the plugin.
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
-            Backend::Wasm(plugin) => plugin.$method($($arg),*),
-            #[cfg(feature = "native-plugins")]
-            Backend::Native(plugin) => plugin.$method($($arg),*),
+/// Defines each method as a call of the same method on whichever backend holds the plugin.
+macro_rules! delegate {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {$(
+        #[allow(missing_docs, reason = "each method is `SchedulerPlugin`'s of the same name")]
+        pub fn $name(&self, $($arg: $ty),*) -> Result<$ret, PluginError> {
+            match self {
+                Backend::Wasm(plugin) => plugin.$name($($arg),*),
+                #[cfg(feature = "native-plugins")]
+                Backend::Native(plugin) => plugin.$name($($arg),*),
+            }
         }
-    };
+    )*};
 }
 
-#[allow(missing_docs, reason = "each method is `SchedulerPlugin`'s of the same name")]
+type Nodes<'a> = &'a NodeLog;
+
 impl Backend {
     /// The component, when the plugin is one (Plugin objects, reloads and metrics need it).
     #[must_use]
@@ -52,117 +56,31 @@ impl Backend {
         }
     }
 
-    pub fn describe(&self) -> Result<Description, PluginError> {
-        dispatch!(self.describe())
-    }
-
-    pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, PluginError> {
-        dispatch!(self.queue_sort_key(pod))
-    }
-
-    pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodInfo) -> Result<PreFilterResult, PluginError> {
-        dispatch!(self.pre_filter(nodes, pod))
-    }
-
-    pub fn filter(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        ids: &[NodeId],
-    ) -> Result<Vec<Status>, PluginError> {
-        dispatch!(self.filter(nodes, pod, state, ids))
-    }
-
-    pub fn post_filter(
-        &self,
-        nodes: &Mutex<NodeLog>,
-        pod: &PodInfo,
-        state: &CycleState,
-        filtered: &[NodeStatus],
-        host: &std::sync::Arc<dyn SchedulerHost>,
-    ) -> Result<PostFilterResult, PluginError> {
-        dispatch!(self.post_filter(nodes, pod, state, filtered, host))
-    }
-
-    pub fn pre_score(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        ids: &[NodeId],
-    ) -> Result<Result<Vec<u8>, Status>, PluginError> {
-        dispatch!(self.pre_score(nodes, pod, state, ids))
-    }
-
-    pub fn score(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        ids: &[NodeId],
-        normalize: bool,
-    ) -> Result<Result<Vec<i64>, Status>, PluginError> {
-        dispatch!(self.score(nodes, pod, state, ids, normalize))
-    }
-
-    pub fn reserve(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        node: NodeId,
-    ) -> Result<Status, PluginError> {
-        dispatch!(self.reserve(nodes, pod, state, node))
-    }
-
-    pub fn unreserve(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        node: NodeId,
-    ) -> Result<(), PluginError> {
-        dispatch!(self.unreserve(nodes, pod, state, node))
-    }
-
-    pub fn permit(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        node: NodeId,
-    ) -> Result<PermitResult, PluginError> {
-        dispatch!(self.permit(nodes, pod, state, node))
-    }
-
-    pub fn pre_bind(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        node: NodeId,
-    ) -> Result<Status, PluginError> {
-        dispatch!(self.pre_bind(nodes, pod, state, node))
-    }
-
-    pub fn bind(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        node: NodeId,
-    ) -> Result<Status, PluginError> {
-        dispatch!(self.bind(nodes, pod, state, node))
-    }
-
-    pub fn post_bind(
-        &self,
-        nodes: &NodeLog,
-        pod: &PodInfo,
-        state: &CycleState,
-        node: NodeId,
-    ) -> Result<(), PluginError> {
-        dispatch!(self.post_bind(nodes, pod, state, node))
+    delegate! {
+        fn describe() -> Description;
+        fn queue_sort_key(pod: &PodInfo) -> i64;
+        fn pre_filter(nodes: Nodes<'_>, pod: &PodInfo) -> PreFilterResult;
+        fn filter(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, ids: &[NodeId]) -> Vec<Status>;
+        fn post_filter(
+            nodes: &Mutex<NodeLog>,
+            pod: &PodInfo,
+            state: &CycleState,
+            filtered: &[NodeStatus],
+            host: &std::sync::Arc<dyn SchedulerHost>
+        ) -> PostFilterResult;
+        fn pre_score(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, ids: &[NodeId]) -> Result<Vec<u8>, Status>;
+        fn score(
+            nodes: Nodes<'_>,
+            pod: &PodInfo,
+            state: &CycleState,
+            ids: &[NodeId],
+            normalize: bool
+        ) -> Result<Vec<i64>, Status>;
+        fn reserve(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> Status;
+        fn unreserve(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> ();
+        fn permit(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> PermitResult;
+        fn pre_bind(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> Status;
+        fn bind(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> Status;
+        fn post_bind(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> ();
     }
 }
