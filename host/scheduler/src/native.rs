@@ -58,23 +58,20 @@ pub trait Convert<T> {
     fn convert(self) -> T;
 }
 
-impl<A: Convert<B>, B> Convert<Vec<B>> for Vec<A> {
-    fn convert(self) -> Vec<B> {
+impl<From: Convert<To>, To> Convert<Vec<To>> for Vec<From> {
+    fn convert(self) -> Vec<To> {
         self.into_iter().map(Convert::convert).collect()
     }
 }
 
-impl<A: Convert<B>, B> Convert<Option<B>> for Option<A> {
-    fn convert(self) -> Option<B> {
+impl<From: Convert<To>, To> Convert<Option<To>> for Option<From> {
+    fn convert(self) -> Option<To> {
         self.map(Convert::convert)
     }
 }
 
-impl<A: Convert<B>, B> Convert<Vec<B>> for &[A]
-where
-    A: Clone,
-{
-    fn convert(self) -> Vec<B> {
+impl<From: Convert<To> + Clone, To> Convert<Vec<To>> for &[From] {
+    fn convert(self) -> Vec<To> {
         self.iter().cloned().map(Convert::convert).collect()
     }
 }
@@ -369,14 +366,14 @@ fn sync(instance: &mut Instance, log: &NodeLog) {
     if held == log.generation() {
         return;
     }
-    match log.changes_since(held) {
-        Some(changes) => instance.update_nodes(log.generation(), false, changes.convert()),
-        None => {
-            let all = log.iter().cloned().map(|n| sdk::NodeChange::Upsert(n.convert())).collect();
-            instance.update_nodes(log.generation(), true, all);
-        }
+    if let Some(changes) = log.changes_since(held) {
+        instance.update_nodes(log.generation(), false, changes.convert());
+    } else {
+        let all = log.iter().cloned().map(|n| sdk::NodeChange::Upsert(n.convert())).collect();
+        instance.update_nodes(log.generation(), true, all);
     }
 }
+
 /// `config`'s profiles with every plugin its natively linked crate: the same plugins, order,
 /// weights and args as [`load_profiles`](crate::load_profiles) gives as components.
 pub fn load_profiles(config: &crate::SchedulerConfig) -> Result<Vec<crate::Profile>, String> {
