@@ -230,7 +230,10 @@ preemptionPolicy: Never
     pod(&server, "polite", "{app: high}", "1", "  priorityClassName: high-polite\n");
     eventually("the polite pod to be refused without preempting", || {
         let text = kubectl(&server, &["describe", "pod", "polite"]);
-        text.contains("0/1 nodes are available: 1 Insufficient cpu.").then_some(()).ok_or(text)
+        // Upstream's wording: the diagnosis, then DefaultPreemption's reason for not preempting.
+        let wanted =
+            "0/1 nodes are available: 1 Insufficient cpu. preemption: not eligible due to preemptionPolicy=Never.";
+        text.contains(wanted).then_some(()).ok_or(text)
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(placements(&server, "low").len(), 2, "preemptionPolicy: Never must not evict");

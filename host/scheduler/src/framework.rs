@@ -7,17 +7,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
-    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, SchedulerHost, SchedulerPlugin,
-    Status, Victim,
+    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, SchedulerHost, Status, Victim,
 };
+
+use crate::backend::Backend;
 
 /// One plugin in a profile.
 #[derive(Clone)]
 pub struct ProfilePlugin {
     /// Its name in the profile (`NodeResourcesFit`, or the Plugin object's name).
     pub name: String,
-    /// The loaded component.
-    pub handle: SchedulerPlugin,
+    /// The loaded component (or, in the `native-plugins` build, the linked crate).
+    pub handle: Backend,
     /// What it implements (from `describe`).
     pub points: ExtensionPoints,
     /// Its score weight.
@@ -26,7 +27,8 @@ pub struct ProfilePlugin {
 
 impl ProfilePlugin {
     /// Loads the description of `handle` and wraps it.
-    pub fn new(name: &str, handle: SchedulerPlugin, weight: i64) -> Result<Self, PluginError> {
+    pub fn new(name: &str, handle: impl Into<Backend>, weight: i64) -> Result<Self, PluginError> {
+        let handle = handle.into();
         let points = handle.describe()?.extension_points;
         Ok(Self { name: name.to_owned(), handle, points, weight })
     }
@@ -175,8 +177,14 @@ impl Profile {
                 });
             }
         }
-        let mut ids: Vec<NodeId> = candidates.unwrap_or_else(|| nodes.iter().map(|n| n.id).collect());
-        ids.sort_unstable();
+        // The log iterates in handle order; only a PreFilter's list needs sorting.
+        let mut ids: Vec<NodeId> = match candidates {
+            Some(mut ids) => {
+                ids.sort_unstable();
+                ids
+            }
+            None => nodes.handles().to_vec(),
+        };
         if !ids.is_empty() {
             let offset = *start % ids.len();
             ids.rotate_left(offset);
@@ -186,8 +194,12 @@ impl Profile {
         if feasible.is_empty() {
             let filtered: Vec<NodeStatus> =
                 failures.iter().map(|(node, status)| NodeStatus { node: *node, status: status.clone() }).collect();
-            let message = diagnosis(nodes.len(), &failures);
-            let preemption = self.post_filter(nodes, pod, &states, &filtered)?;
+            let mut message = diagnosis(nodes.len(), &failures);
+            let (preemption, post_filter_message) = self.post_filter(nodes, pod, &states, &filtered)?;
+            // As upstream: the PostFilter's reason follows the diagnosis ("… preemption: …").
+            if let Some(post) = post_filter_message.filter(|_| preemption.is_none()) {
+                message = format!("{message} {post}");
+            }
             if let Some(preemption) = &preemption {
                 tracing::info!(pod = %pod.name, node = %preemption.node, victims = preemption.victims.len(),
                     "post-filter nominated a node");
@@ -215,7 +227,10 @@ impl Profile {
         let mut failures = Vec::new();
         let mut evaluated = 0;
         while feasible.len() < wanted && evaluated < ids.len() {
-            let chunk_len = (wanted - feasible.len()).min(ids.len() - evaluated);
+            // At least a quarter of `wanted` per batch: when most nodes fail (a zone constraint,
+            // anti-affinity) batches sized to the shortfall would shrink geometrically, each one a
+            // call per plugin. The surplus is trimmed below, as upstream stops at `wanted`.
+            let chunk_len = (wanted - feasible.len()).max(wanted.div_ceil(4)).min(ids.len() - evaluated);
             let mut survivors = ids[evaluated..evaluated + chunk_len].to_vec();
             evaluated += chunk_len;
             for (index, plugin) in self.with(ExtensionPoints::FILTER) {
@@ -244,20 +259,27 @@ impl Profile {
             }
             feasible.extend(survivors);
         }
+        if feasible.len() > wanted {
+            // Nodes after the last one needed count as not looked at, as upstream.
+            feasible.truncate(wanted);
+            let last = feasible.last().and_then(|id| ids.iter().position(|n| n == id)).unwrap_or(evaluated);
+            evaluated = last + 1;
+        }
         Ok((feasible, failures, evaluated))
     }
 
     /// Runs PostFilter until a plugin succeeds. The log is lent to a [`DryRun`] for the call, so
     /// the plugin's `fits-without` can run this profile's filters on a node without some pods.
+    /// Returns the nomination, if any, and the last failing plugin's reasons.
     fn post_filter(
         &self,
         nodes: &mut NodeLog,
         pod: &PodInfo,
         states: &[Vec<u8>],
         filtered: &[NodeStatus],
-    ) -> Result<Option<Preemption>, CycleError> {
+    ) -> Result<(Option<Preemption>, Option<String>), CycleError> {
         if self.with(ExtensionPoints::POST_FILTER).next().is_none() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let base = nodes.host().cloned();
         let log = Arc::new(Mutex::new(std::mem::take(nodes)));
@@ -269,13 +291,18 @@ impl Profile {
             base,
         });
         let mut outcome = Ok(None);
+        let mut failure = None;
         for (index, plugin) in self.with(ExtensionPoints::POST_FILTER) {
             match plugin.handle.post_filter(&log, pod, &states[index], filtered, &dry_run) {
                 Ok(result) if result.status.code == Code::Success => {
                     outcome = Ok(Some(result));
                     break;
                 }
-                Ok(_) => {}
+                Ok(result) => {
+                    if !result.status.reasons.is_empty() {
+                        failure = Some(result.status.reasons.join(" "));
+                    }
+                }
                 Err(e) => {
                     outcome = Err(CycleError::plugin("PostFilter", plugin, e));
                     break;
@@ -284,9 +311,9 @@ impl Profile {
         }
         drop(dry_run);
         *nodes = std::mem::take(&mut *log.lock().unwrap_or_else(PoisonError::into_inner));
-        let Some(result) = outcome? else { return Ok(None) };
+        let Some(result) = outcome? else { return Ok((None, failure)) };
         let node = result.nominated_node.and_then(|id| nodes.get(id)).map(|n| n.name.clone());
-        Ok(node.map(|node| Preemption { node, victims: result.victims }))
+        Ok((node.map(|node| Preemption { node, victims: result.victims }), None))
     }
 
     /// Runs PreScore and Score (normalised, weighted) and picks the best node; ties are broken

@@ -9,16 +9,24 @@
 //! ([`Scheduler`]: informers, binding through `pods/binding`, events, Plugin objects). It never
 //! names a plugin: profiles come from [`config`].
 //!
+//! A profile plugin is a [`Backend`]: a component, or — only in the `native-plugins` build the
+//! benchmark (`benches/scheduler.rs`) uses to print the WASM-versus-native ratio — the same
+//! plugin crate linked natively (module `native`).
+//!
 //! Start with [`Scheduler::start`].
 
+pub mod backend;
 pub mod cache;
 pub mod cluster;
 pub mod config;
 pub mod framework;
+#[cfg(feature = "native-plugins")]
+pub mod native;
 pub mod pod;
 pub mod queue;
 mod run;
 
+pub use backend::Backend;
 pub use config::{PluginRef, ProfileConfig, SchedulerConfig};
 pub use framework::{CycleError, Decision, Preemption, Profile};
 pub use run::{BuiltinComponents, Scheduler, SchedulerError, Started, load_profiles};

@@ -598,7 +598,8 @@ impl Shared {
     /// The digest of the default profile's plugin `name`.
     fn base_digest(&self, name: &str) -> Option<String> {
         let base = self.base.iter().find(|p| p.scheduler_name == DEFAULT_SCHEDULER_NAME)?;
-        base.plugins.iter().find(|p| p.name == name).map(|p| p.handle.status().version.digest.to_string())
+        let plugin = base.plugins.iter().find(|p| p.name == name)?;
+        plugin.handle.wasm().map(|h| h.status().version.digest.to_string())
     }
 
     /// Loads (or reloads) the overlay of Plugin `object`, which takes the place of the profile's
@@ -619,11 +620,13 @@ impl Shared {
             && current.config == config
             && current.timeout == timeout
         {
-            let handle = &current.plugin.handle;
             let digest = capstan_wasm::Digest::of(bytes);
+            let Some(handle) = current.plugin.handle.wasm().cloned() else {
+                return Err(format!("plugin {name} is not a component"));
+            };
             if handle.status().version.digest != digest {
                 handle.reload(bytes).map_err(|e| e.to_string())?;
-                current.plugin = ProfilePlugin::new(name, handle.clone(), weight).map_err(|e| e.to_string())?;
+                current.plugin = ProfilePlugin::new(name, handle, weight).map_err(|e| e.to_string())?;
                 tracing::info!(plugin = %name, %digest, "scheduler plugin reloaded; the next cycle uses it");
             }
             profile.clone_into(&mut current.profile);
@@ -634,8 +637,8 @@ impl Shared {
         let limits = Limits { deadline: timeout, ..Limits::default() };
         let spec = PluginSpec::new(name).with_config(config).with_limits(limits);
         let handle = self.runtime.load::<SchedulerWorld>(spec, bytes).map_err(|e| e.to_string())?;
+        let digest = handle.status().version.digest.to_string();
         let plugin = ProfilePlugin::new(name, handle, weight).map_err(|e| e.to_string())?;
-        let digest = plugin.handle.status().version.digest.to_string();
         let overlay = Overlay { profile: profile.to_owned(), weight, plugin, config: config.to_owned(), timeout };
         overlays.insert(object.to_owned(), overlay);
         tracing::info!(plugin = %name, profile, "scheduler plugin loaded");

@@ -163,7 +163,11 @@ const KEPT_CHANGES: usize = 8192;
 /// it is removed. A log may carry the [`SchedulerHost`] that serves the plugins' `scheduler-host`
 /// import during calls made with it.
 pub struct NodeLog {
-    nodes: HashMap<NodeId, NodeInfo>,
+    /// Nodes by handle: handles are small and dense, so a lookup is an index and iteration
+    /// runs in handle order (a cycle's candidate list needs no sort).
+    nodes: Vec<Option<NodeInfo>>,
+    /// The handles in use, ascending: a cycle's candidate list is a copy of it.
+    handles: Vec<NodeId>,
     ids: HashMap<String, NodeId>,
     free_ids: Vec<NodeId>,
     next_id: NodeId,
@@ -177,7 +181,7 @@ pub struct NodeLog {
 impl std::fmt::Debug for NodeLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NodeLog")
-            .field("nodes", &self.nodes.len())
+            .field("nodes", &self.handles.len())
             .field("generation", &self.generation)
             .field("host", &self.host.is_some())
             .finish_non_exhaustive()
@@ -187,7 +191,8 @@ impl std::fmt::Debug for NodeLog {
 impl Default for NodeLog {
     fn default() -> Self {
         Self {
-            nodes: HashMap::new(),
+            nodes: Vec::new(),
+            handles: Vec::new(),
             ids: HashMap::new(),
             free_ids: Vec::new(),
             next_id: 0,
@@ -214,14 +219,26 @@ impl NodeLog {
         };
         let info = build(id);
         self.record(NodeChange::Upsert(info.clone()));
-        self.nodes.insert(id, info);
+        let slot = id as usize;
+        if self.nodes.len() <= slot {
+            self.nodes.resize_with(slot + 1, || None);
+        }
+        if self.nodes[slot].replace(info).is_none()
+            && let Err(at) = self.handles.binary_search(&id)
+        {
+            self.handles.insert(at, id);
+        }
         id
     }
 
     /// Removes the node called `name`, if known.
     pub fn remove(&mut self, name: &str) -> Option<NodeId> {
         let id = self.ids.remove(name)?;
-        self.nodes.remove(&id);
+        if self.nodes.get_mut(id as usize).and_then(Option::take).is_some()
+            && let Ok(at) = self.handles.binary_search(&id)
+        {
+            self.handles.remove(at);
+        }
         self.free_ids.push(id);
         self.record(NodeChange::Remove(id));
         Some(id)
@@ -252,7 +269,7 @@ impl NodeLog {
     /// The node with handle `id`.
     #[must_use]
     pub fn get(&self, id: NodeId) -> Option<&NodeInfo> {
-        self.nodes.get(&id)
+        self.nodes.get(id as usize).and_then(Option::as_ref)
     }
 
     /// The handle of the node called `name`.
@@ -261,21 +278,27 @@ impl NodeLog {
         self.ids.get(name).copied()
     }
 
-    /// Every node, in no particular order.
+    /// Every node, in ascending handle order.
     pub fn iter(&self) -> impl Iterator<Item = &NodeInfo> {
-        self.nodes.values()
+        self.nodes.iter().flatten()
     }
 
     /// How many nodes there are.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.handles.len()
+    }
+
+    /// Every node's handle, ascending.
+    #[must_use]
+    pub fn handles(&self) -> &[NodeId] {
+        &self.handles
     }
 
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
+        self.handles.is_empty()
     }
 
     /// The current generation.
@@ -286,7 +309,8 @@ impl NodeLog {
 
     /// The changes after generation `held`, if `held` is a generation this log still keeps; a
     /// generation it trimmed, or one from another log, is not.
-    fn changes_since(&self, held: u64) -> Option<&[NodeChange]> {
+    #[must_use]
+    pub fn changes_since(&self, held: u64) -> Option<&[NodeChange]> {
         let index = self.change_generations.binary_search(&held).ok()?;
         Some(&self.changes[index + 1..])
     }
@@ -344,7 +368,7 @@ fn sync(guest: &Guest, store: &mut Store<HostState>, log: &NodeLog) -> wasmtime:
     if let Some(changes) = log.changes_since(held) {
         return guest.call_update_nodes(store, log.generation, false, changes);
     }
-    let all: Vec<NodeChange> = log.nodes.values().cloned().map(NodeChange::Upsert).collect();
+    let all: Vec<NodeChange> = log.iter().cloned().map(NodeChange::Upsert).collect();
     guest.call_update_nodes(store, log.generation, true, &all)
 }
 
@@ -533,6 +557,11 @@ mod tests {
         assert_eq!(log.remove("a"), Some(a));
         assert_eq!(log.upsert(node("c"), "c"), a, "a freed handle is reused");
         assert_eq!(log.len(), 2);
+        let d = log.upsert(node("d"), "d");
+        log.remove("b");
+        assert_eq!(log.handles(), [a, d], "handles stay ascending");
+        let names: Vec<&str> = log.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["c", "d"], "iteration follows handle order");
     }
 
     #[test]

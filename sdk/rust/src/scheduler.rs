@@ -64,6 +64,14 @@ pub trait SchedulerPlugin: Sized + 'static {
         Status::success()
     }
 
+    /// Filter over a batch of nodes (one status per entry of `ids`, in order); by default
+    /// [`Self::filter`] on each. Override it to read the dense per-node tables of [`Nodes`]
+    /// (e.g. [`Nodes::resources`]) instead of each node's lists: what runs for every node of
+    /// every cycle is then a walk over contiguous memory.
+    fn filter_batch(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<Status> {
+        ids.iter().map(|&id| nodes.get(id).map_or_else(|| unknown(id), |node| self.filter(pod, cycle, node))).collect()
+    }
+
     /// PostFilter: called when no node fits, with why each node was filtered out.
     fn post_filter(
         &self,
@@ -97,6 +105,18 @@ pub trait SchedulerPlugin: Sized + 'static {
     fn score(&self, pod: &PodInfo, cycle: &Self::Cycle, node: &NodeInfo) -> Result<i64, Status> {
         let _ = (pod, cycle, node);
         Ok(0)
+    }
+
+    /// Score over a batch of nodes (one score per entry of `ids`, in order); by default
+    /// [`Self::score`] on each. Override it for the same reason as [`Self::filter_batch`].
+    fn score_batch(
+        &self,
+        pod: &PodInfo,
+        cycle: &Self::Cycle,
+        nodes: &Nodes,
+        ids: &[NodeId],
+    ) -> Result<Vec<i64>, Status> {
+        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id)).and_then(|n| self.score(pod, cycle, n))).collect()
     }
 
     /// NormalizeScore: maps the raw scores (one per node, in order) into 0..=100 in place.
@@ -149,11 +169,16 @@ pub trait SchedulerPlugin: Sized + 'static {
 #[derive(Default)]
 pub struct Nodes {
     by_id: Vec<Option<NodeInfo>>,
+    resources: Resources,
     len: usize,
     generation: u64,
     pods_with_affinity: usize,
     tainted: usize,
     unschedulable: usize,
+}
+
+fn unknown(node: NodeId) -> Status {
+    Status::error(format!("node {node} is unknown to the plugin"))
 }
 
 /// What one node adds to the counts [`Nodes`] keeps.
@@ -219,8 +244,15 @@ impl Nodes {
         self.unschedulable
     }
 
+    /// Every node's allocatable and requested amounts and pod count as dense tables.
+    #[must_use]
+    pub fn resources(&self) -> &Resources {
+        &self.resources
+    }
+
     fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
         let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
+        self.resources.clear(id);
         let (affinity, tainted, unschedulable) = node_counts(&old);
         self.pods_with_affinity -= affinity;
         self.tainted -= tainted;
@@ -247,6 +279,7 @@ impl Nodes {
                     self.tainted += tainted;
                     self.unschedulable += unschedulable;
                     self.len += 1;
+                    self.resources.set(&node);
                     self.by_id[id] = Some(node);
                 }
                 NodeChange::Remove(id) => {
@@ -255,6 +288,105 @@ impl Nodes {
             }
         }
         self.generation = generation;
+    }
+}
+
+/// A resource's column in [`Resources`], looked up once per call by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column(usize);
+
+/// Every node's allocatable and requested amount of every resource any node lists, and its pod
+/// count, as tables indexed by node handle: a node's amounts sit side by side, and nodes by
+/// handle one after another, so a batch walks contiguous memory rather than each node's lists
+/// and the strings in them.
+#[derive(Default, Debug)]
+pub struct Resources {
+    names: Vec<String>,
+    /// `allocatable[id * names.len() + column]`.
+    allocatable: Vec<i64>,
+    /// `requested[id * names.len() + column]`.
+    requested: Vec<i64>,
+    pod_counts: Vec<u32>,
+}
+
+impl Resources {
+    /// The column of resource `name`, if any node lists it.
+    #[must_use]
+    pub fn column(&self, name: &str) -> Option<Column> {
+        self.names.iter().position(|n| n == name).map(Column)
+    }
+
+    /// Node `id`'s allocatable amount of the resource in `column` (absent: 0).
+    #[must_use]
+    pub fn allocatable(&self, id: NodeId, column: Option<Column>) -> i64 {
+        self.cell(&self.allocatable, id, column)
+    }
+
+    /// Node `id`'s requested amount of the resource in `column` (absent: 0).
+    #[must_use]
+    pub fn requested(&self, id: NodeId, column: Option<Column>) -> i64 {
+        self.cell(&self.requested, id, column)
+    }
+
+    /// How many pods node `id` holds.
+    #[must_use]
+    pub fn pod_count(&self, id: NodeId) -> u32 {
+        self.pod_counts.get(id as usize).copied().unwrap_or(0)
+    }
+
+    fn cell(&self, table: &[i64], id: NodeId, column: Option<Column>) -> i64 {
+        column.and_then(|Column(c)| table.get(id as usize * self.names.len() + c)).copied().unwrap_or(0)
+    }
+
+    /// The column of `name`, widening every row when it is new.
+    fn intern(&mut self, name: &str) -> usize {
+        if let Some(Column(c)) = self.column(name) {
+            return c;
+        }
+        let (old, new) = (self.names.len(), self.names.len() + 1);
+        // Every table holds one row per handle up to the highest seen.
+        let rows = self.pod_counts.len();
+        for table in [&mut self.allocatable, &mut self.requested] {
+            let mut wider = vec![0; rows * new];
+            for (row, cells) in table.chunks(old.max(1)).enumerate().take(rows) {
+                if old > 0 {
+                    wider[row * new..row * new + old].copy_from_slice(cells);
+                }
+            }
+            *table = wider;
+        }
+        self.names.push(name.to_owned());
+        old
+    }
+
+    fn set(&mut self, node: &NodeInfo) {
+        for amount in node.allocatable.iter().chain(&node.requested) {
+            self.intern(&amount.name);
+        }
+        let (id, width) = (node.id as usize, self.names.len());
+        if self.pod_counts.len() <= id {
+            self.pod_counts.resize(id + 1, 0);
+            self.allocatable.resize((id + 1) * width, 0);
+            self.requested.resize((id + 1) * width, 0);
+        }
+        self.clear(node.id);
+        self.pod_counts[id] = node.pod_count;
+        for (table, list) in [(&mut self.allocatable, &node.allocatable), (&mut self.requested, &node.requested)] {
+            for amount in list {
+                if let Some(c) = self.names.iter().position(|n| *n == amount.name) {
+                    table[id * width + c] = amount.milli_value;
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self, id: NodeId) {
+        let (id, width) = (id as usize, self.names.len());
+        if let Some(count) = self.pod_counts.get_mut(id) {
+            *count = 0;
+            self.allocatable[id * width..(id + 1) * width].fill(0);
+            self.requested[id * width..(id + 1) * width].fill(0);
+        }
     }
 }
 
@@ -564,49 +696,67 @@ pub struct Instance<P> {
 #[doc(hidden)]
 pub type Slot<P> = RefCell<Option<Instance<P>>>;
 
-/// The bodies of the exports the macro generates.
-#[doc(hidden)]
-pub mod __private {
+/// The same plugin code linked natively into the host, for the benchmark's WASM-versus-native
+/// ratio: [`scheduler_plugin!`](crate::scheduler_plugin) gives every plugin crate, outside
+/// `wasm32`, a `native_plugin(config)` function returning a [`native::Plugin`] — the world's
+/// `scheduler` interface over one owned instance, with the component's exports' very bodies.
+pub mod native {
     use super::{
-        Description, Instance, LocalKey, NodeChange, NodeId, NodeInfo, NodeStatus, Nodes, PermitResult, PodInfo,
-        PostFilterResult, PreFilterResult, SchedulerPlugin, Slot, Status,
+        Description, Instance, NodeChange, NodeId, NodeInfo, NodeStatus, Nodes, PermitResult, PodInfo,
+        PostFilterResult, PreFilterResult, SchedulerPlugin, Status,
     };
 
-    pub use crate::__private::scheduler_bindings::exports::capstan::plugin::lifecycle::Guest as LifecycleGuest;
-    pub use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler::Guest as SchedulerGuest;
-
-    /// Each export's body, over the instance's slot.
-    pub struct Exports<P: SchedulerPlugin>(pub &'static LocalKey<Slot<P>>);
-
-    fn unknown(node: NodeId) -> Status {
-        Status::error(format!("node {node} is unknown to the plugin"))
+    /// One instance of a plugin: the `scheduler` interface of the `scheduler-plugin` world,
+    /// method for method (the component's exports call these same bodies).
+    #[allow(missing_docs, reason = "each method is the WIT function of the same name, documented there")]
+    pub trait Plugin {
+        fn describe(&self) -> Description;
+        fn nodes_generation(&self) -> u64;
+        fn update_nodes(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>);
+        fn queue_sort_key(&self, pod: &PodInfo) -> i64;
+        fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult;
+        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status>;
+        fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult;
+        fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status>;
+        fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status>;
+        fn normalize_score(&self, pod: &PodInfo, state: &[u8], scores: Vec<i64>) -> Result<Vec<i64>, Status>;
+        fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status;
+        fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId);
+        fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult;
+        fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status;
+        fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status;
+        fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId);
     }
 
-    #[allow(clippy::must_use_candidate, reason = "called only by the generated export glue")]
-    impl<P: SchedulerPlugin> Exports<P> {
-        fn with<R>(&self, missing: R, f: impl FnOnce(&mut Instance<P>) -> R) -> R {
-            self.0.with(|slot| match slot.borrow_mut().as_mut() {
-                Some(instance) => f(instance),
-                None => missing,
-            })
+    /// A new instance of `P` configured with `config` (what `configure` does in a component).
+    pub fn instance<P: SchedulerPlugin + Send>(config: &str) -> Result<Box<dyn Plugin + Send>, String> {
+        Ok(Box::new(Instance::<P>::new(config)?))
+    }
+
+    use super::unknown;
+
+    fn resolve<'a>(nodes: &'a Nodes, ids: &[NodeId]) -> Result<Vec<&'a NodeInfo>, Status> {
+        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id))).collect()
+    }
+
+    impl<P: SchedulerPlugin> Instance<P> {
+        pub(super) fn new(config: &str) -> Result<Self, String> {
+            Ok(Self { plugin: P::configure(config)?, nodes: Nodes::default() })
         }
 
-        /// Runs `f` with the plugin and the pod's cycle data; `failed` turns a status into the
-        /// call's result when there is no configured plugin or the cycle data cannot be built.
+        /// Runs `f` with the pod's cycle data; `failed` turns a status into the call's result
+        /// when the cycle data cannot be built.
         fn with_cycle<R>(
             &self,
             pod: &PodInfo,
             state: &[u8],
             failed: impl FnOnce(Status) -> R,
-            f: impl FnOnce(&Instance<P>, &P::Cycle) -> R,
+            f: impl FnOnce(&P::Cycle) -> R,
         ) -> R {
-            self.0.with(|slot| match slot.borrow().as_ref() {
-                Some(instance) => match instance.plugin.cycle(pod, state) {
-                    Ok(cycle) => f(instance, &cycle),
-                    Err(status) => failed(status),
-                },
-                None => failed(Status::error("plugin called before configure")),
-            })
+            match self.plugin.cycle(pod, state) {
+                Ok(cycle) => f(&cycle),
+                Err(status) => failed(status),
+            }
         }
 
         fn with_node<R>(
@@ -617,131 +767,222 @@ pub mod __private {
             failed: impl FnOnce(Status) -> R,
             f: impl FnOnce(&P, &P::Cycle, &NodeInfo) -> R,
         ) -> R {
-            self.0.with(|slot| {
-                let guard = slot.borrow();
-                let Some(instance) = guard.as_ref() else {
-                    return failed(Status::error("plugin called before configure"));
-                };
-                let Some(info) = instance.nodes.get(node) else { return failed(unknown(node)) };
-                match instance.plugin.cycle(pod, state) {
-                    Ok(cycle) => f(&instance.plugin, &cycle, info),
-                    Err(status) => failed(status),
-                }
-            })
+            let Some(info) = self.nodes.get(node) else { return failed(unknown(node)) };
+            match self.plugin.cycle(pod, state) {
+                Ok(cycle) => f(&self.plugin, &cycle, info),
+                Err(status) => failed(status),
+            }
+        }
+    }
+
+    impl<P: SchedulerPlugin> Plugin for Instance<P> {
+        fn describe(&self) -> Description {
+            Description {
+                extension_points: self.plugin.extension_points(),
+                wants_node_objects: self.plugin.wants_node_objects(),
+            }
         }
 
-        pub fn configure(&self, config: &str) -> Result<(), String> {
-            let plugin = P::configure(config)?;
-            self.0.with(|slot| *slot.borrow_mut() = Some(Instance { plugin, nodes: Nodes::default() }));
-            Ok(())
+        fn nodes_generation(&self) -> u64 {
+            self.nodes.generation()
         }
 
-        pub fn describe(&self) -> Description {
-            let missing = Description { extension_points: super::ExtensionPoints::empty(), wants_node_objects: false };
-            self.with(missing, |i| Description {
-                extension_points: i.plugin.extension_points(),
-                wants_node_objects: i.plugin.wants_node_objects(),
-            })
+        fn update_nodes(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
+            self.nodes.apply(generation, reset, changes);
         }
 
-        pub fn nodes_generation(&self) -> u64 {
-            self.with(0, |i| i.nodes.generation())
+        fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
+            self.plugin.queue_sort_key(pod)
         }
 
-        pub fn update_nodes(&self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
-            self.with((), |i| i.nodes.apply(generation, reset, changes));
+        fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult {
+            self.plugin.pre_filter(pod, &self.nodes)
         }
 
-        pub fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
-            self.with(0, |i| i.plugin.queue_sort_key(pod))
-        }
-
-        pub fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult {
-            let missing = PreFilterResult { status: Status::error("not configured"), nodes: None, state: Vec::new() };
-            self.with(missing, |i| i.plugin.pre_filter(pod, &i.nodes))
-        }
-
-        pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
+        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
             self.with_cycle(
                 pod,
                 state,
                 |e| vec![e; nodes.len()],
-                |i, cycle| {
-                    nodes
-                        .iter()
-                        .map(|&id| {
-                            i.nodes.get(id).map_or_else(|| unknown(id), |node| i.plugin.filter(pod, cycle, node))
-                        })
-                        .collect()
-                },
+                |cycle| self.plugin.filter_batch(pod, cycle, &self.nodes, nodes),
             )
         }
 
-        pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
+        fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
             let failed = |status| PostFilterResult { status, nominated_node: None, victims: Vec::new() };
-            self.with_cycle(pod, state, failed, |i, cycle| i.plugin.post_filter(pod, cycle, filtered, &i.nodes))
+            self.with_cycle(pod, state, failed, |cycle| self.plugin.post_filter(pod, cycle, filtered, &self.nodes))
         }
 
-        pub fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
-            self.with_cycle(pod, state, Err, |i, cycle| {
-                let infos = resolve(&i.nodes, nodes)?;
-                i.plugin.pre_score(pod, cycle, &infos, &i.nodes)
+        fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
+            self.with_cycle(pod, state, Err, |cycle| {
+                let infos = resolve(&self.nodes, nodes)?;
+                self.plugin.pre_score(pod, cycle, &infos, &self.nodes)
             })
         }
 
-        pub fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
-            self.with_cycle(pod, state, Err, |i, cycle| {
-                nodes
-                    .iter()
-                    .map(|&id| i.nodes.get(id).ok_or_else(|| unknown(id)).and_then(|n| i.plugin.score(pod, cycle, n)))
-                    .collect()
-            })
+        fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
+            self.with_cycle(pod, state, Err, |cycle| self.plugin.score_batch(pod, cycle, &self.nodes, nodes))
         }
 
-        pub fn normalize_score(&self, pod: &PodInfo, state: &[u8], mut scores: Vec<i64>) -> Result<Vec<i64>, Status> {
-            self.with_cycle(pod, state, Err, |i, cycle| {
-                i.plugin.normalize_score(pod, cycle, &mut scores)?;
+        fn normalize_score(&self, pod: &PodInfo, state: &[u8], mut scores: Vec<i64>) -> Result<Vec<i64>, Status> {
+            self.with_cycle(pod, state, Err, |cycle| {
+                self.plugin.normalize_score(pod, cycle, &mut scores)?;
                 Ok(scores)
             })
         }
 
-        pub fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+        fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
             self.with_node(pod, state, node, |e| e, |p, c, n| p.reserve(pod, c, n))
         }
 
-        pub fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
+        fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
             self.with_node(pod, state, node, drop, |p, c, n| p.unreserve(pod, c, n));
         }
 
-        pub fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult {
+        fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult {
             let failed = |status| PermitResult { status, timeout_ms: 0 };
             self.with_node(pod, state, node, failed, |p, c, n| p.permit(pod, c, n))
         }
 
-        pub fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+        fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
             self.with_node(pod, state, node, |e| e, |p, c, n| p.pre_bind(pod, c, n))
         }
 
-        pub fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+        fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
             self.with_node(pod, state, node, |e| e, |p, c, n| p.bind(pod, c, n))
         }
 
-        pub fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
+        fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
             self.with_node(pod, state, node, drop, |p, c, n| p.post_bind(pod, c, n));
         }
     }
+}
 
-    fn resolve<'a>(nodes: &'a Nodes, ids: &[NodeId]) -> Result<Vec<&'a NodeInfo>, Status> {
-        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id))).collect()
+/// The bodies of the exports the macro generates: [`native::Plugin`]'s, over the instance in
+/// the component's slot.
+#[doc(hidden)]
+pub mod __private {
+    use super::native::Plugin as _;
+    use super::{
+        Description, Instance, LocalKey, NodeChange, NodeId, NodeStatus, PermitResult, PodInfo, PostFilterResult,
+        PreFilterResult, SchedulerPlugin, Slot, Status,
+    };
+
+    pub use crate::__private::scheduler_bindings::exports::capstan::plugin::lifecycle::Guest as LifecycleGuest;
+    pub use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler::Guest as SchedulerGuest;
+
+    /// Each export's body, over the instance's slot.
+    pub struct Exports<P: SchedulerPlugin>(pub &'static LocalKey<Slot<P>>);
+
+    fn unconfigured() -> Status {
+        Status::error("plugin called before configure")
+    }
+
+    #[allow(clippy::must_use_candidate, reason = "called only by the generated export glue")]
+    impl<P: SchedulerPlugin> Exports<P> {
+        fn with<R>(&self, missing: impl FnOnce(Status) -> R, f: impl FnOnce(&mut Instance<P>) -> R) -> R {
+            self.0.with(|slot| match slot.borrow_mut().as_mut() {
+                Some(instance) => f(instance),
+                None => missing(unconfigured()),
+            })
+        }
+
+        pub fn configure(&self, config: &str) -> Result<(), String> {
+            let instance = Instance::new(config)?;
+            self.0.with(|slot| *slot.borrow_mut() = Some(instance));
+            Ok(())
+        }
+
+        pub fn describe(&self) -> Description {
+            let missing =
+                |_| Description { extension_points: super::ExtensionPoints::empty(), wants_node_objects: false };
+            self.with(missing, |i| i.describe())
+        }
+
+        pub fn nodes_generation(&self) -> u64 {
+            self.with(|_| 0, |i| i.nodes_generation())
+        }
+
+        pub fn update_nodes(&self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
+            self.with(drop, |i| i.update_nodes(generation, reset, changes));
+        }
+
+        pub fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
+            self.with(|_| 0, |i| i.queue_sort_key(pod))
+        }
+
+        pub fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult {
+            let missing = |status| PreFilterResult { status, nodes: None, state: Vec::new() };
+            self.with(missing, |i| i.pre_filter(pod))
+        }
+
+        pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
+            self.with(|e| vec![e; nodes.len()], |i| i.filter(pod, state, nodes))
+        }
+
+        pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
+            let missing = |status| PostFilterResult { status, nominated_node: None, victims: Vec::new() };
+            self.with(missing, |i| i.post_filter(pod, state, filtered))
+        }
+
+        pub fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
+            self.with(Err, |i| i.pre_score(pod, state, nodes))
+        }
+
+        pub fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
+            self.with(Err, |i| i.score(pod, state, nodes))
+        }
+
+        pub fn normalize_score(&self, pod: &PodInfo, state: &[u8], scores: Vec<i64>) -> Result<Vec<i64>, Status> {
+            self.with(Err, |i| i.normalize_score(pod, state, scores))
+        }
+
+        pub fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+            self.with(|e| e, |i| i.reserve(pod, state, node))
+        }
+
+        pub fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
+            self.with(drop, |i| i.unreserve(pod, state, node));
+        }
+
+        pub fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult {
+            self.with(|status| PermitResult { status, timeout_ms: 0 }, |i| i.permit(pod, state, node))
+        }
+
+        pub fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+            self.with(|e| e, |i| i.pre_bind(pod, state, node))
+        }
+
+        pub fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
+            self.with(|e| e, |i| i.bind(pod, state, node))
+        }
+
+        pub fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
+            self.with(drop, |i| i.post_bind(pod, state, node));
+        }
     }
 }
 
 /// Exports a type implementing [`SchedulerPlugin`] as this component's `scheduler-plugin`
 /// world. Call it once, at the crate's top level; only on `wasm32` targets does it export
-/// anything, so the crate's native tests link.
+/// anything, so the crate's native tests link. Elsewhere it defines
+/// `pub fn native_plugin(config: &str)`, the same plugin as a [`native::Plugin`] the host can
+/// link (its `native-plugins` build).
 #[macro_export]
 macro_rules! scheduler_plugin {
     ($plugin:ty) => {
+        /// This crate's plugin configured with `config`, linked natively rather than loaded as a
+        /// component (what the scheduler's `native-plugins` build compares WebAssembly against).
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn native_plugin(
+            config: &str,
+        ) -> ::std::result::Result<
+            ::std::boxed::Box<dyn $crate::scheduler::native::Plugin + ::std::marker::Send>,
+            ::std::string::String,
+        > {
+            $crate::scheduler::native::instance::<$plugin>(config)
+        }
+
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::scheduler::__private as __capstan;

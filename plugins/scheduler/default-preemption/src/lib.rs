@@ -27,8 +27,10 @@ use serde::Deserialize;
 pub const NEVER_REASON: &str = "not eligible due to preemptionPolicy=Never.";
 /// Why a pod still waiting for its earlier victims did not preempt again.
 pub const TERMINATING_REASON: &str = "not eligible due to a terminating pod on the nominated node.";
-/// Why no node could be freed.
+/// Why a candidate node could not be freed.
 pub const NO_VICTIMS_REASON: &str = "No preemption victims found for incoming pod.";
+/// Why a node filtered out as unresolvable is no candidate.
+pub const NOT_HELPFUL_REASON: &str = "Preemption is not helpful for scheduling";
 
 /// At least this share of nodes is examined for candidates (upstream's `minCandidateNodesPercentage`).
 pub const MIN_CANDIDATE_NODES_PERCENTAGE: usize = 10;
@@ -144,8 +146,25 @@ pub fn candidates_to_examine(potential: usize) -> usize {
 /// The DefaultPreemption plugin.
 pub struct DefaultPreemption;
 
+/// A failed preemption: the reason as upstream's DefaultPreemption words it, `preemption: …`,
+/// which the host appends to the pod's "0/N nodes are available" message.
 fn unschedulable(reason: &str) -> PostFilterResult {
-    PostFilterResult { status: Status::unschedulable(reason), nominated_node: None, victims: Vec::new() }
+    let status = Status::unschedulable(format!("preemption: {reason}"));
+    PostFilterResult { status, nominated_node: None, victims: Vec::new() }
+}
+
+/// Upstream's summary when no node could be freed: `0/N nodes are available: 2 No preemption
+/// victims found for incoming pod., 1 Preemption is not helpful for scheduling.` (the doubled
+/// period is upstream's too).
+#[must_use]
+pub fn no_candidates(total: usize, filtered: &[NodeStatus]) -> String {
+    let unresolvable = filtered.iter().filter(|f| f.status.code != Code::Unschedulable).count();
+    let parts: Vec<String> = [(filtered.len() - unresolvable, NO_VICTIMS_REASON), (unresolvable, NOT_HELPFUL_REASON)]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, reason)| format!("{n} {reason}"))
+        .collect();
+    format!("0/{total} nodes are available: {}.", parts.join(", "))
 }
 
 /// Why `pod` may not preempt at all, if it may not.
@@ -201,7 +220,7 @@ impl SchedulerPlugin for DefaultPreemption {
                 candidates.push(candidate);
             }
         }
-        let Some(best) = pick(&candidates) else { return unschedulable(NO_VICTIMS_REASON) };
+        let Some(best) = pick(&candidates) else { return unschedulable(&no_candidates(nodes.len(), filtered)) };
         PostFilterResult {
             status: Status::success(),
             nominated_node: Some(best.node),

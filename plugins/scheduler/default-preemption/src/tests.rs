@@ -146,11 +146,21 @@ fn post_filter_prefers_the_node_without_budget_violations_and_respects_never() {
         .map(|f| NodeStatus { node: f.node, status: Status::new(Code::UnschedulableAndUnresolvable, vec![]) })
         .collect();
     let result = DefaultPreemption.post_filter(&pod, &(), &unresolvable, &nodes());
-    assert_eq!(result.status.reasons, [NO_VICTIMS_REASON], "unresolvable nodes are not candidates");
+    assert_eq!(
+        result.status.reasons,
+        ["preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."],
+        "unresolvable nodes are not candidates"
+    );
+    let mixed = [filtered[0].clone(), unresolvable[1].clone()];
+    assert_eq!(
+        super::no_candidates(3, &mixed),
+        format!("0/3 nodes are available: 1 {NO_VICTIMS_REASON}, 1 Preemption is not helpful for scheduling.")
+    );
 
     pod.object = r#"{"spec": {"preemptionPolicy": "Never"}}"#.to_owned();
     assert_eq!(ineligible(&pod, &nodes()), Some(NEVER_REASON));
     let result = DefaultPreemption.post_filter(&pod, &(), &filtered, &nodes());
     assert_eq!((result.status.code, result.nominated_node), (Code::Unschedulable, None));
+    assert_eq!(result.status.reasons, [format!("preemption: {NEVER_REASON}")]);
     host::set_native(None);
 }

@@ -13,6 +13,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
@@ -80,17 +82,36 @@ pub struct WeightedTerm {
     pub pod_affinity_term: Term,
 }
 
-/// Namespace labels, asked of the host once per namespace per call.
+/// What one call looks up again and again: namespace labels (asked of the host once per
+/// namespace) and existing pods' affinity terms (parsed once per distinct JSON text: the pods of
+/// one workload share it, so a cycle over thousands of pods parses it once).
 #[derive(Default)]
-pub struct Namespaces(RefCell<HashMap<String, Vec<Label>>>);
+pub struct Namespaces {
+    labels: RefCell<HashMap<String, Rc<Vec<Label>>>>,
+    affinities: RefCell<HashMap<String, Rc<Affinity>>>,
+}
 
 impl Namespaces {
-    fn labels(&self, name: &str) -> Vec<Label> {
-        self.0
-            .borrow_mut()
-            .entry(name.to_owned())
-            .or_insert_with(|| host::get().namespace_labels(name).unwrap_or_default())
-            .clone()
+    fn labels(&self, name: &str) -> Rc<Vec<Label>> {
+        let mut labels = self.labels.borrow_mut();
+        if let Some(known) = labels.get(name) {
+            return Rc::clone(known);
+        }
+        let fresh = Rc::new(host::get().namespace_labels(name).unwrap_or_default());
+        labels.insert(name.to_owned(), Rc::clone(&fresh));
+        fresh
+    }
+
+    /// The parsed `spec.affinity` of an existing pod (its JSON text); unparsable text reads as
+    /// no terms, as the pod was admitted with it.
+    fn affinity(&self, json: &str) -> Rc<Affinity> {
+        let mut parsed = self.affinities.borrow_mut();
+        if let Some(known) = parsed.get(json) {
+            return Rc::clone(known);
+        }
+        let fresh = Rc::new(parse_affinity(Some(json)).unwrap_or_default());
+        parsed.insert(json.to_owned(), Rc::clone(&fresh));
+        fresh
     }
 }
 
@@ -149,7 +170,7 @@ pub struct Cycle {
     /// The incoming pod's affinity.
     pub affinity: Affinity,
     /// PreFilter's counts, when decoding Filter's state.
-    pub filter: FilterState,
+    pub filter: Arc<FilterState>,
     /// PreScore's sums, when decoding Score's state.
     pub score: ScoreState,
 }
@@ -159,6 +180,30 @@ pub struct InterPodAffinity {
     /// `hardPodAffinityWeight`: what an existing pod's *required* affinity term matching the
     /// incoming pod adds to scores (upstream default 1).
     pub hard_pod_affinity_weight: i64,
+    /// The last Filter state decoded, with its bytes: a cycle hands the same state to every
+    /// Filter batch and to PreScore, and with thousands of domains decoding it costs far more
+    /// than comparing the bytes.
+    decoded: Mutex<Option<(Vec<u8>, Arc<FilterState>)>>,
+}
+
+impl InterPodAffinity {
+    /// The plugin with `hardPodAffinityWeight` = `weight`.
+    #[must_use]
+    pub fn new(weight: i64) -> Self {
+        Self { hard_pod_affinity_weight: weight, decoded: Mutex::new(None) }
+    }
+
+    fn filter_state(&self, state: &[u8]) -> Result<Arc<FilterState>, Status> {
+        let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((bytes, known)) = decoded.as_ref()
+            && bytes[..] == *state
+        {
+            return Ok(Arc::clone(known));
+        }
+        let fresh: Arc<FilterState> = Arc::new(decode(state)?.map(|(_, v)| v).unwrap_or_default());
+        *decoded = Some((state.to_vec(), Arc::clone(&fresh)));
+        Ok(fresh)
+    }
 }
 
 #[derive(Deserialize)]
@@ -191,7 +236,7 @@ pub fn filter_state(pod: &PodInfo, affinity: &Affinity, nodes: &Nodes, namespace
         for existing in &node.pods {
             let target = Target { namespace: &existing.namespace, labels: &existing.labels };
             if let Some(json) = &existing.affinity {
-                let theirs = parse_affinity(Some(json)).unwrap_or_default();
+                let theirs = namespaces.affinity(json);
                 for term in theirs.pod_anti_affinity.iter().flat_map(|a| &a.required) {
                     if term.matches(&existing.namespace, &incoming, namespaces)
                         && let Some(d) = domain(node, &term.topology_key)
@@ -223,8 +268,24 @@ pub fn filter_state(pod: &PodInfo, affinity: &Affinity, nodes: &Nodes, namespace
     state
 }
 
+/// Whether the node's domain for `key` is among `domains` (sorted, as PreFilter leaves them).
 fn holds(domains: &[Domain], node: &NodeInfo, key: &str) -> bool {
-    node.label(key).is_some_and(|value| domains.iter().any(|(k, v)| k == key && v == value))
+    node.label(key)
+        .is_some_and(|value| domains.binary_search_by(|(k, v)| (k.as_str(), v.as_str()).cmp(&(key, value))).is_ok())
+}
+
+/// Whether the node lies in one of `domains` (sorted), whatever their keys: one lookup per
+/// distinct key rather than one comparison per domain.
+fn in_any(domains: &[Domain], node: &NodeInfo) -> bool {
+    let mut rest = domains;
+    while let Some((key, _)) = rest.first() {
+        let end = rest.partition_point(|(k, _)| k == key);
+        if holds(&rest[..end], node, key) {
+            return true;
+        }
+        rest = &rest[end..];
+    }
+    false
 }
 
 /// Filter on one node, with upstream's codes and reasons.
@@ -243,7 +304,7 @@ pub fn filter(affinity: &Affinity, state: &FilterState, node: &NodeInfo) -> Stat
     if required_anti.iter().any(|term| holds(&state.anti, node, &term.topology_key)) {
         return Status::unschedulable(ANTI_AFFINITY_REASON);
     }
-    if state.existing_anti.iter().any(|(k, v)| node.label(k) == Some(v.as_str())) {
+    if in_any(&state.existing_anti, node) {
         return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
     }
     Status::success()
@@ -280,7 +341,7 @@ impl InterPodAffinity {
                     }
                 }
                 let Some(json) = &existing.affinity else { continue };
-                let theirs = parse_affinity(Some(json)).unwrap_or_default();
+                let theirs = namespaces.affinity(json);
                 if let Some(a) = &theirs.pod_affinity {
                     for term in &a.required {
                         if self.hard_pod_affinity_weight > 0 && term.matches(&existing.namespace, &incoming, namespaces)
@@ -335,14 +396,14 @@ impl SchedulerPlugin for InterPodAffinity {
         if !(0..=100).contains(&args.hard_pod_affinity_weight) {
             return Err("hardPodAffinityWeight must be between 0 and 100".to_owned());
         }
-        Ok(Self { hard_pod_affinity_weight: args.hard_pod_affinity_weight })
+        Ok(Self::new(args.hard_pod_affinity_weight))
     }
 
     fn cycle(&self, pod: &PodInfo, state: &[u8]) -> Result<Cycle, Status> {
         let affinity = parse_affinity(pod.affinity.as_deref())?;
         let mut cycle = Cycle { affinity, ..Cycle::default() };
         match state.split_first().map(|(tag, _)| *tag) {
-            Some(b'f') => cycle.filter = decode(state)?.map(|(_, v)| v).unwrap_or_default(),
+            Some(b'f') => cycle.filter = self.filter_state(state)?,
             Some(_) => cycle.score = decode(state)?.map(|(_, v)| v).unwrap_or_default(),
             None => {}
         }

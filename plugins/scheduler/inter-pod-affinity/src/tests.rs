@@ -71,7 +71,7 @@ fn required_affinity_needs_a_matching_pod_in_the_zone() {
     let ok = |n: &str| (n.to_owned(), Code::Success, vec![]);
     let refused = |n: &str| (n.to_owned(), Code::UnschedulableAndUnresolvable, vec![AFFINITY_REASON.to_owned()]);
     assert_eq!(got, [ok("n0"), ok("n1"), refused("n2"), refused("n3")], "a pod in another namespace does not count");
-    let plugin = InterPodAffinity { hard_pod_affinity_weight: 1 };
+    let plugin = InterPodAffinity::new(1);
     let state = plugin.score_state(&incoming, &affinity, &nodes, &Namespaces::default());
     let mut scores: Vec<i64> = [0, 1, 2, 3].iter().filter_map(|&id| nodes.get(id)).map(|n| score(&state, n)).collect();
     assert_eq!(scores, [0, 0, -100, 0], "the preferred anti-affinity to S2 scores zone b down");
@@ -163,8 +163,29 @@ fn existing_pods_required_affinity_scores_at_the_hard_weight() {
         node(1, "b", vec![]),
     ]);
     let (web, parsed) = pod(&[("app", "web")], "{}");
-    let plugin = InterPodAffinity { hard_pod_affinity_weight: 5 };
+    let plugin = InterPodAffinity::new(5);
     let state = plugin.score_state(&web, &parsed, &nodes, &Namespaces::default());
     let scores: Vec<i64> = [0, 1].iter().filter_map(|&id| nodes.get(id)).map(|n| score(&state, n)).collect();
     assert_eq!(scores, [5, 0]);
+}
+
+/// The plugin keeps the last decoded Filter state: a different state must never be mistaken for it.
+#[test]
+fn cached_filter_state_follows_the_bytes() {
+    use capstan_plugin_sdk::scheduler::SchedulerPlugin;
+    use capstan_plugin_sdk::scheduler::state::encode;
+    let plugin = InterPodAffinity::new(1);
+    let state = |value: &str| {
+        let filter = super::FilterState {
+            anti: vec![("kubernetes.io/hostname".to_owned(), value.to_owned())],
+            ..super::FilterState::default()
+        };
+        encode(b'f', &filter).unwrap_or_default()
+    };
+    let (a, b) = (state("n1"), state("n2"));
+    let pod = PodInfo::named("default", "p");
+    for (bytes, want) in [(&a, "n1"), (&a, "n1"), (&b, "n2"), (&a, "n1")] {
+        let cycle = plugin.cycle(&pod, bytes).unwrap_or_default();
+        assert_eq!(cycle.filter.anti[0].1, want);
+    }
 }

@@ -9,7 +9,8 @@
 //! "score": 0}]}}, "ignoredResources": ["example.com/foo"]}`.
 
 use capstan_plugin_sdk::scheduler::{
-    ExtensionPoints, MAX_NODE_SCORE, NodeInfo, PodInfo, SchedulerPlugin, Status, amount, parse_config,
+    Code, Column, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, Nodes, PodInfo, SchedulerPlugin, Status, amount,
+    parse_config,
 };
 use serde::Deserialize;
 
@@ -109,8 +110,16 @@ pub struct NodeResourcesFit {
     args: Args,
 }
 
+/// The pod's side of the checks, looked up once per call rather than once per node.
+pub struct Requests {
+    /// The resources the filter checks (positive, not `pods`, not ignored) and their requests.
+    checked: Vec<(String, i64)>,
+    /// The request scoring counts for each scored resource, in the strategy's order.
+    scored: Vec<i64>,
+}
+
 impl SchedulerPlugin for NodeResourcesFit {
-    type Cycle = ();
+    type Cycle = Requests;
 
     fn configure(config: &str) -> Result<Self, String> {
         let args: Args = parse_config(config)?;
@@ -126,25 +135,51 @@ impl SchedulerPlugin for NodeResourcesFit {
         Ok(Self { args })
     }
 
-    fn cycle(&self, _pod: &PodInfo, _state: &[u8]) -> Result<(), Status> {
-        Ok(())
+    fn cycle(&self, pod: &PodInfo, _state: &[u8]) -> Result<Requests, Status> {
+        Ok(self.requests(pod))
     }
 
     fn extension_points(&self) -> ExtensionPoints {
         ExtensionPoints::FILTER | ExtensionPoints::SCORE
     }
 
-    fn filter(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Status {
-        let reasons = self.insufficient(pod, node);
-        if reasons.is_empty() {
-            Status::success()
-        } else {
-            Status::new(capstan_plugin_sdk::scheduler::Code::Unschedulable, reasons)
-        }
+    fn filter(&self, _pod: &PodInfo, requests: &Requests, node: &NodeInfo) -> Status {
+        verdict(insufficient_with(requests, node))
     }
 
-    fn score(&self, pod: &PodInfo, _cycle: &(), node: &NodeInfo) -> Result<i64, Status> {
-        Ok(self.node_score(pod, node))
+    fn filter_batch(&self, _pod: &PodInfo, requests: &Requests, nodes: &Nodes, ids: &[NodeId]) -> Vec<Status> {
+        let table = nodes.resources();
+        let pods = table.column("pods");
+        let columns: Vec<Option<Column>> = requests.checked.iter().map(|(name, _)| table.column(name)).collect();
+        ids.iter()
+            .map(|&id| {
+                let allowed_pods = table.allocatable(id, pods) / 1000;
+                let free = |i: usize| table.allocatable(id, columns[i]) - table.requested(id, columns[i]);
+                verdict(insufficient_by(requests, allowed_pods, table.pod_count(id), free))
+            })
+            .collect()
+    }
+
+    fn score(&self, _pod: &PodInfo, requests: &Requests, node: &NodeInfo) -> Result<i64, Status> {
+        Ok(self.score_with(requests, node))
+    }
+
+    fn score_batch(
+        &self,
+        _pod: &PodInfo,
+        requests: &Requests,
+        nodes: &Nodes,
+        ids: &[NodeId],
+    ) -> Result<Vec<i64>, Status> {
+        let table = nodes.resources();
+        let columns: Vec<Option<Column>> =
+            self.args.scoring_strategy.resources.iter().map(|r| table.column(&r.name)).collect();
+        Ok(ids
+            .iter()
+            .map(|&id| {
+                self.score_by(requests, |i| (table.allocatable(id, columns[i]), table.requested(id, columns[i])))
+            })
+            .collect())
     }
 }
 
@@ -155,35 +190,44 @@ impl NodeResourcesFit {
         Self { args }
     }
 
+    /// The pod's side of the filter and the score.
+    #[must_use]
+    pub fn requests(&self, pod: &PodInfo) -> Requests {
+        let checked = pod
+            .requests
+            .iter()
+            .filter(|r| r.milli_value > 0 && r.name != "pods" && !self.args.ignored_resources.contains(&r.name))
+            .map(|r| (r.name.clone(), r.milli_value))
+            .collect();
+        let scored =
+            self.args.scoring_strategy.resources.iter().map(|r| non_zero_request(&pod.requests, &r.name)).collect();
+        Requests { checked, scored }
+    }
+
     /// Why `pod` does not fit `node`: one reason per short resource, none when it fits.
     #[must_use]
     pub fn insufficient(&self, pod: &PodInfo, node: &NodeInfo) -> Vec<String> {
-        let mut reasons = Vec::new();
-        let allowed_pods = node.allocatable("pods") / 1000;
-        if allowed_pods < i64::from(node.pod_count) + 1 {
-            reasons.push(TOO_MANY_PODS.to_owned());
-        }
-        for request in &pod.requests {
-            if request.milli_value <= 0 || request.name == "pods" || self.args.ignored_resources.contains(&request.name)
-            {
-                continue;
-            }
-            let free = node.allocatable(&request.name) - node.requested(&request.name);
-            if request.milli_value > free {
-                reasons.push(format!("Insufficient {}", request.name));
-            }
-        }
-        reasons
+        insufficient_with(&self.requests(pod), node)
     }
 
     /// The node's score for the pod, 0–100.
     #[must_use]
     pub fn node_score(&self, pod: &PodInfo, node: &NodeInfo) -> i64 {
+        self.score_with(&self.requests(pod), node)
+    }
+
+    fn score_with(&self, requests: &Requests, node: &NodeInfo) -> i64 {
+        let resources = &self.args.scoring_strategy.resources;
+        self.score_by(requests, |i| (node.allocatable(&resources[i].name), node.requested(&resources[i].name)))
+    }
+
+    /// The score, given each scored resource's (allocatable, requested) on the node by index.
+    fn score_by(&self, requests: &Requests, node: impl Fn(usize) -> (i64, i64)) -> i64 {
         let strategy = &self.args.scoring_strategy;
         let (mut total, mut weights) = (0, 0);
-        for resource in &strategy.resources {
-            let capacity = node.allocatable(&resource.name);
-            let requested = node.requested(&resource.name) + non_zero_request(&pod.requests, &resource.name);
+        for (i, (resource, request)) in strategy.resources.iter().zip(&requests.scored).enumerate() {
+            let (capacity, requested) = node(i);
+            let requested = requested + request;
             let score = match strategy.kind {
                 StrategyKind::LeastAllocated => least_allocated(requested, capacity),
                 StrategyKind::MostAllocated => most_allocated(requested, capacity),
@@ -197,6 +241,34 @@ impl NodeResourcesFit {
         }
         if weights == 0 { 0 } else { total / weights }
     }
+}
+
+/// Why a pod with `requests` does not fit `node`: one reason per short resource.
+fn insufficient_with(requests: &Requests, node: &NodeInfo) -> Vec<String> {
+    let free = |i: usize| {
+        let name = &requests.checked[i].0;
+        node.allocatable(name) - node.requested(name)
+    };
+    insufficient_by(requests, node.allocatable("pods") / 1000, node.pod_count, free)
+}
+
+/// Why a pod with `requests` does not fit a node allowing `allowed_pods` and holding
+/// `pod_count`, where `free(i)` is what is left of the `i`th checked resource.
+fn insufficient_by(requests: &Requests, allowed_pods: i64, pod_count: u32, free: impl Fn(usize) -> i64) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if allowed_pods < i64::from(pod_count) + 1 {
+        reasons.push(TOO_MANY_PODS.to_owned());
+    }
+    for (i, (name, request)) in requests.checked.iter().enumerate() {
+        if *request > free(i) {
+            reasons.push(format!("Insufficient {name}"));
+        }
+    }
+    reasons
+}
+
+fn verdict(reasons: Vec<String>) -> Status {
+    if reasons.is_empty() { Status::success() } else { Status::new(Code::Unschedulable, reasons) }
 }
 
 /// The pod's request for scoring: CPU and memory count a default when not requested.
@@ -283,6 +355,48 @@ mod tests {
         ];
         for (node, pod, reasons) in cases {
             assert_eq!(fit.insufficient(&pod, &node), reasons, "{:?} {:?}", node.requested, pod.requests);
+        }
+    }
+
+    /// The batch path reads the dense tables of `Nodes`; it must agree with the per-node path,
+    /// including resources only some nodes list (an extended resource appearing after the rest).
+    #[test]
+    fn batches_agree_with_single_nodes() {
+        use capstan_plugin_sdk::scheduler::Nodes;
+        let mut nodes = vec![
+            node(4000, 8 * GI, 0, 0, 0),
+            node(4000, 8 * GI, 3500, 0, 0),
+            node(4000, 8 * GI, 3500, 8 * GI, 0),
+            node(4000, 8 * GI, 0, 0, 110),
+            node(1000, GI, 0, 0, 0),
+        ];
+        nodes[4].allocatable.push(capstan_plugin_sdk::scheduler::ResourceAmount {
+            name: "example.com/gpu".to_owned(),
+            milli_value: 2000,
+        });
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.id = u32::try_from(i).unwrap_or_default();
+        }
+        let set = Nodes::from_nodes(nodes.clone());
+        let ids: Vec<u32> = (0..5).collect();
+        let mut gpu = pod(500, GI);
+        gpu.requests.push(capstan_plugin_sdk::scheduler::ResourceAmount {
+            name: "example.com/gpu".to_owned(),
+            milli_value: 1000,
+        });
+        for kind in ["LeastAllocated", "MostAllocated"] {
+            let config = format!(r#"{{"scoringStrategy": {{"type": "{kind}"}}}}"#);
+            let fit = NodeResourcesFit::configure(&config).unwrap_or_else(|e| panic!("{e}"));
+            for pod in [pod(1000, GI), pod(0, 0), gpu.clone()] {
+                let requests = fit.requests(&pod);
+                let reasons = |s: capstan_plugin_sdk::scheduler::Status| (s.code, s.reasons);
+                let single: Vec<_> = nodes.iter().map(|n| reasons(fit.filter(&pod, &requests, n))).collect();
+                let batch: Vec<_> = fit.filter_batch(&pod, &requests, &set, &ids).into_iter().map(reasons).collect();
+                assert_eq!(batch, single, "{kind} {:?}", pod.requests);
+                let single: Vec<_> = nodes.iter().map(|n| fit.node_score(&pod, n)).collect();
+                let batch = fit.score_batch(&pod, &requests, &set, &ids).map_err(|s| s.reasons);
+                assert_eq!(batch, Ok(single), "{kind} {:?}", pod.requests);
+            }
         }
     }
 

@@ -243,8 +243,14 @@ pub fn filter_counts(pod: &PodInfo, constraints: Vec<Constraint>, required: &Req
                 continue;
             }
             let Some(value) = node.label(&c.key) else { continue };
-            *entry.counts.entry(value.to_owned()).or_default() +=
-                matching_pods(node, c.selector.as_ref(), &pod.namespace);
+            let matching = matching_pods(node, c.selector.as_ref(), &pod.namespace);
+            // Every node of a domain comes here: allocate the value's key only once.
+            match entry.counts.get_mut(value) {
+                Some(count) => *count += matching,
+                None => {
+                    entry.counts.insert(value.to_owned(), matching);
+                }
+            }
         }
     }
     counted
@@ -302,8 +308,10 @@ pub fn score_state(
             if c.key == HOSTNAME {
                 continue;
             }
-            if let Some(value) = node.label(&c.key) {
-                counts[i].entry(value.to_owned()).or_insert(0i64);
+            if let Some(value) = node.label(&c.key)
+                && !counts[i].contains_key(value)
+            {
+                counts[i].insert(value.to_owned(), 0i64);
             }
         }
     }

@@ -152,10 +152,18 @@ impl PodInfo {
     }
 }
 
+/// Whether two short names are equal, compared inline: lookups by name run for every node of
+/// every cycle, and a call to `memcmp` per candidate cost more than the comparison itself.
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
 /// The value of label `key` in `labels`.
 #[must_use]
 pub fn find_label<'a>(labels: &'a [Label], key: &str) -> Option<&'a str> {
-    labels.iter().find(|label| label.key == key).map(|label| label.value.as_str())
+    labels.iter().find(|label| same(&label.key, key)).map(|label| label.value.as_str())
 }
 
 /// Labels from `(key, value)` pairs.
@@ -176,7 +184,7 @@ pub fn resources(pairs: &[(&str, i64)]) -> Vec<ResourceAmount> {
 /// The amount of `resource` in `list` (0 when absent).
 #[must_use]
 pub fn amount(list: &[ResourceAmount], resource: &str) -> i64 {
-    list.iter().find(|amount| amount.name == resource).map_or(0, |amount| amount.milli_value)
+    list.iter().find(|amount| same(&amount.name, resource)).map_or(0, |amount| amount.milli_value)
 }
 
 use exports::capstan::plugin::scheduler::{Taint, Toleration};

@@ -1,0 +1,406 @@
+//! The default profile's plugins linked natively (cargo feature `native-plugins`): the very
+//! crates under `plugins/scheduler/` that build the components, called through the SDK's
+//! [`native::Plugin`](capstan_plugin_sdk::scheduler::native::Plugin) instead of across the
+//! WebAssembly boundary. The benchmark schedules the same workload through both and prints the
+//! ratio; nothing else uses this build.
+//!
+//! The host's types (wasmtime's bindings) and the SDK's (wit-bindgen's) come from the same WIT,
+//! field for field; [`Convert`] copies one into the other, as the canonical ABI copies values
+//! into and out of a component's memory.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use capstan_plugin_sdk::scheduler as sdk;
+use capstan_wasm::scheduler::{self as host, NodeId, NodeLog, PodInfo, SchedulerHost};
+use capstan_wasm::{Cause, PluginError};
+
+type Instance = Box<dyn sdk::native::Plugin + Send>;
+
+/// The natively linked plugin crate whose component is called `component` (as the default
+/// profile names them), configured with `config`; `None` when no such crate is linked.
+#[must_use]
+pub fn builtin(component: &str, config: &str) -> Option<Result<Instance, String>> {
+    let make: fn(&str) -> Result<Instance, String> = match component {
+        "priority-sort" => priority_sort::native_plugin,
+        "node-unschedulable" => node_unschedulable::native_plugin,
+        "node-name" => node_name::native_plugin,
+        "taint-toleration" => taint_toleration::native_plugin,
+        "node-affinity" => node_affinity::native_plugin,
+        "node-ports" => node_ports::native_plugin,
+        "node-resources-fit" => node_resources_fit::native_plugin,
+        "pod-topology-spread" => pod_topology_spread::native_plugin,
+        "inter-pod-affinity" => inter_pod_affinity::native_plugin,
+        "default-preemption" => default_preemption::native_plugin,
+        "node-resources-balanced-allocation" => node_resources_balanced_allocation::native_plugin,
+        "image-locality" => image_locality::native_plugin,
+        "default-binder" => default_binder::native_plugin,
+        _ => return None,
+    };
+    Some(make(config))
+}
+
+/// One natively linked plugin instance, called one call at a time like a component instance.
+pub struct NativePlugin {
+    name: String,
+    instance: Mutex<Instance>,
+}
+
+impl std::fmt::Debug for NativePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativePlugin").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Copies a value of one binding's type into the other's.
+pub trait Convert<T> {
+    /// The copy.
+    fn convert(self) -> T;
+}
+
+impl<From: Convert<To>, To> Convert<Vec<To>> for Vec<From> {
+    fn convert(self) -> Vec<To> {
+        self.into_iter().map(Convert::convert).collect()
+    }
+}
+
+impl<From: Convert<To>, To> Convert<Option<To>> for Option<From> {
+    fn convert(self) -> Option<To> {
+        self.map(Convert::convert)
+    }
+}
+
+impl<From: Convert<To> + Clone, To> Convert<Vec<To>> for &[From] {
+    fn convert(self) -> Vec<To> {
+        self.iter().cloned().map(Convert::convert).collect()
+    }
+}
+
+macro_rules! identity {
+    ($($t:ty),*) => {$(
+        impl Convert<$t> for $t {
+            fn convert(self) -> $t {
+                self
+            }
+        }
+    )*};
+}
+identity!(String, u8, u16, u32, u64, i32, i64, bool);
+
+impl<A: Convert<C>, B: Convert<D>, C, D> Convert<(C, D)> for (A, B) {
+    fn convert(self) -> (C, D) {
+        (self.0.convert(), self.1.convert())
+    }
+}
+
+/// Records with the same fields on both sides, in both directions.
+macro_rules! records {
+    ($($from:path => $to:path { $($field:ident),* $(,)? })*) => {$(
+        impl Convert<$to> for $from {
+            fn convert(self) -> $to {
+                $to { $($field: self.$field.convert()),* }
+            }
+        }
+    )*};
+}
+
+/// Enums with the same unit cases on both sides.
+macro_rules! enums {
+    ($($from:ident => $to:ident { $($case:ident),* $(,)? })*) => {$(
+        impl Convert<$to> for $from {
+            fn convert(self) -> $to {
+                match self { $($from::$case => $to::$case),* }
+            }
+        }
+    )*};
+}
+
+use capstan_wasm::scheduler::{
+    Code as HCode, Description as HDescription, DisruptionBudget as HBudget, HostPort as HPort, Label as HLabel,
+    NodeInfo as HNode, NodeStatus as HNodeStatus, PermitResult as HPermit, PodSummary as HSummary,
+    PostFilterResult as HPost, PreFilterResult as HPre, ResourceAmount as HAmount, Status as HStatus, Taint as HTaint,
+    TaintEffect as HEffect, Toleration as HToleration, Victim as HVictim,
+};
+use sdk::{
+    Code as SCode, Description as SDescription, DisruptionBudget as SBudget, HostPort as SPort, Label as SLabel,
+    NodeInfo as SNode, NodeStatus as SNodeStatus, PermitResult as SPermit, PodInfo as SPod, PodSummary as SSummary,
+    PostFilterResult as SPost, PreFilterResult as SPre, ResourceAmount as SAmount, Status as SStatus, Taint as STaint,
+    TaintEffect as SEffect, Toleration as SToleration, Victim as SVictim,
+};
+
+enums! {
+    HCode => SCode { Success, Error, Unschedulable, UnschedulableAndUnresolvable, Wait, Skip }
+    SCode => HCode { Success, Error, Unschedulable, UnschedulableAndUnresolvable, Wait, Skip }
+    HEffect => SEffect { NoSchedule, PreferNoSchedule, NoExecute }
+}
+
+records! {
+    HLabel => SLabel { key, value }
+    SLabel => HLabel { key, value }
+    HAmount => SAmount { name, milli_value }
+    HTaint => STaint { key, value, effect }
+    HPort => SPort { ip, protocol, port }
+    HSummary => SSummary { namespace, name, uid, labels, priority, affinity, requests, host_ports, terminating }
+    HNode => SNode {
+        id, name, labels, taints, unschedulable, allocatable, requested, pod_count, used_ports, images, object, pods,
+    }
+    HToleration => SToleration { key, exists, value, effect }
+    PodInfo => SPod {
+        namespace, name, uid, labels, requests, node_selector, tolerations, priority, node_name, affinity,
+        host_ports, images, object,
+    }
+    HStatus => SStatus { code, reasons }
+    SStatus => HStatus { code, reasons }
+    HNodeStatus => SNodeStatus { node, status }
+    SPre => HPre { status, nodes, state }
+    SVictim => HVictim { namespace, name, uid }
+    SPost => HPost { status, nominated_node, victims }
+    SPermit => HPermit { status, timeout_ms }
+    HBudget => SBudget { namespace, name, selector, disruptions_allowed }
+}
+
+impl Convert<sdk::NodeChange> for host::NodeChange {
+    fn convert(self) -> sdk::NodeChange {
+        match self {
+            Self::Upsert(node) => sdk::NodeChange::Upsert(node.convert()),
+            Self::Remove(id) => sdk::NodeChange::Remove(id),
+        }
+    }
+}
+
+impl Convert<HDescription> for SDescription {
+    fn convert(self) -> HDescription {
+        use host::ExtensionPoints as H;
+        use sdk::ExtensionPoints as S;
+        let pairs = [
+            (S::QUEUE_SORT, H::QUEUE_SORT),
+            (S::PRE_FILTER, H::PRE_FILTER),
+            (S::FILTER, H::FILTER),
+            (S::POST_FILTER, H::POST_FILTER),
+            (S::PRE_SCORE, H::PRE_SCORE),
+            (S::SCORE, H::SCORE),
+            (S::NORMALIZE_SCORE, H::NORMALIZE_SCORE),
+            (S::RESERVE, H::RESERVE),
+            (S::PERMIT, H::PERMIT),
+            (S::PRE_BIND, H::PRE_BIND),
+            (S::BIND, H::BIND),
+            (S::POST_BIND, H::POST_BIND),
+        ];
+        let extension_points = pairs
+            .into_iter()
+            .filter(|(sdk, _)| self.extension_points.contains(*sdk))
+            .fold(H::empty(), |points, (_, host)| points | host);
+        HDescription { extension_points, wants_node_objects: self.wants_node_objects }
+    }
+}
+
+/// The host's `scheduler-host` view, as the SDK's native host calls see it.
+struct View(Arc<dyn SchedulerHost>);
+
+impl sdk::host::HostView for View {
+    fn namespace_labels(&self, name: &str) -> Option<Vec<SLabel>> {
+        self.0.namespace_labels(name).convert()
+    }
+    fn disruption_budgets(&self, namespace: &str) -> Vec<SBudget> {
+        self.0.disruption_budgets(namespace).convert()
+    }
+    fn workload_selectors(&self, namespace: &str, labels: &[SLabel]) -> Vec<String> {
+        let labels: Vec<HLabel> = labels.convert();
+        self.0.workload_selectors(namespace, &labels)
+    }
+    fn fits_without(&self, node: NodeId, removed: &[String]) -> Result<(), Vec<String>> {
+        self.0.fits_without(node, removed)
+    }
+}
+
+impl NativePlugin {
+    /// Wraps `instance` as plugin `name`.
+    #[must_use]
+    pub fn new(name: &str, instance: Instance) -> Self {
+        Self { name: name.to_owned(), instance: Mutex::new(instance) }
+    }
+
+    /// Runs `call` on the instance: a panic becomes the error a trapping component gives.
+    fn call<R>(&self, call: impl FnOnce(&mut Instance) -> R) -> Result<R, PluginError> {
+        let mut instance = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        catch_unwind(AssertUnwindSafe(|| call(&mut instance))).map_err(|panic| {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            PluginError { plugin: self.name.clone(), cause: Cause::Trap(format!("panicked: {message}")) }
+        })
+    }
+
+    /// Runs `call` on an instance brought up to `nodes`, with the log's host view attached.
+    fn synced<R>(
+        &self,
+        nodes: &NodeLog,
+        host: Option<&Arc<dyn SchedulerHost>>,
+        call: impl FnOnce(&mut Instance) -> R,
+    ) -> Result<R, PluginError> {
+        self.call(|instance| {
+            sync(instance, nodes);
+            let view = host.or(nodes.host()).map(|h| std::rc::Rc::new(View(Arc::clone(h))) as _);
+            let attached = view.is_some();
+            if attached {
+                sdk::host::set_native(view);
+            }
+            let result = call(instance);
+            if attached {
+                sdk::host::set_native(None);
+            }
+            result
+        })
+    }
+
+    /// Which extension points the plugin implements.
+    pub fn describe(&self) -> Result<HDescription, PluginError> {
+        self.call(|i| i.describe().convert())
+    }
+
+    /// `QueueSort`.
+    pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, PluginError> {
+        self.call(|i| i.queue_sort_key(&pod.clone().convert()))
+    }
+
+    /// `PreFilter`.
+    pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodInfo) -> Result<HPre, PluginError> {
+        self.synced(nodes, None, |i| i.pre_filter(&pod.clone().convert()).convert())
+    }
+
+    /// Filter over `ids`.
+    pub fn filter(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &[u8],
+        ids: &[NodeId],
+    ) -> Result<Vec<HStatus>, PluginError> {
+        self.synced(nodes, None, |i| i.filter(&pod.clone().convert(), state, ids).convert())
+    }
+
+    /// `PostFilter`; `host` answers the plugin's host calls (the preemption dry run).
+    pub fn post_filter(
+        &self,
+        nodes: &Mutex<NodeLog>,
+        pod: &PodInfo,
+        state: &[u8],
+        filtered: &[HNodeStatus],
+        host: &Arc<dyn SchedulerHost>,
+    ) -> Result<HPost, PluginError> {
+        self.call(|instance| sync(instance, &nodes.lock().unwrap_or_else(PoisonError::into_inner)))?;
+        let view = std::rc::Rc::new(View(Arc::clone(host)));
+        self.call(|i| {
+            sdk::host::set_native(Some(view));
+            let result = i.post_filter(&pod.clone().convert(), state, &filtered.convert()).convert();
+            sdk::host::set_native(None);
+            result
+        })
+    }
+
+    /// `PreScore`.
+    pub fn pre_score(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &[u8],
+        ids: &[NodeId],
+    ) -> Result<Result<Vec<u8>, HStatus>, PluginError> {
+        self.synced(nodes, None, |i| i.pre_score(&pod.clone().convert(), state, ids).map_err(Convert::convert))
+    }
+
+    /// `Score`, then `NormalizeScore` when `normalize`.
+    pub fn score(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        state: &[u8],
+        ids: &[NodeId],
+        normalize: bool,
+    ) -> Result<Result<Vec<i64>, HStatus>, PluginError> {
+        self.synced(nodes, None, |i| {
+            let pod = pod.clone().convert();
+            let scores = i.score(&pod, state, ids);
+            let scores = if normalize { scores.and_then(|s| i.normalize_score(&pod, state, s)) } else { scores };
+            scores.map_err(Convert::convert)
+        })
+    }
+
+    /// Reserve.
+    pub fn reserve(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
+        self.synced(nodes, None, |i| i.reserve(&pod.clone().convert(), state, node).convert())
+    }
+
+    /// Unreserve.
+    pub fn unreserve(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<(), PluginError> {
+        self.synced(nodes, None, |i| i.unreserve(&pod.clone().convert(), state, node))
+    }
+
+    /// Permit.
+    pub fn permit(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HPermit, PluginError> {
+        self.synced(nodes, None, |i| i.permit(&pod.clone().convert(), state, node).convert())
+    }
+
+    /// `PreBind`.
+    pub fn pre_bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
+        self.synced(nodes, None, |i| i.pre_bind(&pod.clone().convert(), state, node).convert())
+    }
+
+    /// Bind.
+    pub fn bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
+        self.synced(nodes, None, |i| i.bind(&pod.clone().convert(), state, node).convert())
+    }
+
+    /// `PostBind`.
+    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<(), PluginError> {
+        self.synced(nodes, None, |i| i.post_bind(&pod.clone().convert(), state, node))
+    }
+}
+
+/// Brings the instance's nodes up to `log`, as the WebAssembly path does: only the changes it
+/// missed, or everything.
+fn sync(instance: &mut Instance, log: &NodeLog) {
+    let held = instance.nodes_generation();
+    if held == log.generation() {
+        return;
+    }
+    if let Some(changes) = log.changes_since(held) {
+        instance.update_nodes(log.generation(), false, changes.convert());
+    } else {
+        let all = log.iter().cloned().map(|n| sdk::NodeChange::Upsert(n.convert())).collect();
+        instance.update_nodes(log.generation(), true, all);
+    }
+}
+
+/// `config`'s profiles with every plugin its natively linked crate: the same plugins, order,
+/// weights and args as [`load_profiles`](crate::load_profiles) gives as components.
+pub fn load_profiles(config: &crate::SchedulerConfig) -> Result<Vec<crate::Profile>, String> {
+    config
+        .profiles
+        .iter()
+        .map(|profile| {
+            let plugins = profile
+                .plugins
+                .iter()
+                .map(|plugin| {
+                    let crate::config::ComponentRef::Builtin(component) = &plugin.component else {
+                        return Err(format!("plugin {}: only built-in plugins are linked natively", plugin.name));
+                    };
+                    let instance = builtin(component, &plugin.args.to_string())
+                        .ok_or_else(|| format!("plugin {}: {component} is not linked natively", plugin.name))?
+                        .map_err(|e| format!("plugin {}: {e}", plugin.name))?;
+                    let native = Arc::new(NativePlugin::new(&plugin.name, instance));
+                    crate::framework::ProfilePlugin::new(&plugin.name, crate::Backend::Native(native), plugin.weight)
+                        .map_err(|e| e.to_string())
+                })
+                .collect::<Result<_, _>>()?;
+            Ok(crate::Profile {
+                scheduler_name: profile.scheduler_name.clone(),
+                plugins,
+                percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
+            })
+        })
+        .collect()
+}
