@@ -173,8 +173,11 @@ fn a_trapping_plugin_fails_its_cycle_with_a_clear_event_not_the_scheduler() {
     node(&server, "n1", 4, "{}", "[]");
     let component = capstan_testbed::component_path("trap-filter").unwrap_or_else(|e| panic!("{e}"));
     kubectl_stdin(&server, &["apply", "-f", "-"], &plugin_manifest("trap", &component.display().to_string(), 1, "{}"));
-    // Give the scheduler a moment to load it, then create the victim.
-    std::thread::sleep(Duration::from_secs(2));
+    // Once the scheduler has loaded it (on a busy machine compiling takes a while), the victim.
+    eventually("the trap plugin loaded", || {
+        let state = kubectl(&server, &["get", "plugin", "trap", "-o", "jsonpath={.status.state}"]);
+        (state == "Loaded").then_some(())
+    });
     pod(&server, "victim", "100m", "");
     describe_shows(&server, "victim", &["FailedScheduling", "running Filter plugin \"trap\"", "wasm trap"]);
     let bound = kubectl(&server, &["get", "pod", "victim", "-o", "jsonpath={.spec.nodeName}"]);
