@@ -249,6 +249,7 @@ spec:
     default: {cpu: "500m"}
     defaultRequest: {cpu: "100m"}
     max: {cpu: "1"}
+    maxLimitRequestRatio: {cpu: "5"}
 "#;
     kubectl_stdin(&server, &["apply", "-f", "-"], range);
     kubectl_stdin(&server, &["apply", "-f", "-"], &pod("defaulted", ""));
@@ -261,6 +262,16 @@ spec:
         pod("big", "").replace("    image: busybox:1\n", "    image: busybox:1\n    resources: {limits: {cpu: '2'}}\n");
     let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&big));
     assert!(refused.stderr.contains("maximum cpu usage per Container is 1, but limit is 2"), "{}", refused.stderr);
+    let greedy = pod("greedy", "").replace(
+        "    image: busybox:1\n",
+        "    image: busybox:1\n    resources: {requests: {cpu: 100m}, limits: {cpu: 800m}}\n",
+    );
+    let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&greedy));
+    assert!(
+        refused.stderr.contains("cpu max limit to request ratio per Container is 5, but provided ratio is 8.000000"),
+        "{}",
+        refused.stderr
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! Built-in admission policy `LimitRanger`: applies the namespace's `LimitRanges` (type
-//! `Container`) to pods — `default` limits and `defaultRequest` requests fill what containers
-//! leave out, then `min` and `max` bound every container's requests and limits.
+//! Built-in admission policy `LimitRanger`: applies the namespace's `LimitRanges` to pods — for
+//! type `Container`, `default` limits and `defaultRequest` requests fill what containers leave
+//! out, then `min`, `max` and `maxLimitRequestRatio` bound every container's requests and
+//! limits; for type `Pod`, the same bounds apply to the sums over the pod's containers.
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, cluster};
 use capstan_plugin_sdk::quantity;
@@ -9,14 +10,29 @@ use serde_json::{Map, Value, json};
 /// Applies `LimitRanges`.
 pub struct LimitRanger;
 
-/// The container limits of the namespace's `LimitRanges`.
-fn container_limits(ranges: &[Value]) -> Vec<&Value> {
+/// The limits of type `kind` (`Container`, `Pod`) of the namespace's `LimitRanges`.
+fn limits_of<'a>(ranges: &'a [Value], kind: &str) -> Vec<&'a Value> {
     ranges
         .iter()
         .filter_map(|r| r.pointer("/spec/limits").and_then(Value::as_array))
         .flatten()
-        .filter(|l| l.get("type").and_then(Value::as_str) == Some("Container"))
+        .filter(|l| l.get("type").and_then(Value::as_str) == Some(kind))
         .collect()
+}
+
+/// A pod's requests and limits: the sums over its (defaulted) containers.
+fn pod_totals(containers: &[Value]) -> Value {
+    let mut totals = json!({"requests": {}, "limits": {}});
+    for section in ["requests", "limits"] {
+        let mut sums: std::collections::BTreeMap<String, quantity::Milli> = std::collections::BTreeMap::new();
+        for resources in containers {
+            for (resource, amount) in entries(resources.get(section)) {
+                *sums.entry(resource).or_insert(0) += amount.as_str().and_then(quantity::parse).unwrap_or(0);
+            }
+        }
+        totals[section] = sums.into_iter().map(|(k, v)| (k, Value::String(quantity::format(v)))).collect();
+    }
+    totals
 }
 
 fn entries(value: Option<&Value>) -> Vec<(String, Value)> {
@@ -56,8 +72,46 @@ fn defaulted(resources: &Value, limits: &[&Value]) -> Value {
     Value::Object(resources)
 }
 
-/// Why `resources` breaks a `min` or `max`, if it does.
+/// Why `resources` (of a `kind`: `Container`, `Pod`) breaks a `maxLimitRequestRatio`, if it
+/// does, in upstream's words.
+fn ratio_violation(kind: &str, resources: &Value, limits: &[&Value]) -> Option<String> {
+    let amount = |section: &str, resource: &str| {
+        resources.get(section).and_then(|s| s.get(resource)).and_then(Value::as_str).and_then(quantity::parse)
+    };
+    for limit in limits {
+        for (resource, bound) in entries(limit.get("maxLimitRequestRatio")) {
+            let Some(bound) = bound.as_str().and_then(quantity::parse) else { continue };
+            let Some(have) = amount("limits", &resource) else { continue };
+            match amount("requests", &resource).filter(|r| *r > 0) {
+                None => {
+                    return Some(format!(
+                        "{resource} max limit to request ratio per {kind} is {}, but no request is specified or \
+                         request is 0",
+                        quantity::format(bound)
+                    ));
+                }
+                Some(request) if have * 1000 > bound * request => {
+                    return Some(format!(
+                        "{resource} max limit to request ratio per {kind} is {}, but provided ratio is {:.6}",
+                        quantity::format(bound),
+                        have as f64 / request as f64
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    None
+}
+
+/// Why `resources` breaks a `min`, `max` or `maxLimitRequestRatio`, if it does.
 fn violation(container: &str, resources: &Value, limits: &[&Value]) -> Option<String> {
+    bound_violation("Container", Some(container), resources, limits)
+        .or_else(|| ratio_violation("Container", resources, limits))
+}
+
+/// Why `resources` (of a `kind`, named `container` for a container) breaks a `min` or `max`.
+fn bound_violation(kind: &str, container: Option<&str>, resources: &Value, limits: &[&Value]) -> Option<String> {
     let amount = |section: &str, resource: &str| {
         resources.get(section).and_then(|s| s.get(resource)).and_then(Value::as_str).and_then(quantity::parse)
     };
@@ -68,14 +122,14 @@ fn violation(container: &str, resources: &Value, limits: &[&Value]) -> Option<St
                 Some(request) if request >= bound => {}
                 Some(_) => {
                     return Some(format!(
-                        "minimum {resource} usage per Container is {}, but request is {}",
+                        "minimum {resource} usage per {kind} is {}, but request is {}",
                         quantity::format(bound),
                         quantity::format(amount("requests", &resource).unwrap_or(0))
                     ));
                 }
                 None => {
                     return Some(format!(
-                        "minimum {resource} usage per Container is {}, but no request is specified",
+                        "minimum {resource} usage per {kind} is {}, but no request is specified",
                         quantity::format(bound)
                     ));
                 }
@@ -86,15 +140,16 @@ fn violation(container: &str, resources: &Value, limits: &[&Value]) -> Option<St
             match amount("limits", &resource) {
                 Some(have) if have <= bound => {}
                 Some(have) => {
+                    let which = container.map(|c| format!(" (container {c})")).unwrap_or_default();
                     return Some(format!(
-                        "maximum {resource} usage per Container is {}, but limit is {} (container {container})",
+                        "maximum {resource} usage per {kind} is {}, but limit is {}{which}",
                         quantity::format(bound),
                         quantity::format(have)
                     ));
                 }
                 None => {
                     return Some(format!(
-                        "maximum {resource} usage per Container is {}, but no limit is specified",
+                        "maximum {resource} usage per {kind} is {}, but no limit is specified",
                         quantity::format(bound)
                     ));
                 }
@@ -106,11 +161,13 @@ fn violation(container: &str, resources: &Value, limits: &[&Value]) -> Option<St
 
 /// The patch defaulting every container's resources, or why the pod breaks a bound.
 fn admit(pod: &Value, ranges: &[Value]) -> Result<Vec<Value>, String> {
-    let limits = container_limits(ranges);
+    let limits = limits_of(ranges, "Container");
+    let pod_limits = limits_of(ranges, "Pod");
     let mut ops = Vec::new();
-    if limits.is_empty() {
+    if limits.is_empty() && pod_limits.is_empty() {
         return Ok(ops);
     }
+    let mut app_containers = Vec::new();
     for list in ["containers", "initContainers"] {
         for (index, container) in
             pod.pointer(&format!("/spec/{list}")).and_then(Value::as_array).into_iter().flatten().enumerate()
@@ -124,7 +181,16 @@ fn admit(pod: &Value, ranges: &[Value]) -> Result<Vec<Value>, String> {
             if resources != current {
                 ops.push(json!({"op": "add", "path": format!("/spec/{list}/{index}/resources"), "value": resources}));
             }
+            if list == "containers" {
+                app_containers.push(resources);
+            }
         }
+    }
+    let totals = pod_totals(&app_containers);
+    if let Some(message) =
+        bound_violation("Pod", None, &totals, &pod_limits).or_else(|| ratio_violation("Pod", &totals, &pod_limits))
+    {
+        return Err(message);
     }
     Ok(ops)
 }
@@ -172,5 +238,32 @@ mod tests {
         let big = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"cpu": "2"}}}]}});
         let message = admit(&big, &ranges).expect_err("too big");
         assert!(message.contains("maximum cpu usage per Container is 1, but limit is 2"), "{message}");
+    }
+
+    #[test]
+    fn limit_to_request_ratio_and_pod_totals() {
+        // From the Kubernetes documentation's LimitRange examples: a limit at most 2× the request.
+        let ranges = [json!({"spec": {"limits": [{"type": "Container", "maxLimitRequestRatio": {"memory": "2"}}]}})];
+        let pod = |requests: &str, limits: &str| {
+            json!({"spec": {"containers": [{"name": "a", "resources": {
+                "requests": {"memory": requests}, "limits": {"memory": limits}}}]}})
+        };
+        assert!(admit(&pod("100Mi", "200Mi"), &ranges).is_ok());
+        let message = admit(&pod("100Mi", "300Mi"), &ranges).expect_err("ratio 3");
+        assert_eq!(message, "memory max limit to request ratio per Container is 2, but provided ratio is 3.000000");
+        let no_request = json!({"spec": {"containers": [{"name": "a", "resources": {"limits": {"memory": "1Gi"}}}]}});
+        let message = admit(&no_request, &ranges).expect_err("no request");
+        assert!(message.ends_with("but no request is specified or request is 0"), "{message}");
+
+        // Type Pod bounds the sum over the containers.
+        let ranges = [json!({"spec": {"limits": [{"type": "Pod", "max": {"cpu": "1"}}]}})];
+        let two = |cpu: &str| {
+            json!({"spec": {"containers": [
+                {"name": "a", "resources": {"limits": {"cpu": cpu}}},
+                {"name": "b", "resources": {"limits": {"cpu": cpu}}}]}})
+        };
+        assert!(admit(&two("500m"), &ranges).is_ok());
+        let message = admit(&two("600m"), &ranges).expect_err("1200m in all");
+        assert_eq!(message, "maximum cpu usage per Pod is 1, but limit is 1200m");
     }
 }
