@@ -114,6 +114,7 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
             ));
         }
     }
+    baseline_context_violations(pod, &all, &mut found);
     for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
         if volume.get("hostPath").is_some() {
             found.push(format!(
@@ -128,7 +129,89 @@ fn violations(pod: &Value, level: Level) -> Vec<String> {
     found
 }
 
+/// Sysctls baseline allows (upstream's safe set).
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// `SELinux` types baseline allows (besides none).
+const SELINUX_TYPES: &[&str] = &["container_t", "container_init_t", "container_kvm_t", "container_engine_t"];
+
+/// Baseline's checks of security contexts beyond privilege and capabilities: Windows
+/// `hostProcess`, `procMount`, `AppArmor`, `SELinux`, pod-level seccomp and sysctls.
+fn baseline_context_violations(pod: &Value, all: &[&Value], found: &mut Vec<String>) {
+    let host_process = |context: Option<&Value>| {
+        context.and_then(|c| c.pointer("/windowsOptions/hostProcess")) == Some(&Value::Bool(true))
+    };
+    if host_process(pod.pointer("/spec/securityContext")) || all.iter().any(|c| host_process(c.get("securityContext")))
+    {
+        found.push(
+            "hostProcess (pod or containers must not set securityContext.windowsOptions.hostProcess=true)".into(),
+        );
+    }
+    let bad_apparmor = |context: Option<&Value>| {
+        context.and_then(|c| c.pointer("/appArmorProfile/type")).and_then(Value::as_str) == Some("Unconfined")
+    };
+    let annotated = pod
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .any(|(k, v)| k.starts_with("container.apparmor.security.beta.kubernetes.io/") && v == "unconfined");
+    if annotated
+        || bad_apparmor(pod.pointer("/spec/securityContext"))
+        || all.iter().any(|c| bad_apparmor(c.get("securityContext")))
+    {
+        found.push("appArmorProfile (pod or containers must not set the AppArmor profile to \"Unconfined\")".into());
+    }
+    let bad_selinux = |context: Option<&Value>| {
+        let Some(options) = context.and_then(|c| c.get("seLinuxOptions")) else { return false };
+        let kind = options.get("type").and_then(Value::as_str).unwrap_or_default();
+        (!kind.is_empty() && !SELINUX_TYPES.contains(&kind))
+            || options.get("user").and_then(Value::as_str).is_some_and(|u| !u.is_empty())
+            || options.get("role").and_then(Value::as_str).is_some_and(|r| !r.is_empty())
+    };
+    if bad_selinux(pod.pointer("/spec/securityContext")) || all.iter().any(|c| bad_selinux(c.get("securityContext"))) {
+        found.push("seLinuxOptions (pod or containers must not set a custom SELinux user, role or type)".into());
+    }
+    for c in all {
+        let mount = c.pointer("/securityContext/procMount").and_then(Value::as_str).unwrap_or("Default");
+        if mount != "Default" {
+            found.push(format!(
+                "procMount (container {:?} must not set securityContext.procMount to {mount:?})",
+                name_of(c)
+            ));
+        }
+    }
+    if pod.pointer("/spec/securityContext/seccompProfile/type").and_then(Value::as_str) == Some("Unconfined") {
+        found.push("seccompProfile (pod must not set securityContext.seccompProfile.type to \"Unconfined\")".into());
+    }
+    let unsafe_sysctls: Vec<&str> = pod
+        .pointer("/spec/securityContext/sysctls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.get("name").and_then(Value::as_str))
+        .filter(|name| !SAFE_SYSCTLS.contains(name))
+        .collect();
+    if !unsafe_sysctls.is_empty() {
+        found.push(format!("forbidden sysctls ({})", unsafe_sysctls.join(", ")));
+    }
+}
+
 fn restricted_violations(pod: &Value, all: &[&Value], found: &mut Vec<String>) {
+    if pod.pointer("/spec/securityContext/runAsUser").and_then(Value::as_i64) == Some(0) {
+        found.push("runAsUser=0 (pod must not set runAsUser=0)".into());
+    }
     for volume in pod.pointer("/spec/volumes").and_then(Value::as_array).into_iter().flatten() {
         let kind =
             volume.as_object().and_then(|m| m.keys().find(|k| *k != "name")).map(String::as_str).unwrap_or_default();
@@ -230,5 +313,42 @@ mod tests {
         for (pod, level, count) in cases {
             assert_eq!(violations(pod, level).len(), count, "{level:?} {pod} {:?}", violations(pod, level));
         }
+    }
+
+    #[test]
+    fn baseline_checks_security_contexts() {
+        // Each from the Pod Security Standards' baseline table.
+        let cases = [
+            (json!({"containers": [{"name": "c", "securityContext": {"procMount": "Unmasked"}}]}), "procMount"),
+            (
+                json!({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]},
+                    "containers": [{"name": "c"}]}),
+                "forbidden sysctls (kernel.msgmax)",
+            ),
+            (
+                json!({"containers": [{"name": "c", "securityContext": {"seLinuxOptions": {"type": "spc_t"}}}]}),
+                "seLinuxOptions",
+            ),
+            (
+                json!({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}, "containers": [{"name": "c"}]}),
+                "appArmorProfile",
+            ),
+            (
+                json!({"securityContext": {"seccompProfile": {"type": "Unconfined"}}, "containers": [{"name": "c"}]}),
+                "seccompProfile (pod",
+            ),
+            (
+                json!({"containers": [{"name": "c", "securityContext": {"windowsOptions": {"hostProcess": true}}}]}),
+                "hostProcess",
+            ),
+        ];
+        for (spec, expected) in cases {
+            let found = violations(&json!({"spec": spec}), Level::Baseline);
+            assert!(found.len() == 1 && found[0].starts_with(expected), "{spec}: {found:?}");
+        }
+        let fine = json!({"spec": {"securityContext": {"sysctls": [{"name": "net.ipv4.tcp_syncookies", "value": "1"}],
+            "seLinuxOptions": {"type": "container_t", "level": "s0:c1"}},
+            "containers": [{"name": "c", "securityContext": {"procMount": "Default"}}]}});
+        assert!(violations(&fine, Level::Baseline).is_empty(), "{:?}", violations(&fine, Level::Baseline));
     }
 }
