@@ -6,8 +6,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use capstan_e2e::{
-    BUSYBOX, NodeServer, cgroups_of, http_get, json, kubectl, kubectl_stdin, node_server, sandboxes, start_node,
-    start_node_with,
+    BUSYBOX, NodeServer, cgroups_of, http_get, json, kubectl, kubectl_for, kubectl_stdin, node_server, sandboxes,
+    start_node, start_node_with,
 };
 use capstan_testbed::{CapstanServer, capstan_binary, ensure_installed};
 
@@ -263,21 +263,6 @@ fn agent_without_containerd_joins_not_ready_with_install_hint() {
     assert!(table.contains("NotReady"), "{table}");
 }
 
-/// Runs `kubectl` against `server` for `duration`, then stops it and returns what it printed.
-fn kubectl_for(server: &CapstanServer, args: &[&str], duration: Duration) -> String {
-    let mut child = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .args(args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
-    std::thread::sleep(duration);
-    let _ = child.kill();
-    let output = child.wait_with_output().unwrap_or_else(|e| panic!("kubectl: {e}"));
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[test]
 fn logs_and_exec_reach_the_node_through_the_api_server() {
     let server = node_server("node-f", 106);
@@ -304,7 +289,7 @@ fn logs_and_exec_reach_the_node_through_the_api_server() {
     let recent = kubectl(&server, &["logs", "talker", "--since=1s"]).lines().count();
     assert!(recent > 0 && recent < all && recent <= 10, "--since=1s gave {recent} of {all} lines");
     // Following: lines keep arriving after the tail.
-    let followed = kubectl_for(&server, &["logs", "-f", "talker", "--tail=1"], Duration::from_secs(3));
+    let followed = kubectl_for(&server, &["logs", "-f", "talker", "--tail=1"], b"", Duration::from_secs(3));
     assert!(followed.lines().count() >= 5, "follow streamed only: {followed}");
     let wrong = capstan_e2e::kubectl_fails(&server, &["logs", "talker", "-c", "nope"], None);
     assert!(!wrong.stderr.is_empty());

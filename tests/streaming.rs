@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{BUSYBOX, eventually, http_get, kubectl, kubectl_stdin, node_server};
+use capstan_e2e::{BUSYBOX, eventually, http_get, kubectl, kubectl_for, kubectl_stdin, node_server};
 use capstan_testbed::CapstanServer;
 
 /// A pod serving `web` on 0.0.0.0:8080 and `local` on 127.0.0.1:9090 only, and a service for it.
@@ -271,29 +271,6 @@ fn exec_with_piped_stdin_sees_end_of_file() {
     assert_eq!(stdout, "over spdy\n");
 }
 
-/// Runs `kubectl ARGS` for `duration` with `input` on its stdin (left open), then stops it and
-/// returns what it printed on stdout.
-fn kubectl_for(server: &CapstanServer, args: &[&str], input: &[u8], duration: Duration) -> String {
-    let mut child = Command::new("kubectl")
-        .args(args)
-        .env("KUBECONFIG", server.kubeconfig())
-        .env("HOME", server.dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
-    let mut stdin = child.stdin.take();
-    if let Some(stdin) = stdin.as_mut() {
-        stdin.write_all(input).unwrap_or_else(|e| panic!("kubectl stdin: {e}"));
-    }
-    std::thread::sleep(duration);
-    let _ = child.kill();
-    drop(stdin);
-    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
-    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
 #[test]
 fn exec_with_a_terminal_and_attach_reach_the_container() {
     let server = node_server("node-tt", 127);
@@ -312,7 +289,8 @@ fn exec_with_a_terminal_and_attach_reach_the_container() {
 
     // `exec -it` under a pseudo-terminal (util-linux `script`): the container gets a TTY whose
     // size is the client's, sent over the resize channel.
-    let command = "stty cols 123 rows 45; kubectl exec -it echo -c ticker -- stty size";
+    // (The size arrives on the resize channel just after the process starts: give it a moment.)
+    let command = "stty cols 123 rows 45; kubectl exec -it echo -c ticker -- sh -c 'sleep 1; stty size'";
     let tty = Command::new("script")
         .args(["-qec", command, "/dev/null"])
         .env("KUBECONFIG", server.kubeconfig())

@@ -301,3 +301,29 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Runs `kubectl ARGS` for `duration` with `input` on its stdin (left open), then stops it and
+/// returns what it printed (stdout, then stderr).
+///
+/// # Panics
+/// When kubectl cannot be run.
+pub fn kubectl_for(server: &CapstanServer, args: &[&str], input: &[u8], duration: Duration) -> String {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kubectl: {e}"));
+    let mut stdin = child.stdin.take();
+    if let Some(stdin) = stdin.as_mut() {
+        stdin.write_all(input).unwrap_or_else(|e| panic!("kubectl stdin: {e}"));
+    }
+    std::thread::sleep(duration);
+    let _ = child.kill();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
