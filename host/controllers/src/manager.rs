@@ -92,7 +92,6 @@ impl ControllerManager {
             // 2 000 pods, failing every reconcile from there on): allow the runtime's maximum.
             memory_bytes: self.runtime.config().max_memory_bytes,
             max_instances: spec.workers.max(1) + 1,
-            ..Limits::default()
         });
         let bytes = spec.component.clone();
         let plugin = tokio::task::spawn_blocking(move || runtime.load::<ControllerWorld>(plugin_spec, &bytes))
