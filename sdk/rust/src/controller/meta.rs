@@ -205,8 +205,8 @@ pub fn set_condition(
     put_condition(conditions, kind, status, reason, message, now, true)
 }
 
-/// [`set_condition`] for kinds whose conditions have no `lastProbeTime` (NamespaceCondition,
-/// HorizontalPodAutoscalerCondition, …): the condition written is exactly what the server
+/// [`set_condition`] for kinds whose conditions have no `lastProbeTime` (`NamespaceCondition`,
+/// `HorizontalPodAutoscalerCondition`, …): the condition written is exactly what the server
 /// stores, so an unchanged one compares equal and costs no write.
 pub fn set_condition_without_probe_time(
     conditions: &mut Vec<Value>,
