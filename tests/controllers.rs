@@ -522,3 +522,21 @@ fn a_replication_controller_keeps_its_pods_scales_and_is_collected() {
         items(&server, &["pods", "-l", "app=legacy"]).is_empty().then_some(())
     });
 }
+
+#[test]
+fn stopping_a_server_while_controllers_work_prints_no_panic() {
+    let server = CapstanServer::start_capturing_stderr(&["--hollow-nodes", "1"]).unwrap_or_else(|e| panic!("{e}"));
+    kubectl(&server, &["create", "namespace", "busy-0"]);
+    eventually(Duration::from_secs(30), "the default ServiceAccount", || {
+        server.kubectl(&["get", "serviceaccount", "default", "-n", "busy-0"]).status.success().then_some(())
+    });
+    // Keep the serviceaccount, garbage-collector and ReplicaSet workers reconciling while the
+    // server gets SIGTERM.
+    for n in 1..=10 {
+        kubectl(&server, &["create", "namespace", &format!("busy-{n}")]);
+    }
+    kubectl_stdin(&server, &["apply", "-f", "-"], &deployment("busy", 30, "nginx", "1", "0"));
+    let stderr = server.stop_with_stderr();
+    assert!(!stderr.contains("panicked"), "a panic at shutdown:\n{stderr}");
+    assert!(!stderr.contains("being shutdown"), "a runtime call after shutdown:\n{stderr}");
+}

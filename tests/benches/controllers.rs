@@ -2,6 +2,8 @@
 //! ReplicaSet controller creates pods, and how long a Deployment takes to become Available.
 //! Sizes come from `CAPSTAN_BENCH_RS_PODS` (default 10 000) and `CAPSTAN_BENCH_DEPLOY_REPLICAS`
 //! (default 1 000). Pod templates bind themselves to a hollow node (no scheduler runs yet).
+//! Run: `cargo build -p capstan && cargo bench --profile dev -p capstan-e2e --bench controllers`
+//! (the server started is the `capstan` binary of the bench's own profile directory).
 
 #![allow(clippy::expect_used, clippy::unwrap_used, reason = "a benchmark aborts on failure")]
 

@@ -10,6 +10,7 @@
 pub mod apply;
 pub mod conversion;
 pub mod custom;
+pub mod meta;
 pub mod openapi;
 pub mod patch;
 pub mod plugin;

@@ -373,6 +373,9 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     // compile cache).
     let runtime = capstan_wasm::Runtime::new(capstan_wasm::RuntimeConfig {
         cache_dir: Some(args.data_dir.join("plugin-cache")),
+        // Controllers may grow to this: a ReplicaSet controller reconciling 10 000 pods lists
+        // them all (about 34 KiB of component memory per pod; 256 MiB ran out near 7 500).
+        max_memory_bytes: 1 << 30,
         ..capstan_wasm::RuntimeConfig::default()
     })
     .context("cannot start the plugin runtime")?;

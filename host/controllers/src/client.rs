@@ -143,12 +143,7 @@ impl HostClient {
             // object: the server answers with its last state, which must not go back into the
             // cache (the watch may already have delivered the deletion; it would be a ghost).
             // (A namespace is also held by its `spec.finalizers`.)
-            let held = |pointer: &str| stored.pointer(pointer).and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-            let namespace = kind.group.is_empty() && kind.kind == "Namespace";
-            let removed = stored.pointer("/metadata/deletionTimestamp").is_some()
-                && !held("/metadata/finalizers")
-                && !(namespace && held("/spec/finalizers"));
-            if removed {
+            if capstan_api::meta::deletion_finished(&kind.group, &kind.kind, &stored) {
                 informer.observe_deleted(&Key::of(&stored));
             } else {
                 informer.observe(stored);

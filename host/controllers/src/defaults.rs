@@ -151,14 +151,18 @@ impl Elected {
         &self.manager
     }
 
-    /// Stops the controllers, then releases the Lease (waiting at most five seconds).
+    /// Stops the controllers (waiting for their workers), then releases the Lease (waiting at
+    /// most five seconds more).
     pub async fn shutdown(self) {
         self.stop.send_replace(true);
-        if tokio::time::timeout(Duration::from_secs(5), self.task).await.is_err() {
-            tracing::warn!("the controller manager did not release its Lease within 5 s");
+        if tokio::time::timeout(WORKERS_STOP_LIMIT + Duration::from_secs(5), self.task).await.is_err() {
+            tracing::warn!("the controller manager did not stop and release its Lease in time");
         }
     }
 }
+
+/// How long stopping waits for controller workers to finish the keys they are reconciling.
+const WORKERS_STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Runs the controllers Plugin objects of kind `controller` ask for whenever this process holds
 /// the controller manager's Lease (as `identity`), stopping them when it loses it. On winning
@@ -188,7 +192,7 @@ pub fn run_elected(
             };
             if let Some(running_driver) = driver.take() {
                 running_driver.abort();
-                running.stop_all();
+                running.stop_all_and_wait(WORKERS_STOP_LIMIT).await;
                 if !stopped {
                     tracing::warn!("lost the controller manager's Lease; stopping controllers");
                 }

@@ -87,8 +87,11 @@ impl ControllerManager {
         let plugin_spec = PluginSpec::new(&spec.name).with_config(&spec.config).with_limits(Limits {
             // A reconcile may write hundreds of objects, each a round trip to the API server.
             deadline: Duration::from_mins(2),
+            // A reconcile lists its cache: the ReplicaSet controller's list of thousands of pods
+            // is that many JSON strings and values inside the component (64 MiB ran out at
+            // 2 000 pods, failing every reconcile from there on): allow the runtime's maximum.
+            memory_bytes: self.runtime.config().max_memory_bytes,
             max_instances: spec.workers.max(1) + 1,
-            ..Limits::default()
         });
         let bytes = spec.component.clone();
         let plugin = tokio::task::spawn_blocking(move || runtime.load::<ControllerWorld>(plugin_spec, &bytes))
@@ -260,6 +263,27 @@ impl ControllerManager {
     pub fn stop_all(&self) {
         for name in self.names() {
             self.stop(&name);
+        }
+    }
+
+    /// Stops every controller and waits, at most `limit`, for their workers to finish their
+    /// current keys and exit. A process stops its controllers so before its runtime goes: a
+    /// worker still reconciling would otherwise call into a runtime being shut down (and panic).
+    pub async fn stop_all_and_wait(&self, limit: Duration) {
+        let stopped: Vec<Running> = self.lock().drain().map(|(_, running)| running).collect();
+        for running in &stopped {
+            running.queue.shut_down();
+        }
+        let workers: Vec<std::thread::JoinHandle<()>> = stopped.into_iter().flat_map(|r| r.workers).collect();
+        let joined = tokio::task::spawn_blocking(move || {
+            for worker in workers {
+                if worker.join().is_err() {
+                    tracing::warn!("a controller worker panicked");
+                }
+            }
+        });
+        if tokio::time::timeout(limit, joined).await.is_err() {
+            tracing::warn!(?limit, "controller workers still reconciling at shutdown");
         }
     }
 }

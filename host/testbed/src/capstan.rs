@@ -34,6 +34,8 @@ pub struct CapstanServer {
     kubeconfig: PathBuf,
     /// Always `Some` until [`CapstanServer::stop`] takes it.
     dir: Option<TempDir>,
+    /// The thread collecting stderr, for a server started by [`CapstanServer::start_capturing_stderr`].
+    stderr: Option<std::thread::JoinHandle<String>>,
 }
 
 impl CapstanServer {
@@ -51,6 +53,26 @@ impl CapstanServer {
 
     /// Starts a server in an existing data directory (for restart tests).
     pub fn start_in(dir: TempDir, extra: &[&str]) -> Result<Self, TestbedError> {
+        Self::launch(dir, extra, false)
+    }
+
+    /// Starts a server whose stderr is collected instead of inherited; read it with
+    /// [`CapstanServer::stop_with_stderr`] (e.g. to check that stopping prints no panic).
+    pub fn start_capturing_stderr(extra: &[&str]) -> Result<Self, TestbedError> {
+        let dir =
+            tempfile::Builder::new().prefix("capstan-server-").tempdir().map_err(|e| start_error(e.to_string()))?;
+        Self::launch(dir, extra, true)
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after five seconds) and returns what it wrote to
+    /// stderr; empty unless started by [`CapstanServer::start_capturing_stderr`].
+    #[must_use]
+    pub fn stop_with_stderr(mut self) -> String {
+        self.terminate();
+        self.stderr.take().and_then(|reader| reader.join().ok()).unwrap_or_default()
+    }
+
+    fn launch(dir: TempDir, extra: &[&str], capture_stderr: bool) -> Result<Self, TestbedError> {
         let port = free_port().map_err(|e| start_error(e.to_string()))?;
         let data_dir = dir.path().join("data");
         let mut child = Command::new(capstan_binary()?)
@@ -64,9 +86,16 @@ impl CapstanServer {
             .env("RUST_LOG", std::env::var("CAPSTAN_TEST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if capture_stderr { Stdio::piped() } else { Stdio::inherit() })
             .spawn()
             .map_err(|e| start_error(format!("cannot spawn: {e}")))?;
+        let stderr = child.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+                text
+            })
+        });
         let stdout = child.stdout.take().ok_or_else(|| start_error("no stdout".into()))?;
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -84,7 +113,7 @@ impl CapstanServer {
             let _ = child.kill();
             return Err(start_error("did not print its kubeconfig line within 60s".into()));
         };
-        Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir) })
+        Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir), stderr })
     }
 
     /// The server's process id.

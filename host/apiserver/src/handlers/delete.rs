@@ -70,7 +70,7 @@ async fn delete_object(
         // A namespace is emptied by the namespace controller, which then removes the `kubernetes`
         // finalizer (`namespaces/<name>/finalize`) and deletes it again: gone once no finalizer
         // of either kind is left.
-        let namespace_held = target.info.gvk.kind == "Namespace" && {
+        if target.info.gvk.group.is_empty() && target.info.gvk.kind == "Namespace" {
             // Propagation finalizers do not apply to a namespace: its content goes regardless.
             finalizers.retain(|f| f != "foregroundDeletion" && f != "orphan");
             if current.pointer("/metadata/deletionTimestamp").is_none() {
@@ -82,9 +82,15 @@ async fn delete_object(
                 marked["spec"]["finalizers"] = json!(spec_finalizers);
             }
             marked["status"] = json!({"phase": "Terminating"});
-            marked.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
-        };
-        let hold = !finalizers.is_empty() || graceful.is_some() || namespace_held;
+        }
+        let metadata = meta::metadata_mut(&mut marked);
+        if finalizers.is_empty() {
+            metadata.remove("finalizers");
+        } else {
+            metadata.insert("finalizers".into(), json!(finalizers));
+        }
+        let hold = graceful.is_some()
+            || capstan_api::meta::held_by_finalizers(target.info.gvk.group, target.info.gvk.kind, &marked);
         if options.dry_run {
             return Ok((current, StatusCode::OK));
         }
@@ -99,11 +105,6 @@ async fn delete_object(
         if !metadata.contains_key("deletionTimestamp") {
             metadata.insert("deletionTimestamp".into(), json!(meta::now()));
             metadata.insert("deletionGracePeriodSeconds".into(), json!(graceful.unwrap_or(0)));
-        }
-        if finalizers.is_empty() {
-            metadata.remove("finalizers");
-        } else {
-            metadata.insert("finalizers".into(), json!(finalizers));
         }
         if marked == strip_version(&current) {
             return Ok((current, StatusCode::ACCEPTED));

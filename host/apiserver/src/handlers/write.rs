@@ -109,6 +109,7 @@ async fn insert_new(
     let Call { server, path, query, .. } = *call;
     let info = path.info;
     let namespace = resolve_namespace(path, &object)?;
+    let generated = meta::meta_str(&object, "name").is_none_or(str::is_empty);
     let name = assign_name(info, &mut object)?;
     if let Some(ns) = &namespace {
         meta::metadata_mut(&mut object).insert("namespace".into(), json!(ns));
@@ -134,13 +135,29 @@ async fn insert_new(
         return Err(ApiError::Invalid(objects::target(info, &name), causes));
     }
     admission::validate(call, &attributes, Some(&object), None).await?;
-    let object = finish(&object)?;
-    let target = ObjectRef { info, namespace, name };
+    let mut object = finish(&object)?;
+    let mut target = ObjectRef { info, namespace, name };
     if query.dry_run()? {
         return Ok(object);
     }
-    server.objects.create(&target, &object).await
+    // A generated name that happens to be taken is generated again, a few times, as
+    // kube-apiserver does (five random characters collide within a few thousand objects).
+    let mut attempts = 1;
+    loop {
+        match server.objects.create(&target, &object).await {
+            Err(ApiError::AlreadyExists(_)) if generated && attempts < GENERATE_NAME_ATTEMPTS => {
+                attempts += 1;
+                let prefix = meta::meta_str(&object, "generateName").unwrap_or_default().to_string();
+                target.name = format!("{prefix}{}", meta::generated_suffix());
+                meta::metadata_mut(&mut object).insert("name".into(), json!(target.name));
+            }
+            other => return other,
+        }
+    }
 }
+
+/// How many names a create with `generateName` tries before answering 409 (upstream's count).
+const GENERATE_NAME_ATTEMPTS: u32 = 8;
 
 /// The field manager of a write: `fieldManager`, or the client's user agent up to its first `/`
 /// (kube-apiserver's default).
@@ -396,12 +413,8 @@ async fn write_with_retries(
         if next == strip_version(&current) || dry_run {
             return Ok(if dry_run { next } else { current });
         }
-        // A namespace also waits for its `spec.finalizers` (the namespace controller's).
-        let spec_finalizers = target.info.gvk.kind == "Namespace"
-            && next.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
-        let finished = next.get("metadata").and_then(|m| m.get("deletionTimestamp")).is_some()
-            && meta::finalizers(&next).is_empty()
-            && !spec_finalizers;
+        // (A namespace also waits for its `spec.finalizers`, the namespace controller's.)
+        let finished = capstan_api::meta::deletion_finished(target.info.gvk.group, target.info.gvk.kind, &next);
         let result = if finished {
             server.objects.remove(target, revision).await.map(|_| next.clone())
         } else {

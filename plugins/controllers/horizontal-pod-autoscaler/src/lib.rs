@@ -99,7 +99,7 @@ impl<'a> Pass<'a> {
     }
 
     fn condition(&mut self, kind: &str, status: &str, reason: &str, message: &str) {
-        meta::set_condition(&mut self.conditions, kind, status, reason, message, self.now);
+        meta::set_condition_without_probe_time(&mut self.conditions, kind, status, reason, message, self.now);
     }
 
     fn event(&self, event_type: EventType, reason: &str, message: &str) {
@@ -263,8 +263,14 @@ fn selected_pods(api: &dyn Api, target: &Value, namespace: Option<&str>) -> Resu
             json!({"matchLabels": s})
         }
     });
+    // The host's cache answers the selector; the filter below stays for selectors it cannot
+    // take as a string.
+    let options = ListOptions {
+        label_selector: selector.as_ref().and_then(meta::selector_string),
+        ..ListOptions::in_namespace(namespace)
+    };
     Ok(api
-        .list(&kinds::pod(), &ListOptions::in_namespace(namespace))?
+        .list(&kinds::pod(), &options)?
         .into_iter()
         .filter(|p| selector.as_ref().is_some_and(|s| meta::selector_matches(Some(s), meta::labels(p))))
         .filter(|p| !meta::is_terminating(p) && p.pointer("/status/phase").and_then(Value::as_str) != Some("Failed"))

@@ -197,3 +197,26 @@ fn missing_metrics_and_unsupported_types_report_scaling_inactive() {
     let condition = meta::condition(&json!({"status": status(&cluster)}), "ScalingActive").unwrap().clone();
     assert!(condition["message"].as_str().unwrap().contains("External"), "{condition}");
 }
+
+#[test]
+fn a_second_sync_of_an_unchanged_hpa_writes_nothing() {
+    // (utilisation per pod, replicas): on target, above target, and at the maximum.
+    for (usage, replicas) in [(&[50_i64][..], 1), (&[200][..], 1), (&[200, 200, 200][..], 3)] {
+        let cluster = cluster_with(usage, replicas);
+        let key = ObjectKey::namespaced("default", "web");
+        let mut history = HashMap::new();
+        reconcile(&cluster, &key, &mut history, 1000).unwrap();
+        // Whatever the first sync scaled to is now the Deployment's state.
+        let scaled = cluster.get(&kinds::deployment(), &key).unwrap().unwrap()["spec"]["replicas"].clone();
+        cluster.modify(&kinds::deployment(), &key, |d| d["status"]["replicas"] = scaled.clone());
+        reconcile(&cluster, &key, &mut history, 1015).unwrap();
+        let settled = status(&cluster);
+        let writes = cluster.writes();
+        reconcile(&cluster, &key, &mut history, 1030).unwrap();
+        assert_eq!(cluster.writes(), writes, "usage {usage:?} × {replicas}: nothing changed, nothing written");
+        assert_eq!(status(&cluster), settled);
+        for condition in settled["conditions"].as_array().unwrap() {
+            assert!(condition.get("lastProbeTime").is_none(), "HPA conditions have no lastProbeTime: {condition}");
+        }
+    }
+}

@@ -101,7 +101,14 @@ fn conditions(namespace: &Value, content: &Content, discovery_error: Option<&str
     let mut conditions: Vec<Value> =
         namespace.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut set = |kind: &str, failed: bool, reason: &str, message: &str| {
-        meta::set_condition(&mut conditions, kind, if failed { "True" } else { "False" }, reason, message, now);
+        meta::set_condition_without_probe_time(
+            &mut conditions,
+            kind,
+            if failed { "True" } else { "False" },
+            reason,
+            message,
+            now,
+        );
     };
     match discovery_error {
         Some(e) => set("NamespaceDeletionDiscoveryFailure", true, "DiscoveryFailed", &format!("Discovery failed: {e}")),

@@ -87,3 +87,22 @@ fn live_namespaces_and_other_finalizers_are_left_alone() {
     let namespace = cluster.get(&kinds::namespace(), &key).unwrap().unwrap();
     assert_eq!(namespace["spec"]["finalizers"], json!(["example.com/agent"]));
 }
+
+#[test]
+fn a_second_pass_over_an_unchanged_terminating_namespace_writes_nothing() {
+    let cluster = FakeCluster::new();
+    terminating(&cluster, "team");
+    cluster.insert(
+        &kinds::pod(),
+        json!({"metadata": {"name": "held", "namespace": "team", "finalizers": ["example.com/hold"]}}),
+    );
+    let key = ObjectKey { namespace: None, name: "team".into() };
+    reconcile(&cluster, &key).unwrap();
+    let namespace = cluster.get(&kinds::namespace(), &key).unwrap().unwrap();
+    let conditions = namespace["status"]["conditions"].as_array().unwrap().clone();
+    assert_eq!(conditions.len(), 5, "{conditions:?}");
+    assert!(conditions.iter().all(|c| c.get("lastProbeTime").is_none()), "NamespaceCondition has no lastProbeTime");
+    let writes = cluster.writes();
+    assert_eq!(reconcile(&cluster, &key).unwrap(), Some(super::RECHECK_SECONDS), "content still remains");
+    assert_eq!(cluster.writes(), writes, "the held pod is already being deleted and the conditions stand");
+}

@@ -95,6 +95,37 @@ pub fn controller_reference(kind: &GroupVersionKind, owner: &Value) -> Value {
     })
 }
 
+/// A `LabelSelector` (`matchLabels` and `matchExpressions`) in the API's string form, for
+/// `ListOptions::label_selector` (e.g. `app=web,tier in (a,b),!canary`). `None` when it cannot
+/// be said as a string (a missing selector, an unknown operator): list and filter with
+/// [`selector_matches`] instead. An empty selector is the empty string (everything).
+#[must_use]
+pub fn selector_string(selector: &Value) -> Option<String> {
+    let object = selector.as_object()?;
+    let mut terms: Vec<String> = Vec::new();
+    for (key, value) in object.get("matchLabels").and_then(Value::as_object).into_iter().flatten() {
+        terms.push(format!("{key}={}", value.as_str()?));
+    }
+    for expression in object.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
+        let key = expression.get("key").and_then(Value::as_str)?;
+        let values: Vec<&str> = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        terms.push(match expression.get("operator").and_then(Value::as_str)? {
+            "In" if !values.is_empty() => format!("{key} in ({})", values.join(",")),
+            "NotIn" if !values.is_empty() => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_owned(),
+            "DoesNotExist" => format!("!{key}"),
+            _ => return None,
+        });
+    }
+    Some(terms.join(","))
+}
+
 /// Whether a `LabelSelector` (`matchLabels` and `matchExpressions`) selects `labels`. An empty
 /// selector selects everything; a missing one nothing.
 #[must_use]
@@ -171,11 +202,39 @@ pub fn set_condition(
     message: &str,
     now: i64,
 ) -> bool {
+    put_condition(conditions, kind, status, reason, message, now, true)
+}
+
+/// [`set_condition`] for kinds whose conditions have no `lastProbeTime` (`NamespaceCondition`,
+/// `HorizontalPodAutoscalerCondition`, …): the condition written is exactly what the server
+/// stores, so an unchanged one compares equal and costs no write.
+pub fn set_condition_without_probe_time(
+    conditions: &mut Vec<Value>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: i64,
+) -> bool {
+    put_condition(conditions, kind, status, reason, message, now, false)
+}
+
+fn put_condition(
+    conditions: &mut Vec<Value>,
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: i64,
+    probe_time: bool,
+) -> bool {
     let stamp = rfc3339(now);
-    let fresh = json!({
-        "type": kind, "status": status, "reason": reason, "message": message,
-        "lastProbeTime": stamp, "lastTransitionTime": stamp,
+    let mut fresh = json!({
+        "type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": stamp,
     });
+    if probe_time {
+        fresh["lastProbeTime"] = json!(stamp);
+    }
     let Some(existing) = conditions.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(kind)) else {
         conditions.push(fresh);
         return true;
@@ -259,7 +318,10 @@ pub fn parse_rfc3339(text: &str) -> Option<i64> {
 mod tests {
     use serde_json::json;
 
-    use super::{finalizers_without, parse_rfc3339, rfc3339, selector_matches, set_condition};
+    use super::{
+        finalizers_without, parse_rfc3339, rfc3339, selector_matches, selector_string, set_condition,
+        set_condition_without_probe_time,
+    };
 
     #[test]
     fn timestamps_round_trip() {
@@ -313,5 +375,49 @@ mod tests {
         let object = json!({"metadata": {"finalizers": ["a", "b"]}});
         assert_eq!(finalizers_without(&object, "a"), Some(vec!["b".to_owned()]));
         assert_eq!(finalizers_without(&object, "c"), None);
+    }
+
+    #[test]
+    fn conditions_without_probe_time_are_written_as_stored() {
+        let mut conditions = Vec::new();
+        assert!(set_condition_without_probe_time(&mut conditions, "Ready", "True", "Fine", "all good", 100));
+        assert_eq!(
+            conditions,
+            [json!({"type": "Ready", "status": "True", "reason": "Fine", "message": "all good",
+                    "lastTransitionTime": rfc3339(100)})],
+            "no lastProbeTime: the kind has none"
+        );
+        // What the server stored comes back; the same condition later is no change.
+        let stored = conditions.clone();
+        assert!(!set_condition_without_probe_time(&mut conditions, "Ready", "True", "Fine", "all good", 200));
+        assert_eq!(conditions, stored);
+        // A new message keeps the transition time; a new status moves it.
+        assert!(set_condition_without_probe_time(&mut conditions, "Ready", "True", "Fine", "still good", 300));
+        assert_eq!(conditions[0]["lastTransitionTime"], rfc3339(100));
+        assert!(conditions[0].get("lastProbeTime").is_none());
+        assert!(set_condition_without_probe_time(&mut conditions, "Ready", "False", "Broken", "down", 400));
+        assert_eq!(conditions[0]["lastTransitionTime"], rfc3339(400));
+    }
+
+    #[test]
+    fn selectors_become_strings_the_server_parses() {
+        let cases = [
+            (json!({}), Some("")),
+            (json!({"matchLabels": {"app": "web", "tier": "front"}}), Some("app=web,tier=front")),
+            (
+                json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+                    {"key": "env", "operator": "In", "values": ["a", "b"]},
+                    {"key": "zone", "operator": "NotIn", "values": ["x"]},
+                    {"key": "gpu", "operator": "Exists"},
+                    {"key": "canary", "operator": "DoesNotExist"}]}),
+                Some("app=web,env in (a,b),zone notin (x),gpu,!canary"),
+            ),
+            (json!({"matchExpressions": [{"key": "k", "operator": "Gt", "values": ["1"]}]}), None),
+            (json!({"matchExpressions": [{"key": "k", "operator": "In", "values": []}]}), None),
+            (json!(null), None),
+        ];
+        for (selector, wanted) in cases {
+            assert_eq!(selector_string(&selector).as_deref(), wanted, "{selector}");
+        }
     }
 }

@@ -23,6 +23,7 @@ pub struct FakeCluster {
     objects: RefCell<BTreeMap<String, Bucket>>,
     revision: RefCell<u64>,
     events: RefCell<Vec<(String, String)>>,
+    writes: std::cell::Cell<u64>,
 }
 
 fn kind_key(kind: &GroupVersionKind) -> String {
@@ -55,6 +56,16 @@ impl FakeCluster {
     #[must_use]
     pub fn events(&self) -> Vec<(String, String)> {
         self.events.borrow().clone()
+    }
+
+    /// How many writes (create, update, status update, patch, delete) reconciles sent so far.
+    #[must_use]
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
+    }
+
+    fn count_write(&self) {
+        self.writes.set(self.writes.get() + 1);
     }
 
     /// Changes a stored object in place (as another actor would), e.g. to mark pods ready.
@@ -164,6 +175,7 @@ impl Api for FakeCluster {
     }
 
     fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
+        self.count_write();
         let key = ObjectKey::of(object);
         if !key.name.is_empty() && self.current(kind, &key).is_some() {
             return Err(error(409, "AlreadyExists", format!("{} {} already exists", kind.kind, key.name)));
@@ -172,10 +184,12 @@ impl Api for FakeCluster {
     }
 
     fn update(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
+        self.count_write();
         self.replace(kind, object, false)
     }
 
     fn update_status(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
+        self.count_write();
         self.replace(kind, object, true)
     }
 
@@ -187,6 +201,7 @@ impl Api for FakeCluster {
         patch: &Value,
         subresource: Option<&str>,
     ) -> Result<Value, ApiError> {
+        self.count_write();
         let Some(mut current) = self.current(kind, key) else {
             return Err(error(404, "NotFound", format!("{} {} not found", kind.kind, key.name)));
         };
@@ -199,6 +214,7 @@ impl Api for FakeCluster {
     }
 
     fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError> {
+        self.count_write();
         let Some(mut current) = self.current(kind, key) else {
             return Err(error(404, "NotFound", format!("{} {} not found", kind.kind, key.name)));
         };
