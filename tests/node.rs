@@ -64,6 +64,11 @@ fn node_registers_and_heartbeats() {
 #[test]
 fn pod_runs_with_config_and_secret_and_is_cleaned_up_on_delete() {
     let server = node_server("node-b", 102);
+    // The pod gets its projected service-account token only once the `default` account exists
+    // (the serviceaccount controller makes it just after start).
+    wait_for(&server, "the default service account", Duration::from_mins(1), || {
+        server.kubectl(&["get", "serviceaccount", "default"]).status.success()
+    });
     let configmap = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
         "data": {"colour": "blue", "size": "large"}});
     kubectl_stdin(&server, &["apply", "-f", "-"], &configmap.to_string());
