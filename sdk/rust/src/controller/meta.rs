@@ -95,6 +95,11 @@ pub fn controller_reference(kind: &GroupVersionKind, owner: &Value) -> Value {
     })
 }
 
+/// The `values` of one `matchExpressions` entry.
+fn expression_values(expression: &Value) -> Vec<&str> {
+    expression.get("values").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
+}
+
 /// A `LabelSelector` (`matchLabels` and `matchExpressions`) in the API's string form, for
 /// `ListOptions::label_selector` (e.g. `app=web,tier in (a,b),!canary`). `None` when it cannot
 /// be said as a string (a missing selector, an unknown operator): list and filter with
@@ -108,13 +113,7 @@ pub fn selector_string(selector: &Value) -> Option<String> {
     }
     for expression in object.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
         let key = expression.get("key").and_then(Value::as_str)?;
-        let values: Vec<&str> = expression
-            .get("values")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let values = expression_values(expression);
         terms.push(match expression.get("operator").and_then(Value::as_str)? {
             "In" if !values.is_empty() => format!("{key} in ({})", values.join(",")),
             "NotIn" if !values.is_empty() => format!("{key} notin ({})", values.join(",")),
@@ -141,13 +140,7 @@ pub fn selector_matches(selector: Option<&Value>, labels: Option<&Value>) -> boo
     let expressions = selector.get("matchExpressions").and_then(Value::as_array);
     expressions.into_iter().flatten().all(|expression| {
         let key = expression.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = expression
-            .get("values")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let values = expression_values(expression);
         match expression.get("operator").and_then(Value::as_str) {
             Some("In") => label(key).is_some_and(|v| values.contains(&v)),
             Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
