@@ -7,7 +7,7 @@
 //! the controller's next read sees its own writes even before the watch event arrives.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use capstan_api::selector::LabelSelector;
 use capstan_wasm::controller::{
@@ -30,6 +30,71 @@ pub struct HostClient {
     resources: RwLock<HashMap<String, (ApiResource, bool)>>,
     handle: Handle,
     recorder: EventRecorder,
+    memory: Mutex<Memory>,
+}
+
+/// Most bytes of keys and values one controller may keep with `remember`.
+const MEMORY_LIMIT: usize = 16 << 20;
+
+/// What a controller keeps between reconciles (`recall`/`remember`), with its size in bytes.
+#[derive(Default)]
+struct Memory {
+    values: HashMap<String, String>,
+    bytes: usize,
+}
+
+impl Memory {
+    fn remember(&mut self, key: &str, value: Option<&str>) -> Result<(), ApiError> {
+        let old = self.values.get(key).map_or(0, |v| key.len() + v.len());
+        let new = value.map_or(0, |v| key.len() + v.len());
+        let bytes = self.bytes - old + new;
+        if bytes > MEMORY_LIMIT {
+            return Err(api_error(
+                413,
+                "RequestEntityTooLarge",
+                format!("a controller may remember at most {MEMORY_LIMIT} bytes; this value would make it {bytes}"),
+            ));
+        }
+        match value {
+            Some(value) => self.values.insert(key.to_owned(), value.to_owned()),
+            None => self.values.remove(key),
+        };
+        self.bytes = bytes;
+        Ok(())
+    }
+}
+
+/// How many creates of one `create-many` are in flight at once.
+const CONCURRENT_CREATES: usize = 64;
+
+fn build_request(
+    method: http::Method,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<http::Request<Vec<u8>>, ApiError> {
+    http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::ACCEPT, "application/json")
+        .body(body)
+        .map_err(|e| api_error(400, "BadRequest", format!("cannot build the request: {e}")))
+}
+
+/// The object in a reply of the API server, or its error.
+fn parse_reply(reply: Result<String, kube::Error>) -> Result<Value, ApiError> {
+    let text = reply.map_err(from_kube)?;
+    serde_json::from_str(&text)
+        .map_err(|e| api_error(500, "InternalError", format!("invalid JSON from the API server: {e}")))
+}
+
+/// Whether `object` has an owner reference to the object with `uid`.
+fn owned_by(object: &Value, uid: &str) -> bool {
+    object
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .is_some_and(|references| references.iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid)))
 }
 
 fn kind_name(kind: &GroupVersionKind) -> String {
@@ -58,6 +123,7 @@ impl HostClient {
             resources: RwLock::default(),
             handle,
             recorder,
+            memory: Mutex::default(),
         }
     }
 
@@ -114,17 +180,9 @@ impl HostClient {
     }
 
     fn send(&self, method: http::Method, path: &str, content_type: &str, body: Vec<u8>) -> Result<Value, ApiError> {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::ACCEPT, "application/json")
-            .body(body)
-            .map_err(|e| api_error(400, "BadRequest", format!("cannot build the request: {e}")))?;
+        let request = build_request(method, path, content_type, body)?;
         let client = self.informers.client().clone();
-        let text = self.handle.block_on(client.request_text(request)).map_err(from_kube)?;
-        serde_json::from_str(&text)
-            .map_err(|e| api_error(500, "InternalError", format!("invalid JSON from the API server: {e}")))
+        parse_reply(self.handle.block_on(client.request_text(request)))
     }
 
     /// Writes `object` of `kind` and feeds the stored result back into the cache.
@@ -137,6 +195,11 @@ impl HostClient {
         body: Vec<u8>,
     ) -> Result<String, ApiError> {
         let stored = self.send(method, path, content_type, body)?;
+        Ok(self.written(kind, stored))
+    }
+
+    /// Feeds an object the server stored back into the cache; returns it as text.
+    fn written(&self, kind: &GroupVersionKind, stored: Value) -> String {
         let text = stored.to_string();
         if let Some(informer) = self.informer(kind) {
             // A write that removed the last finalizer of an object being deleted removed the
@@ -149,7 +212,14 @@ impl HostClient {
                 informer.observe(stored);
             }
         }
-        Ok(text)
+        text
+    }
+
+    /// A create request for `object` (text), checked first.
+    fn create_request(&self, kind: &GroupVersionKind, object: &str) -> Result<http::Request<Vec<u8>>, ApiError> {
+        let value = parse_object(object)?;
+        let path = self.path(kind, text_at(&value, "/metadata/namespace"), None)?;
+        build_request(http::Method::POST, &self.field_manager(&path), "application/json", object.as_bytes().to_vec())
     }
 
     fn field_manager(&self, path: &str) -> String {
@@ -207,7 +277,8 @@ impl ControllerClient for HostClient {
             .transpose()
             .map_err(|e| api_error(400, "BadRequest", format!("invalid label selector: {e}")))?;
         let filter = |object: &Value| {
-            labels.as_ref().is_none_or(|s| s.matches_object(object))
+            options.owner_uid.as_deref().is_none_or(|uid| owned_by(object, uid))
+                && labels.as_ref().is_none_or(|s| s.matches_object(object))
                 && options.field_selector.as_deref().is_none_or(|s| fields_match(s, object))
         };
         if let Some(informer) = self.informer(kind) {
@@ -219,10 +290,42 @@ impl ControllerClient for HostClient {
         Ok(items.iter().filter(|o| filter(o)).map(Value::to_string).collect())
     }
 
+    fn recall(&self, key: &str) -> Option<String> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner).values.get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, value: Option<&str>) -> Result<(), ApiError> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner).remember(key, value)
+    }
+
     fn create(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError> {
-        let value = parse_object(object)?;
-        let path = self.path(kind, text_at(&value, "/metadata/namespace"), None)?;
-        self.write(kind, http::Method::POST, &self.field_manager(&path), "application/json", object.as_bytes().to_vec())
+        let request = self.create_request(kind, object)?;
+        let client = self.informers.client().clone();
+        let stored = parse_reply(self.handle.block_on(client.request_text(request)))?;
+        Ok(self.written(kind, stored))
+    }
+
+    fn create_many(&self, kind: &GroupVersionKind, objects: &[String]) -> Vec<Result<String, ApiError>> {
+        let mut results = Vec::with_capacity(objects.len());
+        for chunk in objects.chunks(CONCURRENT_CREATES) {
+            let pending: Vec<_> = chunk
+                .iter()
+                .map(|object| {
+                    let request = self.create_request(kind, object)?;
+                    let client = self.informers.client().clone();
+                    Ok(self.handle.spawn(async move { client.request_text(request).await }))
+                })
+                .collect();
+            for task in pending {
+                let reply = task.and_then(|task| {
+                    self.handle
+                        .block_on(task)
+                        .map_err(|e| api_error(500, "InternalError", format!("a create was lost: {e}")))
+                });
+                results.push(reply.and_then(parse_reply).map(|stored| self.written(kind, stored)));
+            }
+        }
+        results
     }
 
     fn update(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError> {
@@ -323,7 +426,29 @@ impl ControllerClient for HostClient {
 mod tests {
     use serde_json::json;
 
-    use super::fields_match;
+    use super::{MEMORY_LIMIT, Memory, fields_match, owned_by};
+
+    #[test]
+    fn remembered_values_are_replaced_forgotten_and_capped() {
+        let mut memory = Memory::default();
+        memory.remember("a", Some("12345")).unwrap();
+        memory.remember("a", Some("1")).unwrap();
+        assert_eq!((memory.values.get("a").map(String::as_str), memory.bytes), (Some("1"), 2));
+        memory.remember("a", None).unwrap();
+        assert_eq!((memory.values.len(), memory.bytes), (0, 0));
+        let too_big = "x".repeat(MEMORY_LIMIT);
+        let refused = memory.remember("b", Some(&too_big)).unwrap_err();
+        assert_eq!((refused.code, memory.bytes, memory.values.len()), (413, 0, 0));
+    }
+
+    #[test]
+    fn owner_filters_match_any_owner_reference_by_uid() {
+        let pod = json!({"metadata": {"ownerReferences": [
+            {"uid": "rs-1", "controller": true}, {"uid": "other"}]}});
+        assert!(owned_by(&pod, "rs-1") && owned_by(&pod, "other"));
+        assert!(!owned_by(&pod, "rs-2"));
+        assert!(!owned_by(&json!({"metadata": {}}), "rs-1"));
+    }
 
     #[test]
     fn field_selectors_compare_dotted_paths() {

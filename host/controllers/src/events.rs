@@ -51,6 +51,9 @@ impl EventRecorder {
     }
 }
 
+/// How many distinct events are remembered for folding repeats into a count.
+const FOLDED_EVENTS: usize = 4096;
+
 async fn write_events(client: kube::Client, mut receiver: mpsc::Receiver<Pending>) {
     let resource = kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Event>(&());
     // (namespace, involved uid or name, reason, message) → (event name, count)
@@ -62,6 +65,11 @@ async fn write_events(client: kube::Client, mut receiver: mpsc::Receiver<Pending
         let fold_key = (namespace.clone(), involved, event.reason.clone(), event.message.clone());
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &resource);
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        if seen.len() >= FOLDED_EVENTS {
+            // Forget what was folded so far rather than grow without end: at worst a repeat
+            // becomes a new Event instead of a higher count (upstream keeps an LRU of 4096).
+            seen.clear();
+        }
         if let Some((name, count)) = seen.get_mut(&fold_key) {
             *count += 1;
             let patch = json!({"count": *count, "lastTimestamp": now});

@@ -22,6 +22,9 @@ use crate::informer::{Change, Handler, Informers};
 use crate::metrics::{ControllerMetrics, MetricsSnapshot, Outcome};
 use crate::queue::{RateLimits, WorkQueue};
 
+/// A controller instance whose linear memory grew past this is dropped after its call.
+const RECYCLE_ABOVE_BYTES: usize = 64 << 20;
+
 /// How to run one controller.
 #[derive(Clone, Debug)]
 pub struct ControllerSpec {
@@ -92,6 +95,10 @@ impl ControllerManager {
             // 2 000 pods, failing every reconcile from there on): allow the runtime's maximum.
             memory_bytes: self.runtime.config().max_memory_bytes,
             max_instances: spec.workers.max(1) + 1,
+            // Linear memory never shrinks: an instance that listed that much is dropped after
+            // its call rather than holding its peak for good. Controllers keep state between
+            // reconciles in the host (`recall`/`remember`), so nothing is lost with it.
+            recycle_above_bytes: Some(RECYCLE_ABOVE_BYTES),
         });
         let bytes = spec.component.clone();
         let plugin = tokio::task::spawn_blocking(move || runtime.load::<ControllerWorld>(plugin_spec, &bytes))
@@ -143,7 +150,7 @@ impl ControllerManager {
         watches: &Watches,
         client: &HostClient,
         queue: &WorkQueue<Key>,
-        mapper: &std_mpsc::SyncSender<(GroupVersionKind, Arc<str>)>,
+        mapper: &std_mpsc::Sender<(GroupVersionKind, Arc<str>)>,
     ) -> Result<(), ControllerError> {
         let primary = watches.primary.clone();
         let primary_informer = self.informer(&primary).await?;
@@ -170,8 +177,8 @@ impl ControllerManager {
                     };
                     for state in states {
                         let object: Arc<str> = Arc::from(state.json.as_str());
-                        if mapper.try_send((kind.clone(), object)).is_err() {
-                            tracing::warn!(kind = %kind.kind, "map-to-keys backlog full; change dropped");
+                        if mapper.send((kind.clone(), object)).is_err() {
+                            tracing::debug!(kind = %kind.kind, "controller stopped; change not mapped");
                         }
                     }
                 });
@@ -326,8 +333,10 @@ fn start_mapper(
     plugin: Controller,
     client: Arc<dyn ControllerClient>,
     queue: WorkQueue<Key>,
-) -> std_mpsc::SyncSender<(GroupVersionKind, Arc<str>)> {
-    let (sender, receiver) = std_mpsc::sync_channel::<(GroupVersionKind, Arc<str>)>(65_536);
+) -> std_mpsc::Sender<(GroupVersionKind, Arc<str>)> {
+    // Unbounded: a change dropped here would never reach its key, and a bounded std channel
+    // allocates all of its slots up front (65 536 of them were 5 MiB per controller).
+    let (sender, receiver) = std_mpsc::channel::<(GroupVersionKind, Arc<str>)>();
     let controller = name.to_owned();
     let spawned = std::thread::Builder::new().name(format!("{name}-map")).spawn(move || {
         while let Ok((kind, object)) = receiver.recv() {

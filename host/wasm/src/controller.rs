@@ -66,6 +66,8 @@ pub trait ControllerClient: Send + Sync {
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<String>, ApiError>;
     /// Creates an object through the API server.
     fn create(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError>;
+    /// Creates several objects through the API server concurrently; one result per object.
+    fn create_many(&self, kind: &GroupVersionKind, objects: &[String]) -> Vec<Result<String, ApiError>>;
     /// Replaces an object through the API server.
     fn update(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError>;
     /// Replaces an object's status through the API server.
@@ -83,6 +85,11 @@ pub trait ControllerClient: Send + Sync {
     fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError>;
     /// Records an Event.
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str);
+    /// What the controller stored under `key` with [`remember`](Self::remember).
+    fn recall(&self, key: &str) -> Option<String>;
+    /// Stores (or with `None` forgets) a value the controller recalls in later calls, whichever
+    /// instance or version serves them.
+    fn remember(&self, key: &str, value: Option<&str>) -> Result<(), ApiError>;
     /// The resources the API server serves (discovery). Clients without discovery answer 501.
     fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
         Err(ApiError {
@@ -197,6 +204,13 @@ impl client::Host for HostState {
         current_client()?.create(&kind, &object)
     }
 
+    fn create_many(&mut self, kind: GroupVersionKind, objects: Vec<String>) -> Vec<Result<String, ApiError>> {
+        match current_client() {
+            Ok(client) => client.create_many(&kind, &objects),
+            Err(e) => objects.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     fn update(&mut self, kind: GroupVersionKind, object: String) -> Result<String, ApiError> {
         current_client()?.update(&kind, &object)
     }
@@ -228,5 +242,13 @@ impl client::Host for HostState {
 
     fn discover(&mut self) -> Result<Vec<ApiResource>, ApiError> {
         current_client()?.discover()
+    }
+
+    fn recall(&mut self, key: String) -> Option<String> {
+        current_client().ok()?.recall(&key)
+    }
+
+    fn remember(&mut self, key: String, value: Option<String>) -> Result<(), ApiError> {
+        current_client()?.remember(&key, value.as_deref())
     }
 }

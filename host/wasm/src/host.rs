@@ -5,6 +5,8 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+
+use crate::metrics::Residency;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
@@ -25,7 +27,7 @@ pub struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(plugin: std::sync::Arc<str>, memory_bytes: usize) -> Self {
+    pub(crate) fn new(plugin: std::sync::Arc<str>, memory_bytes: usize, residency: Arc<Residency>) -> Self {
         // No preopened directories, environment, arguments, network or inherited stdio: the
         // guest's standard library links against WASI, but a plugin reaches the world only
         // through the world's imports. Stderr is kept (its tail) for the error of a call that
@@ -36,7 +38,7 @@ impl HostState {
             plugin,
             wasi,
             table: ResourceTable::new(),
-            memory: MemoryCap::new(memory_bytes),
+            memory: MemoryCap::new(memory_bytes, residency),
             stderr,
             call_context: None,
         }
@@ -61,6 +63,11 @@ impl HostState {
 
     pub(crate) fn limiter(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.memory
+    }
+
+    /// The linear memory this instance holds, in bytes.
+    pub(crate) fn memory_size(&self) -> usize {
+        self.memory.size
     }
 
     /// Clears the memory-cap flag before a call; true afterwards means the call hit the cap.
@@ -112,23 +119,38 @@ fn truncate(message: &str, max: usize) -> &str {
 }
 
 /// Caps linear memory, remembering whether a growth was refused so a resulting trap can be
-/// reported as "out of memory" rather than as whatever the guest did on allocation failure.
+/// reported as "out of memory" rather than as whatever the guest did on allocation failure, and
+/// accounts what the instance holds in its plugin's [`Residency`].
 struct MemoryCap {
     limits: StoreLimits,
     bytes: usize,
     hit: bool,
+    /// The linear memory granted so far (memories are created through `memory_growing` too).
+    size: usize,
+    residency: Arc<Residency>,
 }
 
 impl MemoryCap {
-    fn new(bytes: usize) -> Self {
-        Self { limits: StoreLimitsBuilder::new().memory_size(bytes).build(), bytes, hit: false }
+    fn new(bytes: usize, residency: Arc<Residency>) -> Self {
+        residency.instance_created();
+        Self { limits: StoreLimitsBuilder::new().memory_size(bytes).build(), bytes, hit: false, size: 0, residency }
+    }
+}
+
+impl Drop for MemoryCap {
+    fn drop(&mut self) {
+        self.residency.instance_dropped(self.size);
     }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
         let allowed = self.limits.memory_growing(current, desired, maximum)?;
-        if !allowed && desired > self.bytes {
+        if allowed {
+            let grown = desired.saturating_sub(current);
+            self.size += grown;
+            self.residency.grew(grown);
+        } else if desired > self.bytes {
             self.hit = true;
         }
         Ok(allowed)

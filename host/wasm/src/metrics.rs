@@ -1,6 +1,7 @@
 //! Per-plugin call metrics: counters and a latency histogram, cheap enough for every call.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -22,6 +23,31 @@ pub(crate) struct Metrics {
     latency_nanos_sum: AtomicU64,
     // One count per bucket of LATENCY_BUCKETS_SECONDS plus +Inf; not cumulative.
     buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    residency: Arc<Residency>,
+}
+
+/// What a plugin's live instances hold, across its versions: updated by each instance's store
+/// as its linear memory grows and when it is dropped.
+#[derive(Default)]
+pub(crate) struct Residency {
+    bytes: AtomicU64,
+    instances: AtomicU64,
+}
+
+impl Residency {
+    pub(crate) fn instance_created(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn grew(&self, bytes: usize) {
+        self.bytes.fetch_add(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// An instance holding `bytes` of linear memory is gone.
+    pub(crate) fn instance_dropped(&self, bytes: usize) {
+        self.bytes.fetch_sub(u64::try_from(bytes).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.instances.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// How a call ended, for counting.
@@ -56,6 +82,11 @@ impl Metrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The gauge every instance's store updates.
+    pub(crate) fn residency(&self) -> &Arc<Residency> {
+        &self.residency
+    }
+
     pub(crate) fn record_reload(&self, succeeded: bool) {
         let counter = if succeeded { &self.reloads } else { &self.failed_reloads };
         counter.fetch_add(1, Ordering::Relaxed);
@@ -84,6 +115,8 @@ impl Metrics {
             failed_reloads: self.failed_reloads.load(Ordering::Relaxed),
             latency_seconds_sum: Duration::from_nanos(self.latency_nanos_sum.load(Ordering::Relaxed)).as_secs_f64(),
             latency_buckets,
+            memory_bytes: self.residency.bytes.load(Ordering::Relaxed),
+            instances: self.residency.instances.load(Ordering::Relaxed),
         }
     }
 }
@@ -114,6 +147,11 @@ pub struct MetricsSnapshot {
     /// Cumulative latency histogram: `(upper bound in seconds, calls at most that long)`, the
     /// last bound infinite.
     pub latency_buckets: Vec<(f64, u64)>,
+    /// Linear memory held by its live instances, in bytes (WebAssembly memory never shrinks: an
+    /// instance keeps its largest size until it is dropped).
+    pub memory_bytes: u64,
+    /// Instances alive, idle or serving a call.
+    pub instances: u64,
 }
 
 impl MetricsSnapshot {
@@ -127,24 +165,30 @@ impl MetricsSnapshot {
     }
 }
 
-/// A counter's name, help text and value in a snapshot.
-type Counter = (&'static str, &'static str, fn(&MetricsSnapshot) -> u64);
+/// A series' name, type (`counter` or `gauge`), help text and value in a snapshot.
+type Series = (&'static str, &'static str, &'static str, fn(&MetricsSnapshot) -> u64);
 
 /// Renders snapshots in the Prometheus text exposition format, for a `/metrics` endpoint.
 #[must_use]
 pub fn render_prometheus(snapshots: &[MetricsSnapshot]) -> String {
     let mut out = String::new();
-    let counters: [Counter; 7] = [
-        ("capstan_plugin_calls_total", "Calls made to a plugin.", |s| s.calls),
-        ("capstan_plugin_errors_total", "Plugin calls that failed.", |s| s.errors),
-        ("capstan_plugin_timeouts_total", "Plugin calls stopped at their deadline.", |s| s.timeouts),
-        ("capstan_plugin_out_of_memory_total", "Plugin calls stopped at the memory cap.", |s| s.out_of_memory),
-        ("capstan_plugin_traps_total", "Plugin calls that trapped.", |s| s.traps),
-        ("capstan_plugin_reloads_total", "Successful plugin reloads.", |s| s.reloads),
-        ("capstan_plugin_failed_reloads_total", "Plugin reloads refused.", |s| s.failed_reloads),
+    let series: [Series; 9] = [
+        ("capstan_plugin_calls_total", "counter", "Calls made to a plugin.", |s| s.calls),
+        ("capstan_plugin_errors_total", "counter", "Plugin calls that failed.", |s| s.errors),
+        ("capstan_plugin_timeouts_total", "counter", "Plugin calls stopped at their deadline.", |s| s.timeouts),
+        ("capstan_plugin_out_of_memory_total", "counter", "Plugin calls stopped at the memory cap.", |s| {
+            s.out_of_memory
+        }),
+        ("capstan_plugin_traps_total", "counter", "Plugin calls that trapped.", |s| s.traps),
+        ("capstan_plugin_reloads_total", "counter", "Successful plugin reloads.", |s| s.reloads),
+        ("capstan_plugin_failed_reloads_total", "counter", "Plugin reloads refused.", |s| s.failed_reloads),
+        ("capstan_plugin_memory_bytes", "gauge", "Linear memory held by a plugin's live instances.", |s| {
+            s.memory_bytes
+        }),
+        ("capstan_plugin_instances", "gauge", "A plugin's live instances, idle or in a call.", |s| s.instances),
     ];
-    for (name, help, value) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+    for (name, kind, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for s in snapshots {
             let _ = writeln!(out, "{name}{{{}}} {}", labels(s), value(s));
         }

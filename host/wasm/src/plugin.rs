@@ -11,7 +11,7 @@ use wasmtime::{Store, Trap};
 use crate::cache::{CacheUse, Digest};
 use crate::error::{Cause, PluginError};
 use crate::host::HostState;
-use crate::metrics::{Metrics, MetricsSnapshot, Outcome};
+use crate::metrics::{Metrics, MetricsSnapshot, Outcome, Residency};
 use crate::runtime::Runtime;
 use crate::world::World;
 
@@ -25,11 +25,17 @@ pub struct Limits {
     pub memory_bytes: usize,
     /// How many instances may serve calls concurrently.
     pub max_instances: usize,
+    /// An instance whose linear memory has grown past this many bytes is dropped after its call
+    /// instead of going back to the pool. WebAssembly memory never shrinks, so without this one
+    /// large call (a controller listing thousands of objects) would hold its peak for good;
+    /// `None` keeps every instance. Plugins that must remember something between calls keep it
+    /// in the host, not in an instance.
+    pub recycle_above_bytes: Option<usize>,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { deadline: Duration::from_secs(1), memory_bytes: 64 << 20, max_instances: 8 }
+        Self { deadline: Duration::from_secs(1), memory_bytes: 64 << 20, max_instances: 8, recycle_above_bytes: None }
     }
 }
 
@@ -140,12 +146,14 @@ impl Runtime {
         self.check_limits(&limits).map_err(fail)?;
         let mut linker = Linker::new(self.engine());
         W::add_to_linker(&mut linker).map_err(|e| fail(Cause::Link { world: W::NAME, message: format!("{e:#}") }))?;
+        let metrics = Metrics::default();
         let partial = Partial {
             name: Arc::from(name.as_str()),
             config: &config,
             limits: &limits,
             runtime: self,
             linker: &linker,
+            residency: metrics.residency(),
         };
         let version = partial.build_version::<W>(bytes).map_err(fail)?;
         let inner = Arc::new(PluginInner {
@@ -155,7 +163,7 @@ impl Runtime {
             runtime: self.clone(),
             linker,
             current: ArcSwap::from_pointee(version),
-            metrics: Metrics::default(),
+            metrics,
             last_error: Mutex::new(None),
             reloading: Mutex::new(()),
         });
@@ -186,6 +194,7 @@ struct Partial<'a> {
     limits: &'a Limits,
     runtime: &'a Runtime,
     linker: &'a Linker<HostState>,
+    residency: &'a Arc<Residency>,
 }
 
 impl Partial<'_> {
@@ -205,8 +214,10 @@ impl Partial<'_> {
     }
 
     fn new_slot<W: World>(&self, pre: &W::Pre) -> Result<Slot<W>, Cause> {
-        let mut store =
-            Store::new(self.runtime.engine(), HostState::new(Arc::clone(&self.name), self.limits.memory_bytes));
+        let mut store = Store::new(
+            self.runtime.engine(),
+            HostState::new(Arc::clone(&self.name), self.limits.memory_bytes, Arc::clone(self.residency)),
+        );
         store.limiter(HostState::limiter);
         store.set_epoch_deadline(self.runtime.deadline_ticks(self.limits.deadline));
         let instance = W::instantiate(pre, &mut store).map_err(|e| match self.classify(&mut store, &e) {
@@ -284,7 +295,14 @@ impl<W: World> PluginHandle<W> {
         slot.store.data().clear_stderr();
         match call(&slot.instance, &mut slot.store) {
             Ok(value) => {
-                lease.release();
+                let grown_too_large =
+                    inner.limits.recycle_above_bytes.is_some_and(|most| slot.store.data().memory_size() > most);
+                if grown_too_large {
+                    // Dropping the lease drops the instance and gives its memory back.
+                    drop(lease);
+                } else {
+                    lease.release();
+                }
                 Ok(value)
             }
             // Dropping the lease discards the instance.
@@ -300,6 +318,7 @@ impl<W: World> PluginHandle<W> {
             limits: &inner.limits,
             runtime: &inner.runtime,
             linker: &inner.linker,
+            residency: inner.metrics.residency(),
         }
     }
 

@@ -128,6 +128,43 @@ fn a_memory_hog_fails_at_its_memory_cap_and_others_keep_serving() {
 }
 
 #[test]
+fn instances_report_their_memory_and_one_grown_past_the_recycle_size_is_dropped() {
+    let limits = Limits { max_instances: 1, recycle_above_bytes: Some(8 << 20), ..Limits::default() };
+    let plugin = load("recycled", "fixture_memory_hog", limits);
+    let fresh = plugin.metrics();
+    assert_eq!(fresh.instances, 1, "the first instance is made at load");
+    assert!(fresh.memory_bytes > 0 && fresh.memory_bytes < 8 << 20, "{}", fresh.memory_bytes);
+    let keep = |mebibytes: usize| {
+        let response = plugin.validate(&pod(&format!("keep-{mebibytes}"), "{}")).expect("call");
+        assert!(response.allowed, "{response:?}");
+        plugin.metrics()
+    };
+    // Below the recycle size the instance goes back to the pool, holding what it grew to.
+    let kept = keep(2);
+    assert_eq!(kept.instances, 1);
+    assert!(kept.memory_bytes >= fresh.memory_bytes + (2 << 20), "{} after taking 2 MiB", kept.memory_bytes);
+    // Past it, the instance is dropped after the call and its memory given back.
+    let dropped = keep(12);
+    assert_eq!((dropped.instances, dropped.memory_bytes), (0, 0));
+    // The next call gets a fresh, small instance.
+    let again = keep(0);
+    assert_eq!(again.instances, 1);
+    assert!(again.memory_bytes < 8 << 20, "{}", again.memory_bytes);
+    let text = render_prometheus(&[again]);
+    assert!(text.contains("capstan_plugin_instances{plugin=\"recycled\",world=\"admission-policy\"} 1"), "{text}");
+    assert!(text.contains("# TYPE capstan_plugin_memory_bytes gauge"), "{text}");
+}
+
+#[test]
+fn without_a_recycle_size_an_instance_keeps_the_memory_it_grew_to() {
+    let plugin = load("kept", "fixture_memory_hog", Limits { max_instances: 1, ..Limits::default() });
+    plugin.validate(&pod("keep-12", "{}")).expect("call");
+    let metrics = plugin.metrics();
+    assert_eq!(metrics.instances, 1);
+    assert!(metrics.memory_bytes >= 12 << 20, "{}", metrics.memory_bytes);
+}
+
+#[test]
 fn a_reload_under_a_stream_of_concurrent_calls_loses_none() {
     let v1 = support::component("require_label");
     let v2 = support::component("fixture_require_label_v2");

@@ -56,6 +56,9 @@ pub trait Api {
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError>;
     /// Creates an object; returns it as stored.
     fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError>;
+    /// Creates several objects of `kind` at once (the host sends them concurrently); one result
+    /// per object, in order.
+    fn create_many(&self, kind: &GroupVersionKind, objects: &[Value]) -> Vec<Result<Value, ApiError>>;
     /// Replaces an object (optimistic concurrency through its resourceVersion).
     fn update(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError>;
     /// Replaces an object's status.
@@ -75,6 +78,11 @@ pub trait Api {
     fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str);
     /// The resources the API server serves (discovery, read live).
     fn discover(&self) -> Result<Vec<ApiResource>, ApiError>;
+    /// What this controller stored under `key` with [`remember`](Self::remember): state kept by
+    /// the host between reconciles, whichever instance or version of the component runs them.
+    fn recall(&self, key: &str) -> Option<String>;
+    /// Stores `value` under `key` for later [`recall`](Self::recall)s; `None` forgets it.
+    fn remember(&self, key: &str, value: Option<&str>) -> Result<(), ApiError>;
 }
 
 /// The [`ReconcileResult`] of a reconcile that may ask to be called again after some seconds
@@ -119,6 +127,11 @@ impl Api for HostApi {
         parse(&host::create(kind, &object.to_string())?)
     }
 
+    fn create_many(&self, kind: &GroupVersionKind, objects: &[Value]) -> Vec<Result<Value, ApiError>> {
+        let texts: Vec<String> = objects.iter().map(Value::to_string).collect();
+        host::create_many(kind, &texts).into_iter().map(|created| parse(&created?)).collect()
+    }
+
     fn update(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
         parse(&host::update(kind, &object.to_string())?)
     }
@@ -148,6 +161,14 @@ impl Api for HostApi {
 
     fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
         host::discover()
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        host::recall(key)
+    }
+
+    fn remember(&self, key: &str, value: Option<&str>) -> Result<(), ApiError> {
+        host::remember(key, value)
     }
 }
 
@@ -198,11 +219,22 @@ pub mod prelude {
     pub trait ListOptionsExt {
         /// Everything in `namespace`.
         fn in_namespace(namespace: Option<&str>) -> Self;
+        /// What in `namespace` has an owner reference to the object with `uid`.
+        fn owned_by(namespace: Option<&str>, uid: &str) -> Self;
     }
 
     impl ListOptionsExt for ListOptions {
         fn in_namespace(namespace: Option<&str>) -> Self {
-            Self { namespace: namespace.map(str::to_owned), label_selector: None, field_selector: None }
+            Self {
+                namespace: namespace.map(str::to_owned),
+                label_selector: None,
+                field_selector: None,
+                owner_uid: None,
+            }
+        }
+
+        fn owned_by(namespace: Option<&str>, uid: &str) -> Self {
+            Self { owner_uid: Some(uid.to_owned()), ..Self::in_namespace(namespace) }
         }
     }
 

@@ -14,6 +14,7 @@ pub mod budget;
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, GroupVersionKind, ListOptions, ObjectKey, ReconcileResult, RelatedKind, Watches, meta,
+    owned,
 };
 use serde_json::{Map, Value, json};
 
@@ -85,11 +86,7 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<Option<i64>, ApiError
     }
     let now = meta::now_seconds();
     let selector = pdb.pointer("/spec/selector");
-    let pods: Vec<Value> = api
-        .list(&pod(), &ListOptions::in_namespace(key.namespace.as_deref()))?
-        .into_iter()
-        .filter(|p| meta::selector_matches(selector, meta::labels(p)))
-        .collect();
+    let pods = owned::list_selected(api, &pod(), key.namespace.as_deref(), selector)?;
     let disrupted = live_disruptions(&pdb, &pods, now);
     let healthy = pods
         .iter()

@@ -15,7 +15,7 @@ use capstan_plugin_sdk::controller::kinds::{endpoint_slice as slice, endpoints, 
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, GroupVersionKind, ListOptions, ObjectKey, ReconcileResult, RelatedKind,
-    Watches, meta, outcome,
+    Watches, meta, outcome, owned,
 };
 use serde_json::{Map, Value, json};
 
@@ -92,8 +92,9 @@ pub fn reconcile(api: &dyn Api, key: &ObjectKey) -> Result<(), ApiError> {
         }
         return Ok(());
     };
-    let all_pods = api.list(&pod(), &ListOptions::in_namespace(key.namespace.as_deref()))?;
-    let pods: Vec<&Value> = all_pods.iter().filter(|p| selects(&svc, p) && has_ip_and_runs(p)).collect();
+    let label_selector = selector(&svc).map(|labels| json!({"matchLabels": labels}));
+    let selected = owned::list_selected(api, &pod(), key.namespace.as_deref(), label_selector.as_ref())?;
+    let pods: Vec<&Value> = selected.iter().filter(|p| has_ip_and_runs(p)).collect();
     let zones = zones(api, &pods);
     sync_slices(api, &svc, desired_slices(&svc, &pods, &zones), existing)?;
     sync_endpoints(api, &svc, desired_endpoints(&svc, &pods))
@@ -230,9 +231,8 @@ pub fn desired_slices(svc: &Value, pods: &[&Value], zones: &BTreeMap<String, Str
 /// The slices the controller made for Service `key`.
 fn owned_slices(api: &dyn Api, key: &ObjectKey) -> Result<Vec<Value>, ApiError> {
     let options = ListOptions {
-        namespace: key.namespace.clone(),
         label_selector: Some(format!("{SERVICE_NAME_LABEL}={},{MANAGED_BY_LABEL}={MANAGED_BY}", key.name)),
-        field_selector: None,
+        ..ListOptions::in_namespace(key.namespace.as_deref())
     };
     let mut slices: Vec<Value> = api
         .list(&slice(), &options)?

@@ -76,10 +76,11 @@ impl Controller for GarbageCollector {
 
     fn map_to_keys(&self, api: &dyn Api, kind: &GroupVersionKind, object: &Value) -> Vec<ObjectKey> {
         let mut keys = Vec::new();
-        if self.owners.iter().any(|k| k.is(kind)) {
-            // An owner changed: its dependents of our kind.
+        if self.owners.iter().any(|k| k.is(kind)) && !owner_is_live(api, kind, object) {
+            // An owner is gone or being deleted: its dependents of our kind. (A change of a
+            // live owner, such as a status update, leaves its dependents as they are.)
             let uid = meta::uid(object).unwrap_or_default();
-            let options = ListOptions::in_namespace(meta::namespace(object));
+            let options = ListOptions::owned_by(meta::namespace(object), uid);
             let dependents = api.list(&self.kind.gvk(), &options).unwrap_or_default();
             keys.extend(dependents.iter().filter(|d| refers_to(d, uid)).map(ObjectKey::of));
         }
@@ -106,6 +107,16 @@ impl Controller for GarbageCollector {
 }
 
 capstan_plugin_sdk::controller!(GarbageCollector);
+
+/// Whether `owner` (of `kind`), as a change reported it, still exists under its UID and is not
+/// being deleted: then nothing about its dependents needs collecting.
+fn owner_is_live(api: &dyn Api, kind: &GroupVersionKind, owner: &Value) -> bool {
+    if meta::is_terminating(owner) {
+        return false;
+    }
+    let current = api.get(kind, &ObjectKey::of(owner)).ok().flatten();
+    current.is_some_and(|current| !meta::is_terminating(&current) && meta::uid(&current) == meta::uid(owner))
+}
 
 fn refers_to(object: &Value, uid: &str) -> bool {
     meta::owner_references(object).iter().any(|r| r.get("uid").and_then(Value::as_str) == Some(uid))
@@ -188,7 +199,7 @@ impl GarbageCollector {
         let uid = meta::uid(owner).unwrap_or_default();
         let mut remaining = Vec::new();
         for kind in &self.dependents {
-            let listed = api.list(&kind.gvk(), &ListOptions::in_namespace(meta::namespace(owner)))?;
+            let listed = api.list(&kind.gvk(), &ListOptions::owned_by(meta::namespace(owner), uid))?;
             remaining.extend(listed.into_iter().filter(|d| refers_to(d, uid)));
         }
         let mut drop = Vec::new();
@@ -319,8 +330,13 @@ mod tests {
         let cluster = FakeCluster::new();
         let owner = cluster.insert(&rs_kind(), json!({"metadata": {"name": "web", "namespace": "default"}}));
         let dependent = owned_pod(&cluster, "p", &owner);
-        let keys = collector(POD, RS, "").map_to_keys(&cluster, &rs_kind(), &owner);
-        assert_eq!(keys, vec![pod_key("p")]);
+        let gc = collector(POD, RS, "");
+        assert_eq!(gc.map_to_keys(&cluster, &rs_kind(), &owner), vec![], "a live owner's change leaves them be");
+        let mut terminating = owner.clone();
+        terminating["metadata"]["deletionTimestamp"] = json!("2026-11-23T21:00:00Z");
+        assert_eq!(gc.map_to_keys(&cluster, &rs_kind(), &terminating), vec![pod_key("p")], "an owner being deleted");
+        cluster.delete(&rs_kind(), &pod_key("web"), &DeleteOptions::plain()).unwrap();
+        assert_eq!(gc.map_to_keys(&cluster, &rs_kind(), &owner), vec![pod_key("p")], "an owner gone");
         let keys = collector(RS, "", POD).map_to_keys(&cluster, &pod(), &dependent);
         assert_eq!(keys, vec![pod_key("web")]);
     }

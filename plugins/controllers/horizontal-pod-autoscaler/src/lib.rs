@@ -15,7 +15,6 @@
 pub mod replicas;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
@@ -43,15 +42,14 @@ fn scalable_kinds() -> [GroupVersionKind; 4] {
     ]
 }
 
-/// The controller; it remembers recent recommendations and rescales per HPA, as upstream does.
+/// The controller; it remembers recent recommendations and rescales per HPA, as upstream does
+/// (in the host, through `recall`/`remember`, so every instance and version shares them).
 #[derive(Default)]
-pub struct HpaController {
-    history: Mutex<HashMap<String, History>>,
-}
+pub struct HpaController;
 
 impl Controller for HpaController {
     fn configure(_config: &str) -> Result<Self, String> {
-        Ok(Self::default())
+        Ok(Self)
     }
 
     fn watches(&self) -> Watches {
@@ -66,10 +64,7 @@ impl Controller for HpaController {
     }
 
     fn reconcile(&self, api: &dyn Api, key: &ObjectKey) -> ReconcileResult {
-        let now = meta::now_seconds();
-        let mut histories = self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let result = reconcile(api, key, &mut histories, now);
-        capstan_plugin_sdk::controller::outcome(result)
+        capstan_plugin_sdk::controller::outcome(reconcile(api, key, meta::now_seconds()))
     }
 }
 
@@ -130,15 +125,10 @@ impl<'a> Pass<'a> {
 }
 
 /// Syncs one HPA; returns when to sync it again.
-pub(crate) fn reconcile(
-    api: &dyn Api,
-    key: &ObjectKey,
-    histories: &mut HashMap<String, History>,
-    now: i64,
-) -> Result<Option<i64>, ApiError> {
-    let prefix = format!("{}/{}/", key.namespace.as_deref().unwrap_or(""), key.name);
+pub(crate) fn reconcile(api: &dyn Api, key: &ObjectKey, now: i64) -> Result<Option<i64>, ApiError> {
+    let history_key = format!("history/{}/{}", key.namespace.as_deref().unwrap_or(""), key.name);
     let Some(hpa_object) = api.get(&hpa(), key)? else {
-        histories.retain(|uid, _| !uid.starts_with(&prefix));
+        api.remember(&history_key, None)?;
         return Ok(None);
     };
     if meta::is_terminating(&hpa_object) {
@@ -198,8 +188,10 @@ pub(crate) fn reconcile(
         up: rules(&spec["behavior"]["scaleUp"], Rules::default_up()),
         down: rules(&spec["behavior"]["scaleDown"], Rules::default_down()),
     };
-    let history = histories.entry(format!("{prefix}{}", meta::uid(&hpa_object).unwrap_or(""))).or_default();
-    let (replicas, limit) = replicas::decide(current, metrics.desired, &bounds, history, now);
+    let uid = meta::uid(&hpa_object).unwrap_or("");
+    let mut history = api.recall(&history_key).and_then(|text| History::decode(&text, uid)).unwrap_or_default();
+    let (replicas, limit) = replicas::decide(current, metrics.desired, &bounds, &mut history, now);
+    api.remember(&history_key, Some(&history.encode(uid)))?;
     let (limited, reason, message) = limit_condition(limit);
     pass.condition("ScalingLimited", limited, reason, message);
     pass.status["currentMetrics"] = json!(metrics.current);

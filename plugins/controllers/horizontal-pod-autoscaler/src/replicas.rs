@@ -204,6 +204,25 @@ pub struct History {
     pub events: Vec<(i64, i64)>,
 }
 
+impl History {
+    /// The history as the host keeps it, tied to the HPA's UID.
+    #[must_use]
+    pub fn encode(&self, uid: &str) -> String {
+        serde_json::json!({"uid": uid, "recommendations": self.recommendations, "events": self.events}).to_string()
+    }
+
+    /// A kept history, if it belongs to the HPA with `uid` (not to a deleted one of that name).
+    #[must_use]
+    pub fn decode(text: &str, uid: &str) -> Option<Self> {
+        let kept: serde_json::Value = serde_json::from_str(text).ok()?;
+        let pairs = |field: &str| -> Option<Vec<(i64, i64)>> { serde_json::from_value(kept[field].clone()).ok() };
+        if kept["uid"] != uid {
+            return None;
+        }
+        Some(Self { recommendations: pairs("recommendations")?, events: pairs("events")? })
+    }
+}
+
 /// The inputs of one decision.
 #[derive(Clone, Debug)]
 pub struct Bounds {

@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::testing::FakeCluster;
 use capstan_plugin_sdk::controller::{Api, ObjectKey, kinds, meta};
@@ -130,7 +128,7 @@ fn status(cluster: &FakeCluster) -> Value {
 fn a_busy_deployment_is_scaled_up_to_max_with_status_and_event() {
     let cluster = cluster_with(&[200], 1);
     let key = ObjectKey::namespaced("default", "web");
-    let again = reconcile(&cluster, &key, &mut HashMap::new(), 1000).unwrap();
+    let again = reconcile(&cluster, &key, 1000).unwrap();
     assert_eq!(again, Some(super::SYNC_SECONDS));
     let deployment = cluster.get(&kinds::deployment(), &key).unwrap().unwrap();
     // 200 % against 50 % asks for 4; maxReplicas is 3.
@@ -157,16 +155,15 @@ fn a_busy_deployment_is_scaled_up_to_max_with_status_and_event() {
 fn an_idle_deployment_scales_down_to_the_highest_recommendation_of_the_window() {
     let cluster = cluster_with(&[5, 5, 5], 3);
     let key = ObjectKey::namespaced("default", "web");
-    let mut histories = HashMap::new();
     // 5 % against 50 % asks for 1 while 3 run. With no earlier recommendation (a restarted
     // controller, as upstream) the window holds only this one: down to 1 at once.
-    reconcile(&cluster, &key, &mut histories, 0).unwrap();
+    reconcile(&cluster, &key, 0).unwrap();
     assert_eq!(cluster.get(&kinds::deployment(), &key).unwrap().unwrap()["spec"]["replicas"], 1);
     assert_eq!(status(&cluster)["desiredReplicas"], 1);
     // Load comes back: up to 3; then it goes again: the recommendation of 3 holds for 300 s.
     cluster.modify(&kinds::deployment(), &key, |d| d["spec"]["replicas"] = json!(3));
-    reconcile(&cluster, &key, &mut histories, 100).unwrap();
-    reconcile(&cluster, &key, &mut histories, 200).unwrap();
+    reconcile(&cluster, &key, 100).unwrap();
+    reconcile(&cluster, &key, 200).unwrap();
     assert_eq!(
         cluster.get(&kinds::deployment(), &key).unwrap().unwrap()["spec"]["replicas"],
         1,
@@ -184,7 +181,7 @@ fn missing_metrics_and_unsupported_types_report_scaling_inactive() {
                "status": {"phase": "Running"}}),
     );
     let key = ObjectKey::namespaced("default", "web");
-    reconcile(&cluster, &key, &mut HashMap::new(), 0).unwrap();
+    reconcile(&cluster, &key, 0).unwrap();
     let condition = meta::condition(&json!({"status": status(&cluster)}), "ScalingActive").unwrap().clone();
     assert_eq!(condition["status"], "False");
     assert_eq!(condition["reason"], "FailedGetResourceMetric");
@@ -193,7 +190,7 @@ fn missing_metrics_and_unsupported_types_report_scaling_inactive() {
     cluster.modify(&hpa(), &key, |h| {
         h["spec"]["metrics"] = json!([{"type": "External", "external": {"metric": {"name": "queue"}, "target": {"type": "Value", "value": "1"}}}]);
     });
-    reconcile(&cluster, &key, &mut HashMap::new(), 0).unwrap();
+    reconcile(&cluster, &key, 0).unwrap();
     let condition = meta::condition(&json!({"status": status(&cluster)}), "ScalingActive").unwrap().clone();
     assert!(condition["message"].as_str().unwrap().contains("External"), "{condition}");
 }
@@ -204,19 +201,27 @@ fn a_second_sync_of_an_unchanged_hpa_writes_nothing() {
     for (usage, replicas) in [(&[50_i64][..], 1), (&[200][..], 1), (&[200, 200, 200][..], 3)] {
         let cluster = cluster_with(usage, replicas);
         let key = ObjectKey::namespaced("default", "web");
-        let mut history = HashMap::new();
-        reconcile(&cluster, &key, &mut history, 1000).unwrap();
+        reconcile(&cluster, &key, 1000).unwrap();
         // Whatever the first sync scaled to is now the Deployment's state.
         let scaled = cluster.get(&kinds::deployment(), &key).unwrap().unwrap()["spec"]["replicas"].clone();
         cluster.modify(&kinds::deployment(), &key, |d| d["status"]["replicas"] = scaled.clone());
-        reconcile(&cluster, &key, &mut history, 1015).unwrap();
+        reconcile(&cluster, &key, 1015).unwrap();
         let settled = status(&cluster);
         let writes = cluster.writes();
-        reconcile(&cluster, &key, &mut history, 1030).unwrap();
+        reconcile(&cluster, &key, 1030).unwrap();
         assert_eq!(cluster.writes(), writes, "usage {usage:?} × {replicas}: nothing changed, nothing written");
         assert_eq!(status(&cluster), settled);
         for condition in settled["conditions"].as_array().unwrap() {
             assert!(condition.get("lastProbeTime").is_none(), "HPA conditions have no lastProbeTime: {condition}");
         }
     }
+}
+
+#[test]
+fn a_kept_history_belongs_to_one_hpa_uid() {
+    let history = History { recommendations: vec![(10, 3), (20, 4)], events: vec![(20, 1)] };
+    let kept = history.encode("uid-1");
+    assert_eq!(History::decode(&kept, "uid-1"), Some(history));
+    assert_eq!(History::decode(&kept, "uid-2"), None, "an HPA recreated under the same name starts afresh");
+    assert_eq!(History::decode("not json", "uid-1"), None);
 }

@@ -99,9 +99,8 @@ fn owned_pods(api: &dyn Api, job: &Value) -> Result<Vec<Value>, ApiError> {
     let uid = meta::uid(job).unwrap_or_default();
     let labelled = job.pointer("/spec/template/metadata/labels").and_then(|l| l.get(UID_LABEL)).and_then(Value::as_str);
     let options = ListOptions {
-        namespace: meta::namespace(job).map(str::to_owned),
         label_selector: (labelled == Some(uid)).then(|| format!("{UID_LABEL}={uid}")),
-        field_selector: None,
+        ..ListOptions::owned_by(meta::namespace(job), uid)
     };
     Ok(api.list(&pod_kind(), &options)?.into_iter().filter(|p| meta::is_controlled_by(p, uid)).collect())
 }

@@ -171,11 +171,8 @@ fn mark_pods_not_ready(api: &dyn Api, node_object: &Value) -> Result<(), ApiErro
 }
 
 fn pods_on(api: &dyn Api, node_name: &str) -> Result<Vec<Value>, ApiError> {
-    let options = ListOptions {
-        namespace: None,
-        label_selector: None,
-        field_selector: Some(format!("spec.nodeName={node_name}")),
-    };
+    let options =
+        ListOptions { field_selector: Some(format!("spec.nodeName={node_name}")), ..ListOptions::in_namespace(None) };
     Ok(api
         .list(&pod(), &options)?
         .into_iter()

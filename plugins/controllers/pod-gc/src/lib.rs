@@ -14,9 +14,6 @@
 //!
 //! Start with [`PodGc::collect`].
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, GroupVersionKind, ListOptions, ObjectKey, PatchType, ReconcileResult,
@@ -44,8 +41,12 @@ impl Default for Config {
 /// The pod garbage collector.
 pub struct PodGc {
     config: Config,
-    /// When each missing node was first found missing (seconds since the epoch).
-    missing_since: RefCell<BTreeMap<String, i64>>,
+}
+
+/// Under which key the host remembers when node `node` was first found missing (seconds since
+/// the epoch): kept in the host, so every instance and version of the component sees it.
+fn missing_since_key(node: &str) -> String {
+    format!("missing-since/{node}")
 }
 
 fn pod_kind() -> GroupVersionKind {
@@ -63,7 +64,7 @@ fn node_name(pod: &Value) -> Option<&str> {
 impl Controller for PodGc {
     fn configure(config: &str) -> Result<Self, String> {
         let config = serde_json::from_str(config).map_err(|e| format!("invalid pod GC configuration: {e}"))?;
-        Ok(Self { config, missing_since: RefCell::default() })
+        Ok(Self { config })
     }
 
     fn watches(&self) -> Watches {
@@ -80,7 +81,11 @@ impl Controller for PodGc {
         if api.get(&node_kind(), &key).ok().flatten().is_some() {
             return Vec::new();
         }
-        let pods = api.list(&pod_kind(), &ListOptions::in_namespace(None)).unwrap_or_default();
+        let on_node = ListOptions {
+            field_selector: Some(format!("spec.nodeName={}", key.name)),
+            ..ListOptions::in_namespace(None)
+        };
+        let pods = api.list(&pod_kind(), &on_node).unwrap_or_default();
         pods.iter().filter(|p| node_name(p) == Some(key.name.as_str())).map(ObjectKey::of).collect()
     }
 
@@ -103,14 +108,20 @@ impl PodGc {
         };
         let node_key = ObjectKey { namespace: None, name: node.to_owned() };
         if api.get(&node_kind(), &node_key)?.is_none() {
-            let since = *self.missing_since.borrow_mut().entry(node.to_owned()).or_insert(now);
+            let key = missing_since_key(node);
+            let since = if let Some(since) = api.recall(&key).and_then(|s| s.parse().ok()) {
+                since
+            } else {
+                api.remember(&key, Some(&now.to_string()))?;
+                now
+            };
             let wait = since + self.config.orphan_grace_period_seconds - now;
             if wait > 0 {
                 return Ok(Some(u64::try_from(wait).unwrap_or(0)));
             }
             return delete_orphan(api, &pod).map(|()| None);
         }
-        self.missing_since.borrow_mut().remove(node);
+        api.remember(&missing_since_key(node), None)?;
         if meta::pod_is_finished(&pod) {
             self.collect_terminated(api)?;
         }

@@ -11,8 +11,8 @@
 
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
-    Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    ReconcileResult, Watches, meta,
+    Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ObjectKey, ObjectRef, ReconcileResult,
+    Watches, meta, owned,
 };
 use serde_json::{Value, json};
 
@@ -79,9 +79,11 @@ fn selector_of(kind: &GroupVersionKind, owner: &Value) -> Option<Value> {
 fn reconcile(api: &dyn Api, kind: &GroupVersionKind, key: &ObjectKey) -> Result<(), ApiError> {
     let Some(rs) = api.get(kind, key)? else { return Ok(()) };
     let uid = meta::uid(&rs).unwrap_or_default().to_owned();
-    let all_pods = api.list(&pod(), &ListOptions::in_namespace(key.namespace.as_deref()))?;
     let selector = selector_of(kind, &rs);
     let selector = selector.as_ref();
+    // Only the pods the selector matches are copied in (owned pods match it: the selector is
+    // immutable); never the rest of the namespace.
+    let all_pods = owned::list_selected(api, &pod(), key.namespace.as_deref(), selector)?;
     let mut active = Vec::new();
     for candidate in all_pods {
         if meta::is_terminating(&candidate) || meta::pod_is_finished(&candidate) {
@@ -93,7 +95,7 @@ fn reconcile(api: &dyn Api, kind: &GroupVersionKind, key: &ObjectKey) -> Result<
             && !meta::is_terminating(&rs)
             && meta::selector_matches(selector, meta::labels(&candidate))
         {
-            active.push(capstan_plugin_sdk::controller::owned::adopt(api, kind, &rs, &pod(), &candidate)?);
+            active.push(owned::adopt(api, kind, &rs, &pod(), &candidate)?);
         }
     }
     if !meta::is_terminating(&rs) {
@@ -122,8 +124,9 @@ pub fn pod_from_template(kind: &GroupVersionKind, rs: &Value) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec")})
 }
 
-/// Creates `count` pods in batches of 1, 2, 4, …, stopping at the first batch with a failure
-/// (as kube-controller-manager does, so a quota or admission refusal costs one call, not many).
+/// Creates `count` pods in batches of 1, 2, 4, …, each batch at once, stopping after the first
+/// batch with a failure (as kube-controller-manager does, so a quota or admission refusal costs
+/// one small batch, not many calls).
 fn create_pods(api: &dyn Api, kind: &GroupVersionKind, rs: &Value, count: usize) -> Result<(), ApiError> {
     let regarding = ObjectRef::to(kind, rs);
     let new_pod = pod_from_template(kind, rs);
@@ -131,8 +134,9 @@ fn create_pods(api: &dyn Api, kind: &GroupVersionKind, rs: &Value, count: usize)
     let mut batch = 1;
     while remaining > 0 {
         let size = batch.min(remaining);
-        for _ in 0..size {
-            match api.create(&pod(), &new_pod) {
+        let mut failed = None;
+        for created in api.create_many(&pod(), &vec![new_pod.clone(); size]) {
+            match created {
                 Ok(created) => {
                     let message = format!("Created pod: {}", meta::name(&created));
                     api.record_event(&regarding, EventType::Normal, "SuccessfulCreate", &message);
@@ -140,9 +144,12 @@ fn create_pods(api: &dyn Api, kind: &GroupVersionKind, rs: &Value, count: usize)
                 Err(e) => {
                     let message = format!("Error creating: {}", e.message);
                     api.record_event(&regarding, EventType::Warning, "FailedCreate", &message);
-                    return Err(e);
+                    failed = failed.or(Some(e));
                 }
             }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         remaining -= size;
         batch *= 2;

@@ -22,9 +22,6 @@
 //!
 //! Start with [`QuotaController::sync`].
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
-
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, GroupVersionKind, ListOptions, ObjectKey, ReconcileResult, RelatedKind, Watches, meta,
@@ -53,10 +50,6 @@ impl Default for Config {
 /// The resource quota controller.
 pub struct QuotaController {
     config: Config,
-    /// Quotas whose computed usage differed from `status.used`: the resourceVersion they were
-    /// at and since when (milliseconds since the epoch). Kept per component instance; a look
-    /// that lands on another instance starts the wait again — later, never sooner.
-    unsettled: RefCell<BTreeMap<(String, String), (String, u64)>>,
 }
 
 fn quota_kind() -> GroupVersionKind {
@@ -80,7 +73,7 @@ fn now_millis() -> u64 {
 impl Controller for QuotaController {
     fn configure(config: &str) -> Result<Self, String> {
         let config = serde_json::from_str(config).map_err(|e| format!("invalid resource quota configuration: {e}"))?;
-        Ok(Self { config, unsettled: RefCell::default() })
+        Ok(Self { config })
     }
 
     fn watches(&self) -> Watches {
@@ -145,13 +138,32 @@ fn compute(api: &dyn Api, namespace: &str, hard: &Usage, used: &Usage) -> Result
         .collect())
 }
 
+/// Under which key the host remembers a quota waiting to settle.
+fn settling_key((namespace, name): &(String, String)) -> String {
+    format!("settling/{namespace}/{name}")
+}
+
+/// The resourceVersion quota `id` was seen at with a differing usage, and since when
+/// (milliseconds); kept in the host so every instance and version of the component shares it.
+fn settling_since(api: &dyn Api, id: &(String, String)) -> Option<(String, u64)> {
+    let kept = api.recall(&settling_key(id))?;
+    let (version, since) = kept.rsplit_once(' ')?;
+    Some((version.to_owned(), since.parse().ok()?))
+}
+
+/// Starts (or with `None` ends) the wait of quota `id` to settle.
+fn settling(api: &dyn Api, id: &(String, String), since: Option<(&str, u64)>) -> Result<(), ApiError> {
+    let kept = since.map(|(version, at)| format!("{version} {at}"));
+    api.remember(&settling_key(id), kept.as_deref())
+}
+
 impl QuotaController {
     /// Brings quota `key`'s status up to date at `now` (milliseconds since the epoch); returns
     /// after how many milliseconds to look again.
     pub fn sync(&self, api: &dyn Api, key: &ObjectKey, now: u64) -> Result<Option<u64>, ApiError> {
         let id = (key.namespace.clone().unwrap_or_default(), key.name.clone());
         let Some(quota) = api.get(&quota_kind(), key)? else {
-            self.unsettled.borrow_mut().remove(&id);
+            settling(api, &id, None)?;
             return Ok(None);
         };
         let resync = Some(self.config.resync_seconds.saturating_mul(1000));
@@ -169,16 +181,16 @@ impl QuotaController {
         let version = quota.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
         // A quota already waiting to settle is not recomputed before it has: during a burst of
         // creates every charge triggers a look, and each would list the namespace's pods.
-        let settled = match self.unsettled.borrow_mut().get_mut(&id) {
-            Some((seen, since)) if *seen == version => {
-                let waited = now.saturating_sub(*since);
+        let settled = match settling_since(api, &id) {
+            Some((seen, since)) if seen == version => {
+                let waited = now.saturating_sub(since);
                 if waited < settle {
                     return Ok(Some(settle - waited));
                 }
                 true
             }
-            Some(entry) => {
-                *entry = (version, now);
+            Some(_) => {
+                settling(api, &id, Some((&version, now)))?;
                 return Ok(Some(settle));
             }
             None => false,
@@ -186,14 +198,14 @@ impl QuotaController {
         let computed = compute(api, &id.0, &hard, &used)?;
         let recorded: Usage = hard.keys().map(|r| (r.clone(), used.get(r).copied().unwrap_or(0))).collect();
         if computed == recorded {
-            self.unsettled.borrow_mut().remove(&id);
+            settling(api, &id, None)?;
             return Ok(resync);
         }
         if !settled {
-            self.unsettled.borrow_mut().insert(id, (version, now));
+            settling(api, &id, Some((&version, now)))?;
             return Ok(Some(settle));
         }
-        self.unsettled.borrow_mut().remove(&id);
+        settling(api, &id, None)?;
         write(api, &quota, &hard, &computed)?;
         Ok(resync)
     }
@@ -210,10 +222,7 @@ fn write(api: &dyn Api, quota: &Value, hard: &Usage, used: &Usage) -> Result<(),
 mod tests {
     use capstan_plugin_sdk::controller::prelude::*;
     use capstan_plugin_sdk::controller::testing::FakeCluster;
-    use capstan_plugin_sdk::controller::{
-        Api, ApiError, ApiResource, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey,
-        ObjectRef, PatchType, kinds,
-    };
+    use capstan_plugin_sdk::controller::{Api, Controller, GroupVersionKind, ObjectKey, kinds};
     use serde_json::{Value, json};
 
     use super::{Config, QuotaController, quota_kind};
@@ -304,50 +313,6 @@ mod tests {
         cluster.update_status(&quota_kind(), &quota).unwrap();
     }
 
-    /// A cluster where admission charges a pod right after each read of the quota.
-    struct ChargedAfterRead<'a>(&'a FakeCluster);
-
-    impl Api for ChargedAfterRead<'_> {
-        fn get(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Result<Option<Value>, ApiError> {
-            let read = self.0.get(kind, key);
-            if *kind == quota_kind() {
-                charge(self.0, key, "2");
-            }
-            read
-        }
-        fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError> {
-            self.0.list(kind, options)
-        }
-        fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
-            self.0.create(kind, object)
-        }
-        fn update(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
-            self.0.update(kind, object)
-        }
-        fn update_status(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
-            self.0.update_status(kind, object)
-        }
-        fn patch(
-            &self,
-            kind: &GroupVersionKind,
-            key: &ObjectKey,
-            patch_type: PatchType,
-            patch: &Value,
-            subresource: Option<&str>,
-        ) -> Result<Value, ApiError> {
-            self.0.patch(kind, key, patch_type, patch, subresource)
-        }
-        fn delete(&self, kind: &GroupVersionKind, key: &ObjectKey, options: &DeleteOptions) -> Result<(), ApiError> {
-            self.0.delete(kind, key, options)
-        }
-        fn record_event(&self, regarding: &ObjectRef, event_type: EventType, reason: &str, message: &str) {
-            self.0.record_event(regarding, event_type, reason, message);
-        }
-        fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
-            self.0.discover()
-        }
-    }
-
     #[test]
     fn a_charge_racing_the_recomputation_wins() {
         let cluster = FakeCluster::new();
@@ -356,7 +321,12 @@ mod tests {
         assert_eq!(controller.sync(&cluster, &key, NOW).unwrap(), Some(2000), "no pod cached yet: wait");
         // Settled by the clock, but a pod is charged between the read and the write: the write
         // must not take its unit back.
-        let error = controller.sync(&ChargedAfterRead(&cluster), &key, NOW + 2000).unwrap_err();
+        cluster.after_next_get(|cluster, kind, key| {
+            if *kind == quota_kind() {
+                charge(cluster, key, "2");
+            }
+        });
+        let error = controller.sync(&cluster, &key, NOW + 2000).unwrap_err();
         assert!(error.is_conflict(), "{error:?}");
         assert_eq!(status(&cluster, &key)["used"]["pods"], "2");
         assert_eq!(controller.sync(&cluster, &key, NOW + 2100).unwrap(), Some(2000), "the new charge waits again");

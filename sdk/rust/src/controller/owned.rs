@@ -18,7 +18,7 @@ pub fn claim(
     let uid = meta::uid(owner).unwrap_or_default();
     let selector = owner.pointer("/spec/selector");
     let mut claimed = Vec::new();
-    for object in api.list(dependent_kind, &ListOptions::in_namespace(meta::namespace(owner)))? {
+    for object in list_selected(api, dependent_kind, meta::namespace(owner), selector)? {
         if meta::is_controlled_by(&object, uid) {
             claimed.push(object);
         } else if meta::controller_ref(&object).is_none()
@@ -30,6 +30,23 @@ pub fn claim(
         }
     }
     Ok(claimed)
+}
+
+/// The objects of `kind` in `namespace` (all namespaces when `None`) that `selector`, a
+/// `LabelSelector`, selects; a missing selector selects nothing. The host filters by the
+/// selector's string form before anything is copied into the component, so a controller never
+/// holds the rest of the namespace; a selector with no string form is applied here instead.
+pub fn list_selected(
+    api: &dyn Api,
+    kind: &GroupVersionKind,
+    namespace: Option<&str>,
+    selector: Option<&Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let Some(selector) = selector.filter(|s| !s.is_null()) else { return Ok(Vec::new()) };
+    let options =
+        ListOptions { label_selector: meta::selector_string(selector), ..ListOptions::in_namespace(namespace) };
+    let listed = api.list(kind, &options)?;
+    Ok(listed.into_iter().filter(|object| meta::selector_matches(Some(selector), meta::labels(object))).collect())
 }
 
 /// Makes `owner` the controller of the orphan `object` (the UID in the patch makes it fail

@@ -24,7 +24,12 @@ pub struct FakeCluster {
     revision: RefCell<u64>,
     events: RefCell<Vec<(String, String)>>,
     writes: std::cell::Cell<u64>,
+    memory: RefCell<BTreeMap<String, String>>,
+    after_get: RefCell<Option<AfterGet>>,
 }
+
+/// What [`FakeCluster::after_next_get`] runs.
+type AfterGet = Box<dyn FnOnce(&FakeCluster, &GroupVersionKind, &ObjectKey)>;
 
 fn kind_key(kind: &GroupVersionKind) -> String {
     format!("{}/{}", kind.api_version(), kind.kind)
@@ -44,6 +49,12 @@ impl FakeCluster {
     /// Stores `object` of `kind` as if created, filling in the metadata the server sets.
     pub fn insert(&self, kind: &GroupVersionKind, object: Value) -> Value {
         self.store(kind, object, true)
+    }
+
+    /// Runs `hook` once, after the next `get` (its read already taken), to play another client's
+    /// write racing the controller, e.g. an admission charge landing between its read and write.
+    pub fn after_next_get(&self, hook: impl FnOnce(&FakeCluster, &GroupVersionKind, &ObjectKey) + 'static) {
+        *self.after_get.borrow_mut() = Some(Box::new(hook));
     }
 
     /// Every object of `kind`.
@@ -163,14 +174,24 @@ impl FakeCluster {
 
 impl Api for FakeCluster {
     fn get(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Result<Option<Value>, ApiError> {
-        Ok(self.current(kind, key))
+        let read = self.current(kind, key);
+        let hook = self.after_get.borrow_mut().take();
+        if let Some(hook) = hook {
+            hook(self, kind, key);
+        }
+        Ok(read)
     }
 
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError> {
         let all = self.all(kind);
+        let owned = |o: &Value| {
+            let uid = options.owner_uid.as_deref();
+            uid.is_none_or(|uid| meta::owner_references(o).iter().any(|r| r["uid"] == uid))
+        };
         Ok(all
             .into_iter()
             .filter(|o| options.namespace.is_none() || meta::namespace(o) == options.namespace.as_deref())
+            .filter(owned)
             .collect())
     }
 
@@ -240,6 +261,23 @@ impl Api for FakeCluster {
 
     /// Every kind the cluster has held an object of (plural: the kind in lower case plus `s`;
     /// namespaced when its objects have a namespace),.
+    fn create_many(&self, kind: &GroupVersionKind, objects: &[Value]) -> Vec<Result<Value, ApiError>> {
+        objects.iter().map(|object| self.create(kind, object)).collect()
+    }
+
+    fn recall(&self, key: &str) -> Option<String> {
+        self.memory.borrow().get(key).cloned()
+    }
+
+    fn remember(&self, key: &str, value: Option<&str>) -> Result<(), ApiError> {
+        let mut memory = self.memory.borrow_mut();
+        match value {
+            Some(value) => memory.insert(key.to_owned(), value.to_owned()),
+            None => memory.remove(key),
+        };
+        Ok(())
+    }
+
     fn discover(&self) -> Result<Vec<ApiResource>, ApiError> {
         let objects = self.objects.borrow();
         Ok(objects
