@@ -215,6 +215,23 @@ impl HostClient {
         text
     }
 
+    /// The objects of `kind` in `namespace` that pass `filter`, from the cache when the kind is
+    /// cached (filtered before anything is copied), otherwise listed live.
+    fn list_where(
+        &self,
+        kind: &GroupVersionKind,
+        namespace: Option<&str>,
+        filter: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<String>, ApiError> {
+        if let Some(informer) = self.informer(kind) {
+            return Ok(informer.list(namespace, filter).iter().map(|o| o.json.clone()).collect());
+        }
+        let path = self.path(kind, namespace, None)?;
+        let listed = self.send(http::Method::GET, &path, "application/json", Vec::new())?;
+        let items = listed.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+        Ok(items.iter().filter(|o| filter(o)).map(Value::to_string).collect())
+    }
+
     /// A create request for `object` (text), checked first.
     fn create_request(&self, kind: &GroupVersionKind, object: &str) -> Result<http::Request<Vec<u8>>, ApiError> {
         let value = parse_object(object)?;
@@ -276,18 +293,19 @@ impl ControllerClient for HostClient {
             .map(LabelSelector::parse)
             .transpose()
             .map_err(|e| api_error(400, "BadRequest", format!("invalid label selector: {e}")))?;
-        let filter = |object: &Value| {
-            options.owner_uid.as_deref().is_none_or(|uid| owned_by(object, uid))
-                && labels.as_ref().is_none_or(|s| s.matches_object(object))
+        self.list_where(kind, options.namespace.as_deref(), |object| {
+            labels.as_ref().is_none_or(|s| s.matches_object(object))
                 && options.field_selector.as_deref().is_none_or(|s| fields_match(s, object))
-        };
-        if let Some(informer) = self.informer(kind) {
-            return Ok(informer.list(options.namespace.as_deref(), filter).iter().map(|o| o.json.clone()).collect());
-        }
-        let path = self.path(kind, options.namespace.as_deref(), None)?;
-        let listed = self.send(http::Method::GET, &path, "application/json", Vec::new())?;
-        let items = listed.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-        Ok(items.iter().filter(|o| filter(o)).map(Value::to_string).collect())
+        })
+    }
+
+    fn list_owned(
+        &self,
+        kind: &GroupVersionKind,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        self.list_where(kind, namespace, |object| owned_by(object, owner_uid))
     }
 
     fn recall(&self, key: &str) -> Option<String> {

@@ -64,6 +64,13 @@ pub trait ControllerClient: Send + Sync {
     fn get(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Result<Option<String>, ApiError>;
     /// Lists objects from the cache.
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<String>, ApiError>;
+    /// Lists cached objects of `kind` in `namespace` owned by the object with `owner_uid`.
+    fn list_owned(
+        &self,
+        kind: &GroupVersionKind,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<String>, ApiError>;
     /// Creates an object through the API server.
     fn create(&self, kind: &GroupVersionKind, object: &str) -> Result<String, ApiError>;
     /// Creates several objects through the API server concurrently; one result per object.
@@ -198,6 +205,15 @@ impl client::Host for HostState {
 
     fn list(&mut self, kind: GroupVersionKind, options: ListOptions) -> Result<Vec<String>, ApiError> {
         current_client()?.list(&kind, &options)
+    }
+
+    fn list_owned(
+        &mut self,
+        kind: GroupVersionKind,
+        namespace: Option<String>,
+        owner_uid: String,
+    ) -> Result<Vec<String>, ApiError> {
+        current_client()?.list_owned(&kind, namespace.as_deref(), &owner_uid)
     }
 
     fn create(&mut self, kind: GroupVersionKind, object: String) -> Result<String, ApiError> {

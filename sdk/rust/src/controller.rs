@@ -54,6 +54,14 @@ pub trait Api {
     fn get(&self, kind: &GroupVersionKind, key: &ObjectKey) -> Result<Option<Value>, ApiError>;
     /// Lists objects.
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError>;
+    /// Lists the cached objects of `kind` in `namespace` (all when `None`) with an owner
+    /// reference to the object with `owner_uid`; the host filters before copying anything.
+    fn list_owned(
+        &self,
+        kind: &GroupVersionKind,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<Value>, ApiError>;
     /// Creates an object; returns it as stored.
     fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError>;
     /// Creates several objects of `kind` at once (the host sends them concurrently); one result
@@ -121,6 +129,15 @@ impl Api for HostApi {
 
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError> {
         host::list(kind, options)?.iter().map(|item| parse(item)).collect()
+    }
+
+    fn list_owned(
+        &self,
+        kind: &GroupVersionKind,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<Value>, ApiError> {
+        host::list_owned(kind, namespace, owner_uid)?.iter().map(|item| parse(item)).collect()
     }
 
     fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
@@ -219,22 +236,11 @@ pub mod prelude {
     pub trait ListOptionsExt {
         /// Everything in `namespace`.
         fn in_namespace(namespace: Option<&str>) -> Self;
-        /// What in `namespace` has an owner reference to the object with `uid`.
-        fn owned_by(namespace: Option<&str>, uid: &str) -> Self;
     }
 
     impl ListOptionsExt for ListOptions {
         fn in_namespace(namespace: Option<&str>) -> Self {
-            Self {
-                namespace: namespace.map(str::to_owned),
-                label_selector: None,
-                field_selector: None,
-                owner_uid: None,
-            }
-        }
-
-        fn owned_by(namespace: Option<&str>, uid: &str) -> Self {
-            Self { owner_uid: Some(uid.to_owned()), ..Self::in_namespace(namespace) }
+            Self { namespace: namespace.map(str::to_owned), label_selector: None, field_selector: None }
         }
     }
 

@@ -13,8 +13,8 @@
 
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
-    Api, ApiError, Controller, DeleteOptions, GroupVersionKind, ListOptions, ObjectKey, PatchType, Propagation,
-    ReconcileResult, RelatedKind, Watches, meta,
+    Api, ApiError, Controller, DeleteOptions, GroupVersionKind, ObjectKey, PatchType, Propagation, ReconcileResult,
+    RelatedKind, Watches, meta,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -80,8 +80,7 @@ impl Controller for GarbageCollector {
             // An owner is gone or being deleted: its dependents of our kind. (A change of a
             // live owner, such as a status update, leaves its dependents as they are.)
             let uid = meta::uid(object).unwrap_or_default();
-            let options = ListOptions::owned_by(meta::namespace(object), uid);
-            let dependents = api.list(&self.kind.gvk(), &options).unwrap_or_default();
+            let dependents = api.list_owned(&self.kind.gvk(), meta::namespace(object), uid).unwrap_or_default();
             keys.extend(dependents.iter().filter(|d| refers_to(d, uid)).map(ObjectKey::of));
         }
         if self.dependents.iter().any(|k| k.is(kind)) {
@@ -199,7 +198,7 @@ impl GarbageCollector {
         let uid = meta::uid(owner).unwrap_or_default();
         let mut remaining = Vec::new();
         for kind in &self.dependents {
-            let listed = api.list(&kind.gvk(), &ListOptions::owned_by(meta::namespace(owner), uid))?;
+            let listed = api.list_owned(&kind.gvk(), meta::namespace(owner), uid)?;
             remaining.extend(listed.into_iter().filter(|d| refers_to(d, uid)));
         }
         let mut drop = Vec::new();

@@ -20,7 +20,7 @@
 use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, DeleteOptions, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef,
-    PatchType, Propagation, ReconcileResult, Watches, meta,
+    PatchType, Propagation, ReconcileResult, Watches, meta, owned,
 };
 use serde_json::{Value, json};
 
@@ -98,11 +98,16 @@ fn owned_pods(api: &dyn Api, job: &Value) -> Result<Vec<Value>, ApiError> {
     const UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
     let uid = meta::uid(job).unwrap_or_default();
     let labelled = job.pointer("/spec/template/metadata/labels").and_then(|l| l.get(UID_LABEL)).and_then(Value::as_str);
-    let options = ListOptions {
-        label_selector: (labelled == Some(uid)).then(|| format!("{UID_LABEL}={uid}")),
-        ..ListOptions::owned_by(meta::namespace(job), uid)
+    let listed = if labelled == Some(uid) {
+        let options = ListOptions {
+            label_selector: Some(format!("{UID_LABEL}={uid}")),
+            ..ListOptions::in_namespace(meta::namespace(job))
+        };
+        api.list(&pod_kind(), &options)?
+    } else {
+        api.list_owned(&pod_kind(), meta::namespace(job), uid)?
     };
-    Ok(api.list(&pod_kind(), &options)?.into_iter().filter(|p| meta::is_controlled_by(p, uid)).collect())
+    Ok(listed.into_iter().filter(|p| meta::is_controlled_by(p, uid)).collect())
 }
 
 /// Removes the tracking finalizer from the pods of a Job that is gone.
@@ -235,20 +240,7 @@ fn scale(api: &dyn Api, job: &Value, active: &[&Value], backoff: Option<u64>) ->
     if missing > 0 && backoff.is_some() {
         return Ok(backoff);
     }
-    let regarding = ObjectRef::to(&job_kind(), job);
-    for pod in pods::to_create(job, active, missing) {
-        match api.create(&pod_kind(), &pod) {
-            Ok(created) => {
-                let message = format!("Created pod: {}", meta::name(&created));
-                api.record_event(&regarding, EventType::Normal, "SuccessfulCreate", &message);
-            }
-            Err(e) => {
-                let message = format!("Error creating: {}", e.message);
-                api.record_event(&regarding, EventType::Warning, "FailedCreate", &message);
-                return Err(e);
-            }
-        }
-    }
+    owned::create_pods(api, &ObjectRef::to(&job_kind(), job), &pods::to_create(job, active, missing))?;
     Ok(None)
 }
 

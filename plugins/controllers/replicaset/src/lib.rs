@@ -101,7 +101,8 @@ fn reconcile(api: &dyn Api, kind: &GroupVersionKind, key: &ObjectKey) -> Result<
     if !meta::is_terminating(&rs) {
         let desired = usize::try_from(meta::int(&rs, "/spec/replicas", 1)).unwrap_or(0);
         if active.len() < desired {
-            create_pods(api, kind, &rs, (desired - active.len()).min(BURST))?;
+            let count = (desired - active.len()).min(BURST);
+            owned::create_pods(api, &ObjectRef::to(kind, &rs), &vec![pod_from_template(kind, &rs); count])?;
         } else if active.len() > desired {
             let excess = (active.len() - desired).min(BURST);
             delete_pods(api, kind, &rs, &mut active, excess)?;
@@ -122,39 +123,6 @@ pub fn pod_from_template(kind: &GroupVersionKind, rs: &Value) -> Value {
         map.remove("name");
     }
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template.get("spec")})
-}
-
-/// Creates `count` pods in batches of 1, 2, 4, …, each batch at once, stopping after the first
-/// batch with a failure (as kube-controller-manager does, so a quota or admission refusal costs
-/// one small batch, not many calls).
-fn create_pods(api: &dyn Api, kind: &GroupVersionKind, rs: &Value, count: usize) -> Result<(), ApiError> {
-    let regarding = ObjectRef::to(kind, rs);
-    let new_pod = pod_from_template(kind, rs);
-    let mut remaining = count;
-    let mut batch = 1;
-    while remaining > 0 {
-        let size = batch.min(remaining);
-        let mut failed = None;
-        for created in api.create_many(&pod(), &vec![new_pod.clone(); size]) {
-            match created {
-                Ok(created) => {
-                    let message = format!("Created pod: {}", meta::name(&created));
-                    api.record_event(&regarding, EventType::Normal, "SuccessfulCreate", &message);
-                }
-                Err(e) => {
-                    let message = format!("Error creating: {}", e.message);
-                    api.record_event(&regarding, EventType::Warning, "FailedCreate", &message);
-                    failed = failed.or(Some(e));
-                }
-            }
-        }
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        remaining -= size;
-        batch *= 2;
-    }
-    Ok(())
 }
 
 /// How much a pod is worth keeping: unscheduled before scheduled, pending before running,

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::prelude::*;
-use super::{Api, ApiError, GroupVersionKind, ListOptions, ObjectKey, PatchType, meta};
+use super::{Api, ApiError, EventType, GroupVersionKind, ListOptions, ObjectKey, ObjectRef, PatchType, kinds, meta};
 
 /// The objects of `dependent_kind` in `owner`'s namespace that `owner` (of `owner_kind`) controls:
 /// those whose controller reference names it, plus orphans its `spec.selector` matches, which
@@ -47,6 +47,41 @@ pub fn list_selected(
         ListOptions { label_selector: meta::selector_string(selector), ..ListOptions::in_namespace(namespace) };
     let listed = api.list(kind, &options)?;
     Ok(listed.into_iter().filter(|object| meta::selector_matches(Some(selector), meta::labels(object))).collect())
+}
+
+/// Creates `pods` in slow-start batches of 1, 2, 4, … (each batch at once, through
+/// `create_many`), recording a `SuccessfulCreate` or `FailedCreate` Event about `regarding` for
+/// each, and stops after the first batch with a failure, returning its first error — as
+/// kube-controller-manager's `slowStartBatch` does, so a refused create (quota, admission) costs
+/// one small batch rather than every call. Returns the pods created.
+pub fn create_pods(api: &dyn Api, regarding: &ObjectRef, pods: &[Value]) -> Result<Vec<Value>, ApiError> {
+    let mut created = Vec::with_capacity(pods.len());
+    let mut batch = 1;
+    let mut rest = pods;
+    while !rest.is_empty() {
+        let (now, later) = rest.split_at(batch.min(rest.len()));
+        let mut failed = None;
+        for result in api.create_many(&kinds::pod(), now) {
+            match result {
+                Ok(pod) => {
+                    let message = format!("Created pod: {}", meta::name(&pod));
+                    api.record_event(regarding, EventType::Normal, "SuccessfulCreate", &message);
+                    created.push(pod);
+                }
+                Err(e) => {
+                    let message = format!("Error creating: {}", e.message);
+                    api.record_event(regarding, EventType::Warning, "FailedCreate", &message);
+                    failed = failed.or(Some(e));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        rest = later;
+        batch *= 2;
+    }
+    Ok(created)
 }
 
 /// Makes `owner` the controller of the orphan `object` (the UID in the patch makes it fail

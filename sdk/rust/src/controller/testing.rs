@@ -184,15 +184,20 @@ impl Api for FakeCluster {
 
     fn list(&self, kind: &GroupVersionKind, options: &ListOptions) -> Result<Vec<Value>, ApiError> {
         let all = self.all(kind);
-        let owned = |o: &Value| {
-            let uid = options.owner_uid.as_deref();
-            uid.is_none_or(|uid| meta::owner_references(o).iter().any(|r| r["uid"] == uid))
-        };
         Ok(all
             .into_iter()
             .filter(|o| options.namespace.is_none() || meta::namespace(o) == options.namespace.as_deref())
-            .filter(owned)
             .collect())
+    }
+
+    fn list_owned(
+        &self,
+        kind: &GroupVersionKind,
+        namespace: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<Value>, ApiError> {
+        let listed = self.list(kind, &ListOptions::in_namespace(namespace))?;
+        Ok(listed.into_iter().filter(|o| meta::owner_references(o).iter().any(|r| r["uid"] == owner_uid)).collect())
     }
 
     fn create(&self, kind: &GroupVersionKind, object: &Value) -> Result<Value, ApiError> {
