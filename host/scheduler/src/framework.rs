@@ -240,20 +240,29 @@ impl Profile {
                 if skipped[index] {
                     continue;
                 }
-                let statuses = plugin
+                let misfits = plugin
                     .handle
                     .filter(nodes, pod, &states[index], &survivors)
                     .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
-                if statuses.len() != survivors.len() {
-                    return Err(CycleError::plugin("Filter", plugin, "returned a status count unlike the node count"));
+                if misfits.is_empty() {
+                    continue;
                 }
+                // The misfits come in the order of the nodes asked about.
+                let mut misfits = misfits.into_iter().peekable();
                 let mut kept = Vec::with_capacity(survivors.len());
-                for (id, status) in survivors.into_iter().zip(statuses) {
-                    match status.code {
+                for id in survivors {
+                    let Some(misfit) = misfits.next_if(|m| m.node == id) else {
+                        kept.push(id);
+                        continue;
+                    };
+                    match misfit.status.code {
                         Code::Success | Code::Skip => kept.push(id),
-                        Code::Error => return Err(CycleError::status("Filter", plugin, &status)),
-                        _ => failures.push((id, status)),
+                        Code::Error => return Err(CycleError::status("Filter", plugin, &misfit.status)),
+                        _ => failures.push((id, misfit.status)),
                     }
+                }
+                if misfits.next().is_some() {
+                    return Err(CycleError::plugin("Filter", plugin, "returned nodes it was not asked about, or out of order"));
                 }
                 survivors = kept;
             }
@@ -481,10 +490,10 @@ impl DryRun {
             if !plugin.points.contains(ExtensionPoints::FILTER) || skipped[index] {
                 continue;
             }
-            let statuses =
+            let misfits =
                 plugin.handle.filter(log, &self.pod, &states[index], &[node]).map_err(|e| failed(plugin, e))?;
-            if let Some(status) = statuses.into_iter().find(|s| !matches!(s.code, Code::Success | Code::Skip)) {
-                return Err(status.reasons);
+            if let Some(misfit) = misfits.into_iter().find(|m| !matches!(m.status.code, Code::Success | Code::Skip)) {
+                return Err(misfit.status.reasons);
             }
         }
         Ok(())
