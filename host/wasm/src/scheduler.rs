@@ -177,6 +177,9 @@ pub struct NodeLog {
     changes: Vec<NodeChange>,
     /// `changes` with each node's pods left out, for plugins that do not ask for them.
     bare_changes: Vec<NodeChange>,
+    /// Pods nominated to each node (`status.nominatedNodeName`) and not bound yet: not part of
+    /// the nodes plugins see, but the framework's filter counts them (see [`NodeLog::nominated`]).
+    nominated: HashMap<NodeId, Vec<PodSummary>>,
     host: Option<Arc<dyn SchedulerHost>>,
 }
 
@@ -202,6 +205,7 @@ impl Default for NodeLog {
             change_generations: Vec::new(),
             changes: Vec::new(),
             bare_changes: Vec::new(),
+            nominated: HashMap::new(),
             host: None,
         }
     }
@@ -243,8 +247,32 @@ impl NodeLog {
             self.handles.remove(at);
         }
         self.free_ids.push(id);
+        self.nominated.remove(&id);
         self.record(NodeChange::Remove(id));
         Some(id)
+    }
+
+    /// Sets the pods nominated to node `name` (ignored while there is no such node). Plugins
+    /// see no change: nominations are the framework's business.
+    pub fn set_nominated(&mut self, name: &str, pods: Vec<PodSummary>) {
+        let Some(&id) = self.ids.get(name) else { return };
+        if pods.is_empty() {
+            self.nominated.remove(&id);
+        } else {
+            self.nominated.insert(id, pods);
+        }
+    }
+
+    /// The pods nominated to node `id` and not bound yet.
+    #[must_use]
+    pub fn nominated(&self, id: NodeId) -> &[PodSummary] {
+        self.nominated.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any node has nominated pods.
+    #[must_use]
+    pub fn has_nominated(&self) -> bool {
+        !self.nominated.is_empty()
     }
 
     /// Attaches the view that answers the plugins' `scheduler-host` import in calls with this log.
