@@ -265,7 +265,11 @@ impl Profile {
                     }
                 }
                 if misfits.next().is_some() {
-                    return Err(CycleError::plugin("Filter", plugin, "returned nodes it was not asked about, or out of order"));
+                    return Err(CycleError::plugin(
+                        "Filter",
+                        plugin,
+                        "returned nodes it was not asked about, or out of order",
+                    ));
                 }
                 survivors = kept;
             }
