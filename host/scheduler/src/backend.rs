@@ -60,7 +60,7 @@ impl Backend {
         fn describe() -> Description;
         fn queue_sort_key(pod: &PodInfo) -> i64;
         fn pre_filter(nodes: Nodes<'_>, pod: &PodInfo) -> PreFilterResult;
-        fn filter(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, ids: &[NodeId]) -> Vec<Status>;
+        fn filter(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, ids: &[NodeId]) -> Vec<NodeStatus>;
         fn post_filter(
             nodes: &Mutex<NodeLog>,
             pod: &PodInfo,

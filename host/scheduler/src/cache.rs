@@ -36,6 +36,9 @@ pub struct Cache {
     nodes: HashMap<String, NodeInfo>,
     pods: HashMap<String, PodUsage>,
     pods_by_node: HashMap<String, HashSet<String>>,
+    /// Pods not bound yet whose `status.nominatedNodeName` names a node (after preemption), by
+    /// key: the node and what the filter counts of them there.
+    nominated: HashMap<String, (String, PodSummary)>,
     log: NodeLog,
 }
 
@@ -70,6 +73,7 @@ impl Cache {
         let name = info.name.clone();
         self.nodes.insert(name.clone(), info);
         self.publish(&name);
+        self.publish_nominated(&name);
     }
 
     /// Removes a node.
@@ -87,6 +91,7 @@ impl Cache {
             pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
         match node {
             Some(node) if !finished => {
+                self.forget_nomination(&key);
                 let usage = PodUsage { node, summary: pod::pod_summary(pod), assumed: None };
                 self.place(key, usage);
             }
@@ -94,8 +99,33 @@ impl Cache {
         }
     }
 
+    /// Records where a pod not bound yet is nominated (`status.nominatedNodeName`), or that it
+    /// no longer is: filtering counts it on that node for pods of equal or lower priority.
+    pub fn nominate(&mut self, pod: &Pod) {
+        let key = pod::key(pod);
+        let node = pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+        self.forget_nomination(&key);
+        if let Some(node) = node {
+            self.nominated.insert(key, (node.clone(), pod::pod_summary(pod)));
+            self.publish_nominated(&node);
+        }
+    }
+
+    fn forget_nomination(&mut self, key: &str) {
+        if let Some((node, _)) = self.nominated.remove(key) {
+            self.publish_nominated(&node);
+        }
+    }
+
+    /// Hands the framework the pods nominated to node `name`.
+    fn publish_nominated(&mut self, name: &str) {
+        let pods = self.nominated.values().filter(|(node, _)| node == name).map(|(_, pod)| pod.clone()).collect();
+        self.log.set_nominated(name, pods);
+    }
+
     /// Forgets a pod.
     pub fn remove_pod(&mut self, key: &str) {
+        self.forget_nomination(key);
         if let Some(old) = self.pods.remove(key) {
             if let Some(set) = self.pods_by_node.get_mut(&old.node) {
                 set.remove(key);
@@ -106,6 +136,8 @@ impl Cache {
 
     /// Counts `pod` on `node` before its binding is written.
     pub fn assume(&mut self, pod: &Pod, node: &str) {
+        // Placed, it counts on its node as assumed: no longer as nominated.
+        self.forget_nomination(&pod::key(pod));
         let usage = PodUsage { node: node.to_owned(), summary: pod::pod_summary(pod), assumed: Some(None) };
         self.place(pod::key(pod), usage);
     }

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
-    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, SchedulerHost, Status, Victim,
+    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, PodSummary, SchedulerHost, Status,
+    Victim,
 };
 
 use crate::backend::Backend;
@@ -212,11 +213,13 @@ impl Profile {
     }
 
     /// Filters `ids` in order until enough feasible nodes are found; each node stops at its
-    /// first failing plugin. Returns the feasible nodes, the failures, and how many were looked at.
+    /// first failing plugin. A node with nominated pods is checked a second time with them, as
+    /// upstream (see [`Self::fits_with_nominated`]). Returns the feasible nodes, the failures,
+    /// and how many were looked at.
     #[allow(clippy::type_complexity, reason = "a private triple read once by the caller")]
     fn filter(
         &self,
-        nodes: &NodeLog,
+        nodes: &mut NodeLog,
         pod: &PodInfo,
         states: &[Vec<u8>],
         skipped: &[bool],
@@ -240,22 +243,45 @@ impl Profile {
                 if skipped[index] {
                     continue;
                 }
-                let statuses = plugin
+                let misfits = plugin
                     .handle
                     .filter(nodes, pod, &states[index], &survivors)
                     .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
-                if statuses.len() != survivors.len() {
-                    return Err(CycleError::plugin("Filter", plugin, "returned a status count unlike the node count"));
+                if misfits.is_empty() {
+                    continue;
                 }
+                // The misfits come in the order of the nodes asked about.
+                let mut misfits = misfits.into_iter().peekable();
                 let mut kept = Vec::with_capacity(survivors.len());
-                for (id, status) in survivors.into_iter().zip(statuses) {
-                    match status.code {
+                for id in survivors {
+                    let Some(misfit) = misfits.next_if(|m| m.node == id) else {
+                        kept.push(id);
+                        continue;
+                    };
+                    match misfit.status.code {
                         Code::Success | Code::Skip => kept.push(id),
-                        Code::Error => return Err(CycleError::status("Filter", plugin, &status)),
-                        _ => failures.push((id, status)),
+                        Code::Error => return Err(CycleError::status("Filter", plugin, &misfit.status)),
+                        _ => failures.push((id, misfit.status)),
                     }
                 }
+                if misfits.next().is_some() {
+                    return Err(CycleError::plugin(
+                        "Filter",
+                        plugin,
+                        "returned nodes it was not asked about, or out of order",
+                    ));
+                }
                 survivors = kept;
+            }
+            if nodes.has_nominated() {
+                let mut checked = Vec::with_capacity(survivors.len());
+                for id in survivors {
+                    match self.fits_with_nominated(nodes, pod, states, skipped, id)? {
+                        None => checked.push(id),
+                        Some(status) => failures.push((id, status)),
+                    }
+                }
+                survivors = checked;
             }
             feasible.extend(survivors);
         }
@@ -266,6 +292,61 @@ impl Profile {
             evaluated = last + 1;
         }
         Ok((feasible, failures, evaluated))
+    }
+
+    /// Upstream's second filter pass: the pods nominated to node `id` (after a preemption, not
+    /// bound yet) whose priority is at least the pod's count as if they were on it already, so
+    /// a pod of equal or lower priority does not take the room preemption made for them. `None`
+    /// when the pod still fits, else why not. Plugins that read the node see the nominated pods
+    /// (resources, ports, pod count, pods); state a PreFilter computed beforehand does not
+    /// include them, as there is no `AddPod` extension.
+    fn fits_with_nominated(
+        &self,
+        nodes: &mut NodeLog,
+        pod: &PodInfo,
+        states: &[Vec<u8>],
+        skipped: &[bool],
+        id: NodeId,
+    ) -> Result<Option<Status>, CycleError> {
+        let ahead: Vec<PodSummary> =
+            nodes.nominated(id).iter().filter(|p| p.priority >= pod.priority && p.uid != pod.uid).cloned().collect();
+        if ahead.is_empty() {
+            return Ok(None);
+        }
+        let Some(original) = nodes.get(id).cloned() else { return Ok(None) };
+        let name = original.name.clone();
+        let grown = with_pods(&original, &ahead);
+        nodes.upsert(|_| grown, &name);
+        let verdict = self.filter_node(nodes, pod, states, skipped, id);
+        nodes.upsert(|_| original, &name);
+        verdict
+    }
+
+    /// Runs the Filter plugins on one node: `None` when it fits, else the first failure.
+    fn filter_node(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodInfo,
+        states: &[Vec<u8>],
+        skipped: &[bool],
+        id: NodeId,
+    ) -> Result<Option<Status>, CycleError> {
+        for (index, plugin) in self.with(ExtensionPoints::FILTER) {
+            if skipped[index] {
+                continue;
+            }
+            let misfits = plugin
+                .handle
+                .filter(nodes, pod, &states[index], &[id])
+                .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
+            if let Some(misfit) = misfits.into_iter().find(|m| !matches!(m.status.code, Code::Success | Code::Skip)) {
+                if misfit.status.code == Code::Error {
+                    return Err(CycleError::status("Filter", plugin, &misfit.status));
+                }
+                return Ok(Some(misfit.status));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs PostFilter until a plugin succeeds. The log is lent to a [`DryRun`] for the call, so
@@ -285,7 +366,7 @@ impl Profile {
         let log = Arc::new(Mutex::new(std::mem::take(nodes)));
         let dry_run: Arc<dyn SchedulerHost> = Arc::new(DryRun {
             log: Arc::clone(&log),
-            plugins: self.plugins.clone(),
+            profile: self.clone(),
             states: states.to_vec(),
             pod: pod.clone(),
             base,
@@ -450,7 +531,7 @@ impl Profile {
 /// for one pod on one node as if some of its pods were gone, then puts the node back.
 struct DryRun {
     log: Arc<Mutex<NodeLog>>,
-    plugins: Vec<ProfilePlugin>,
+    profile: Profile,
     states: Vec<Vec<u8>>,
     pod: PodInfo,
     /// The view the log carried, for the rest of the `scheduler-host` import.
@@ -460,12 +541,9 @@ struct DryRun {
 impl DryRun {
     fn filters(&self, log: &NodeLog, node: NodeId) -> Result<(), Vec<String>> {
         let mut states = self.states.clone();
-        let mut skipped = vec![false; self.plugins.len()];
+        let mut skipped = vec![false; self.profile.plugins.len()];
         let failed = |plugin: &ProfilePlugin, e: PluginError| vec![format!("plugin {} failed: {e}", plugin.name)];
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            if !plugin.points.contains(ExtensionPoints::PRE_FILTER) {
-                continue;
-            }
+        for (index, plugin) in self.profile.with(ExtensionPoints::PRE_FILTER) {
             let result = plugin.handle.pre_filter(log, &self.pod).map_err(|e| failed(plugin, e))?;
             match result.status.code {
                 Code::Success => {}
@@ -477,18 +555,29 @@ impl DryRun {
             }
             states[index] = result.state;
         }
-        for (index, plugin) in self.plugins.iter().enumerate() {
-            if !plugin.points.contains(ExtensionPoints::FILTER) || skipped[index] {
-                continue;
-            }
-            let statuses =
-                plugin.handle.filter(log, &self.pod, &states[index], &[node]).map_err(|e| failed(plugin, e))?;
-            if let Some(status) = statuses.into_iter().find(|s| !matches!(s.code, Code::Success | Code::Skip)) {
-                return Err(status.reasons);
+        match self.profile.filter_node(log, &self.pod, &states, &skipped, node) {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => Err(status.reasons),
+            Err(e) => Err(vec![e.to_string()]),
+        }
+    }
+}
+
+/// `node` with the pods `added` on it too: their requests, ports and count added.
+fn with_pods(node: &NodeInfo, added: &[PodSummary]) -> NodeInfo {
+    let mut grown = node.clone();
+    grown.pod_count = node.pod_count.saturating_add(u32::try_from(added.len()).unwrap_or(u32::MAX));
+    for pod in added {
+        for amount in &pod.requests {
+            match grown.requested.iter_mut().find(|r| r.name == amount.name) {
+                Some(total) => total.milli_value += amount.milli_value,
+                None => grown.requested.push(amount.clone()),
             }
         }
-        Ok(())
+        grown.used_ports.extend(pod.host_ports.iter().cloned());
+        grown.pods.push(pod.clone());
     }
+    grown
 }
 
 /// `node` without the pods whose UIDs are in `removed`: their requests, ports and count taken off.
@@ -575,5 +664,48 @@ mod tests {
             "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu."
         );
         assert_eq!(diagnosis(0, &[]), "0/0 nodes are available.");
+    }
+
+    /// Upstream's two-pass filter (`addNominatedPods`): after a preemption, the preemptor is
+    /// nominated to the node while its victims terminate; pods of equal or lower priority must
+    /// not take the room made for it, higher-priority ones and what it leaves are free.
+    #[cfg(feature = "native-plugins")]
+    #[test]
+    fn a_nominated_pod_holds_its_room_against_equal_or_lower_priority() {
+        use k8s_openapi::api::core::v1::{Node, Pod};
+        use serde_json::json;
+
+        let profile = crate::native::load_profiles(&crate::SchedulerConfig::default())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .remove(0);
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+        .unwrap_or_default();
+        let pod = |name: &str, priority: i32, cpu: &str, nominated: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}")},
+                "spec": {"priority": priority, "containers": [{"name": "c", "image": "pause",
+                    "resources": {"requests": {"cpu": cpu}}}]},
+                "status": {"nominatedNodeName": nominated}
+            }))
+            .unwrap_or_default()
+        };
+        let mut cache = crate::cache::Cache::default();
+        cache.upsert_node(&node);
+        let waiting = pod("waiting", 100, "3", Some("n1"));
+        cache.nominate(&waiting);
+        let schedule = |cache: &mut crate::cache::Cache, pod: &Pod| {
+            let info = crate::pod::pod_info(pod).unwrap_or_else(|e| panic!("{e}"));
+            profile.schedule(cache.nodes_mut(), &info, &mut 0).map(|d| d.node).map_err(|e| e.to_string())
+        };
+        let low = schedule(&mut cache, &pod("low", 0, "2", None));
+        assert!(low.as_ref().is_err_and(|e| e.contains("Insufficient cpu")), "a lower-priority pod: {low:?}");
+        let equal = schedule(&mut cache, &pod("equal", 100, "2", None));
+        assert!(equal.is_err(), "an equal-priority pod does not take the room either: {equal:?}");
+        assert_eq!(schedule(&mut cache, &pod("small", 0, "1", None)), Ok("n1".to_owned()), "what is left is free");
+        assert_eq!(schedule(&mut cache, &pod("high", 200, "2", None)), Ok("n1".to_owned()), "higher priority");
+        assert_eq!(schedule(&mut cache, &waiting), Ok("n1".to_owned()), "the nominated pod itself fits");
+        cache.nominate(&pod("waiting", 100, "3", None));
+        assert_eq!(schedule(&mut cache, &pod("low", 0, "2", None)), Ok("n1".to_owned()), "nomination withdrawn");
     }
 }

@@ -43,7 +43,15 @@ pub fn builtin(component: &str, config: &str) -> Option<Result<Instance, String>
 /// One natively linked plugin instance, called one call at a time like a component instance.
 pub struct NativePlugin {
     name: String,
-    instance: Mutex<Instance>,
+    instance: Mutex<Linked>,
+}
+
+/// The instance and what was last sent to it of the nodes, as a component instance's store
+/// remembers it.
+struct Linked {
+    instance: Instance,
+    generation: u64,
+    with_pods: bool,
 }
 
 impl std::fmt::Debug for NativePlugin {
@@ -152,6 +160,7 @@ records! {
     HStatus => SStatus { code, reasons }
     SStatus => HStatus { code, reasons }
     HNodeStatus => SNodeStatus { node, status }
+    SNodeStatus => HNodeStatus { node, status }
     SPre => HPre { status, nodes, state }
     SVictim => HVictim { namespace, name, uid }
     SPost => HPost { status, nominated_node, victims }
@@ -190,7 +199,11 @@ impl Convert<HDescription> for SDescription {
             .into_iter()
             .filter(|(sdk, _)| self.extension_points.contains(*sdk))
             .fold(H::empty(), |points, (_, host)| points | host);
-        HDescription { extension_points, wants_node_objects: self.wants_node_objects }
+        HDescription {
+            extension_points,
+            wants_node_objects: self.wants_node_objects,
+            wants_node_pods: self.wants_node_pods,
+        }
     }
 }
 
@@ -217,13 +230,18 @@ impl NativePlugin {
     /// Wraps `instance` as plugin `name`.
     #[must_use]
     pub fn new(name: &str, instance: Instance) -> Self {
-        Self { name: name.to_owned(), instance: Mutex::new(instance) }
+        let with_pods = instance.describe().wants_node_pods;
+        Self { name: name.to_owned(), instance: Mutex::new(Linked { instance, generation: 0, with_pods }) }
     }
 
     /// Runs `call` on the instance: a panic becomes the error a trapping component gives.
     fn call<R>(&self, call: impl FnOnce(&mut Instance) -> R) -> Result<R, PluginError> {
-        let mut instance = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
-        catch_unwind(AssertUnwindSafe(|| call(&mut instance))).map_err(|panic| {
+        self.call_linked(|linked| call(&mut linked.instance))
+    }
+
+    fn call_linked<R>(&self, call: impl FnOnce(&mut Linked) -> R) -> Result<R, PluginError> {
+        let mut linked = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        catch_unwind(AssertUnwindSafe(|| call(&mut linked))).map_err(|panic| {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
@@ -240,8 +258,9 @@ impl NativePlugin {
         host: Option<&Arc<dyn SchedulerHost>>,
         call: impl FnOnce(&mut Instance) -> R,
     ) -> Result<R, PluginError> {
-        self.call(|instance| {
-            sync(instance, nodes);
+        self.call_linked(|linked| {
+            sync(linked, nodes);
+            let instance = &mut linked.instance;
             let view = host.or(nodes.host()).map(|h| std::rc::Rc::new(View(Arc::clone(h))) as _);
             let attached = view.is_some();
             if attached {
@@ -270,14 +289,14 @@ impl NativePlugin {
         self.synced(nodes, None, |i| i.pre_filter(&pod.clone().convert()).convert())
     }
 
-    /// Filter over `ids`.
+    /// Filter over `ids`: the nodes that do not fit.
     pub fn filter(
         &self,
         nodes: &NodeLog,
         pod: &PodInfo,
         state: &[u8],
         ids: &[NodeId],
-    ) -> Result<Vec<HStatus>, PluginError> {
+    ) -> Result<Vec<HNodeStatus>, PluginError> {
         self.synced(nodes, None, |i| i.filter(&pod.clone().convert(), state, ids).convert())
     }
 
@@ -290,7 +309,7 @@ impl NativePlugin {
         filtered: &[HNodeStatus],
         host: &Arc<dyn SchedulerHost>,
     ) -> Result<HPost, PluginError> {
-        self.call(|instance| sync(instance, &nodes.lock().unwrap_or_else(PoisonError::into_inner)))?;
+        self.call_linked(|linked| sync(linked, &nodes.lock().unwrap_or_else(PoisonError::into_inner)))?;
         let view = std::rc::Rc::new(View(Arc::clone(host)));
         self.call(|i| {
             sdk::host::set_native(Some(view));
@@ -360,18 +379,17 @@ impl NativePlugin {
 }
 
 /// Brings the instance's nodes up to `log`, as the WebAssembly path does: only the changes it
-/// missed, or everything.
-fn sync(instance: &mut Instance, log: &NodeLog) {
-    let held = instance.nodes_generation();
-    if held == log.generation() {
+/// missed since the generation last sent, or everything.
+fn sync(linked: &mut Linked, log: &NodeLog) {
+    if linked.generation == log.generation() {
         return;
     }
-    if let Some(changes) = log.changes_since(held) {
-        instance.update_nodes(log.generation(), false, changes.convert());
+    if let Some(changes) = log.changes_since(linked.generation, linked.with_pods) {
+        linked.instance.update_nodes(log.generation(), false, changes.convert());
     } else {
-        let all = log.iter().cloned().map(|n| sdk::NodeChange::Upsert(n.convert())).collect();
-        instance.update_nodes(log.generation(), true, all);
+        linked.instance.update_nodes(log.generation(), true, log.everything(linked.with_pods).convert());
     }
+    linked.generation = log.generation();
 }
 
 /// `config`'s profiles with every plugin its natively linked crate: the same plugins, order,

@@ -277,7 +277,11 @@ impl Shared {
             spec.and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
         let Some(profile) = self.profile(&scheduler_name) else { return };
         if finished || pod.metadata.deletion_timestamp.is_some() {
-            self.lock().queue.remove(&key);
+            let mut state = self.lock();
+            state.queue.remove(&key);
+            if !state.cache.is_assumed(&key) {
+                state.cache.remove_pod(&key);
+            }
             return;
         }
         let sort_key = match pod::pod_info(&pod)
@@ -292,6 +296,7 @@ impl Shared {
         };
         let mut state = self.lock();
         if !state.cache.is_assumed(&key) {
+            state.cache.nominate(&pod);
             state.queue.add_or_update(&key, Arc::new(pod), sort_key);
         }
     }

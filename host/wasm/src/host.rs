@@ -24,6 +24,9 @@ pub struct HostState {
     /// What the current call's imports act for (e.g. the admission world's cluster access); set
     /// by the world's typed wrapper for one call and cleared after it.
     call_context: Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>,
+    /// What the scheduler world last sent this instance of the nodes, so a call needs no round
+    /// trip to ask it.
+    pub(crate) scheduler_nodes: crate::scheduler::InstanceNodes,
 }
 
 impl HostState {
@@ -41,6 +44,7 @@ impl HostState {
             memory: MemoryCap::new(memory_bytes, residency),
             stderr,
             call_context: None,
+            scheduler_nodes: crate::scheduler::InstanceNodes::default(),
         }
     }
 

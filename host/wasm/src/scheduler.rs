@@ -2,9 +2,9 @@
 //!
 //! A scheduler plugin keeps its own copy of the cluster's nodes. The host keeps one [`NodeLog`]
 //! — every node as the plugins see it, plus the recent changes, each stamped with a generation —
-//! and before every call brings the serving instance up to date: it asks the instance which
-//! generation it holds and sends only the changes after it (or every node, for a new instance,
-//! or one that fell too far behind). So any pooled instance can serve any call, and a scheduling
+//! and before every call brings the serving instance up to date: it remembers which generation
+//! it last sent that instance and sends only the changes after it (or every node, for a new
+//! instance, or one that fell too far behind). So any pooled instance can serve any call, and a scheduling
 //! cycle copies no node data across the boundary once instances are warm.
 //!
 //! ```no_run
@@ -16,7 +16,7 @@
 //! let plugin = runtime.load::<SchedulerWorld>(PluginSpec::new("node-name"), bytes)?;
 //! let mut nodes = NodeLog::default();
 //! let id = nodes.upsert(|id| NodeInfo { id, name: "n1".into(), ..NodeInfo::empty() }, "n1");
-//! let statuses = plugin.filter(&nodes, pod, &Vec::new(), &[id])?;
+//! let misfits = plugin.filter(&nodes, pod, &Vec::new(), &[id])?;
 //! # Ok(()) }
 //! ```
 
@@ -175,6 +175,11 @@ pub struct NodeLog {
     /// The generation of each kept change, ascending, parallel to `changes`.
     change_generations: Vec<u64>,
     changes: Vec<NodeChange>,
+    /// `changes` with each node's pods left out, for plugins that do not ask for them.
+    bare_changes: Vec<NodeChange>,
+    /// Pods nominated to each node (`status.nominatedNodeName`) and not bound yet: not part of
+    /// the nodes plugins see, but the framework's filter counts them (see [`NodeLog::nominated`]).
+    nominated: HashMap<NodeId, Vec<PodSummary>>,
     host: Option<Arc<dyn SchedulerHost>>,
 }
 
@@ -199,6 +204,8 @@ impl Default for NodeLog {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             change_generations: Vec::new(),
             changes: Vec::new(),
+            bare_changes: Vec::new(),
+            nominated: HashMap::new(),
             host: None,
         }
     }
@@ -240,8 +247,32 @@ impl NodeLog {
             self.handles.remove(at);
         }
         self.free_ids.push(id);
+        self.nominated.remove(&id);
         self.record(NodeChange::Remove(id));
         Some(id)
+    }
+
+    /// Sets the pods nominated to node `name` (ignored while there is no such node). Plugins
+    /// see no change: nominations are the framework's business.
+    pub fn set_nominated(&mut self, name: &str, pods: Vec<PodSummary>) {
+        let Some(&id) = self.ids.get(name) else { return };
+        if pods.is_empty() {
+            self.nominated.remove(&id);
+        } else {
+            self.nominated.insert(id, pods);
+        }
+    }
+
+    /// The pods nominated to node `id` and not bound yet.
+    #[must_use]
+    pub fn nominated(&self, id: NodeId) -> &[PodSummary] {
+        self.nominated.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    /// Whether any node has nominated pods.
+    #[must_use]
+    pub fn has_nominated(&self) -> bool {
+        !self.nominated.is_empty()
     }
 
     /// Attaches the view that answers the plugins' `scheduler-host` import in calls with this log.
@@ -260,8 +291,13 @@ impl NodeLog {
         if self.changes.len() >= KEPT_CHANGES {
             let drop = KEPT_CHANGES / 2;
             self.changes.drain(..drop);
+            self.bare_changes.drain(..drop);
             self.change_generations.drain(..drop);
         }
+        self.bare_changes.push(match &change {
+            NodeChange::Upsert(node) => NodeChange::Upsert(node.without_pods()),
+            NodeChange::Remove(id) => NodeChange::Remove(*id),
+        });
         self.changes.push(change);
         self.change_generations.push(self.generation);
     }
@@ -308,11 +344,20 @@ impl NodeLog {
     }
 
     /// The changes after generation `held`, if `held` is a generation this log still keeps; a
-    /// generation it trimmed, or one from another log, is not.
+    /// generation it trimmed, or one from another log, is not. Without `with_pods`, the nodes
+    /// in them list no pods.
     #[must_use]
-    pub fn changes_since(&self, held: u64) -> Option<&[NodeChange]> {
+    pub fn changes_since(&self, held: u64, with_pods: bool) -> Option<&[NodeChange]> {
         let index = self.change_generations.binary_search(&held).ok()?;
-        Some(&self.changes[index + 1..])
+        let changes = if with_pods { &self.changes } else { &self.bare_changes };
+        Some(&changes[index + 1..])
+    }
+
+    /// Every node as an upsert, the changes that bring a new instance up to date; without
+    /// `with_pods`, the nodes list no pods.
+    #[must_use]
+    pub fn everything(&self, with_pods: bool) -> Vec<NodeChange> {
+        self.iter().map(|n| NodeChange::Upsert(if with_pods { n.clone() } else { n.without_pods() })).collect()
     }
 }
 
@@ -332,6 +377,25 @@ impl NodeInfo {
             used_ports: Vec::new(),
             images: Vec::new(),
             object: None,
+            pods: Vec::new(),
+        }
+    }
+
+    /// A copy of the node without its pods, as plugins that do not ask for them receive it.
+    #[must_use]
+    pub fn without_pods(&self) -> Self {
+        Self {
+            id: self.id,
+            name: self.name.clone(),
+            labels: self.labels.clone(),
+            taints: self.taints.clone(),
+            unschedulable: self.unschedulable,
+            allocatable: self.allocatable.clone(),
+            requested: self.requested.clone(),
+            pod_count: self.pod_count,
+            used_ports: self.used_ports.clone(),
+            images: self.images.clone(),
+            object: self.object.clone(),
             pods: Vec::new(),
         }
     }
@@ -359,17 +423,35 @@ impl Status {
 
 type Guest = bindings::exports::capstan::plugin::scheduler::Guest;
 
-/// Brings the instance's nodes up to `log`'s generation, sending as little as possible.
+/// Brings the instance's nodes up to `log`'s generation, sending as little as possible. The
+/// store remembers which generation it last sent (a new instance has none; a failed call
+/// discards its instance), so an instance already current costs no call at all.
 fn sync(guest: &Guest, store: &mut Store<HostState>, log: &NodeLog) -> wasmtime::Result<()> {
-    let held = guest.call_nodes_generation(&mut *store)?;
-    if held == log.generation {
+    let held = store.data().scheduler_nodes;
+    if held.generation == log.generation {
         return Ok(());
     }
-    if let Some(changes) = log.changes_since(held) {
-        return guest.call_update_nodes(store, log.generation, false, changes);
+    // A new instance is asked once whether it wants each node's pods.
+    let with_pods = match held.with_pods {
+        Some(with_pods) => with_pods,
+        None => guest.call_describe(&mut *store)?.wants_node_pods,
+    };
+    if let Some(changes) = log.changes_since(held.generation, with_pods) {
+        guest.call_update_nodes(&mut *store, log.generation, false, changes)?;
+    } else {
+        guest.call_update_nodes(&mut *store, log.generation, true, &log.everything(with_pods))?;
     }
-    let all: Vec<NodeChange> = log.iter().cloned().map(NodeChange::Upsert).collect();
-    guest.call_update_nodes(store, log.generation, true, &all)
+    store.data_mut().scheduler_nodes = InstanceNodes { generation: log.generation, with_pods: Some(with_pods) };
+    Ok(())
+}
+
+/// What the host last sent one instance of the nodes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct InstanceNodes {
+    /// The generation (0: nothing yet).
+    generation: u64,
+    /// Whether the instance asked for each node's pods; `None` until asked.
+    with_pods: Option<bool>,
 }
 
 /// Runs `call` with `host` answering the `scheduler-host` import.
@@ -414,14 +496,14 @@ impl PluginHandle<SchedulerWorld> {
         self.synced(nodes, |guest, store| guest.call_pre_filter(store, pod))
     }
 
-    /// Filter over `ids`: one status per node, in order.
+    /// Filter over `ids`: the nodes that do not fit, with why, in order; the others fit.
     pub fn filter(
         &self,
         nodes: &NodeLog,
         pod: &PodInfo,
         state: &CycleState,
         ids: &[NodeId],
-    ) -> Result<Vec<Status>, PluginError> {
+    ) -> Result<Vec<NodeStatus>, PluginError> {
         self.synced(nodes, |guest, store| guest.call_filter(store, pod, state, ids))
     }
 
@@ -541,7 +623,7 @@ impl PluginHandle<SchedulerWorld> {
 
 #[cfg(test)]
 mod tests {
-    use super::{NodeChange, NodeInfo, NodeLog};
+    use super::{NodeChange, NodeInfo, NodeLog, PodSummary};
 
     fn node(name: &str) -> impl FnOnce(u32) -> NodeInfo + '_ {
         move |id| NodeInfo { id, name: name.to_owned(), ..NodeInfo::empty() }
@@ -571,12 +653,38 @@ mod tests {
         let held = log.generation();
         log.upsert(node("b"), "b");
         log.remove("a");
-        let changes = log.changes_since(held).unwrap_or_default();
+        let changes = log.changes_since(held, true).unwrap_or_default();
         assert_eq!(changes.len(), 2);
         assert!(matches!(&changes[0], NodeChange::Upsert(n) if n.name == "b"));
         assert!(matches!(changes[1], NodeChange::Remove(_)));
-        assert_eq!(log.changes_since(log.generation()).map(<[_]>::len), Some(0));
+        assert_eq!(log.changes_since(log.generation(), true).map(<[_]>::len), Some(0));
         let other = NodeLog::default();
-        assert!(other.changes_since(held).is_none(), "a generation from another log resets");
+        assert!(other.changes_since(held, true).is_none(), "a generation from another log resets");
+    }
+
+    #[test]
+    fn plugins_that_do_not_ask_for_pods_get_nodes_without_them() {
+        let mut log = NodeLog::default();
+        let held = log.generation();
+        let pod = PodSummary {
+            namespace: "default".into(),
+            name: "p".into(),
+            uid: "u".into(),
+            labels: Vec::new(),
+            priority: 0,
+            affinity: None,
+            requests: Vec::new(),
+            host_ports: Vec::new(),
+            terminating: false,
+        };
+        log.upsert(|id| NodeInfo { id, name: "a".into(), pod_count: 1, pods: vec![pod], ..NodeInfo::empty() }, "a");
+        let pods = |changes: &[NodeChange]| match changes {
+            [NodeChange::Upsert(node)] => (node.pod_count, node.pods.len()),
+            _ => (0, usize::MAX),
+        };
+        assert_eq!(log.changes_since(held, true).map(pods), Some((1, 1)));
+        assert_eq!(log.changes_since(held, false).map(pods), Some((1, 0)), "the count stays, the list goes");
+        assert_eq!(pods(&log.everything(true)), (1, 1));
+        assert_eq!(pods(&log.everything(false)), (1, 0));
     }
 }

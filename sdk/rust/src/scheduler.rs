@@ -46,6 +46,12 @@ pub trait SchedulerPlugin: Sized + 'static {
         false
     }
 
+    /// Whether [`NodeInfo::pods`] should list each node's pods (costlier updates); without it
+    /// the list is empty and only the sums (`requested`, `pod_count`, `used_ports`) are kept.
+    fn wants_node_pods(&self) -> bool {
+        false
+    }
+
     /// QueueSort: the pod's key; higher keys are scheduled first.
     fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
         let _ = pod;
@@ -64,12 +70,13 @@ pub trait SchedulerPlugin: Sized + 'static {
         Status::success()
     }
 
-    /// Filter over a batch of nodes (one status per entry of `ids`, in order); by default
-    /// [`Self::filter`] on each. Override it to read the dense per-node tables of [`Nodes`]
-    /// (e.g. [`Nodes::resources`]) instead of each node's lists: what runs for every node of
-    /// every cycle is then a walk over contiguous memory.
-    fn filter_batch(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<Status> {
-        ids.iter().map(|&id| nodes.get(id).map_or_else(|| unknown(id), |node| self.filter(pod, cycle, node))).collect()
+    /// Filter over a batch of nodes: the entries of `ids` the pod does not fit, in order, each
+    /// with its status (a node not listed fits); by default [`Self::filter`] on each. Override it
+    /// to read the dense per-node tables of [`Nodes`] (e.g. [`Nodes::resources`]) instead of each
+    /// node's lists: what runs for every node of every cycle is then a walk over contiguous
+    /// memory.
+    fn filter_batch(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
+        misfits(ids, |id| nodes.get(id).map_or_else(|| unknown(id), |node| self.filter(pod, cycle, node)))
     }
 
     /// PostFilter: called when no node fits, with why each node was filtered out.
@@ -179,6 +186,17 @@ pub struct Nodes {
 
 fn unknown(node: NodeId) -> Status {
     Status::error(format!("node {node} is unknown to the plugin"))
+}
+
+/// The entries of `ids` whose status from `filter` is neither success nor skip, in order, each
+/// with its status: what a batched filter returns.
+pub fn misfits(ids: &[NodeId], mut filter: impl FnMut(NodeId) -> Status) -> Vec<NodeStatus> {
+    ids.iter()
+        .filter_map(|&node| {
+            let status = filter(node);
+            (!matches!(status.code, Code::Success | Code::Skip)).then_some(NodeStatus { node, status })
+        })
+        .collect()
 }
 
 /// What one node adds to the counts [`Nodes`] keeps.
@@ -711,11 +729,10 @@ pub mod native {
     #[allow(missing_docs, reason = "each method is the WIT function of the same name, documented there")]
     pub trait Plugin {
         fn describe(&self) -> Description;
-        fn nodes_generation(&self) -> u64;
         fn update_nodes(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>);
         fn queue_sort_key(&self, pod: &PodInfo) -> i64;
         fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult;
-        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status>;
+        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus>;
         fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult;
         fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status>;
         fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status>;
@@ -780,11 +797,8 @@ pub mod native {
             Description {
                 extension_points: self.plugin.extension_points(),
                 wants_node_objects: self.plugin.wants_node_objects(),
+                wants_node_pods: self.plugin.wants_node_pods(),
             }
-        }
-
-        fn nodes_generation(&self) -> u64 {
-            self.nodes.generation()
         }
 
         fn update_nodes(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
@@ -799,11 +813,11 @@ pub mod native {
             self.plugin.pre_filter(pod, &self.nodes)
         }
 
-        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
+        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus> {
             self.with_cycle(
                 pod,
                 state,
-                |e| vec![e; nodes.len()],
+                |e| super::misfits(nodes, |_| e.clone()),
                 |cycle| self.plugin.filter_batch(pod, cycle, &self.nodes, nodes),
             )
         }
@@ -894,13 +908,12 @@ pub mod __private {
         }
 
         pub fn describe(&self) -> Description {
-            let missing =
-                |_| Description { extension_points: super::ExtensionPoints::empty(), wants_node_objects: false };
+            let missing = |_| Description {
+                extension_points: super::ExtensionPoints::empty(),
+                wants_node_objects: false,
+                wants_node_pods: false,
+            };
             self.with(missing, |i| i.describe())
-        }
-
-        pub fn nodes_generation(&self) -> u64 {
-            self.with(|_| 0, |i| i.nodes_generation())
         }
 
         pub fn update_nodes(&self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
@@ -916,8 +929,8 @@ pub mod __private {
             self.with(missing, |i| i.pre_filter(pod))
         }
 
-        pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<Status> {
-            self.with(|e| vec![e; nodes.len()], |i| i.filter(pod, state, nodes))
+        pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus> {
+            self.with(|e| super::misfits(nodes, |_| e.clone()), |i| i.filter(pod, state, nodes))
         }
 
         pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
@@ -1005,9 +1018,6 @@ macro_rules! scheduler_plugin {
                 fn describe() -> $crate::scheduler::Description {
                     __EXPORTS.describe()
                 }
-                fn nodes_generation() -> u64 {
-                    __EXPORTS.nodes_generation()
-                }
                 fn update_nodes(generation: u64, reset: bool, changes: ::std::vec::Vec<NodeChange>) {
                     __EXPORTS.update_nodes(generation, reset, changes)
                 }
@@ -1021,7 +1031,7 @@ macro_rules! scheduler_plugin {
                     pod: PodInfo,
                     state: ::std::vec::Vec<u8>,
                     nodes: ::std::vec::Vec<NodeId>,
-                ) -> ::std::vec::Vec<Status> {
+                ) -> ::std::vec::Vec<NodeStatus> {
                     __EXPORTS.filter(&pod, &state, &nodes)
                 }
                 fn post_filter(

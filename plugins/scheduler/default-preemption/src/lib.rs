@@ -194,6 +194,11 @@ impl SchedulerPlugin for DefaultPreemption {
         ExtensionPoints::POST_FILTER
     }
 
+    /// It picks victims among the pods on each node.
+    fn wants_node_pods(&self) -> bool {
+        true
+    }
+
     fn post_filter(&self, pod: &PodInfo, _cycle: &(), filtered: &[NodeStatus], nodes: &Nodes) -> PostFilterResult {
         if let Some(reason) = ineligible(pod, nodes) {
             return unschedulable(reason);

@@ -418,6 +418,11 @@ impl SchedulerPlugin for InterPodAffinity {
             | ExtensionPoints::NORMALIZE_SCORE
     }
 
+    /// Existing pods' affinity terms and labels are what it matches.
+    fn wants_node_pods(&self) -> bool {
+        true
+    }
+
     fn pre_filter(&self, pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
         let skip = PreFilterResult { status: Status::new(Code::Skip, Vec::new()), nodes: None, state: Vec::new() };
         let affinity = match parse_affinity(pod.affinity.as_deref()) {

@@ -9,8 +9,8 @@
 //! "score": 0}]}}, "ignoredResources": ["example.com/foo"]}`.
 
 use capstan_plugin_sdk::scheduler::{
-    Code, Column, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, Nodes, PodInfo, SchedulerPlugin, Status, amount,
-    parse_config,
+    Code, Column, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo, SchedulerPlugin,
+    Status, amount, misfits, parse_config,
 };
 use serde::Deserialize;
 
@@ -147,17 +147,15 @@ impl SchedulerPlugin for NodeResourcesFit {
         verdict(insufficient_with(requests, node))
     }
 
-    fn filter_batch(&self, _pod: &PodInfo, requests: &Requests, nodes: &Nodes, ids: &[NodeId]) -> Vec<Status> {
+    fn filter_batch(&self, _pod: &PodInfo, requests: &Requests, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
         let table = nodes.resources();
         let pods = table.column("pods");
         let columns: Vec<Option<Column>> = requests.checked.iter().map(|(name, _)| table.column(name)).collect();
-        ids.iter()
-            .map(|&id| {
-                let allowed_pods = table.allocatable(id, pods) / 1000;
-                let free = |i: usize| table.allocatable(id, columns[i]) - table.requested(id, columns[i]);
-                verdict(insufficient_by(requests, allowed_pods, table.pod_count(id), free))
-            })
-            .collect()
+        misfits(ids, |id| {
+            let allowed_pods = table.allocatable(id, pods) / 1000;
+            let free = |i: usize| table.allocatable(id, columns[i]) - table.requested(id, columns[i]);
+            verdict(insufficient_by(requests, allowed_pods, table.pod_count(id), free))
+        })
     }
 
     fn score(&self, _pod: &PodInfo, requests: &Requests, node: &NodeInfo) -> Result<i64, Status> {
@@ -390,8 +388,17 @@ mod tests {
             for pod in [pod(1000, GI), pod(0, 0), gpu.clone()] {
                 let requests = fit.requests(&pod);
                 let reasons = |s: capstan_plugin_sdk::scheduler::Status| (s.code, s.reasons);
-                let single: Vec<_> = nodes.iter().map(|n| reasons(fit.filter(&pod, &requests, n))).collect();
-                let batch: Vec<_> = fit.filter_batch(&pod, &requests, &set, &ids).into_iter().map(reasons).collect();
+                let single: Vec<_> = nodes
+                    .iter()
+                    .map(|n| (n.id, fit.filter(&pod, &requests, n)))
+                    .filter(|(_, s)| !s.is_success())
+                    .map(|(id, s)| (id, reasons(s)))
+                    .collect();
+                let batch: Vec<_> = fit
+                    .filter_batch(&pod, &requests, &set, &ids)
+                    .into_iter()
+                    .map(|misfit| (misfit.node, reasons(misfit.status)))
+                    .collect();
                 assert_eq!(batch, single, "{kind} {:?}", pod.requests);
                 let single: Vec<_> = nodes.iter().map(|n| fit.node_score(&pod, n)).collect();
                 let batch = fit.score_batch(&pod, &requests, &set, &ids).map_err(|s| s.reasons);

@@ -414,6 +414,11 @@ impl SchedulerPlugin for PodTopologySpread {
             | ExtensionPoints::NORMALIZE_SCORE
     }
 
+    /// It counts the matching pods in each domain.
+    fn wants_node_pods(&self) -> bool {
+        true
+    }
+
     fn pre_filter(&self, pod: &PodInfo, nodes: &Nodes) -> PreFilterResult {
         let failed = |status| PreFilterResult { status, nodes: None, state: Vec::new() };
         let constraints = match self.constraints(pod, "DoNotSchedule") {

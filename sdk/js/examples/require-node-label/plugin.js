@@ -8,7 +8,6 @@
 
 let label = "";
 let value;
-let generation = 0n;
 /** node id -> Map of label key -> value */
 const nodes = new Map();
 
@@ -25,12 +24,9 @@ export const lifecycle = {
 
 export const scheduler = {
   describe() {
-    return { extensionPoints: { filter: true }, wantsNodeObjects: false };
+    return { extensionPoints: { filter: true }, wantsNodeObjects: false, wantsNodePods: false };
   },
-  nodesGeneration() {
-    return generation;
-  },
-  updateNodes(newGeneration, reset, changes) {
+  updateNodes(_generation, reset, changes) {
     if (reset) nodes.clear();
     for (const change of changes) {
       if (change.tag === "upsert") {
@@ -39,16 +35,16 @@ export const scheduler = {
         nodes.delete(change.val);
       }
     }
-    generation = newGeneration;
   },
+  // Returns only the nodes that do not fit, with why; the others fit.
   filter(_pod, _state, ids) {
     const wanted = value === undefined ? label : `${label}=${value}`;
     const refused = { code: "unschedulable-and-unresolvable", reasons: [`node(s) lacked label ${wanted}`] };
-    return ids.map((id) => {
+    const fits = (id) => {
       const labels = nodes.get(id);
-      const fits = labels !== undefined && labels.has(label) && (value === undefined || labels.get(label) === value);
-      return fits ? success : refused;
-    });
+      return labels !== undefined && labels.has(label) && (value === undefined || labels.get(label) === value);
+    };
+    return ids.filter((id) => !fits(id)).map((node) => ({ node, status: refused }));
   },
   // The extension points below are not in `describe`; the host never calls them.
   queueSortKey(_pod) {

@@ -17,6 +17,7 @@ from wit_world.exports.scheduler import (
     Description,
     ExtensionPoints,
     NodeChange_Upsert,
+    NodeStatus,
     PermitResult,
     PostFilterResult,
     PreFilterResult,
@@ -25,7 +26,6 @@ from wit_world.exports.scheduler import (
 
 LABEL = ""
 VALUE = None
-GENERATION = 0
 # node id -> {label key: value}
 NODES = {}
 
@@ -47,13 +47,9 @@ class Lifecycle(exports.Lifecycle):
 
 class Scheduler(exports.Scheduler):
     def describe(self) -> Description:
-        return Description(extension_points=ExtensionPoints.FILTER, wants_node_objects=False)
-
-    def nodes_generation(self) -> int:
-        return GENERATION
+        return Description(extension_points=ExtensionPoints.FILTER, wants_node_objects=False, wants_node_pods=False)
 
     def update_nodes(self, generation, reset, changes) -> None:
-        global GENERATION
         if reset:
             NODES.clear()
         for change in changes:
@@ -61,17 +57,17 @@ class Scheduler(exports.Scheduler):
                 NODES[change.value.id] = {label.key: label.value for label in change.value.labels}
             else:
                 NODES.pop(change.value, None)
-        GENERATION = generation
 
     def filter(self, pod, state, nodes):
+        # Only the nodes that do not fit are returned, with why; the others fit.
         wanted = LABEL if VALUE is None else f"{LABEL}={VALUE}"
         refused = Status(code=Code.UNSCHEDULABLE_AND_UNRESOLVABLE, reasons=[f"node(s) lacked label {wanted}"])
-        statuses = []
+        misfits = []
         for node in nodes:
             labels = NODES.get(node, {})
-            fits = LABEL in labels and (VALUE is None or labels[LABEL] == VALUE)
-            statuses.append(SUCCESS if fits else refused)
-        return statuses
+            if not (LABEL in labels and (VALUE is None or labels[LABEL] == VALUE)):
+                misfits.append(NodeStatus(node=node, status=refused))
+        return misfits
 
     # The extension points below are not in `describe`; the host never calls them.
     def queue_sort_key(self, pod):
