@@ -278,7 +278,7 @@ impl Profile {
                 for id in survivors {
                     match self.fits_with_nominated(nodes, pod, states, skipped, id)? {
                         None => checked.push(id),
-                        Some(status) => failures.push((id, status)),
+                        Some(refusal) => failures.push((id, refusal)),
                     }
                 }
                 survivors = checked;
@@ -557,7 +557,7 @@ impl DryRun {
         }
         match self.profile.filter_node(log, &self.pod, &states, &skipped, node) {
             Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(status.reasons),
+            Ok(Some(refusal)) => Err(refusal.reasons),
             Err(e) => Err(vec![e.to_string()]),
         }
     }

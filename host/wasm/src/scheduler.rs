@@ -157,6 +157,11 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// How many changes a log keeps for instances that fell behind; older ones get a full reset.
 const KEPT_CHANGES: usize = 8192;
 
+/// Most pod summaries the kept changes may hold between them. Each change carries its node's
+/// whole pod list, so on a node running thousands of pods 8192 changes would be gigabytes; past
+/// this, older changes go and an instance that far behind is sent every node afresh instead.
+const KEPT_POD_SUMMARIES: usize = 65_536;
+
 /// The nodes as scheduler plugins see them, and the recent changes to them.
 ///
 /// Node handles ([`NodeId`]) are small integers, stable while the node exists and reused after
@@ -175,6 +180,8 @@ pub struct NodeLog {
     /// The generation of each kept change, ascending, parallel to `changes`.
     change_generations: Vec<u64>,
     changes: Vec<NodeChange>,
+    /// The pod summaries `changes` hold between them.
+    kept_pods: usize,
     /// `changes` with each node's pods left out, for plugins that do not ask for them.
     bare_changes: Vec<NodeChange>,
     /// Pods nominated to each node (`status.nominatedNodeName`) and not bound yet: not part of
@@ -204,6 +211,7 @@ impl Default for NodeLog {
             generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
             change_generations: Vec::new(),
             changes: Vec::new(),
+            kept_pods: 0,
             bare_changes: Vec::new(),
             nominated: HashMap::new(),
             host: None,
@@ -288,12 +296,17 @@ impl NodeLog {
 
     fn record(&mut self, change: NodeChange) {
         self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
-        if self.changes.len() >= KEPT_CHANGES {
-            let drop = KEPT_CHANGES / 2;
-            self.changes.drain(..drop);
+        let pods = pod_summaries(&change);
+        while !self.changes.is_empty()
+            && (self.changes.len() >= KEPT_CHANGES || self.kept_pods + pods > KEPT_POD_SUMMARIES)
+        {
+            // Drop the older half (at least one) and keep the newer.
+            let drop = self.changes.len().div_ceil(2);
+            self.kept_pods -= self.changes.drain(..drop).map(|c| pod_summaries(&c)).sum::<usize>();
             self.bare_changes.drain(..drop);
             self.change_generations.drain(..drop);
         }
+        self.kept_pods += pods;
         self.bare_changes.push(match &change {
             NodeChange::Upsert(node) => NodeChange::Upsert(node.without_pods()),
             NodeChange::Remove(id) => NodeChange::Remove(*id),
@@ -358,6 +371,14 @@ impl NodeLog {
     #[must_use]
     pub fn everything(&self, with_pods: bool) -> Vec<NodeChange> {
         self.iter().map(|n| NodeChange::Upsert(if with_pods { n.clone() } else { n.without_pods() })).collect()
+    }
+}
+
+/// How many pod summaries a change carries.
+fn pod_summaries(change: &NodeChange) -> usize {
+    match change {
+        NodeChange::Upsert(node) => node.pods.len(),
+        NodeChange::Remove(_) => 0,
     }
 }
 
@@ -665,6 +686,7 @@ mod tests {
     #[test]
     fn plugins_that_do_not_ask_for_pods_get_nodes_without_them() {
         let mut log = NodeLog::default();
+        log.upsert(node("z"), "z");
         let held = log.generation();
         let pod = PodSummary {
             namespace: "default".into(),
@@ -684,7 +706,38 @@ mod tests {
         };
         assert_eq!(log.changes_since(held, true).map(pods), Some((1, 1)));
         assert_eq!(log.changes_since(held, false).map(pods), Some((1, 0)), "the count stays, the list goes");
+        log.remove("z");
         assert_eq!(pods(&log.everything(true)), (1, 1));
         assert_eq!(pods(&log.everything(false)), (1, 0));
+    }
+
+    #[test]
+    fn changes_of_a_crowded_node_are_kept_within_the_pod_budget() {
+        let summary = |i: usize| PodSummary {
+            namespace: "default".into(),
+            name: format!("p{i}"),
+            uid: format!("u{i}"),
+            labels: Vec::new(),
+            priority: 0,
+            affinity: None,
+            requests: Vec::new(),
+            host_ports: Vec::new(),
+            terminating: false,
+        };
+        let crowded: Vec<PodSummary> = (0..super::KEPT_POD_SUMMARIES / 4).map(summary).collect();
+        let mut log = NodeLog::default();
+        log.upsert(node("a"), "a");
+        let first = log.generation();
+        for _ in 0..10 {
+            let pods = crowded.clone();
+            log.upsert(|id| NodeInfo { id, name: "a".into(), pods, ..NodeInfo::empty() }, "a");
+        }
+        let kept: usize = log.changes.iter().map(super::pod_summaries).sum();
+        assert_eq!(kept, log.kept_pods);
+        assert!(kept <= super::KEPT_POD_SUMMARIES, "{kept} pod summaries kept");
+        assert!(log.changes_since(first, true).is_none(), "an instance that far behind is sent everything");
+        let held = log.generation();
+        log.upsert(node("b"), "b");
+        assert_eq!(log.changes_since(held, true).map(<[_]>::len), Some(1), "a recent one still gets the delta");
     }
 }
