@@ -244,7 +244,11 @@ impl Scopes {
         let expressions = quota.pointer("/spec/scopeSelector/matchExpressions").and_then(Value::as_array);
         let selected = expressions.into_iter().flatten().map(|expression| {
             let text = |field: &str| expression.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
-            ScopeRequirement { scope: text("scopeName"), operator: text("operator"), values: strings(expression.get("values")) }
+            ScopeRequirement {
+                scope: text("scopeName"),
+                operator: text("operator"),
+                values: strings(expression.get("values")),
+            }
         });
         Self(listed.chain(selected).collect())
     }
@@ -289,7 +293,7 @@ fn terminating(pod: &Value) -> bool {
     pod.pointer("/spec/activeDeadlineSeconds").and_then(Value::as_i64).is_some_and(|s| s >= 0)
 }
 
-/// A pod of QoS class `BestEffort`: no container (init containers and pod-level resources
+/// A pod whose quality-of-service class is `BestEffort`: no container (init containers and pod-level resources
 /// included) requests or limits any CPU or memory.
 #[must_use]
 pub fn best_effort(pod: &Value) -> bool {
@@ -370,7 +374,8 @@ pub fn scope_allows(scope: &str, resource: &str) -> bool {
 /// `spec.hard`: field errors as `kubectl` shows them, none when valid.
 #[must_use]
 pub fn validate_scopes(spec: &Value) -> Vec<String> {
-    let hard: Vec<&String> = spec.get("hard").and_then(Value::as_object).map(|h| h.keys().collect()).unwrap_or_default();
+    let hard: Vec<&String> =
+        spec.get("hard").and_then(Value::as_object).map(|h| h.keys().collect()).unwrap_or_default();
     let mut errors = Vec::new();
     let conflicting = |names: &[&str]| {
         [("BestEffort", "NotBestEffort"), ("Terminating", "NotTerminating")]
@@ -385,7 +390,11 @@ pub fn validate_scopes(spec: &Value) -> Vec<String> {
             if !SCOPES.contains(name) {
                 errors.push(invalid("unsupported scope"));
             }
-            errors.extend(hard.iter().filter(|r| !scope_allows(name, r)).map(|_| invalid("unsupported scope applied to resource")));
+            errors.extend(
+                hard.iter()
+                    .filter(|r| !scope_allows(name, r))
+                    .map(|_| invalid("unsupported scope applied to resource")),
+            );
         }
         errors.extend((0..conflicting(&names)).map(|_| invalid("conflicting scopes")));
     }
@@ -602,7 +611,9 @@ mod tests {
         ];
         let hard = Usage::from([("pods".to_owned(), 5000), ("nvidia.com/gpu".to_owned(), 1000)]);
         let scopes = Scopes::of(&json!({"spec": {"scopes": ["BestEffort"]}}));
-        let used = compute(&hard, &scopes, |counted| Ok::<_, ()>(if counted.plural == "pods" { pods.to_vec() } else { vec![] }));
+        let used = compute(&hard, &scopes, |counted| {
+            Ok::<_, ()>(if counted.plural == "pods" { pods.to_vec() } else { vec![] })
+        });
         assert_eq!(used, Ok(Usage::from([("pods".to_owned(), 1000)])), "unknown names are left out");
     }
 
@@ -616,7 +627,10 @@ mod tests {
                 json!({"hard": {"cpu": "1"}, "scopes": ["BestEffort"]}),
                 &[r#"spec.scopes: Invalid value: ["BestEffort"]: unsupported scope applied to resource"#],
             ),
-            (json!({"hard": {"configmaps": "1"}, "scopes": ["Terminating"]}), &["unsupported scope applied to resource"]),
+            (
+                json!({"hard": {"configmaps": "1"}, "scopes": ["Terminating"]}),
+                &["unsupported scope applied to resource"],
+            ),
             (json!({"hard": {"count/configmaps": "1"}, "scopes": ["Terminating"]}), &[]),
             (
                 json!({"hard": {"pods": "1"}, "scopes": ["BestEffort", "NotBestEffort", "Sometimes"]}),

@@ -107,8 +107,8 @@ fn apply(admitted: &Admitted<'_>, charge: bool) -> Result<(), String> {
         let mut quota = listed;
         for attempt in 0..ATTEMPTS {
             let hard = quantities(quota.pointer("/spec/hard"));
-            let now = used(&quota, &hard, namespace)
-                .map_err(|e| format!("cannot compute usage of quota {name}: {e:?}"))?;
+            let now =
+                used(&quota, &hard, namespace).map_err(|e| format!("cannot compute usage of quota {name}: {e:?}"))?;
             let next = charged(&name, &hard, &now, &admitted.delta)?;
             if !charge || next == now && quota.pointer("/status/used").is_some() {
                 break;
@@ -138,7 +138,12 @@ fn validate_quota(request: &AdmissionRequest, quota: &Value) -> Option<Admission
         let old = request.old_object::<Value>().ok().flatten().unwrap_or_default();
         let set = |object: &Value| {
             let scopes = object.pointer("/spec/scopes").and_then(Value::as_array);
-            scopes.into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect::<std::collections::BTreeSet<_>>()
+            scopes
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect::<std::collections::BTreeSet<_>>()
         };
         if set(&old) != set(quota) {
             let scopes = quota.pointer("/spec/scopes").cloned().unwrap_or(Value::Null);
@@ -176,10 +181,11 @@ impl AdmissionPolicy for ResourceQuota {
             Ok(None) => return AdmissionResponse::allow(),
             Err(e) => return AdmissionResponse::deny(format!("the object is not valid JSON: {e}")).with_code(400),
         };
-        if quota_kind && sign >= 0 {
-            if let Some(invalid) = validate_quota(request, &object) {
-                return invalid;
-            }
+        if quota_kind
+            && sign >= 0
+            && let Some(invalid) = validate_quota(request, &object)
+        {
+            return invalid;
         }
         // An object already being deleted was released by its first deletion request.
         if sign == 0 || sign < 0 && !counts(&object) {
@@ -223,20 +229,51 @@ mod tests {
 
     #[test]
     fn refusals_name_every_exceeded_resource_as_upstream() {
-        let map = |entries: &[(&str, Milli)]| entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<BTreeMap<_, _>>();
+        let map =
+            |entries: &[(&str, Milli)]| entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<BTreeMap<_, _>>();
         let claim = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
         let service = json!({"spec": {"type": "LoadBalancer", "ports": [{}, {}]}});
         // (hard, used, group, plural, object, refusal or None when it fits)
         let cases = [
-            (map(&[("count/configmaps", 1000)]), map(&[("count/configmaps", 1000)]), "", "configmaps", json!({}),
-             Some("requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1")),
+            (
+                map(&[("count/configmaps", 1000)]),
+                map(&[("count/configmaps", 1000)]),
+                "",
+                "configmaps",
+                json!({}),
+                Some("requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"),
+            ),
             (map(&[("configmaps", 2000)]), map(&[("configmaps", 1000)]), "", "configmaps", json!({}), None),
-            (map(&[("count/deployments.apps", 0)]), map(&[]), "apps", "deployments", json!({}),
-             Some("requested: count/deployments.apps=1, used: count/deployments.apps=0, limited: count/deployments.apps=0")),
-            (map(&[("requests.storage", 1000 << 30), ("persistentvolumeclaims", 5000)]), map(&[("requests.storage", 1000 << 30)]),
-             "", "persistentvolumeclaims", claim, Some("requested: requests.storage=2147483648, used: requests.storage=1073741824, limited: requests.storage=1073741824")),
-            (map(&[("services.loadbalancers", 0), ("services.nodeports", 1000), ("services", 9000)]), map(&[]), "", "services", service,
-             Some("requested: services.loadbalancers=1,services.nodeports=2, used: services.loadbalancers=0,services.nodeports=0, limited: services.loadbalancers=0,services.nodeports=1")),
+            (
+                map(&[("count/deployments.apps", 0)]),
+                map(&[]),
+                "apps",
+                "deployments",
+                json!({}),
+                Some(
+                    "requested: count/deployments.apps=1, used: count/deployments.apps=0, limited: count/deployments.apps=0",
+                ),
+            ),
+            (
+                map(&[("requests.storage", 1000 << 30), ("persistentvolumeclaims", 5000)]),
+                map(&[("requests.storage", 1000 << 30)]),
+                "",
+                "persistentvolumeclaims",
+                claim,
+                Some(
+                    "requested: requests.storage=2147483648, used: requests.storage=1073741824, limited: requests.storage=1073741824",
+                ),
+            ),
+            (
+                map(&[("services.loadbalancers", 0), ("services.nodeports", 1000), ("services", 9000)]),
+                map(&[]),
+                "",
+                "services",
+                service,
+                Some(
+                    "requested: services.loadbalancers=1,services.nodeports=2, used: services.loadbalancers=0,services.nodeports=0, limited: services.loadbalancers=0,services.nodeports=1",
+                ),
+            ),
             (map(&[("count/widgets.example.com", 1000)]), map(&[]), "example.com", "widgets", json!({}), None),
         ];
         for (hard, used, group, plural, object, refusal) in cases {

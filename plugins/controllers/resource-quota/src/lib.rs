@@ -424,10 +424,16 @@ mod tests {
             (json!({}), "3"),
             (json!({"scopes": ["BestEffort"]}), "2"),
             (json!({"scopes": ["NotBestEffort"]}), "1"),
-            (json!({"scopeSelector": {"matchExpressions": [
-                {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}), "1"),
-            (json!({"scopes": ["BestEffort"], "scopeSelector": {"matchExpressions": [
-                {"scopeName": "PriorityClass", "operator": "DoesNotExist"}]}}), "1"),
+            (
+                json!({"scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}),
+                "1",
+            ),
+            (
+                json!({"scopes": ["BestEffort"], "scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "DoesNotExist"}]}}),
+                "1",
+            ),
         ];
         for (scopes, expected) in cases {
             let cluster = FakeCluster::new();
@@ -441,7 +447,9 @@ mod tests {
             }
             let mut spec = scopes.clone();
             spec["hard"] = json!({"pods": "9"});
-            let key = ObjectKey::of(&cluster.insert(&quota_kind(), json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": spec})));
+            let key = ObjectKey::of(
+                &cluster.insert(&quota_kind(), json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": spec})),
+            );
             controller().sync(&cluster, &key, NOW).unwrap();
             assert_eq!(status(&cluster, &key)["used"]["pods"], expected, "{scopes}");
         }
