@@ -41,8 +41,11 @@ fn pod(name: &str, namespace: &str, cpu: Option<&str>, spec: &str) -> String {
     )
 }
 
-fn create(server: &CapstanServer, manifest: &str) -> Run {
-    Run::from(server.kubectl_with_stdin(&["create", "-f", "-"], Some(manifest)))
+/// Runs kubectl expecting a refusal whose message contains `expected`.
+fn refused(server: &CapstanServer, args: &[&str], stdin: Option<&str>, expected: &str) -> Run {
+    let run = kubectl_fails(server, args, stdin);
+    assert!(run.stderr.contains(expected), "expected {expected:?} in:\n{}", run.stderr);
+    run
 }
 
 fn used(server: &CapstanServer, namespace: &str, name: &str, resource: &str) -> String {
@@ -68,68 +71,50 @@ fn object_counts_refuse_the_create_beyond_the_limit_with_upstreams_message() {
     for name in ["a", "b"] {
         kubectl_stdin(&server, &["create", "-f", "-"], &pod(name, "counts", Some("10m"), ""));
     }
-    let third = kubectl_fails(&server, &["create", "-f", "-"], Some(&pod("c", "counts", Some("10m"), "")));
-    assert!(third.stderr.contains("Error from server (Forbidden)"), "{}", third.stderr);
-    assert!(
-        third.stderr.contains(
-            r#"pods "c" is forbidden: exceeded quota: objects, requested: pods=1, used: pods=2, limited: pods=2"#
-        ),
-        "{}",
-        third.stderr
+    let third = refused(
+        &server,
+        &["create", "-f", "-"],
+        Some(&pod("c", "counts", Some("10m"), "")),
+        r#"pods "c" is forbidden: exceeded quota: objects, requested: pods=1, used: pods=2, limited: pods=2"#,
     );
+    assert!(third.stderr.contains("Error from server (Forbidden)"), "{}", third.stderr);
 
     // kube-root-ca.crt is the first config map.
     kubectl(&server, &["create", "configmap", "settings", "-n", "counts"]);
-    let second = kubectl_fails(&server, &["create", "configmap", "more", "-n", "counts"], None);
-    assert!(
-        second.stderr.contains(
-            r#"configmaps "more" is forbidden: exceeded quota: objects, requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2"#
-        ),
-        "{}",
-        second.stderr
-    );
+    let count = "requested: count/configmaps=1, used: count/configmaps=2, limited: count/configmaps=2";
+    let more = ["create", "configmap", "more", "-n", "counts"];
+    refused(&server, &more, None, &format!(r#"configmaps "more" is forbidden: exceeded quota: objects, {count}"#));
     // Deleting one gives its place back at once.
     kubectl(&server, &["delete", "configmap", "settings", "-n", "counts"]);
     assert_eq!(used(&server, "counts", "objects", "count/configmaps"), "1");
-    kubectl(&server, &["create", "configmap", "more", "-n", "counts"]);
+    kubectl(&server, &more);
 
     // Services count as objects and by node ports.
     kubectl(&server, &["create", "service", "clusterip", "inside", "--tcp=80:80", "-n", "counts"]);
     kubectl(&server, &["create", "service", "nodeport", "door", "--tcp=80:80", "-n", "counts"]);
-    let ports =
-        kubectl_fails(&server, &["create", "service", "nodeport", "door2", "--tcp=81:81", "-n", "counts"], None);
-    assert!(
-        ports.stderr.contains(
-            "exceeded quota: objects, requested: services.nodeports=1, used: services.nodeports=1, \
-                               limited: services.nodeports=1"
-        ),
-        "{}",
-        ports.stderr
-    );
+    let ports = "requested: services.nodeports=1, used: services.nodeports=1, limited: services.nodeports=1";
+    let door = ["create", "service", "nodeport", "door2", "--tcp=81:81", "-n", "counts"];
+    refused(&server, &door, None, &format!("exceeded quota: objects, {ports}"));
     assert_eq!(used(&server, "counts", "objects", "services"), "2");
 
     // Any group's resources, as count/<resource>.<group>.
     kubectl(&server, &["create", "deployment", "web", "--image=busybox:1", "--replicas=0", "-n", "counts"]);
-    let deployment = kubectl_fails(
-        &server,
-        &["create", "deployment", "api", "--image=busybox:1", "--replicas=0", "-n", "counts"],
-        None,
-    );
-    assert!(
-        deployment.stderr.contains(
-            r#"deployments.apps "api" is forbidden: exceeded quota: objects, requested: count/deployments.apps=1"#
-        ),
-        "{}",
-        deployment.stderr
-    );
+    let api = ["create", "deployment", "api", "--image=busybox:1", "--replicas=0", "-n", "counts"];
+    let deployments =
+        r#"deployments.apps "api" is forbidden: exceeded quota: objects, requested: count/deployments.apps=1"#;
+    refused(&server, &api, None, deployments);
     // The controller's recomputation agrees with what admission charged.
     wait_used(&server, "counts", "objects", "count/deployments.apps", "1");
     wait_used(&server, "counts", "objects", "count/configmaps", "2");
     wait_used(&server, "counts", "objects", "pods", "2");
 
     // Dry-run checks without charging.
-    let dry = kubectl_fails(&server, &["create", "configmap", "dry", "-n", "counts", "--dry-run=server"], None);
-    assert!(dry.stderr.contains("exceeded quota: objects"), "{}", dry.stderr);
+    refused(
+        &server,
+        &["create", "configmap", "dry", "-n", "counts", "--dry-run=server"],
+        None,
+        "exceeded quota: objects",
+    );
 }
 
 #[test]
@@ -157,23 +142,16 @@ fn scoped_quotas_count_and_limit_only_the_pods_they_select() {
         kubectl_stdin(&server, &["create", "-f", "-"], &pod(name, "scoped", Some("50m"), ""));
     }
     kubectl_stdin(&server, &["create", "-f", "-"], &pod("besteffort2", "scoped", None, ""));
-    let refused = kubectl_fails(&server, &["create", "-f", "-"], Some(&pod("besteffort3", "scoped", None, "")));
-    assert!(
-        refused.stderr.contains("exceeded quota: best-effort, requested: pods=1, used: pods=2, limited: pods=2"),
-        "{}",
-        refused.stderr
-    );
+    let besteffort3 = pod("besteffort3", "scoped", None, "");
+    let full = "exceeded quota: best-effort, requested: pods=1, used: pods=2, limited: pods=2";
+    refused(&server, &["create", "-f", "-"], Some(&besteffort3), full);
 
     // The PriorityClass quota counts pods of class `high` only.
     let important = pod("important", "scoped", Some("100m"), "  priorityClassName: high\n");
     kubectl_stdin(&server, &["create", "-f", "-"], &important);
     let second = pod("important2", "scoped", Some("100m"), "  priorityClassName: high\n");
-    let refused = kubectl_fails(&server, &["create", "-f", "-"], Some(&second));
-    assert!(
-        refused.stderr.contains("exceeded quota: high, requested: pods=1, used: pods=1, limited: pods=1"),
-        "{}",
-        refused.stderr
-    );
+    let full = "exceeded quota: high, requested: pods=1, used: pods=1, limited: pods=1";
+    refused(&server, &["create", "-f", "-"], Some(&second), full);
     kubectl_stdin(&server, &["create", "-f", "-"], &pod("ordinary", "scoped", Some("100m"), ""));
     assert_eq!(used(&server, "scoped", "high", "requests.cpu"), "100m");
 
