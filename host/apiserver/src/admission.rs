@@ -441,7 +441,7 @@ impl StoreCluster {
 
     /// The cache's objects of `info` in `namespace`, as new as what this call read from the
     /// store; `None` when the cache cannot answer (the store must).
-    fn from_cache(&self, info: &ResourceInfo, namespace: Option<&str>) -> Option<Vec<Arc<Value>>> {
+    fn cached_objects(&self, info: &ResourceInfo, namespace: Option<&str>) -> Option<Vec<Arc<Value>>> {
         if !Self::cached(info) {
             return None;
         }
@@ -472,7 +472,7 @@ impl Cluster for StoreCluster {
         name: &str,
     ) -> Result<Option<String>, ClusterError> {
         let info = Self::info(resource)?;
-        let cached = self.from_cache(info, namespace).and_then(|items| {
+        let cached = self.cached_objects(info, namespace).and_then(|items| {
             items.into_iter().find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
         });
         if let Some(object) = cached {
@@ -488,7 +488,7 @@ impl Cluster for StoreCluster {
 
     fn list(&self, resource: &GroupVersionResource, namespace: Option<&str>) -> Result<Vec<String>, ClusterError> {
         let info = Self::info(resource)?;
-        if let Some(items) = self.from_cache(info, namespace).filter(|items| !items.is_empty()) {
+        if let Some(items) = self.cached_objects(info, namespace).filter(|items| !items.is_empty()) {
             return Ok(items.iter().map(|o| presented(info, o)).collect());
         }
         let listed =
