@@ -8,7 +8,13 @@
 //! the client; audit annotations go to the server's audit log (`target: "audit"`).
 //!
 //! Policies read the cluster through [`StoreCluster`], the host side of the WIT `cluster`
-//! import, and on dry-run requests it refuses writes.
+//! import, and on dry-run requests it refuses writes. Reads are served from the watch cache
+//! (upstream's admission plugins read informer caches too), with a store read when the cache
+//! does not have the object or lists nothing (upstream's "live lookup"). `ResourceQuotas` are
+//! always read from the store: the quota policy charges them by compare-and-swap and must see
+//! every charge; and once a call has read the store, its later cached reads are at least as new
+//! as that read, so usage computed from cached objects is never older than the quota it is
+//! written to.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,12 +22,14 @@ use std::sync::Arc;
 use capstan_api::ResourceInfo;
 use capstan_api::plugin::{FailurePolicy, ReinvocationPolicy};
 use capstan_api::selector::LabelSelector;
+use capstan_store::Revision;
 pub(crate) use capstan_wasm::admission::Operation;
 use capstan_wasm::admission::{
     AdmissionRequest, AdmissionResponse, Cluster, ClusterError, GroupVersionKind, GroupVersionResource, UserInfo,
 };
 use serde_json::Value;
 
+use crate::cache::{ListRv, WatchCache};
 use crate::handlers::Call;
 use crate::meta;
 use crate::objects::{ObjectRef, Objects};
@@ -355,8 +363,10 @@ async fn run(
     let handle = policy.handle.clone();
     let cluster: Arc<dyn Cluster> = Arc::new(StoreCluster {
         objects: call.server.objects.clone(),
+        cache: Arc::clone(&call.server.cache),
         runtime: tokio::runtime::Handle::current(),
         dry_run: request.dry_run,
+        seen: std::sync::Mutex::new(None),
     });
     let uid = request.uid.clone();
     let answer = tokio::task::spawn_blocking(move || {
@@ -397,13 +407,16 @@ async fn run(
     Ok(Some(response))
 }
 
-/// The host side of the WIT `cluster` import for one admission call: reads and status
-/// compare-and-swaps on the store, run from the policy's blocking thread. Writes are refused on
-/// dry-run requests.
+/// The host side of the WIT `cluster` import for one admission call: reads (from the watch
+/// cache where that stays correct, see the module doc) and status compare-and-swaps on the
+/// store, run from the policy's blocking thread. Writes are refused on dry-run requests.
 struct StoreCluster {
     objects: Objects,
+    cache: Arc<WatchCache>,
     runtime: tokio::runtime::Handle,
     dry_run: bool,
+    /// The newest store revision this call has read at: cached reads are at least that new.
+    seen: std::sync::Mutex<Option<Revision>>,
 }
 
 impl StoreCluster {
@@ -415,10 +428,40 @@ impl StoreCluster {
             ))
         })
     }
+
+    /// Whether reads of `info` may come from the watch cache: all but `ResourceQuotas`.
+    fn cached(info: &ResourceInfo) -> bool {
+        !(info.gvk.group.is_empty() && info.plural == "resourcequotas")
+    }
+
+    fn saw(&self, revision: Revision) {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *seen = (*seen).max(Some(revision));
+    }
+
+    /// The cache's objects of `info` in `namespace`, as new as what this call read from the
+    /// store; `None` when the cache cannot answer (the store must).
+    fn cached_objects(&self, info: &ResourceInfo, namespace: Option<&str>) -> Option<Vec<Arc<Value>>> {
+        if !Self::cached(info) {
+            return None;
+        }
+        let seen = *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let rv = seen.map_or(ListRv::Any, ListRv::NotOlderThan);
+        let namespace = namespace.filter(|_| info.namespaced);
+        self.runtime.block_on(self.cache.list(info.storage_resource, namespace, rv)).ok().map(|listed| listed.items)
+    }
 }
 
 fn failed(error: &ApiError) -> ClusterError {
     ClusterError::Failed(error.to_string())
+}
+
+/// A cached object as the store would have returned it.
+fn presented(info: &ResourceInfo, object: &Value) -> String {
+    match info.conversion {
+        Some(_) => crate::objects::present(info, object.clone()).to_string(),
+        None => object.to_string(),
+    }
 }
 
 impl Cluster for StoreCluster {
@@ -429,18 +472,30 @@ impl Cluster for StoreCluster {
         name: &str,
     ) -> Result<Option<String>, ClusterError> {
         let info = Self::info(resource)?;
+        let cached = self.cached_objects(info, namespace).and_then(|items| {
+            items.into_iter().find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+        });
+        if let Some(object) = cached {
+            return Ok(Some(presented(info, &object)));
+        }
         let target = ObjectRef { info, namespace: namespace.map(str::to_string), name: name.to_string() };
         let found = self.runtime.block_on(self.objects.get_kv(&target)).map_err(|e| failed(&e))?;
+        if let Some((_, revision)) = &found {
+            self.saw(*revision);
+        }
         Ok(found.map(|(object, _)| object.to_string()))
     }
 
     fn list(&self, resource: &GroupVersionResource, namespace: Option<&str>) -> Result<Vec<String>, ClusterError> {
         let info = Self::info(resource)?;
+        if let Some(items) = self.cached_objects(info, namespace).filter(|items| !items.is_empty()) {
+            return Ok(items.iter().map(|o| presented(info, o)).collect());
+        }
         let listed =
             self.runtime.block_on(self.objects.list(info, namespace, None, None, None)).map_err(|e| failed(&e))?;
+        self.saw(listed.revision);
         Ok(listed.items.iter().map(Value::to_string).collect())
     }
-
     fn replace_status(
         &self,
         resource: &GroupVersionResource,

@@ -516,7 +516,22 @@ pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
         ("priority", pods(true, 300, &["CREATE"])),
         ("default-toleration-seconds", pods(true, 400, &["CREATE"])),
         ("pod-security", pods(false, 100, &["CREATE", "UPDATE"])),
-        ("resource-quota", pods(false, 1000, &["CREATE", "DELETE"])),
+        (
+            // Every namespaced create and delete (any resource may be counted as
+            // `count/<resource>.<group>`), and quota updates, whose scopes it validates.
+            "resource-quota",
+            serde_json::json!({
+                "kind": "admission",
+                "admission": {
+                    "mutating": false, "failurePolicy": "Fail", "order": 1000, "timeoutSeconds": 5,
+                    "rules": [
+                        {"operations": ["CREATE", "DELETE"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"],
+                         "scope": "Namespaced"},
+                        {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["resourcequotas"]},
+                    ],
+                },
+            }),
+        ),
     ]
 }
 

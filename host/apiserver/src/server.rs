@@ -106,8 +106,8 @@ pub struct ApiServer {
     pub(crate) catalog: std::sync::RwLock<Arc<Catalog>>,
     /// Object storage.
     pub objects: Objects,
-    /// Lists and watches served from memory.
-    pub cache: crate::cache::WatchCache,
+    /// Lists and watches served from memory (shared with admission's cluster reads).
+    pub cache: Arc<crate::cache::WatchCache>,
     /// Defaulting.
     pub defaults: Defaults,
     tokens: Tokens,
@@ -153,7 +153,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let store: Arc<dyn Store> = Arc::new(crate::metrics::MeteredStore::new(config.store, Arc::clone(&metrics)));
     let server = Arc::new(ApiServer {
         catalog: std::sync::RwLock::new(Arc::new(catalog)),
-        cache: crate::cache::WatchCache::new(Arc::clone(&store)),
+        cache: Arc::new(crate::cache::WatchCache::new(Arc::clone(&store))),
         objects: Objects::new(store),
         defaults: Defaults,
         tokens,

@@ -1,15 +1,19 @@
-//! Built-in admission policy `ResourceQuota`: charges each new pod to the namespace's
-//! `ResourceQuotas` and refuses it when a quota's `hard` limit would be exceeded; releases the
-//! charge when a pod is deleted.
+//! Built-in admission policy `ResourceQuota`: charges each new object to the namespace's
+//! `ResourceQuotas` that count it and refuses it when a quota's `hard` limit would be exceeded;
+//! releases the charge when the object is deleted. It also validates quotas' scopes as upstream.
 //!
-//! Usage lives in the quota's `status.used` (computed from the namespace's pods when absent).
+//! Usage lives in the quota's `status.used` (computed from the namespace's objects when absent).
 //! It is charged with the host's compare-and-swap on the quota's status (`cluster.replace-status`
 //! at the resourceVersion read): of concurrent creates, only one can move `used` from N to N+1;
-//! the others get a conflict, read the quota again and decide again — so exactly as many pods
+//! the others get a conflict, read the quota again and decide again — so exactly as many objects
 //! are admitted as the quota allows. Dry-run requests are checked but not charged.
 //!
-//! Tracked: `pods`, `count/pods`, `requests.cpu`, `requests.memory`, `limits.cpu`,
-//! `limits.memory`, `cpu` and `memory` (requests), as `capstan_plugin_sdk::quota` computes them.
+//! Tracked, as `capstan_plugin_sdk::quota` computes them: object counts (`pods`, `services`,
+//! `configmaps`, `secrets`, `persistentvolumeclaims`, `replicationcontrollers`,
+//! `resourcequotas`, and `count/<resource>.<group>` for any resource), `services.nodeports`,
+//! `services.loadbalancers`, `requests.storage`, and pods' `requests.cpu`, `requests.memory`,
+//! `limits.cpu`, `limits.memory`, `cpu` and `memory`. A quota with scopes (`spec.scopes`,
+//! `spec.scopeSelector`) counts only the pods its scopes select.
 //!
 //! Admission only ever moves usage by what one request adds or removes; the `resource-quota`
 //! controller (`plugins/controllers/resource-quota`) recomputes it from what exists, which frees
@@ -20,24 +24,31 @@ use std::collections::BTreeMap;
 use capstan_plugin_sdk::admission::cluster::{self, ClusterError};
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, Operation};
 use capstan_plugin_sdk::quantity::{self, Milli};
-use capstan_plugin_sdk::quota::{self, PODS, Usage, counts, pod_usage, quantities};
+use capstan_plugin_sdk::quota::{self, Scopes, Usage, counts, quantities};
 use serde_json::{Value, json};
 
 /// How many times a charge is retried after losing a race for the quota.
 const ATTEMPTS: usize = 100;
 
-/// Charges pods to quotas.
+/// Charges objects to quotas.
 pub struct ResourceQuota;
 
-/// The quota's current usage: its `status.used`, or the namespace's pods added up.
-fn used(quota: &Value, namespace: &str) -> Result<Usage, ClusterError> {
-    if let Some(used) = quota.pointer("/status/used") {
-        return Ok(quantities(Some(used)));
+/// The quota's current usage: its `status.used`, with what is missing from it (a quota the
+/// controller has not looked at yet, a limit just added) computed from the namespace's objects.
+fn used(quota: &Value, hard: &Usage, namespace: &str) -> Result<Usage, ClusterError> {
+    let mut used = quantities(quota.pointer("/status/used"));
+    let missing: Usage = hard.iter().filter(|(r, _)| !used.contains_key(*r)).map(|(r, l)| (r.clone(), *l)).collect();
+    if !missing.is_empty() {
+        let computed = quota::compute(&missing, &Scopes::of(quota), |counted| {
+            cluster::list(counted.group, counted.version, counted.plural, Some(namespace))
+        })?;
+        used.extend(computed);
     }
-    Ok(quota::total(&PODS, &cluster::list("", "v1", "pods", Some(namespace))?))
+    Ok(used)
 }
 
-/// The quota's usage after adding `delta` (negative to release), or why it cannot take it.
+/// The quota's usage after adding `delta` (negative to release), or why it cannot take it, in
+/// upstream's words.
 fn charged(name: &str, hard: &Usage, used: &Usage, delta: &Usage) -> Result<Usage, String> {
     let mut next = BTreeMap::new();
     let mut exceeded = Vec::new();
@@ -67,18 +78,38 @@ fn charged(name: &str, hard: &Usage, used: &Usage, delta: &Usage) -> Result<Usag
 /// A resource over its limit: name, requested, used, limit.
 type Exceeded<'a> = (&'a String, Milli, Milli, Milli);
 
-/// Applies `delta` to every quota of `namespace`, each with a compare-and-swap retried on
-/// conflict; with `charge` false only checks.
-fn apply(namespace: &str, delta: &Usage, charge: bool) -> Result<(), String> {
+/// What is admitted, as the quotas see it.
+struct Admitted<'a> {
+    namespace: &'a str,
+    group: &'a str,
+    plural: &'a str,
+    /// The object's name; a quota being deleted is not charged for its own deletion.
+    name: &'a str,
+    object: &'a Value,
+    /// What the object adds (negative: what its deletion frees).
+    delta: Usage,
+}
+
+/// Applies the object's usage to every quota of its namespace that counts it, each with a
+/// compare-and-swap retried on conflict; with `charge` false only checks.
+fn apply(admitted: &Admitted<'_>, charge: bool) -> Result<(), String> {
+    let namespace = admitted.namespace;
     let quotas =
         cluster::list("", "v1", "resourcequotas", Some(namespace)).map_err(|e| format!("cannot list quotas: {e:?}"))?;
     for listed in quotas {
         let name = listed.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let hard = quantities(listed.pointer("/spec/hard"));
+        let own = admitted.group.is_empty() && admitted.plural == "resourcequotas" && name == admitted.name;
+        let interesting = admitted.delta.keys().any(|r| hard.contains_key(r));
+        if own || !interesting || !Scopes::of(&listed).matches(admitted.group, admitted.plural, admitted.object) {
+            continue;
+        }
         let mut quota = listed;
         for attempt in 0..ATTEMPTS {
             let hard = quantities(quota.pointer("/spec/hard"));
-            let now = used(&quota, namespace).map_err(|e| format!("cannot compute usage of quota {name}: {e:?}"))?;
-            let next = charged(&name, &hard, &now, delta)?;
+            let now =
+                used(&quota, &hard, namespace).map_err(|e| format!("cannot compute usage of quota {name}: {e:?}"))?;
+            let next = charged(&name, &hard, &now, &admitted.delta)?;
             if !charge || next == now && quota.pointer("/status/used").is_some() {
                 break;
             }
@@ -99,6 +130,34 @@ fn apply(namespace: &str, delta: &Usage, charge: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Upstream's validation of a quota's scopes, and on update that they did not change.
+fn validate_quota(request: &AdmissionRequest, quota: &Value) -> Option<AdmissionResponse> {
+    let spec = quota.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let mut errors = quota::validate_scopes(&spec);
+    if request.operation == Operation::Update {
+        let old = request.old_object::<Value>().ok().flatten().unwrap_or_default();
+        let set = |object: &Value| {
+            let scopes = object.pointer("/spec/scopes").and_then(Value::as_array);
+            scopes
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        if set(&old) != set(quota) {
+            let scopes = quota.pointer("/spec/scopes").cloned().unwrap_or(Value::Null);
+            errors.push(format!("spec.scopes: Invalid value: {scopes}: field is immutable"));
+        }
+    }
+    let message = match errors.len() {
+        0 => return None,
+        1 => errors.remove(0),
+        _ => format!("[{}]", errors.join(", ")),
+    };
+    Some(AdmissionResponse::deny(format!("ResourceQuota {:?} is invalid: {message}", request.name)).with_code(422))
+}
+
 impl AdmissionPolicy for ResourceQuota {
     fn configure(_config: &str) -> Result<Self, String> {
         Ok(Self)
@@ -109,26 +168,38 @@ impl AdmissionPolicy for ResourceQuota {
         if request.sub_resource.is_some() {
             return AdmissionResponse::allow();
         }
-        let (pod, sign) = match request.operation {
+        let (group, plural) = (request.resource.group.as_str(), request.resource.resource.as_str());
+        let quota_kind = group.is_empty() && plural == "resourcequotas";
+        let (object, sign) = match request.operation {
             Operation::Create => (request.object::<Value>(), 1),
             Operation::Delete => (request.old_object::<Value>(), -1),
+            Operation::Update if quota_kind => (request.object::<Value>(), 0),
             _ => return AdmissionResponse::allow(),
         };
-        let pod = match pod {
-            Ok(Some(pod)) => pod,
+        let object = match object {
+            Ok(Some(object)) => object,
             Ok(None) => return AdmissionResponse::allow(),
-            Err(e) => return AdmissionResponse::deny(format!("the pod is not valid JSON: {e}")).with_code(400),
+            Err(e) => return AdmissionResponse::deny(format!("the object is not valid JSON: {e}")).with_code(400),
         };
-        // A pod already being deleted was released by its first deletion request.
-        if sign < 0 && !counts(&pod) {
+        if quota_kind
+            && sign >= 0
+            && let Some(invalid) = validate_quota(request, &object)
+        {
+            return invalid;
+        }
+        // An object already being deleted was released by its first deletion request.
+        if sign == 0 || sign < 0 && !counts(&object) {
             return AdmissionResponse::allow();
         }
-        let delta: Usage = pod_usage(&pod).into_iter().map(|(k, v)| (k, v * sign)).collect();
-        let charge = !request.dry_run;
-        match apply(namespace, &delta, charge) {
+        let delta = quota::resource_usage(group, plural, &object).into_iter().map(|(k, v)| (k, v * sign)).collect();
+        let admitted = Admitted { namespace, group, plural, name: &request.name, object: &object, delta };
+        match apply(&admitted, !request.dry_run) {
             Ok(()) => AdmissionResponse::allow(),
             Err(message) if sign < 0 => AdmissionResponse::allow().with_warning(message),
-            Err(message) => AdmissionResponse::deny(format!("pods {:?} is forbidden: {message}", request.name)),
+            Err(message) => {
+                let resource = if group.is_empty() { plural.to_owned() } else { format!("{plural}.{group}") };
+                AdmissionResponse::deny(format!("{resource} {:?} is forbidden: {message}", request.name))
+            }
         }
     }
 }
@@ -138,7 +209,8 @@ capstan_plugin_sdk::admission_policy!(ResourceQuota);
 #[cfg(test)]
 mod tests {
     use super::charged;
-    use capstan_plugin_sdk::quota::pod_usage;
+    use capstan_plugin_sdk::quantity::Milli;
+    use capstan_plugin_sdk::quota::{pod_usage, resource_usage};
     use serde_json::json;
     use std::collections::BTreeMap;
 
@@ -153,5 +225,66 @@ mod tests {
         assert_eq!(next["pods"], 2000);
         let message = charged("q", &hard, &next, &delta).expect_err("full");
         assert!(message.contains("exceeded quota: q, requested: pods=1, used: pods=2, limited: pods=2"), "{message}");
+    }
+
+    #[test]
+    fn refusals_name_every_exceeded_resource_as_upstream() {
+        let map =
+            |entries: &[(&str, Milli)]| entries.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<BTreeMap<_, _>>();
+        let claim = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+        let service = json!({"spec": {"type": "LoadBalancer", "ports": [{}, {}]}});
+        // (hard, used, group, plural, object, refusal or None when it fits)
+        let cases = [
+            (
+                map(&[("count/configmaps", 1000)]),
+                map(&[("count/configmaps", 1000)]),
+                "",
+                "configmaps",
+                json!({}),
+                Some("requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"),
+            ),
+            (map(&[("configmaps", 2000)]), map(&[("configmaps", 1000)]), "", "configmaps", json!({}), None),
+            (
+                map(&[("count/deployments.apps", 0)]),
+                map(&[]),
+                "apps",
+                "deployments",
+                json!({}),
+                Some(
+                    "requested: count/deployments.apps=1, used: count/deployments.apps=0, limited: count/deployments.apps=0",
+                ),
+            ),
+            (
+                map(&[("requests.storage", 1000 << 30), ("persistentvolumeclaims", 5000)]),
+                map(&[("requests.storage", 1000 << 30)]),
+                "",
+                "persistentvolumeclaims",
+                claim,
+                Some(
+                    "requested: requests.storage=2147483648, used: requests.storage=1073741824, limited: requests.storage=1073741824",
+                ),
+            ),
+            (
+                map(&[("services.loadbalancers", 0), ("services.nodeports", 1000), ("services", 9000)]),
+                map(&[]),
+                "",
+                "services",
+                service,
+                Some(
+                    "requested: services.loadbalancers=1,services.nodeports=2, used: services.loadbalancers=0,services.nodeports=0, limited: services.loadbalancers=0,services.nodeports=1",
+                ),
+            ),
+            (map(&[("count/widgets.example.com", 1000)]), map(&[]), "example.com", "widgets", json!({}), None),
+        ];
+        for (hard, used, group, plural, object, refusal) in cases {
+            let result = charged("q", &hard, &used, &resource_usage(group, plural, &object));
+            match refusal {
+                None => assert!(result.is_ok(), "{plural}: {result:?}"),
+                Some(part) => {
+                    let message = result.expect_err(plural);
+                    assert!(message.starts_with("exceeded quota: q, ") && message.contains(part), "{message}");
+                }
+            }
+        }
     }
 }

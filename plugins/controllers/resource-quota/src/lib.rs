@@ -8,8 +8,11 @@
 //! - a change of the quota itself (a new quota, new limits);
 //! - replenishment: a pod deleted or moved to `Succeeded`/`Failed`, and any change of the other
 //!   kinds a quota counts (`configmaps`, `count/secrets`, `services.nodeports`, …; admission
-//!   charges only pods);
+//!   charges their creates and deletes, but not, say, a service that becomes a `NodePort`);
 //! - a full resync of every quota every `resyncSeconds` (upstream's 5 minutes).
+//!
+//! A quota with scopes (`spec.scopes`, `spec.scopeSelector`) counts only the pods they select
+//! (`capstan_plugin_sdk::quota::Scopes`), as the admission policy charges them.
 //!
 //! Admission charges a pod before the pod is stored, and this controller reads pods from an
 //! informer cache that trails the store: a recomputation right after a charge would not see the
@@ -26,7 +29,7 @@ use capstan_plugin_sdk::controller::prelude::*;
 use capstan_plugin_sdk::controller::{
     Api, ApiError, Controller, GroupVersionKind, ListOptions, ObjectKey, ReconcileResult, RelatedKind, Watches, meta,
 };
-use capstan_plugin_sdk::quota::{self, COUNTED, Counted, Usage};
+use capstan_plugin_sdk::quota::{self, COUNTED, Counted, Scopes, Usage};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -120,19 +123,17 @@ fn hard(quota: &Value) -> Usage {
     quota::quantities(quota.pointer("/spec/hard"))
 }
 
-/// What the namespace's objects use of the resources `hard` limits; resources no tracked kind
-/// provides keep what `used` says (0 when nothing).
-fn compute(api: &dyn Api, namespace: &str, hard: &Usage, used: &Usage) -> Result<Usage, ApiError> {
-    let mut totals = Usage::new();
-    for counted in COUNTED.iter().filter(|c| hard.keys().any(|r| quota::sources(r).contains(c))) {
-        let objects = api.list(&kind_of(counted), &ListOptions::in_namespace(Some(namespace)))?;
-        quota::add(&mut totals, &quota::total(counted, &objects));
-    }
+/// What the namespace's objects that `quota`'s scopes select use of the resources `hard`
+/// limits; resources no tracked kind provides keep what `used` says (0 when nothing).
+fn compute(api: &dyn Api, quota: &Value, hard: &Usage, used: &Usage) -> Result<Usage, ApiError> {
+    let namespace = meta::namespace(quota);
+    let totals = quota::compute(hard, &Scopes::of(quota), |counted| {
+        api.list(&kind_of(counted), &ListOptions::in_namespace(namespace))
+    })?;
     Ok(hard
         .keys()
         .map(|resource| {
-            let known = !quota::sources(resource).is_empty();
-            let amount = if known { totals.get(resource) } else { used.get(resource) };
+            let amount = totals.get(resource).or_else(|| used.get(resource));
             (resource.clone(), amount.copied().unwrap_or(0))
         })
         .collect())
@@ -173,7 +174,7 @@ impl QuotaController {
         let used = quota::quantities(quota.pointer("/status/used"));
         if published != hard || hard.keys().any(|r| !used.contains_key(r)) {
             // New limits are published at once; what admission already charged stays.
-            let computed = compute(api, &id.0, &hard, &used)?;
+            let computed = compute(api, &quota, &hard, &used)?;
             let next: Usage = computed.iter().map(|(r, amount)| (r.clone(), *used.get(r).unwrap_or(amount))).collect();
             write(api, &quota, &hard, &next)?;
             return Ok(if next == computed { resync } else { Some(settle) });
@@ -195,7 +196,7 @@ impl QuotaController {
             }
             None => false,
         };
-        let computed = compute(api, &id.0, &hard, &used)?;
+        let computed = compute(api, &quota, &hard, &used)?;
         let recorded: Usage = hard.keys().map(|r| (r.clone(), used.get(r).copied().unwrap_or(0))).collect();
         if computed == recorded {
             settling(api, &id, None)?;
@@ -383,5 +384,44 @@ mod tests {
         let config_map = json!({"metadata": {"name": "c", "namespace": "ns"}});
         let mapped = controller.map_to_keys(&cluster, &GroupVersionKind::new("", "v1", "ConfigMap"), &config_map);
         assert!(mapped.is_empty(), "the quota does not count config maps");
+    }
+
+    #[test]
+    fn a_scoped_quota_counts_only_the_pods_its_scopes_select() {
+        // (scopes part of the spec, expected pods used) over: a best-effort pod, a burstable
+        // one, a best-effort pod of priority class `high`.
+        let cases = [
+            (json!({}), "3"),
+            (json!({"scopes": ["BestEffort"]}), "2"),
+            (json!({"scopes": ["NotBestEffort"]}), "1"),
+            (
+                json!({"scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "In", "values": ["high"]}]}}),
+                "1",
+            ),
+            (
+                json!({"scopes": ["BestEffort"], "scopeSelector": {"matchExpressions": [
+                {"scopeName": "PriorityClass", "operator": "DoesNotExist"}]}}),
+                "1",
+            ),
+        ];
+        for (scopes, expected) in cases {
+            let cluster = FakeCluster::new();
+            pod(&cluster, "burstable", "Running", "100m");
+            for (name, class) in [("plain", None), ("important", Some("high"))] {
+                let mut object = json!({"metadata": {"name": name, "namespace": "ns"}, "spec": {"containers": [{}]}});
+                if let Some(class) = class {
+                    object["spec"]["priorityClassName"] = json!(class);
+                }
+                cluster.insert(&kinds::pod(), object);
+            }
+            let mut spec = scopes.clone();
+            spec["hard"] = json!({"pods": "9"});
+            let key = ObjectKey::of(
+                &cluster.insert(&quota_kind(), json!({"metadata": {"name": "q", "namespace": "ns"}, "spec": spec})),
+            );
+            controller().sync(&cluster, &key, NOW).unwrap();
+            assert_eq!(status(&cluster, &key)["used"]["pods"], expected, "{scopes}");
+        }
     }
 }
