@@ -650,6 +650,21 @@ mod tests {
         move |id| NodeInfo { id, name: name.to_owned(), ..NodeInfo::empty() }
     }
 
+    /// Pod number `i` of namespace `default`, requesting nothing.
+    fn summary(i: usize) -> PodSummary {
+        PodSummary {
+            namespace: "default".into(),
+            name: format!("p{i}"),
+            uid: format!("u{i}"),
+            labels: Vec::new(),
+            priority: 0,
+            affinity: None,
+            requests: Vec::new(),
+            host_ports: Vec::new(),
+            terminating: false,
+        }
+    }
+
     #[test]
     fn handles_are_reused_after_removal() {
         let mut log = NodeLog::default();
@@ -688,17 +703,7 @@ mod tests {
         let mut log = NodeLog::default();
         log.upsert(node("z"), "z");
         let held = log.generation();
-        let pod = PodSummary {
-            namespace: "default".into(),
-            name: "p".into(),
-            uid: "u".into(),
-            labels: Vec::new(),
-            priority: 0,
-            affinity: None,
-            requests: Vec::new(),
-            host_ports: Vec::new(),
-            terminating: false,
-        };
+        let pod = summary(0);
         log.upsert(|id| NodeInfo { id, name: "a".into(), pod_count: 1, pods: vec![pod], ..NodeInfo::empty() }, "a");
         let pods = |changes: &[NodeChange]| match changes {
             [NodeChange::Upsert(node)] => (node.pod_count, node.pods.len()),
@@ -713,17 +718,6 @@ mod tests {
 
     #[test]
     fn changes_of_a_crowded_node_are_kept_within_the_pod_budget() {
-        let summary = |i: usize| PodSummary {
-            namespace: "default".into(),
-            name: format!("p{i}"),
-            uid: format!("u{i}"),
-            labels: Vec::new(),
-            priority: 0,
-            affinity: None,
-            requests: Vec::new(),
-            host_ports: Vec::new(),
-            terminating: false,
-        };
         let crowded: Vec<PodSummary> = (0..super::KEPT_POD_SUMMARIES / 4).map(summary).collect();
         let mut log = NodeLog::default();
         log.upsert(node("a"), "a");

@@ -283,18 +283,12 @@ impl State<'_> {
     }
 
     fn create_pod(&self, node_name: &str) -> Result<Value, ApiError> {
-        match self.api.create(&pod(), &self.new_pod(node_name)) {
-            Ok(created) => {
-                let message = format!("Created pod: {}", meta::name(&created));
-                self.api.record_event(&self.regarding(), EventType::Normal, "SuccessfulCreate", &message);
-                Ok(created)
-            }
-            Err(e) => {
-                let message = format!("Error creating: {}", e.message);
-                self.api.record_event(&self.regarding(), EventType::Warning, "FailedCreate", &message);
-                Err(e)
-            }
-        }
+        let created = owned::create_pods(self.api, &self.regarding(), &[self.new_pod(node_name)])?;
+        created.into_iter().next().ok_or_else(|| ApiError {
+            code: 500,
+            reason: "InternalError".into(),
+            message: "the host answered a create with no result".into(),
+        })
     }
 
     fn delete_pod(&self, victim: &Value) -> Result<(), ApiError> {
