@@ -1,7 +1,8 @@
 //! ResourceQuota admission through the real kubectl on hollow nodes: object counts of any kind
 //! refuse the create beyond the limit with upstream's message, quotas with scopes and scope
 //! selectors count only the pods they select (in admission and in `status.used`), scopes are
-//! validated as upstream, and concurrent creates admit exactly the limit.
+//! validated as upstream, and concurrent creates admit exactly the limit. Updates are charged what
+//! they add, and quotas on CPU or memory refuse pods whose containers do not state them.
 
 use std::time::Duration;
 
@@ -96,6 +97,17 @@ fn object_counts_refuse_the_create_beyond_the_limit_with_upstreams_message() {
     let door = ["create", "service", "nodeport", "door2", "--tcp=81:81", "-n", "counts"];
     refused(&server, &door, None, &format!("exceeded quota: objects, {ports}"));
     assert_eq!(used(&server, "counts", "objects", "services"), "2");
+    // An update is charged what it adds: turning a ClusterIP Service into a NodePort one needs a
+    // node port, while an update that adds nothing passes.
+    let to_node_port = ["patch", "service", "inside", "-n", "counts", "-p", r#"{"spec":{"type":"NodePort"}}"#];
+    refused(
+        &server,
+        &to_node_port,
+        None,
+        &format!(r#"services "inside" is forbidden: exceeded quota: objects, {ports}"#),
+    );
+    kubectl(&server, &["label", "service", "door", "-n", "counts", "tier=edge"]);
+    assert_eq!(used(&server, "counts", "objects", "services.nodeports"), "1");
 
     // Any group's resources, as count/<resource>.<group>.
     kubectl(&server, &["create", "deployment", "web", "--image=busybox:1", "--replicas=0", "-n", "counts"]);
@@ -114,6 +126,51 @@ fn object_counts_refuse_the_create_beyond_the_limit_with_upstreams_message() {
         &["create", "configmap", "dry", "-n", "counts", "--dry-run=server"],
         None,
         "exceeded quota: objects",
+    );
+}
+
+#[test]
+fn quotas_on_cpu_or_memory_require_every_container_to_state_them() {
+    let server = hollow_server();
+    namespace(&server, "compute");
+    let applied = quota(&server, "compute", "compute", "  hard: {requests.cpu: '1', limits.memory: 1Gi}\n");
+    assert!(applied.ok, "{}", applied.stderr);
+
+    // A pod stating neither is refused with upstream's message, naming what each container lacks.
+    refused(
+        &server,
+        &["run", "bare", "--image=busybox:1", "-n", "compute"],
+        None,
+        r#"pods "bare" is forbidden: failed quota: compute: must specify limits.memory for: bare; requests.cpu for: bare"#,
+    );
+    // Limits alone will do: the API server defaults the requests to them, as upstream.
+    let limited = "apiVersion: v1\nkind: Pod\nmetadata: {name: limited, namespace: compute}\nspec:\n  containers:\n  \
+                   - {name: main, image: 'busybox:1', resources: {limits: {cpu: 500m, memory: 256Mi}}}\n";
+    kubectl_stdin(&server, &["create", "-f", "-"], limited);
+    let requests =
+        ["get", "pod", "limited", "-n", "compute", "-o", "jsonpath={.spec.containers[0].resources.requests}"];
+    assert_eq!(json(&kubectl(&server, &requests)), serde_json::json!({"cpu": "500m", "memory": "256Mi"}));
+    assert_eq!(used(&server, "compute", "compute", "requests.cpu"), "500m");
+
+    // With a LimitRange filling defaults (LimitRanger mutates before quota validates), a bare pod
+    // is admitted and charged its defaults.
+    let defaults = "apiVersion: v1\nkind: LimitRange\nmetadata: {name: defaults, namespace: compute}\nspec:\n  \
+                    limits:\n  - type: Container\n    default: {cpu: 200m, memory: 128Mi}\n    \
+                    defaultRequest: {cpu: 100m, memory: 64Mi}\n";
+    kubectl_stdin(&server, &["apply", "-f", "-"], defaults);
+    kubectl(&server, &["run", "plain", "--image=busybox:1", "-n", "compute"]);
+    assert_eq!(used(&server, "compute", "compute", "requests.cpu"), "600m");
+    assert_eq!(used(&server, "compute", "compute", "limits.memory"), "384Mi");
+
+    // A pod's request is the larger of its containers' sum and its biggest init container.
+    let init = "apiVersion: v1\nkind: Pod\nmetadata: {name: init, namespace: compute}\nspec:\n  initContainers:\n  \
+                - {name: setup, image: 'busybox:1', resources: {limits: {cpu: 500m, memory: 64Mi}}}\n  containers:\n  \
+                - {name: main, image: 'busybox:1', resources: {limits: {cpu: 100m, memory: 64Mi}}}\n";
+    refused(
+        &server,
+        &["create", "-f", "-"],
+        Some(init),
+        "exceeded quota: compute, requested: requests.cpu=500m, used: requests.cpu=600m, limited: requests.cpu=1",
     );
 }
 

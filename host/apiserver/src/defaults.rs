@@ -36,6 +36,7 @@ impl Defaults {
 fn pod(object: &mut Value) {
     let Some(spec) = object.get_mut("spec") else { return };
     pod_spec(spec);
+    requests_from_limits(spec);
     let qos = qos_class(&object["spec"]);
     set_default(object, "status", json!({}));
     let status = &mut object["status"];
@@ -71,6 +72,27 @@ fn container(container: &mut Value) {
     if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
         for port in ports {
             set_default(port, "protocol", json!("TCP"));
+        }
+    }
+}
+
+/// A pod's container that states a limit but no request for a resource requests its limit (only
+/// in pods, not in templates, as upstream).
+fn requests_from_limits(spec: &mut Value) {
+    for list in ["initContainers", "containers"] {
+        for container in spec.get_mut(list).and_then(Value::as_array_mut).into_iter().flatten() {
+            let Some(limits) = container.pointer("/resources/limits").and_then(Value::as_object).cloned() else {
+                continue;
+            };
+            let resources = &mut container["resources"];
+            if !resources["requests"].is_object() {
+                resources["requests"] = json!({});
+            }
+            for (resource, limit) in limits {
+                if resources["requests"].get(&resource).is_none() {
+                    resources["requests"][resource] = limit;
+                }
+            }
         }
     }
 }
@@ -299,6 +321,11 @@ mod tests {
             assert_eq!(pod["spec"]["restartPolicy"], "Always");
             assert_eq!(pod["status"]["phase"], "Pending");
         }
+        // A limit without a request becomes the request too; a stated request is kept.
+        let resources = json!({"limits": {"cpu": "1", "memory": "1Gi"}, "requests": {"cpu": "500m"}});
+        let mut pod = json!({"spec": {"containers": [{"name": "c", "image": "x:1", "resources": resources}]}});
+        Defaults.apply(pods, &mut pod);
+        assert_eq!(pod["spec"]["containers"][0]["resources"]["requests"], json!({"cpu": "500m", "memory": "1Gi"}));
     }
 
     #[test]

@@ -518,7 +518,8 @@ pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
         ("pod-security", pods(false, 100, &["CREATE", "UPDATE"])),
         (
             // Every namespaced create and delete (any resource may be counted as
-            // `count/<resource>.<group>`), and quota updates, whose scopes it validates.
+            // `count/<resource>.<group>`), updates of the kinds an update can grow (pods,
+            // services, claims), and quota updates, whose scopes it validates.
             "resource-quota",
             serde_json::json!({
                 "kind": "admission",
@@ -527,7 +528,8 @@ pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
                     "rules": [
                         {"operations": ["CREATE", "DELETE"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"],
                          "scope": "Namespaced"},
-                        {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"], "resources": ["resourcequotas"]},
+                        {"operations": ["UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                         "resources": ["resourcequotas", "pods", "services", "persistentvolumeclaims"]},
                     ],
                 },
             }),

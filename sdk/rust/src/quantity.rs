@@ -54,9 +54,29 @@ pub fn format(milli: Milli) -> String {
     if milli % 1000 == 0 { (milli / 1000).to_string() } else { format!("{milli}m") }
 }
 
+/// Formats a quantity of `resource` as Kubernetes prints it: amounts of bytes (memory, storage,
+/// hugepages) that are whole multiples of 1024 with the largest binary suffix that divides them
+/// (`384Mi`, `1Gi`), everything else as [`format`] does (`500m`, `2`).
+#[must_use]
+pub fn format_for(resource: &str, milli: Milli) -> String {
+    let bytes = resource.contains("memory") || resource.contains("storage") || resource.contains("hugepages-");
+    if !bytes || milli % 1000 != 0 || milli == 0 {
+        return format(milli);
+    }
+    let mut amount = milli / 1000;
+    let mut suffixes = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"].iter();
+    let mut suffix = "";
+    while amount % 1024 == 0 {
+        let Some(next) = suffixes.next() else { break };
+        amount /= 1024;
+        suffix = next;
+    }
+    format!("{amount}{suffix}")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{format, parse};
+    use super::{format, format_for, parse};
 
     #[test]
     fn quantities_parse_to_thousandths() {
@@ -81,5 +101,18 @@ mod tests {
     fn formatting_round_trips() {
         assert_eq!(format(2000), "2");
         assert_eq!(format(250), "250m");
+        let cases = [
+            ("requests.memory", 384 << 20, "384Mi"),
+            ("memory", 1 << 30, "1Gi"),
+            ("requests.storage", 1536, "1536"),
+            ("limits.memory", 1_000_000_000, "1000000000"),
+            ("requests.cpu", 2048, "2048"),
+            ("hugepages-2Mi", 2 << 20, "2Mi"),
+            ("memory", 0, "0"),
+        ];
+        for (resource, bytes, text) in cases {
+            assert_eq!(format_for(resource, bytes * 1000), text, "{resource}");
+            assert_eq!(parse(text), Some(bytes * 1000), "{text}");
+        }
     }
 }

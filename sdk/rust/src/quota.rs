@@ -102,22 +102,93 @@ pub fn pod_usage(pod: &Value) -> Usage {
 
 fn pod_resources(pod: &Value) -> Usage {
     let mut usage = Usage::new();
-    for container in pod.pointer("/spec/containers").and_then(Value::as_array).into_iter().flatten() {
-        for (section, resource) in
-            [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")]
-        {
-            let amount = container
-                .pointer(&format!("/resources/{section}/{resource}"))
-                .and_then(Value::as_str)
-                .and_then(quantity::parse)
-                .unwrap_or(0);
-            *usage.entry(format!("{section}.{resource}")).or_insert(0) += amount;
-            if section == "requests" {
-                *usage.entry(resource.to_owned()).or_insert(0) += amount;
-            }
+    for (section, resource) in [("requests", "cpu"), ("requests", "memory"), ("limits", "cpu"), ("limits", "memory")] {
+        let amount = effective(pod, section, resource);
+        usage.insert(format!("{section}.{resource}"), amount);
+        if section == "requests" {
+            usage.insert(resource.to_owned(), amount);
         }
     }
     usage
+}
+
+/// A pod's effective request or limit (`section`) of `resource`, as upstream's resource helpers
+/// compute it: its containers and sidecars (init containers with `restartPolicy: Always`) summed,
+/// or the largest one-off init container with the sidecars started before it, whichever is
+/// more, plus the pod's `overhead` (added to a limit only when the limit is set).
+fn effective(pod: &Value, section: &str, resource: &str) -> Milli {
+    let path = format!("/resources/{section}/{resource}");
+    let amount = |container: &Value| container.pointer(&path).and_then(Value::as_str).and_then(quantity::parse);
+    let list = |name: &str| pod.get("spec").and_then(|s| s.get(name)).and_then(Value::as_array).into_iter().flatten();
+    let mut sum: Milli = list("containers").filter_map(amount).sum();
+    let (mut sidecars, mut one_off) = (0, 0);
+    for container in list("initContainers") {
+        let own = amount(container).unwrap_or(0);
+        if container.get("restartPolicy").and_then(Value::as_str) == Some("Always") {
+            sum += own;
+            sidecars += own;
+        } else {
+            one_off = one_off.max(own + sidecars);
+        }
+    }
+    let total = sum.max(one_off);
+    let overhead = pod.pointer(&format!("/spec/overhead/{resource}")).and_then(Value::as_str).and_then(quantity::parse);
+    match overhead {
+        Some(overhead) if section == "requests" || total > 0 => total + overhead,
+        _ => total,
+    }
+}
+
+/// The CPU and memory resources whose quota makes every container state them.
+const STATED: [&str; 6] = ["cpu", "memory", "requests.cpu", "requests.memory", "limits.cpu", "limits.memory"];
+
+/// Upstream's rule that a quota on pods' CPU or memory (`hard` naming `requests.cpu`, `cpu`,
+/// `limits.memory`, …) admits only pods whose every container and init container states that
+/// request or limit itself. Returns the refusal, `must specify limits.cpu for: app; …`, naming
+/// the missing resources in order with the containers missing each.
+#[must_use]
+pub fn unstated(pod: &Value, hard: &Usage) -> Option<String> {
+    let required: Vec<&str> = STATED.iter().copied().filter(|r| hard.contains_key(*r)).collect();
+    if required.is_empty() {
+        return None;
+    }
+    let mut missing: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    let lists =
+        ["containers", "initContainers"].map(|name| pod.pointer(&format!("/spec/{name}")).and_then(Value::as_array));
+    for container in lists.into_iter().flatten().flatten() {
+        let stated =
+            |section: &str, resource: &str| container.pointer(&format!("/resources/{section}/{resource}")).is_some();
+        let name = container.get("name").and_then(Value::as_str).unwrap_or_default();
+        for resource in &required {
+            let present = match *resource {
+                "cpu" | "memory" => stated("requests", resource),
+                other => other.split_once('.').is_some_and(|(section, name)| stated(section, name)),
+            };
+            if !present {
+                missing.entry(resource).or_default().insert(name);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = missing
+        .iter()
+        .map(|(resource, names)| format!("{resource} for: {}", names.iter().copied().collect::<Vec<_>>().join(",")))
+        .collect();
+    Some(format!("must specify {}", parts.join("; ")))
+}
+
+/// What an update adds: for each resource, how much more `new` uses than `old`, where it uses
+/// more (upstream charges an update only for its increase; the controller gives back decreases).
+#[must_use]
+pub fn increase(new: &Usage, old: &Usage) -> Usage {
+    new.iter()
+        .filter_map(|(resource, amount)| {
+            let grown = amount - old.get(resource).copied().unwrap_or(0);
+            (grown > 0).then(|| (resource.clone(), grown))
+        })
+        .collect()
 }
 
 fn service_resources(service: &Value) -> Usage {
@@ -453,7 +524,7 @@ pub fn quantities(value: Option<&Value>) -> Usage {
 /// Writes a quantity map as JSON (`{"pods": "2", "requests.cpu": "500m"}`).
 #[must_use]
 pub fn to_json(usage: &Usage) -> Value {
-    Value::Object(usage.iter().map(|(k, v)| (k.clone(), json!(quantity::format(*v)))).collect::<Map<_, _>>())
+    Value::Object(usage.iter().map(|(k, v)| (k.clone(), json!(quantity::format_for(k, *v)))).collect::<Map<_, _>>())
 }
 
 #[cfg(test)]
@@ -461,8 +532,8 @@ mod tests {
     use serde_json::json;
 
     use super::{
-        COUNTED, PODS, Scopes, Usage, compute, counts, object_usage, pod_usage, quantities, resource_usage, sources,
-        to_json, total, validate_scopes,
+        COUNTED, PODS, Scopes, Usage, compute, counts, increase, object_usage, pod_usage, quantities, resource_usage,
+        sources, to_json, total, unstated, validate_scopes,
     };
 
     #[test]
@@ -483,6 +554,72 @@ mod tests {
         ] {
             assert_eq!(usage[resource], amount, "{resource}");
         }
+    }
+
+    #[test]
+    fn init_containers_sidecars_and_overhead_count_as_upstream_sums_them() {
+        let request = |cpu: &str| json!({"resources": {"requests": {"cpu": cpu}, "limits": {"cpu": cpu}}});
+        let sidecar = |cpu: &str| {
+            let mut container = request(cpu);
+            container["restartPolicy"] = json!("Always");
+            container
+        };
+        // (containers, init containers, overhead, requests.cpu)
+        let cases = [
+            (vec![request("100m"), request("200m")], vec![], None, 300),
+            // A one-off init container larger than the containers sets the request.
+            (vec![request("100m")], vec![request("500m")], None, 500),
+            (vec![request("600m")], vec![request("500m")], None, 600),
+            // Sidecars run beside the containers and beside later init containers.
+            (vec![request("100m")], vec![sidecar("50m"), request("400m")], None, 450),
+            (vec![request("500m")], vec![sidecar("50m"), request("100m")], None, 550),
+            (vec![request("100m")], vec![], Some("250m"), 350),
+        ];
+        for (containers, init, overhead, cpu) in cases {
+            let mut spec = json!({"containers": containers, "initContainers": init});
+            if let Some(overhead) = overhead {
+                spec["overhead"] = json!({"cpu": overhead});
+            }
+            let usage = pod_usage(&json!({"spec": spec}));
+            assert_eq!(usage["requests.cpu"], cpu, "{spec}");
+            assert_eq!(usage["limits.cpu"], cpu, "{spec}");
+        }
+        // Overhead adds to a limit only when the pod has one.
+        let unlimited = json!({"spec": {"containers": [{}], "overhead": {"memory": "1Ki"}}});
+        assert_eq!(pod_usage(&unlimited)["limits.memory"], 0);
+        assert_eq!(pod_usage(&unlimited)["requests.memory"], 1_024_000);
+    }
+
+    #[test]
+    fn quotas_on_cpu_or_memory_make_every_container_state_them() {
+        let hard = |names: &[&str]| names.iter().map(|n| ((*n).to_owned(), 1000)).collect::<Usage>();
+        let pod = json!({"spec": {
+            "initContainers": [{"name": "setup", "resources": {"requests": {"cpu": "1", "memory": "1Mi"}}}],
+            "containers": [
+                {"name": "web", "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "1"}}},
+                {"name": "app", "resources": {}},
+            ],
+        }});
+        // The message upstream gives for the same pod and quota.
+        assert_eq!(
+            unstated(&pod, &hard(&["pods", "requests.cpu", "limits.cpu", "limits.memory"])).as_deref(),
+            Some("must specify limits.cpu for: app,setup; limits.memory for: app,setup,web; requests.cpu for: app"),
+        );
+        assert_eq!(unstated(&pod, &hard(&["memory"])).as_deref(), Some("must specify memory for: app,web"));
+        assert_eq!(unstated(&pod, &hard(&["pods", "count/pods", "requests.storage"])), None);
+        let stated = json!({"spec": {"containers": [{"name": "a", "resources": {"requests": {"cpu": "0"}}}]}});
+        assert_eq!(unstated(&stated, &hard(&["cpu", "requests.cpu"])), None, "a zero request is stated");
+    }
+
+    #[test]
+    fn an_update_is_charged_only_what_it_adds() {
+        let usage =
+            |pairs: &[(&str, super::Milli)]| pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect::<Usage>();
+        let old = usage(&[("services", 1000), ("services.nodeports", 0), ("services.loadbalancers", 0)]);
+        let new = usage(&[("services", 1000), ("services.nodeports", 2000), ("services.loadbalancers", 1000)]);
+        assert_eq!(increase(&new, &old), usage(&[("services.nodeports", 2000), ("services.loadbalancers", 1000)]));
+        assert_eq!(increase(&old, &new), Usage::new(), "a decrease is not charged");
+        assert_eq!(increase(&new, &new), Usage::new());
     }
 
     #[test]

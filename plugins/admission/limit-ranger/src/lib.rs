@@ -30,7 +30,13 @@ fn pod_totals(containers: &[Value]) -> Value {
                 *sums.entry(resource).or_insert(0) += amount.as_str().and_then(quantity::parse).unwrap_or(0);
             }
         }
-        totals[section] = sums.into_iter().map(|(k, v)| (k, Value::String(quantity::format(v)))).collect();
+        totals[section] = sums
+            .into_iter()
+            .map(|(k, v)| {
+                let text = quantity::format_for(&k, v);
+                (k, Value::String(text))
+            })
+            .collect();
     }
     totals
 }
@@ -123,14 +129,14 @@ fn bound_violation(kind: &str, container: Option<&str>, resources: &Value, limit
                 Some(_) => {
                     return Some(format!(
                         "minimum {resource} usage per {kind} is {}, but request is {}",
-                        quantity::format(bound),
-                        quantity::format(amount("requests", &resource).unwrap_or(0))
+                        quantity::format_for(&resource, bound),
+                        quantity::format_for(&resource, amount("requests", &resource).unwrap_or(0))
                     ));
                 }
                 None => {
                     return Some(format!(
                         "minimum {resource} usage per {kind} is {}, but no request is specified",
-                        quantity::format(bound)
+                        quantity::format_for(&resource, bound)
                     ));
                 }
             }
@@ -143,14 +149,14 @@ fn bound_violation(kind: &str, container: Option<&str>, resources: &Value, limit
                     let which = container.map(|c| format!(" (container {c})")).unwrap_or_default();
                     return Some(format!(
                         "maximum {resource} usage per {kind} is {}, but limit is {}{which}",
-                        quantity::format(bound),
-                        quantity::format(have)
+                        quantity::format_for(&resource, bound),
+                        quantity::format_for(&resource, have)
                     ));
                 }
                 None => {
                     return Some(format!(
                         "maximum {resource} usage per {kind} is {}, but no limit is specified",
-                        quantity::format(bound)
+                        quantity::format_for(&resource, bound)
                     ));
                 }
             }

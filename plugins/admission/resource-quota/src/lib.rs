@@ -15,6 +15,11 @@
 //! `limits.cpu`, `limits.memory`, `cpu` and `memory`. A quota with scopes (`spec.scopes`,
 //! `spec.scopeSelector`) counts only the pods its scopes select.
 //!
+//! Updates of pods, Services and claims are charged what they add (a Service turned `NodePort`, a
+//! claim expanded); what an update frees is left to the controller, as upstream. A quota on pods'
+//! CPU or memory (`requests.cpu`, `limits.memory`, `cpu`, …) refuses a pod whose containers do
+//! not state that request or limit (`must specify limits.cpu for: app`).
+//!
 //! Admission only ever moves usage by what one request adds or removes; the `resource-quota`
 //! controller (`plugins/controllers/resource-quota`) recomputes it from what exists, which frees
 //! what finished pods and refused creates would otherwise hold forever.
@@ -65,7 +70,7 @@ fn charged(name: &str, hard: &Usage, used: &Usage, delta: &Usage) -> Result<Usag
         return Ok(next);
     }
     let column = |pick: fn(&Exceeded<'_>) -> Milli| {
-        exceeded.iter().map(|e| format!("{}={}", e.0, quantity::format(pick(e)))).collect::<Vec<_>>().join(",")
+        exceeded.iter().map(|e| format!("{}={}", e.0, quantity::format_for(e.0, pick(e)))).collect::<Vec<_>>().join(",")
     };
     Err(format!(
         "exceeded quota: {name}, requested: {}, used: {}, limited: {}",
@@ -88,6 +93,9 @@ struct Admitted<'a> {
     object: &'a Value,
     /// What the object adds (negative: what its deletion frees).
     delta: Usage,
+    /// Whether the object is a pod being added or grown: quotas on CPU or memory then require
+    /// each of its containers to state that request or limit.
+    stating: bool,
 }
 
 /// Applies the object's usage to every quota of its namespace that counts it, each with a
@@ -104,6 +112,11 @@ fn apply(admitted: &Admitted<'_>, charge: bool) -> Result<(), String> {
         if own || !interesting || !Scopes::of(&listed).matches(admitted.group, admitted.plural, admitted.object) {
             continue;
         }
+        if admitted.stating
+            && let Some(missing) = quota::unstated(admitted.object, &hard)
+        {
+            return Err(format!("failed quota: {name}: {missing}"));
+        }
         let mut quota = listed;
         for attempt in 0..ATTEMPTS {
             let hard = quantities(quota.pointer("/spec/hard"));
@@ -113,7 +126,9 @@ fn apply(admitted: &Admitted<'_>, charge: bool) -> Result<(), String> {
             if !charge || next == now && quota.pointer("/status/used").is_some() {
                 break;
             }
-            let status = json!({"hard": quota::to_json(&hard), "used": quota::to_json(&next)});
+            // `status.hard` mirrors `spec.hard` as written, as upstream's controller keeps it.
+            let written = quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({}));
+            let status = json!({"hard": written, "used": quota::to_json(&next)});
             match cluster::replace_status("", "v1", "resourcequotas", &quota, &status) {
                 Ok(_) => break,
                 Err(ClusterError::Conflict(_)) if attempt + 1 < ATTEMPTS => {
@@ -170,10 +185,13 @@ impl AdmissionPolicy for ResourceQuota {
         }
         let (group, plural) = (request.resource.group.as_str(), request.resource.resource.as_str());
         let quota_kind = group.is_empty() && plural == "resourcequotas";
+        // Upstream charges updates of the kinds whose usage an update can grow (a pod resized, a
+        // Service turned NodePort, a claim expanded); other kinds only count objects.
+        let grows = group.is_empty() && matches!(plural, "pods" | "services" | "persistentvolumeclaims");
         let (object, sign) = match request.operation {
             Operation::Create => (request.object::<Value>(), 1),
             Operation::Delete => (request.old_object::<Value>(), -1),
-            Operation::Update if quota_kind => (request.object::<Value>(), 0),
+            Operation::Update if quota_kind || grows => (request.object::<Value>(), 0),
             _ => return AdmissionResponse::allow(),
         };
         let object = match object {
@@ -187,12 +205,31 @@ impl AdmissionPolicy for ResourceQuota {
         {
             return invalid;
         }
-        // An object already being deleted was released by its first deletion request.
-        if sign == 0 || sign < 0 && !counts(&object) {
+        let usage = |object: &Value| quota::resource_usage(group, plural, object);
+        let delta: Usage = match sign {
+            // An object already being deleted was released by its first deletion request.
+            -1 if !counts(&object) => return AdmissionResponse::allow(),
+            0 if quota_kind => return AdmissionResponse::allow(),
+            0 => {
+                let old = match request.old_object::<Value>() {
+                    Ok(Some(old)) => old,
+                    Ok(None) => return AdmissionResponse::allow(),
+                    Err(e) => {
+                        return AdmissionResponse::deny(format!("the old object is not valid JSON: {e}"))
+                            .with_code(400);
+                    }
+                };
+                let before = if counts(&old) { usage(&old) } else { Usage::new() };
+                let after = if counts(&object) { usage(&object) } else { Usage::new() };
+                quota::increase(&after, &before)
+            }
+            _ => usage(&object).into_iter().map(|(k, v)| (k, v * sign)).collect(),
+        };
+        if delta.is_empty() {
             return AdmissionResponse::allow();
         }
-        let delta = quota::resource_usage(group, plural, &object).into_iter().map(|(k, v)| (k, v * sign)).collect();
-        let admitted = Admitted { namespace, group, plural, name: &request.name, object: &object, delta };
+        let stating = sign >= 0 && group.is_empty() && plural == "pods";
+        let admitted = Admitted { namespace, group, plural, name: &request.name, object: &object, delta, stating };
         match apply(&admitted, !request.dry_run) {
             Ok(()) => AdmissionResponse::allow(),
             Err(message) if sign < 0 => AdmissionResponse::allow().with_warning(message),
@@ -260,9 +297,7 @@ mod tests {
                 "",
                 "persistentvolumeclaims",
                 claim,
-                Some(
-                    "requested: requests.storage=2147483648, used: requests.storage=1073741824, limited: requests.storage=1073741824",
-                ),
+                Some("requested: requests.storage=2Gi, used: requests.storage=1Gi, limited: requests.storage=1Gi"),
             ),
             (
                 map(&[("services.loadbalancers", 0), ("services.nodeports", 1000), ("services", 9000)]),

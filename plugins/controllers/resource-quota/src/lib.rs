@@ -176,7 +176,7 @@ impl QuotaController {
             // New limits are published at once; what admission already charged stays.
             let computed = compute(api, &quota, &hard, &used)?;
             let next: Usage = computed.iter().map(|(r, amount)| (r.clone(), *used.get(r).unwrap_or(amount))).collect();
-            write(api, &quota, &hard, &next)?;
+            write(api, &quota, &next)?;
             return Ok(if next == computed { resync } else { Some(settle) });
         }
         let version = quota.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -207,15 +207,17 @@ impl QuotaController {
             return Ok(Some(settle));
         }
         settling(api, &id, None)?;
-        write(api, &quota, &hard, &computed)?;
+        write(api, &quota, &computed)?;
         Ok(resync)
     }
 }
 
-/// Replaces the quota's status, at the resourceVersion it was read at.
-fn write(api: &dyn Api, quota: &Value, hard: &Usage, used: &Usage) -> Result<(), ApiError> {
+/// Replaces the quota's status, at the resourceVersion it was read at: `hard` as `spec.hard`
+/// writes it (`1Gi` stays `1Gi`), `used` as Kubernetes prints quantities.
+fn write(api: &dyn Api, quota: &Value, used: &Usage) -> Result<(), ApiError> {
     let mut next = quota.clone();
-    next["status"] = json!({"hard": quota::to_json(hard), "used": quota::to_json(used)});
+    let hard = quota.pointer("/spec/hard").cloned().unwrap_or_else(|| json!({}));
+    next["status"] = json!({"hard": hard, "used": quota::to_json(used)});
     api.update_status(&quota_kind(), &next).map(|_| ())
 }
 
