@@ -1,9 +1,10 @@
 //! Admission through the real kubectl: policies' warnings, patches, failure policies, deadlines,
-//! dry-run and subresources; the built-in policies Capstan ships and enables by default.
+//! dry-run and subresources; CEL match conditions; the built-in policies Capstan ships and enables
+//! by default.
 
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{CapstanServer, Run, json, kubectl, kubectl_fails, kubectl_stdin, sdk_example, server};
+use capstan_e2e::{CapstanServer, Run, eventually, json, kubectl, kubectl_fails, kubectl_stdin, sdk_example, server};
 
 /// A Plugin object for an admission component.
 fn policy(name: &str, component: &str, mutating: bool, extra: &str, rules: &str) -> String {
@@ -184,6 +185,62 @@ fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
     let denied = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map("c", "watched")));
     assert!(denied.stderr.contains("must have the label `app`"), "{}", denied.stderr);
     kubectl_stdin(&server, &["apply", "-f", "-"], &config_map("c", "ignored"));
+}
+
+#[test]
+fn match_conditions_decide_which_requests_a_policy_sees() {
+    let server = server();
+    let rules = |resource: &str| {
+        format!("    - {{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [{resource}]}}")
+    };
+    let with =
+        |manifest: String, admission: &str| manifest.replace("  admission:\n", &format!("  admission:\n{admission}"));
+    let require =
+        policy("conditional", &component("require-label"), false, "  config: {label: app}", &rules("configmaps"));
+
+    // An expression that is not CEL is refused when the Plugin is written, naming the field.
+    let broken = with(require.clone(), "    matchConditions:\n    - {name: typo, expression: 'object.metadata.('}\n");
+    let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&broken));
+    assert!(
+        refused.stderr.contains("spec.admission.matchConditions[0].expression: Invalid value")
+            && refused.stderr.contains("compilation failed"),
+        "{}",
+        refused.stderr
+    );
+
+    // Drafts (label `draft`) are skipped; everything else still needs `app`.
+    let conditions = "    matchConditions:\n    - {name: not-a-draft, expression: \"!has(object.metadata.labels) || !('draft' in \
+                      object.metadata.labels)\"}\n    - {name: people, expression: \"request.userInfo.username != ''\"}\n";
+    load(&server, &with(require, conditions), "conditional");
+    let denied = kubectl_fails(&server, &["create", "configmap", "plain"], None);
+    assert!(denied.stderr.contains("must have the label `app`"), "{}", denied.stderr);
+    let draft = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: sketch, labels: {draft: 'yes'}}\n";
+    kubectl_stdin(&server, &["create", "-f", "-"], draft);
+
+    // A condition that fails to evaluate follows the failure policy: Fail refuses, Ignore skips.
+    let failing = |failure: &str| {
+        let manifest =
+            policy("strict", &component("require-label"), false, "  config: {label: app}", &rules("secrets"));
+        with(
+            manifest,
+            &format!(
+                "    failurePolicy: {failure}\n    matchConditions:\n    - {{name: no-spec, expression: 'object.spec.x == 1'}}\n"
+            ),
+        )
+    };
+    load(&server, &failing("Fail"), "strict");
+    let failed = kubectl_fails(&server, &["create", "secret", "generic", "s1"], None);
+    assert!(
+        failed
+            .stderr
+            .contains("failed calling admission plugin \"strict\": failed to evaluate match condition no-spec"),
+        "{}",
+        failed.stderr
+    );
+    load(&server, &failing("Ignore"), "strict");
+    eventually(Duration::from_secs(30), "the Ignore failure policy", || {
+        server.kubectl(&["create", "secret", "generic", "s2"]).status.success().then_some(())
+    });
 }
 
 fn pod(name: &str, extra_spec: &str) -> String {

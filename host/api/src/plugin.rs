@@ -155,6 +155,22 @@ pub struct AdmissionSettings {
     /// object (`IfNeeded`), as upstream's `reinvocationPolicy`. `Never` when absent.
     #[serde(default)]
     pub reinvocation_policy: ReinvocationPolicy,
+    /// CEL expressions a request must all satisfy for the policy to be called, as a webhook's
+    /// `matchConditions`: with `object`, `oldObject` and `request` (the `AdmissionRequest`) in
+    /// scope. One false skips the policy; an error follows `failurePolicy`. At most 64.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_conditions: Vec<MatchCondition>,
+}
+
+/// One of a policy's `matchConditions`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(rename = "io.capstan.v1alpha1.MatchCondition")]
+pub struct MatchCondition {
+    /// Names the condition in errors; a qualified name, unique among the policy's conditions.
+    pub name: String,
+    /// A CEL expression that evaluates to a bool.
+    pub expression: String,
 }
 
 /// Whether a mutating policy runs again after later policies changed the object.

@@ -30,6 +30,7 @@ use capstan_wasm::admission::{
 use serde_json::Value;
 
 use crate::cache::{ListRv, WatchCache};
+use crate::conditions::Variables;
 use crate::handlers::Call;
 use crate::meta;
 use crate::objects::{ObjectRef, Objects};
@@ -209,6 +210,7 @@ async fn matching(
         })
         .collect();
     let mut namespace_labels: Option<BTreeMap<String, String>> = None;
+    let mut variables: Option<Variables<'_>> = None;
     let mut matched = Vec::with_capacity(by_rules.len());
     for policy in by_rules {
         if let Some(selector) = &policy.settings.object_selector {
@@ -231,9 +233,51 @@ async fn matching(
                 }
             }
         }
+        if !policy.conditions.is_empty() {
+            let variables = match &mut variables {
+                Some(variables) => variables,
+                None => variables.insert(Variables {
+                    object,
+                    old_object: old,
+                    request: request_variable(call, attributes)?,
+                }),
+            };
+            match policy.conditions.matches(variables) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(message) if policy.settings.failure_policy == FailurePolicy::Ignore => {
+                    tracing::warn!(plugin = %policy.name, error = %message, "match condition failed; policy skipped");
+                    continue;
+                }
+                Err(message) => {
+                    return Err(ApiError::Internal(format!(
+                        "failed calling admission plugin {:?}: failed to evaluate match condition {message}",
+                        policy.name
+                    )));
+                }
+            }
+        }
         matched.push(policy);
     }
     Ok(matched)
+}
+
+/// The `request` a match condition sees: the admission request's attributes (the objects are
+/// `object` and `oldObject`).
+fn request_variable(call: &Call<'_>, attributes: &Attributes<'_>) -> ApiResult<Value> {
+    let info = attributes.info;
+    let (group, version, kind) = attributes.kind.unwrap_or((info.gvk.group, info.gvk.version, info.gvk.kind));
+    let (username, groups) = call.identity.map_or((String::new(), Vec::new()), |i| (i.user.clone(), i.groups.clone()));
+    Ok(serde_json::json!({
+        "operation": attributes.operation_name(),
+        "name": attributes.name,
+        "namespace": attributes.namespace.unwrap_or_default(),
+        "kind": {"group": group, "version": version, "kind": kind},
+        "resource": {"group": info.gvk.group, "version": info.gvk.version, "resource": info.plural},
+        "subResource": call.path.subresource.as_deref().unwrap_or_default(),
+        "userInfo": {"username": username, "groups": groups},
+        "dryRun": call.query.dry_run()?,
+    }))
 }
 
 fn selector_of(policy: &LoadedPolicy, selector: &Value) -> ApiResult<LabelSelector> {
@@ -369,13 +413,19 @@ async fn run(
         seen: std::sync::Mutex::new(None),
     });
     let uid = request.uid.clone();
-    let answer = tokio::task::spawn_blocking(move || {
+    let call_policy = move || {
         let cluster = Some(cluster);
         if mutating { handle.mutate_with(&request, cluster) } else { handle.validate_with(&request, cluster) }
             .map_err(|e| e.to_string())
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("the call did not finish: {e}")));
+    };
+    // The call blocks (the guest runs, and its reads wait on the store): on a multi-threaded
+    // runtime it runs right here, the worker's other tasks handed to another thread, which
+    // spares two thread switches per policy; elsewhere (tests) on the blocking pool.
+    let answer = if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(call_policy)
+    } else {
+        tokio::task::spawn_blocking(call_policy).await.unwrap_or_else(|e| Err(format!("the call did not finish: {e}")))
+    };
     let response = match answer {
         Ok(response) => response,
         Err(message) => {

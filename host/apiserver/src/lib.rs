@@ -15,6 +15,7 @@ pub mod bootstrap;
 pub mod bootstrap_tokens;
 pub mod cache;
 pub mod catalog;
+pub mod conditions;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;

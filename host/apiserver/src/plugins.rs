@@ -13,6 +13,7 @@ use capstan_wasm::admission::AdmissionPolicy;
 use capstan_wasm::{Digest, Limits, PluginSpec, Runtime, RuntimeConfig};
 use serde_json::Value;
 
+use crate::conditions::Conditions;
 use crate::meta;
 use crate::objects::ObjectRef;
 use crate::server::ApiServer;
@@ -41,6 +42,8 @@ pub struct LoadedPolicy {
     pub handle: AdmissionPolicy,
     /// When and how it takes part in admission.
     pub settings: AdmissionSettings,
+    /// `settings.match_conditions`, compiled.
+    pub conditions: Conditions,
     /// What the loaded version was built from: configuration and deadline. A change needs a
     /// fresh load; a change of bytes alone is a reload.
     load_key: String,
@@ -177,6 +180,13 @@ impl ApiServer {
             Err(message) => return Outcome::Failed(message),
         };
         let settings = plugin.spec.admission.clone().unwrap_or_default();
+        let conditions = match Conditions::compile(&settings.match_conditions) {
+            Ok(conditions) => conditions,
+            Err(errors) => {
+                let named = errors.iter().map(|(i, e)| format!("matchConditions[{i}]: {e}"));
+                return Outcome::Failed(named.collect::<Vec<_>>().join("; "));
+            }
+        };
         let config = plugin.spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
         let deadline = Duration::from_millis(settings.timeout_milliseconds());
         let load_key = format!("{deadline:?} {config}");
@@ -217,7 +227,7 @@ impl ApiServer {
         };
         match result {
             Ok((handle, version)) => {
-                let policy = LoadedPolicy { name: name.to_string(), handle, settings, load_key };
+                let policy = LoadedPolicy { name: name.to_string(), handle, settings, conditions, load_key };
                 self.plugins.set(name, Some(Arc::new(policy)));
                 Outcome::Loaded { digest: version.digest, loaded_at: version.loaded_at }
             }

@@ -20,9 +20,19 @@ pub fn validate(info: &ResourceInfo, object: &Value, old: Option<&Value>) -> Vec
         ("batch", "Job") => job(object, old, &mut causes),
         ("", "Service") => service(object, old, &mut causes),
         ("", "ConfigMap" | "Secret") => data_keys(object, &mut causes),
+        ("capstan.io", "Plugin") => plugin(object, &mut causes),
         _ => {}
     }
     causes
+}
+
+/// A Plugin's admission `matchConditions`: named, unique, and valid CEL.
+fn plugin(object: &Value, causes: &mut Vec<Cause>) {
+    let Some(conditions) = object.pointer("/spec/admission/matchConditions") else { return };
+    let Ok(conditions) = serde_json::from_value::<Vec<capstan_api::plugin::MatchCondition>>(conditions.clone()) else {
+        return; // the schema reports a malformed list
+    };
+    causes.extend(crate::conditions::problems(&conditions));
 }
 
 fn required(field: &str) -> Cause {
