@@ -3,6 +3,10 @@
 //! Capstan's built-in set — in one run, side by side — plus each plugin's evaluations from
 //! `/metrics` (calls, mean time per call, and so evaluations per second of one instance).
 //!
+//! What one policy adds is measured within one server: its objectSelector picks the pods
+//! labelled `bench: policed`, and the creates alternate between those and pods it skips, so
+//! both halves see the same machine load and the difference is the policy's cost.
+//!
 //! `cargo bench -p capstan-e2e --bench admission` (add `-- --quick` for 100 pods per case). The
 //! Python and JavaScript policies are built with the SDK scripts into `target/sdk-examples`
 //! first (about half a minute each, once).
@@ -22,36 +26,47 @@ async fn client(server: &CapstanServer) -> kube::Client {
     kube::Client::try_from(config).expect("client")
 }
 
-fn pod(name: &str) -> Pod {
+/// A pod labelled `bench: <bench>` (`policed` pods are the ones a measured policy selects).
+fn pod(name: &str, bench: &str) -> Pod {
     serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"app": "bench"}},
+        "metadata": {"name": name, "labels": {"app": "bench", "bench": bench}},
         "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "resources": {"requests": {"cpu": "10m"}}}]},
     }))
     .expect("pod")
 }
 
-/// Creates `count` pods one after another; returns p50 and p99.
-async fn create_latency(server: &CapstanServer, count: usize) -> (Duration, Duration) {
-    let api: Api<Pod> = Api::namespaced(client(server).await, "default");
-    for i in 0..10 {
-        api.create(&PostParams::default(), &pod(&format!("warm-{i}"))).await.expect("create pod");
-    }
-    let mut latencies = Vec::with_capacity(count);
-    for i in 0..count {
-        let began = Instant::now();
-        api.create(&PostParams::default(), &pod(&format!("pod-{i:05}"))).await.expect("create pod");
-        latencies.push(began.elapsed());
-    }
+/// p50 and p99 of some latencies.
+fn percentiles(mut latencies: Vec<Duration>) -> (Duration, Duration) {
     latencies.sort();
+    let count = latencies.len();
     (latencies[count / 2], latencies[count * 99 / 100])
 }
 
-/// Applies admission Plugin `name` for pod creates, from `component` with `config`, and waits
-/// until it is loaded.
+/// Creates `count` pods one after another, alternating `plain` and `policed` ones; returns
+/// the latencies of each half.
+async fn create_latency(server: &CapstanServer, count: usize) -> [Vec<Duration>; 2] {
+    let api: Api<Pod> = Api::namespaced(client(server).await, "default");
+    for i in 0..10 {
+        let bench = if i % 2 == 0 { "plain" } else { "policed" };
+        api.create(&PostParams::default(), &pod(&format!("warm-{i}"), bench)).await.expect("create pod");
+    }
+    let mut halves = [Vec::with_capacity(count), Vec::with_capacity(count)];
+    for i in 0..count {
+        let bench = if i % 2 == 0 { "plain" } else { "policed" };
+        let began = Instant::now();
+        api.create(&PostParams::default(), &pod(&format!("pod-{i:05}"), bench)).await.expect("create pod");
+        halves[i % 2].push(began.elapsed());
+    }
+    halves
+}
+
+/// Applies admission Plugin `name` for creates of the pods labelled `bench: policed`, from
+/// `component` with `config`, and waits until it is loaded.
 fn one_policy(server: &CapstanServer, name: &str, component: &str, mutating: bool, config: &str) {
     let manifest = format!(
         "apiVersion: capstan.io/v1alpha1\nkind: Plugin\nmetadata: {{name: {name}}}\nspec:\n  kind: admission\n  \
-         component: {{path: {component:?}}}\n  config: {config}\n  admission:\n    mutating: {mutating}\n    rules:\n    \
+         component: {{path: {component:?}}}\n  config: {config}\n  admission:\n    mutating: {mutating}\n    \
+         objectSelector: {{matchLabels: {{bench: policed}}}}\n    rules:\n    \
          - {{operations: [CREATE], apiGroups: [''], apiVersions: [v1], resources: [pods]}}\n"
     );
     let out = server.kubectl_with_stdin(&["apply", "-f", "-"], Some(&manifest));
@@ -96,7 +111,7 @@ fn main() {
     let empty = std::env::temp_dir().join(format!("capstan-no-components-{}", std::process::id()));
     std::fs::create_dir_all(&empty).expect("empty components dir");
     let empty = empty.to_string_lossy().into_owned();
-    println!("pod create latency, one client, {count} pods per case");
+    println!("pod create latency, one client, {count} pods per case (half of them selected by the measured policy)");
     let mut baseline_p99 = Duration::ZERO;
     for case in
         ["no policies", "one Rust policy", "one Python policy", "one JavaScript policy", "built-in set (7 policies)"]
@@ -138,16 +153,35 @@ fn main() {
             }
             _ => {}
         }
-        let (p50, p99) = runtime.block_on(create_latency(&server, count));
-        if case == "no policies" {
-            baseline_p99 = p99;
+        let [plain, policed] = runtime.block_on(create_latency(&server, count));
+        let micros = |d: Duration| d.as_secs_f64() * 1e6;
+        match case {
+            "no policies" | "built-in set (7 policies)" => {
+                let (p50, p99) = percentiles([plain, policed].concat());
+                if case == "no policies" {
+                    baseline_p99 = p99;
+                }
+                println!(
+                    "  {case:<28} p50 {:>8.1} µs  p99 {:>8.1} µs  (p99 vs none: {:+.1} µs)",
+                    micros(p50),
+                    micros(p99),
+                    micros(p99) - micros(baseline_p99)
+                );
+            }
+            _ => {
+                let ((skipped50, skipped99), (called50, called99)) = (percentiles(plain), percentiles(policed));
+                println!(
+                    "  {case:<28} p50 {:>8.1} µs  p99 {:>8.1} µs  (pods it skips: p50 {:>8.1} µs  p99 {:>8.1} µs; \
+                     adds p50 {:+.1} µs  p99 {:+.1} µs)",
+                    micros(called50),
+                    micros(called99),
+                    micros(skipped50),
+                    micros(skipped99),
+                    micros(called50) - micros(skipped50),
+                    micros(called99) - micros(skipped99),
+                );
+            }
         }
-        println!(
-            "  {case:<28} p50 {:>8.1} µs  p99 {:>8.1} µs  (p99 vs none: {:+.1} µs)",
-            p50.as_secs_f64() * 1e6,
-            p99.as_secs_f64() * 1e6,
-            (p99.as_secs_f64() - baseline_p99.as_secs_f64()) * 1e6
-        );
         let metrics = server.kubectl(&["get", "--raw", "/metrics"]);
         for (plugin, calls, seconds) in evaluations(&String::from_utf8_lossy(&metrics.stdout)) {
             if calls > 0.0 && seconds > 0.0 {
