@@ -5,7 +5,9 @@
 
 use std::fmt::Write as _;
 
-use capstan_e2e::{json, kubectl, kubectl_fails, kubectl_stdin, server};
+use std::time::Duration;
+
+use capstan_e2e::{eventually, json, kubectl, kubectl_fails, kubectl_stdin, server};
 
 #[test]
 fn version_reports_a_kubernetes_server() {
@@ -211,6 +213,39 @@ fn explain_describes_pod_containers_from_openapi() {
 }
 
 #[test]
+fn a_list_from_get_is_created_and_applied_again_with_client_side_validation() {
+    let server = server();
+    kubectl(&server, &["create", "configmap", "a", "--from-literal=x=1"]);
+    kubectl(&server, &["create", "deployment", "web", "--image=busybox:1", "--replicas=0"]);
+    // `kubectl get -o yaml` of several objects is a v1 List; kubectl validates its items on the
+    // client against /openapi/v2 in protobuf before it creates them one by one.
+    let list = kubectl(&server, &["get", "configmap/a", "deployment/web", "-o", "yaml"]);
+    assert!(list.contains("kind: List"), "{list}");
+    let fresh = list.lines().filter(|l| !l.contains("resourceVersion:") && !l.contains("uid:")).fold(
+        String::new(),
+        |mut text, line| {
+            text.push_str(line);
+            text.push('\n');
+            text
+        },
+    );
+    kubectl(&server, &["delete", "configmap/a", "deployment/web"]);
+    let created = kubectl_stdin(&server, &["create", "-f", "-"], &fresh);
+    assert!(created.contains("configmap/a created") && created.contains("deployment.apps/web created"), "{created}");
+    let applied = kubectl_stdin(&server, &["apply", "-f", "-"], &fresh);
+    assert!(applied.contains("configmap/a configured"), "{applied}");
+    // A field the schema does not have is caught by kubectl itself, as against kube-apiserver.
+    let misspelt = fresh.replacen("  data:", "  datta:", 1).replace("name: a\n", "name: b\n");
+    let refused = kubectl_fails(&server, &["create", "-f", "-"], Some(&misspelt));
+    assert!(
+        refused.stderr.contains(r#"ValidationError(ConfigMap): unknown field "datta" in io.k8s.api.core.v1.ConfigMap"#),
+        "{}",
+        refused.stderr
+    );
+    assert!(!server.kubectl(&["get", "configmap", "b"]).status.success(), "nothing of the refused list was created");
+}
+
+#[test]
 fn get_watch_sees_a_change() {
     let server = server();
     kubectl_stdin(&server, &["create", "-f", "-"], CONFIGMAP);
@@ -278,9 +313,13 @@ fn scale_replace_and_edit_change_a_deployment() {
     let replicas = kubectl(&server, &["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]);
     assert_eq!(replicas, "5");
 
-    let mut object = json(&kubectl(&server, &["get", "deploy", "web", "-o", "json"]));
-    object["spec"]["template"]["spec"]["containers"][0]["image"] = serde_json::json!("busybox:3");
-    let replaced = kubectl_stdin(&server, &["replace", "-f", "-"], &object.to_string());
+    // The deployment controller writes status meanwhile; like a user, read again on a conflict.
+    let (object, replaced) = eventually(Duration::from_secs(30), "a replace at the current resourceVersion", || {
+        let mut object = json(&kubectl(&server, &["get", "deploy", "web", "-o", "json"]));
+        object["spec"]["template"]["spec"]["containers"][0]["image"] = serde_json::json!("busybox:3");
+        let run = capstan_e2e::Run::from(server.kubectl_with_stdin(&["replace", "-f", "-"], Some(&object.to_string())));
+        run.ok.then_some((object, run.stdout))
+    });
     assert!(replaced.contains("deployment.apps/web replaced"), "{replaced}");
     // A replace carrying a stale resourceVersion is refused: the object changed since.
     let stale = kubectl_fails(&server, &["replace", "-f", "-"], Some(&object.to_string()));

@@ -402,8 +402,23 @@ fn raw_json(bytes: &[u8]) -> Response {
     response
 }
 
-async fn openapi_v2(State(server): State<Arc<ApiServer>>) -> Response {
-    raw_json(server.catalog().openapi.v2_document())
+/// The media type of the Swagger 2.0 document in protobuf, which client-go's discovery (and so
+/// kubectl's client-side validation) asks for. Clients ask with either spelling (`…v2@v1.0…` or
+/// `…v2.v1.0…`); the answer uses the dotted one, since Go's MIME parser refuses the `@`.
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
+
+async fn openapi_v2(State(server): State<Arc<ApiServer>>, headers: axum::http::HeaderMap) -> Response {
+    let accepts = headers.get_all(header::ACCEPT).iter().filter_map(|v| v.to_str().ok());
+    let wants_protobuf = accepts.flat_map(|v| v.split(',')).any(|t| {
+        let media = t.split(';').next().unwrap_or_default().trim();
+        media.replace('@', ".") == OPENAPI_V2_PROTOBUF
+    });
+    if !wants_protobuf {
+        return raw_json(server.catalog().openapi.v2_document());
+    }
+    let mut response = (StatusCode::OK, server.catalog().openapi.v2_protobuf().to_vec()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(OPENAPI_V2_PROTOBUF));
+    response
 }
 
 async fn openapi_v3_index(State(server): State<Arc<ApiServer>>) -> Response {

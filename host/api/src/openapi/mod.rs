@@ -11,6 +11,7 @@
 //! ([`patch_meta`]), and the operations from one generator for every resource ([`paths`]).
 //! [`SchemaNode`] walks the served component schemas for the code that reads them back.
 
+pub mod gnostic;
 mod patch_meta;
 mod paths;
 mod schema_node;
@@ -83,6 +84,8 @@ pub struct OpenApi {
     /// Keyed by the index's path: `api/v1`, `apis/apps/v1`.
     v3: BTreeMap<String, V3Document>,
     v2: Vec<u8>,
+    /// `v2` as gnostic's protobuf `openapi.v2.Document` (definitions only).
+    v2_protobuf: Vec<u8>,
 }
 
 impl fmt::Debug for OpenApi {
@@ -92,6 +95,7 @@ impl fmt::Debug for OpenApi {
             .field("definitions", &self.definitions.len())
             .field("v3", &self.v3.keys().collect::<Vec<_>>())
             .field("v2_bytes", &self.v2.len())
+            .field("v2_protobuf_bytes", &self.v2_protobuf.len())
             .finish()
     }
 }
@@ -113,8 +117,10 @@ impl OpenApi {
             v3.insert(key, V3Document { hash: digest(&bytes), bytes });
             all_paths.extend(items);
         }
-        let v2 = serialize("v2", &v2_document(&all_paths, &schemas))?;
-        Ok(OpenApi { definitions: schemas, v3, v2 })
+        let v2_json = v2_document(&all_paths, &schemas);
+        let v2 = serialize("v2", &v2_json)?;
+        let v2_protobuf = gnostic::encode(&v2_json);
+        Ok(OpenApi { definitions: schemas, v3, v2, v2_protobuf })
     }
 
     /// The `/openapi/v3` discovery document: each group-version's document URL, with a digest of
@@ -142,6 +148,13 @@ impl OpenApi {
     #[must_use]
     pub fn v2_document(&self) -> &[u8] {
         &self.v2
+    }
+
+    /// The Swagger 2.0 document in protobuf (gnostic's `openapi.v2.Document`), as client-go's
+    /// discovery asks for it: version, info and definitions.
+    #[must_use]
+    pub fn v2_protobuf(&self) -> &[u8] {
+        &self.v2_protobuf
     }
 
     /// The OpenAPI 3 component schemas by definition name, with Kubernetes' extensions. A
