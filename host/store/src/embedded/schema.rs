@@ -130,7 +130,10 @@ pub(super) fn initialise_or_verify(conn: &mut Connection, path: &Path) -> Result
 }
 
 fn meta_value(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row("SELECT value FROM capstan_meta WHERE name = ?1", [name], |row| row.get(0)).optional()
+    // Every read reads the counters: a cached statement is parsed once per connection.
+    conn.prepare_cached("SELECT value FROM capstan_meta WHERE name = ?1")?
+        .query_row([name], |row| row.get(0))
+        .optional()
 }
 
 /// Reads the revision counters.
