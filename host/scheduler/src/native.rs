@@ -155,6 +155,7 @@ records! {
         id, name, labels, taints, unschedulable, allocatable, requested, pod_count, used_ports, images, object, pods,
     }
     HToleration => SToleration { key, exists, value, effect }
+    host::NodeUsage => sdk::NodeUsage { id, requested, pod_count, used_ports, pods }
     PodInfo => SPod {
         namespace, name, uid, labels, requests, node_selector, tolerations, priority, node_name, affinity,
         host_ports, images, object,
@@ -175,6 +176,7 @@ impl Convert<sdk::NodeChange> for host::NodeChange {
         match self {
             Self::Upsert(node) => sdk::NodeChange::Upsert(node.convert()),
             Self::Remove(id) => sdk::NodeChange::Remove(id),
+            Self::Usage(usage) => sdk::NodeChange::Usage(usage.convert()),
         }
     }
 }

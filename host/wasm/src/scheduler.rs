@@ -53,8 +53,8 @@ pub mod bindings {
 pub use crate::admission::bindings::capstan::plugin::types::{Label, ResourceAmount};
 pub use bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use bindings::exports::capstan::plugin::scheduler::{
-    Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult,
-    PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
+    Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, NodeUsage,
+    PermitResult, PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
 };
 
 /// What the `scheduler-host` import answers during a call. The scheduler implements it over its
@@ -287,8 +287,13 @@ impl NodeLog {
             id
         };
         let info = build(id);
-        self.record(NodeChange::Upsert(info.clone()));
         let slot = id as usize;
+        // A pod placed or gone changes only the node's usage: plugins are sent just that.
+        let change = match self.nodes.get(slot).and_then(Option::as_ref) {
+            Some(old) if old.same_but_usage(&info) => NodeChange::Usage(info.usage()),
+            _ => NodeChange::Upsert(info.clone()),
+        };
+        self.record(change);
         if self.nodes.len() <= slot {
             self.nodes.resize_with(slot + 1, || None);
         }
@@ -364,6 +369,7 @@ impl NodeLog {
         self.bare_changes.push(match &change {
             NodeChange::Upsert(node) => NodeChange::Upsert(node.without_pods()),
             NodeChange::Remove(id) => NodeChange::Remove(*id),
+            NodeChange::Usage(usage) => NodeChange::Usage(NodeUsage { pods: Vec::new(), ..usage.clone() }),
         });
         self.changes.push(change);
         self.change_generations.push(self.generation);
@@ -432,6 +438,7 @@ impl NodeLog {
 fn pod_summaries(change: &NodeChange) -> usize {
     match change {
         NodeChange::Upsert(node) => node.pods.len(),
+        NodeChange::Usage(usage) => usage.pods.len(),
         NodeChange::Remove(_) => 0,
     }
 }
@@ -453,6 +460,32 @@ impl NodeInfo {
             images: Vec::new(),
             object: None,
             pods: Vec::new(),
+        }
+    }
+
+    /// Whether `other` differs from this node at most in its usage (requested, pod count, used
+    /// ports, pods): then a [`NodeUsage`] change is all plugins need.
+    #[must_use]
+    pub fn same_but_usage(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.unschedulable == other.unschedulable
+            && self.labels == other.labels
+            && self.taints == other.taints
+            && self.allocatable == other.allocatable
+            && self.images == other.images
+            && self.object == other.object
+    }
+
+    /// The node's usage.
+    #[must_use]
+    pub fn usage(&self) -> NodeUsage {
+        NodeUsage {
+            id: self.id,
+            requested: self.requested.clone(),
+            pod_count: self.pod_count,
+            used_ports: self.used_ports.clone(),
+            pods: self.pods.clone(),
         }
     }
 
@@ -844,6 +877,24 @@ mod tests {
         log.remove("z");
         assert_eq!(pods(&log.everything(true)), (1, 1));
         assert_eq!(pods(&log.everything(false)), (1, 0));
+    }
+
+    #[test]
+    fn a_node_whose_pods_alone_changed_is_sent_as_a_usage_change() {
+        let mut log = NodeLog::default();
+        log.upsert(node("a"), "a");
+        let held = log.generation();
+        let pod = summary(0);
+        log.upsert(|id| NodeInfo { id, name: "a".into(), pod_count: 1, pods: vec![pod], ..NodeInfo::empty() }, "a");
+        log.upsert(|id| NodeInfo { id, name: "a".into(), unschedulable: true, ..NodeInfo::empty() }, "a");
+        let changes = log.changes_since(held, true).unwrap_or_default();
+        assert!(
+            matches!(&changes[0], NodeChange::Usage(u) if u.pod_count == 1 && u.pods.len() == 1),
+            "a pod placed: only the usage ({changes:?})"
+        );
+        assert!(matches!(&changes[1], NodeChange::Upsert(n) if n.unschedulable), "anything else: the whole node");
+        let bare = log.changes_since(held, false).unwrap_or_default();
+        assert!(matches!(&bare[0], NodeChange::Usage(u) if u.pod_count == 1 && u.pods.is_empty()));
     }
 
     #[test]

@@ -23,8 +23,8 @@ pub use crate::__private::scheduler_bindings::{
 };
 pub use crate::admission::parse_config;
 pub use wit::{
-    Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
-    PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
+    Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, NodeUsage, PermitResult,
+    PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
 };
 
 /// A scheduler plugin: the extension points it implements, over plain values.
@@ -280,6 +280,19 @@ impl Nodes {
         Some(old)
     }
 
+    /// Replaces what the pods on a known node use, keeping the rest of the node.
+    fn set_usage(&mut self, usage: NodeUsage) {
+        let Some(node) = self.by_id.get_mut(usage.id as usize).and_then(Option::as_mut) else { return };
+        let with_affinity = |pods: &[PodSummary]| pods.iter().filter(|p| p.affinity.is_some()).count();
+        self.pods_with_affinity -= with_affinity(&node.pods);
+        self.pods_with_affinity += with_affinity(&usage.pods);
+        node.requested = usage.requested;
+        node.pod_count = usage.pod_count;
+        node.used_ports = usage.used_ports;
+        node.pods = usage.pods;
+        self.resources.set(node);
+    }
+
     /// Applies `update-nodes`.
     pub fn apply(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
         if reset {
@@ -304,6 +317,7 @@ impl Nodes {
                 NodeChange::Remove(id) => {
                     self.take(id);
                 }
+                NodeChange::Usage(usage) => self.set_usage(usage),
             }
         }
         self.generation = generation;

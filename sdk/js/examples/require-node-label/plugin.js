@@ -32,9 +32,10 @@ export const scheduler = {
     for (const change of changes) {
       if (change.tag === "upsert") {
         nodes.set(change.val.id, new Map(change.val.labels.map((l) => [l.key, l.value])));
-      } else {
+      } else if (change.tag === "remove") {
         nodes.delete(change.val);
       }
+      // "usage": only the node's pods changed; its labels stay.
     }
   },
   // The pod the calls below act on; this filter looks only at nodes.

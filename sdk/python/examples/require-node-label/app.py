@@ -17,6 +17,7 @@ from wit_world.exports.scheduler import (
     Code,
     Description,
     ExtensionPoints,
+    NodeChange_Remove,
     NodeChange_Upsert,
     NodeStatus,
     PermitResult,
@@ -56,8 +57,9 @@ class Scheduler(exports.Scheduler):
         for change in changes:
             if isinstance(change, NodeChange_Upsert):
                 NODES[change.value.id] = {label.key: label.value for label in change.value.labels}
-            else:
+            elif isinstance(change, NodeChange_Remove):
                 NODES.pop(change.value, None)
+            # NodeChange_Usage: only the node's pods changed; its labels stay.
 
     def set_pod(self, pod) -> None:
         # The pod the calls below act on; this filter looks only at nodes.
