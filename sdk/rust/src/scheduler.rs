@@ -172,7 +172,8 @@ pub trait SchedulerPlugin: Sized + 'static {
 ///
 /// Node handles are small dense integers, so the nodes sit in a vector indexed by handle: a
 /// lookup is an index, not a hash. Alongside, it counts what lets a plugin tell in O(1) that it
-/// has nothing to do for a pod (pods carrying affinity terms, tainted and cordoned nodes), as
+/// has nothing to do for a pod (pods carrying affinity terms, tainted and cordoned nodes, nodes
+/// reporting images), as
 /// upstream's plugins skip themselves.
 #[derive(Default)]
 pub struct Nodes {
@@ -182,6 +183,7 @@ pub struct Nodes {
     generation: u64,
     pods_with_affinity: usize,
     tainted: usize,
+    with_images: usize,
     unschedulable: usize,
 }
 
@@ -200,11 +202,12 @@ pub fn misfits(ids: &[NodeId], mut filter: impl FnMut(NodeId) -> Status) -> Vec<
         .collect()
 }
 
-/// What one node adds to the counts [`Nodes`] keeps.
-fn node_counts(node: &NodeInfo) -> (usize, usize, usize) {
+/// What one node adds to the counts [`Nodes`] keeps: pods with affinity, and whether it is
+/// tainted, cordoned and lists images.
+fn node_counts(node: &NodeInfo) -> [usize; 4] {
     let affinity = node.pods.iter().filter(|p| p.affinity.is_some()).count();
     let tainted = usize::from(node.taints.iter().any(|t| t.effect != TaintEffect::PreferNoSchedule));
-    (affinity, tainted, usize::from(node.unschedulable))
+    [affinity, tainted, usize::from(node.unschedulable), usize::from(!node.images.is_empty())]
 }
 
 impl Nodes {
@@ -257,6 +260,12 @@ impl Nodes {
         self.tainted
     }
 
+    /// How many nodes list container images (`status.images`).
+    #[must_use]
+    pub fn with_images(&self) -> usize {
+        self.with_images
+    }
+
     /// How many nodes are cordoned (`spec.unschedulable`).
     #[must_use]
     pub fn unschedulable(&self) -> usize {
@@ -272,10 +281,11 @@ impl Nodes {
     fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
         let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
         self.resources.clear(id);
-        let (affinity, tainted, unschedulable) = node_counts(&old);
+        let [affinity, tainted, unschedulable, with_images] = node_counts(&old);
         self.pods_with_affinity -= affinity;
         self.tainted -= tainted;
         self.unschedulable -= unschedulable;
+        self.with_images -= with_images;
         self.len -= 1;
         Some(old)
     }
@@ -290,7 +300,7 @@ impl Nodes {
         node.pod_count = usage.pod_count;
         node.used_ports = usage.used_ports;
         node.pods = usage.pods;
-        self.resources.set(node);
+        self.resources.set_requested(node);
     }
 
     /// Applies `update-nodes`.
@@ -306,10 +316,11 @@ impl Nodes {
                     if self.by_id.len() <= id {
                         self.by_id.resize_with(id + 1, || None);
                     }
-                    let (affinity, tainted, unschedulable) = node_counts(&node);
+                    let [affinity, tainted, unschedulable, with_images] = node_counts(&node);
                     self.pods_with_affinity += affinity;
                     self.tainted += tainted;
                     self.unschedulable += unschedulable;
+                    self.with_images += with_images;
                     self.len += 1;
                     self.resources.set(&node);
                     self.by_id[id] = Some(node);
@@ -409,6 +420,25 @@ impl Resources {
                 if let Some(c) = self.names.iter().position(|n| *n == amount.name) {
                     table[id * width + c] = amount.milli_value;
                 }
+            }
+        }
+    }
+
+    /// Rewrites only node `id`'s requested amounts and pod count (its allocatable stays).
+    fn set_requested(&mut self, node: &NodeInfo) {
+        for amount in &node.requested {
+            self.intern(&amount.name);
+        }
+        let (id, width) = (node.id as usize, self.names.len());
+        if self.pod_counts.len() <= id {
+            return self.set(node);
+        }
+        self.pod_counts[id] = node.pod_count;
+        let row = &mut self.requested[id * width..(id + 1) * width];
+        row.fill(0);
+        for amount in &node.requested {
+            if let Some(c) = self.names.iter().position(|n| *n == amount.name) {
+                row[c] = amount.milli_value;
             }
         }
     }
