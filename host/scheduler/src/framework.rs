@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
-    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodSnapshot, PodSummary, SchedulerHost, Status,
-    Victim,
+    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodSnapshot, PodSummary, SchedulerHost,
+    Status, Victim,
 };
 
 use crate::backend::Backend;

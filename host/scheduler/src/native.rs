@@ -343,7 +343,13 @@ impl NativePlugin {
     }
 
     /// Reserve.
-    pub fn reserve(&self, nodes: &NodeLog, pod: &PodSnapshot, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
+    pub fn reserve(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        state: &[u8],
+        node: NodeId,
+    ) -> Result<HStatus, PluginError> {
         self.synced(nodes, pod, |i| i.reserve(state, node).convert())
     }
 
@@ -353,12 +359,24 @@ impl NativePlugin {
     }
 
     /// Permit.
-    pub fn permit(&self, nodes: &NodeLog, pod: &PodSnapshot, state: &[u8], node: NodeId) -> Result<HPermit, PluginError> {
+    pub fn permit(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        state: &[u8],
+        node: NodeId,
+    ) -> Result<HPermit, PluginError> {
         self.synced(nodes, pod, |i| i.permit(state, node).convert())
     }
 
     /// `PreBind`.
-    pub fn pre_bind(&self, nodes: &NodeLog, pod: &PodSnapshot, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
+    pub fn pre_bind(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        state: &[u8],
+        node: NodeId,
+    ) -> Result<HStatus, PluginError> {
         self.synced(nodes, pod, |i| i.pre_bind(state, node).convert())
     }
 

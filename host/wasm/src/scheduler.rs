@@ -54,7 +54,8 @@ pub use crate::admission::bindings::capstan::plugin::types::{Label, ResourceAmou
 pub use bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use bindings::exports::capstan::plugin::scheduler::{
     Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, NodeUsage,
-    PermitResult, PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
+    PermitResult, PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
+    Victim,
 };
 
 /// What the `scheduler-host` import answers during a call. The scheduler implements it over its
