@@ -903,28 +903,28 @@ pub mod native {
         }
 
         fn reserve(&self, state: &[u8], node: NodeId) -> Status {
-            self.with_node(state, node, |e| e, |p, pod, c, n| p.reserve(pod, c, n))
+            self.with_node(state, node, |e| e, P::reserve)
         }
 
         fn unreserve(&self, state: &[u8], node: NodeId) {
-            self.with_node(state, node, drop, |p, pod, c, n| p.unreserve(pod, c, n));
+            self.with_node(state, node, drop, P::unreserve);
         }
 
         fn permit(&self, state: &[u8], node: NodeId) -> PermitResult {
             let failed = |status| PermitResult { status, timeout_ms: 0 };
-            self.with_node(state, node, failed, |p, pod, c, n| p.permit(pod, c, n))
+            self.with_node(state, node, failed, P::permit)
         }
 
         fn pre_bind(&self, state: &[u8], node: NodeId) -> Status {
-            self.with_node(state, node, |e| e, |p, pod, c, n| p.pre_bind(pod, c, n))
+            self.with_node(state, node, |e| e, P::pre_bind)
         }
 
         fn bind(&self, state: &[u8], node: NodeId) -> Status {
-            self.with_node(state, node, |e| e, |p, pod, c, n| p.bind(pod, c, n))
+            self.with_node(state, node, |e| e, P::bind)
         }
 
         fn post_bind(&self, state: &[u8], node: NodeId) {
-            self.with_node(state, node, drop, |p, pod, c, n| p.post_bind(pod, c, n));
+            self.with_node(state, node, drop, P::post_bind);
         }
     }
 }
