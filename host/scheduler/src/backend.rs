@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
-    CycleState, Description, NodeId, NodeLog, NodeStatus, PermitResult, PodInfo, PostFilterResult, PreFilterResult,
+    CycleState, Description, NodeId, NodeLog, NodeStatus, PermitResult, PodSnapshot, PostFilterResult, PreFilterResult,
     SchedulerHost, SchedulerPlugin, Status,
 };
 
@@ -58,29 +58,29 @@ impl Backend {
 
     delegate! {
         fn describe() -> Description;
-        fn queue_sort_key(pod: &PodInfo) -> i64;
-        fn pre_filter(nodes: Nodes<'_>, pod: &PodInfo) -> PreFilterResult;
-        fn filter(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, ids: &[NodeId]) -> Vec<NodeStatus>;
+        fn queue_sort_key(pod: &PodSnapshot) -> i64;
+        fn pre_filter(nodes: Nodes<'_>, pod: &PodSnapshot) -> PreFilterResult;
+        fn filter(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, ids: &[NodeId]) -> Vec<NodeStatus>;
         fn post_filter(
             nodes: &Mutex<NodeLog>,
-            pod: &PodInfo,
+            pod: &PodSnapshot,
             state: &CycleState,
             filtered: &[NodeStatus],
             host: &std::sync::Arc<dyn SchedulerHost>
         ) -> PostFilterResult;
-        fn pre_score(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, ids: &[NodeId]) -> Result<Vec<u8>, Status>;
+        fn pre_score(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, ids: &[NodeId]) -> Result<Vec<u8>, Status>;
         fn score(
             nodes: Nodes<'_>,
-            pod: &PodInfo,
+            pod: &PodSnapshot,
             state: &CycleState,
             ids: &[NodeId],
             normalize: bool
         ) -> Result<Vec<i64>, Status>;
-        fn reserve(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> Status;
-        fn unreserve(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> ();
-        fn permit(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> PermitResult;
-        fn pre_bind(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> Status;
-        fn bind(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> Status;
-        fn post_bind(nodes: Nodes<'_>, pod: &PodInfo, state: &CycleState, node: NodeId) -> ();
+        fn reserve(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, node: NodeId) -> Status;
+        fn unreserve(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, node: NodeId) -> ();
+        fn permit(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, node: NodeId) -> PermitResult;
+        fn pre_bind(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, node: NodeId) -> Status;
+        fn bind(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, node: NodeId) -> Status;
+        fn post_bind(nodes: Nodes<'_>, pod: &PodSnapshot, state: &CycleState, node: NodeId) -> ();
     }
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
-    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodInfo, PodSummary, SchedulerHost, Status,
-    Victim,
+    Code, ExtensionPoints, Label, NodeId, NodeInfo, NodeLog, NodeStatus, PodSnapshot, PodSummary, SchedulerHost,
+    Status, Victim,
 };
 
 use crate::backend::Backend;
@@ -139,7 +139,7 @@ impl Profile {
     }
 
     /// The QueueSort key of `pod`: the first QueueSort plugin's, or 0.
-    pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, CycleError> {
+    pub fn queue_sort_key(&self, pod: &PodSnapshot) -> Result<i64, CycleError> {
         match self.with(ExtensionPoints::QUEUE_SORT).next() {
             Some((_, plugin)) => {
                 plugin.handle.queue_sort_key(pod).map_err(|e| CycleError::plugin("QueueSort", plugin, e))
@@ -150,7 +150,7 @@ impl Profile {
 
     /// Runs the scheduling cycle of `pod` against `nodes`. `start` rotates where filtering
     /// begins, so successive pods spread their search as upstream's `nextStartNodeIndex` does.
-    pub fn schedule(&self, nodes: &mut NodeLog, pod: &PodInfo, start: &mut usize) -> Result<Decision, CycleError> {
+    pub fn schedule(&self, nodes: &mut NodeLog, pod: &PodSnapshot, start: &mut usize) -> Result<Decision, CycleError> {
         let mut states = vec![Vec::new(); self.plugins.len()];
         // Plugins whose PreFilter said Skip: their Filter is not called this cycle.
         let mut skipped = vec![false; self.plugins.len()];
@@ -220,7 +220,7 @@ impl Profile {
     fn filter(
         &self,
         nodes: &mut NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         states: &[Vec<u8>],
         skipped: &[bool],
         ids: &[NodeId],
@@ -303,7 +303,7 @@ impl Profile {
     fn fits_with_nominated(
         &self,
         nodes: &mut NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         states: &[Vec<u8>],
         skipped: &[bool],
         id: NodeId,
@@ -326,7 +326,7 @@ impl Profile {
     fn filter_node(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         states: &[Vec<u8>],
         skipped: &[bool],
         id: NodeId,
@@ -355,7 +355,7 @@ impl Profile {
     fn post_filter(
         &self,
         nodes: &mut NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         states: &[Vec<u8>],
         filtered: &[NodeStatus],
     ) -> Result<(Option<Preemption>, Option<String>), CycleError> {
@@ -403,7 +403,7 @@ impl Profile {
     fn score(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         states: &mut [Vec<u8>],
         feasible: &[NodeId],
     ) -> Result<NodeId, CycleError> {
@@ -455,7 +455,7 @@ impl Profile {
 
     /// Reserve, Permit, PreBind and Bind for a decided pod. `Ok(true)` means a Bind plugin
     /// asked the host to write the binding; `Ok(false)` that one bound it itself.
-    pub fn bind_plugins(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) -> Result<bool, CycleError> {
+    pub fn bind_plugins(&self, nodes: &NodeLog, pod: &PodSnapshot, decision: &Decision) -> Result<bool, CycleError> {
         let node = decision.node_id;
         let cycle_states = &decision.states;
         for (index, plugin) in self.with(ExtensionPoints::RESERVE) {
@@ -475,7 +475,7 @@ impl Profile {
         result
     }
 
-    fn permit_and_bind(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) -> Result<bool, CycleError> {
+    fn permit_and_bind(&self, nodes: &NodeLog, pod: &PodSnapshot, decision: &Decision) -> Result<bool, CycleError> {
         let (node, cycle_states) = (decision.node_id, &decision.states);
         for (index, plugin) in self.with(ExtensionPoints::PERMIT) {
             let result = plugin
@@ -509,7 +509,7 @@ impl Profile {
         Err(CycleError::Plugin { point: "Bind", plugin: String::new(), message: "no bind plugin bound the pod".into() })
     }
 
-    fn unreserve(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) {
+    fn unreserve(&self, nodes: &NodeLog, pod: &PodSnapshot, decision: &Decision) {
         for (index, plugin) in self.with(ExtensionPoints::RESERVE) {
             if let Err(e) = plugin.handle.unreserve(nodes, pod, &decision.states[index], decision.node_id) {
                 tracing::warn!(plugin = %plugin.name, error = %e, "unreserve failed");
@@ -518,7 +518,7 @@ impl Profile {
     }
 
     /// Runs PostBind.
-    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodInfo, decision: &Decision) {
+    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodSnapshot, decision: &Decision) {
         for (index, plugin) in self.with(ExtensionPoints::POST_BIND) {
             if let Err(e) = plugin.handle.post_bind(nodes, pod, &decision.states[index], decision.node_id) {
                 tracing::warn!(plugin = %plugin.name, error = %e, "post-bind failed");
@@ -533,7 +533,7 @@ struct DryRun {
     log: Arc<Mutex<NodeLog>>,
     profile: Profile,
     states: Vec<Vec<u8>>,
-    pod: PodInfo,
+    pod: PodSnapshot,
     /// The view the log carried, for the rest of the `scheduler-host` import.
     base: Option<Arc<dyn SchedulerHost>>,
 }

@@ -12,7 +12,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_plugin_sdk::scheduler as sdk;
-use capstan_wasm::scheduler::{self as host, NodeId, NodeLog, PodInfo, SchedulerHost};
+use capstan_wasm::scheduler::{self as host, NodeId, NodeLog, PodInfo, PodSnapshot, SchedulerHost};
 use capstan_wasm::{Cause, PluginError};
 
 type Instance = Box<dyn sdk::native::Plugin + Send>;
@@ -46,12 +46,14 @@ pub struct NativePlugin {
     instance: Mutex<Linked>,
 }
 
-/// The instance and what was last sent to it of the nodes, as a component instance's store
-/// remembers it.
+/// The instance and what was last sent to it of the nodes and which pod, as a component
+/// instance's store remembers them.
 struct Linked {
     instance: Instance,
     generation: u64,
     with_pods: bool,
+    /// The token of the pod last set (0: none).
+    pod: u64,
 }
 
 impl std::fmt::Debug for NativePlugin {
@@ -153,6 +155,7 @@ records! {
         id, name, labels, taints, unschedulable, allocatable, requested, pod_count, used_ports, images, object, pods,
     }
     HToleration => SToleration { key, exists, value, effect }
+    host::NodeUsage => sdk::NodeUsage { id, requested, pod_count, used_ports, pods }
     PodInfo => SPod {
         namespace, name, uid, labels, requests, node_selector, tolerations, priority, node_name, affinity,
         host_ports, images, object,
@@ -173,6 +176,7 @@ impl Convert<sdk::NodeChange> for host::NodeChange {
         match self {
             Self::Upsert(node) => sdk::NodeChange::Upsert(node.convert()),
             Self::Remove(id) => sdk::NodeChange::Remove(id),
+            Self::Usage(usage) => sdk::NodeChange::Usage(usage.convert()),
         }
     }
 }
@@ -231,7 +235,7 @@ impl NativePlugin {
     #[must_use]
     pub fn new(name: &str, instance: Instance) -> Self {
         let with_pods = instance.describe().wants_node_pods;
-        Self { name: name.to_owned(), instance: Mutex::new(Linked { instance, generation: 0, with_pods }) }
+        Self { name: name.to_owned(), instance: Mutex::new(Linked { instance, generation: 0, with_pods, pod: 0 }) }
     }
 
     /// Runs `call` on the instance: a panic becomes the error a trapping component gives.
@@ -251,26 +255,18 @@ impl NativePlugin {
         })
     }
 
-    /// Runs `call` on an instance brought up to `nodes`, with the log's host view attached.
+    /// Runs `call` on an instance brought up to `nodes` and holding `pod`, with the log's host
+    /// view attached.
     fn synced<R>(
         &self,
         nodes: &NodeLog,
-        host: Option<&Arc<dyn SchedulerHost>>,
+        pod: &PodSnapshot,
         call: impl FnOnce(&mut Instance) -> R,
     ) -> Result<R, PluginError> {
         self.call_linked(|linked| {
             sync(linked, nodes);
-            let instance = &mut linked.instance;
-            let view = host.or(nodes.host()).map(|h| std::rc::Rc::new(View(Arc::clone(h))) as _);
-            let attached = view.is_some();
-            if attached {
-                sdk::host::set_native(view);
-            }
-            let result = call(instance);
-            if attached {
-                sdk::host::set_native(None);
-            }
-            result
+            set_pod(linked, pod);
+            with_view(nodes.host(), || call(&mut linked.instance))
         })
     }
 
@@ -280,42 +276,42 @@ impl NativePlugin {
     }
 
     /// `QueueSort`.
-    pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, PluginError> {
-        self.call(|i| i.queue_sort_key(&pod.clone().convert()))
+    pub fn queue_sort_key(&self, pod: &PodSnapshot) -> Result<i64, PluginError> {
+        self.call_linked(|linked| {
+            set_pod(linked, pod);
+            linked.instance.queue_sort_key()
+        })
     }
 
     /// `PreFilter`.
-    pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodInfo) -> Result<HPre, PluginError> {
-        self.synced(nodes, None, |i| i.pre_filter(&pod.clone().convert()).convert())
+    pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodSnapshot) -> Result<HPre, PluginError> {
+        self.synced(nodes, pod, |i| i.pre_filter().convert())
     }
 
     /// Filter over `ids`: the nodes that do not fit.
     pub fn filter(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &[u8],
         ids: &[NodeId],
     ) -> Result<Vec<HNodeStatus>, PluginError> {
-        self.synced(nodes, None, |i| i.filter(&pod.clone().convert(), state, ids).convert())
+        self.synced(nodes, pod, |i| i.filter(state, ids).convert())
     }
 
     /// `PostFilter`; `host` answers the plugin's host calls (the preemption dry run).
     pub fn post_filter(
         &self,
         nodes: &Mutex<NodeLog>,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &[u8],
         filtered: &[HNodeStatus],
         host: &Arc<dyn SchedulerHost>,
     ) -> Result<HPost, PluginError> {
-        self.call_linked(|linked| sync(linked, &nodes.lock().unwrap_or_else(PoisonError::into_inner)))?;
-        let view = std::rc::Rc::new(View(Arc::clone(host)));
-        self.call(|i| {
-            sdk::host::set_native(Some(view));
-            let result = i.post_filter(&pod.clone().convert(), state, &filtered.convert()).convert();
-            sdk::host::set_native(None);
-            result
+        self.call_linked(|linked| {
+            sync(linked, &nodes.lock().unwrap_or_else(PoisonError::into_inner));
+            set_pod(linked, pod);
+            with_view(Some(host), || linked.instance.post_filter(state, &filtered.convert()).convert())
         })
     }
 
@@ -323,59 +319,96 @@ impl NativePlugin {
     pub fn pre_score(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &[u8],
         ids: &[NodeId],
     ) -> Result<Result<Vec<u8>, HStatus>, PluginError> {
-        self.synced(nodes, None, |i| i.pre_score(&pod.clone().convert(), state, ids).map_err(Convert::convert))
+        self.synced(nodes, pod, |i| i.pre_score(state, ids).map_err(Convert::convert))
     }
 
     /// `Score`, then `NormalizeScore` when `normalize`.
     pub fn score(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &[u8],
         ids: &[NodeId],
         normalize: bool,
     ) -> Result<Result<Vec<i64>, HStatus>, PluginError> {
-        self.synced(nodes, None, |i| {
-            let pod = pod.clone().convert();
-            let scores = i.score(&pod, state, ids);
-            let scores = if normalize { scores.and_then(|s| i.normalize_score(&pod, state, s)) } else { scores };
+        self.synced(nodes, pod, |i| {
+            let scores = i.score(state, ids);
+            let scores = if normalize { scores.and_then(|s| i.normalize_score(state, s)) } else { scores };
             scores.map_err(Convert::convert)
         })
     }
 
     /// Reserve.
-    pub fn reserve(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
-        self.synced(nodes, None, |i| i.reserve(&pod.clone().convert(), state, node).convert())
+    pub fn reserve(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        state: &[u8],
+        node: NodeId,
+    ) -> Result<HStatus, PluginError> {
+        self.synced(nodes, pod, |i| i.reserve(state, node).convert())
     }
 
     /// Unreserve.
-    pub fn unreserve(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<(), PluginError> {
-        self.synced(nodes, None, |i| i.unreserve(&pod.clone().convert(), state, node))
+    pub fn unreserve(&self, nodes: &NodeLog, pod: &PodSnapshot, state: &[u8], node: NodeId) -> Result<(), PluginError> {
+        self.synced(nodes, pod, |i| i.unreserve(state, node))
     }
 
     /// Permit.
-    pub fn permit(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HPermit, PluginError> {
-        self.synced(nodes, None, |i| i.permit(&pod.clone().convert(), state, node).convert())
+    pub fn permit(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        state: &[u8],
+        node: NodeId,
+    ) -> Result<HPermit, PluginError> {
+        self.synced(nodes, pod, |i| i.permit(state, node).convert())
     }
 
     /// `PreBind`.
-    pub fn pre_bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
-        self.synced(nodes, None, |i| i.pre_bind(&pod.clone().convert(), state, node).convert())
+    pub fn pre_bind(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        state: &[u8],
+        node: NodeId,
+    ) -> Result<HStatus, PluginError> {
+        self.synced(nodes, pod, |i| i.pre_bind(state, node).convert())
     }
 
     /// Bind.
-    pub fn bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
-        self.synced(nodes, None, |i| i.bind(&pod.clone().convert(), state, node).convert())
+    pub fn bind(&self, nodes: &NodeLog, pod: &PodSnapshot, state: &[u8], node: NodeId) -> Result<HStatus, PluginError> {
+        self.synced(nodes, pod, |i| i.bind(state, node).convert())
     }
 
     /// `PostBind`.
-    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodInfo, state: &[u8], node: NodeId) -> Result<(), PluginError> {
-        self.synced(nodes, None, |i| i.post_bind(&pod.clone().convert(), state, node))
+    pub fn post_bind(&self, nodes: &NodeLog, pod: &PodSnapshot, state: &[u8], node: NodeId) -> Result<(), PluginError> {
+        self.synced(nodes, pod, |i| i.post_bind(state, node))
     }
+}
+
+/// Runs `call` with `host` answering the SDK's host calls on this thread, as a component's
+/// `scheduler-host` import is answered during a call.
+fn with_view<R>(host: Option<&Arc<dyn SchedulerHost>>, call: impl FnOnce() -> R) -> R {
+    let Some(host) = host else { return call() };
+    sdk::host::set_native(Some(std::rc::Rc::new(View(Arc::clone(host)))));
+    let result = call();
+    sdk::host::set_native(None);
+    result
+}
+
+/// Makes `pod` the instance's pod unless it holds it already, as the WebAssembly path does:
+/// the copy (`convert`) stands for the canonical ABI's copy into the component.
+fn set_pod(linked: &mut Linked, pod: &PodSnapshot) {
+    if linked.pod == pod.token() {
+        return;
+    }
+    linked.instance.set_pod(pod.info().clone().convert());
+    linked.pod = pod.token();
 }
 
 /// Brings the instance's nodes up to `log`, as the WebAssembly path does: only the changes it

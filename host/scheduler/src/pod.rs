@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use capstan_wasm::scheduler::{
-    HostPort, Label, NodeInfo, PodInfo, PodSummary, ResourceAmount, Taint, TaintEffect, Toleration,
+    HostPort, Label, NodeInfo, PodInfo, PodSnapshot, PodSummary, ResourceAmount, Taint, TaintEffect, Toleration,
 };
 use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -115,8 +115,9 @@ fn effect(text: &str) -> Option<TaintEffect> {
     }
 }
 
-/// The pod as plugins see it; `object` is its JSON.
-pub fn pod_info(pod: &Pod) -> Result<PodInfo, serde_json::Error> {
+/// The pod as plugins see it (`object` is its JSON), as a snapshot with a fresh token: each call
+/// makes a new one, so plugin instances are sent the pod anew for every scheduling attempt.
+pub fn pod_info(pod: &Pod) -> Result<PodSnapshot, serde_json::Error> {
     let spec = pod.spec.clone().unwrap_or_default();
     let tolerations = spec
         .tolerations
@@ -146,7 +147,8 @@ pub fn pod_info(pod: &Pod) -> Result<PodInfo, serde_json::Error> {
         host_ports: host_ports(pod),
         images,
         object: serde_json::to_string(pod)?,
-    })
+    }
+    .into())
 }
 
 /// What plugins see of a pod on a node: its identity, labels, priority, pod (anti-)affinity and

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use capstan_api::plugin::{Plugin, PluginKind};
 use capstan_client::plugins::{self, PluginChange, StatusWriter};
-use capstan_wasm::scheduler::{ExtensionPoints, PodInfo, SchedulerWorld};
+use capstan_wasm::scheduler::{ExtensionPoints, PodSnapshot, SchedulerWorld};
 use capstan_wasm::{Limits, PluginSpec, Runtime};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
@@ -438,7 +438,7 @@ impl Shared {
     fn after_binding(
         self: &Arc<Self>,
         pod: &Arc<Pod>,
-        info: &PodInfo,
+        info: &PodSnapshot,
         node: &str,
         bound: Result<(), kube::Error>,
         profile: &Profile,

@@ -27,6 +27,8 @@ pub struct HostState {
     /// What the scheduler world last sent this instance of the nodes, so a call needs no round
     /// trip to ask it.
     pub(crate) scheduler_nodes: crate::scheduler::InstanceNodes,
+    /// The token of the pod the scheduler world last sent this instance (`set-pod`); 0: none.
+    pub(crate) scheduler_pod: u64,
 }
 
 impl HostState {
@@ -45,6 +47,7 @@ impl HostState {
             stderr,
             call_context: None,
             scheduler_nodes: crate::scheduler::InstanceNodes::default(),
+            scheduler_pod: 0,
         }
     }
 

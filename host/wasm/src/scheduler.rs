@@ -7,8 +7,12 @@
 //! instance, or one that fell too far behind). So any pooled instance can serve any call, and a scheduling
 //! cycle copies no node data across the boundary once instances are warm.
 //!
+//! The pod crosses the boundary the same way: a [`PodSnapshot`] carries a token, each instance
+//! remembers the token of the pod it holds, and the host calls `set-pod` only on an instance
+//! holding another pod. The extension points take no pod of their own.
+//!
 //! ```no_run
-//! # fn demo(bytes: &[u8], pod: &capstan_wasm::scheduler::PodInfo) -> Result<(), Box<dyn std::error::Error>> {
+//! # fn demo(bytes: &[u8], pod: &capstan_wasm::scheduler::PodSnapshot) -> Result<(), Box<dyn std::error::Error>> {
 //! use capstan_wasm::scheduler::{NodeInfo, NodeLog, SchedulerWorld};
 //! use capstan_wasm::{PluginSpec, Runtime, RuntimeConfig};
 //!
@@ -49,8 +53,9 @@ pub mod bindings {
 pub use crate::admission::bindings::capstan::plugin::types::{Label, ResourceAmount};
 pub use bindings::capstan::plugin::scheduler_host::DisruptionBudget;
 pub use bindings::exports::capstan::plugin::scheduler::{
-    Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult,
-    PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
+    Code, CycleState, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, NodeUsage,
+    PermitResult, PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration,
+    Victim,
 };
 
 /// What the `scheduler-host` import answers during a call. The scheduler implements it over its
@@ -154,6 +159,56 @@ pub type SchedulerPlugin = PluginHandle<SchedulerWorld>;
 /// is never mistaken for being current in another.
 static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// A pod as plugins see it, tagged with a token unique in the process.
+///
+/// Instances hold the pod last sent to them (`set-pod`); the host remembers, per instance, the
+/// token of that pod and sends a snapshot only to an instance holding another. A snapshot never
+/// changes: a pod that changed (a retry after an update, even with the same UID) is a new
+/// snapshot with a new token, so an instance never acts on a stale copy. Clones share the token,
+/// as they share the content.
+#[derive(Clone, Debug)]
+pub struct PodSnapshot {
+    info: PodInfo,
+    token: u64,
+}
+
+impl PodSnapshot {
+    /// A snapshot of `info` with a fresh token.
+    #[must_use]
+    pub fn new(info: PodInfo) -> Self {
+        Self { info, token: NEXT_POD_TOKEN.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// The pod.
+    #[must_use]
+    pub fn info(&self) -> &PodInfo {
+        &self.info
+    }
+
+    /// Its token: equal tokens mean the same snapshot (0 is never one).
+    #[must_use]
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+}
+
+impl std::ops::Deref for PodSnapshot {
+    type Target = PodInfo;
+
+    fn deref(&self) -> &PodInfo {
+        &self.info
+    }
+}
+
+impl From<PodInfo> for PodSnapshot {
+    fn from(info: PodInfo) -> Self {
+        Self::new(info)
+    }
+}
+
+/// Pod snapshot tokens; 0 stands for "no pod" in an instance's record.
+static NEXT_POD_TOKEN: AtomicU64 = AtomicU64::new(1);
+
 /// How many changes a log keeps for instances that fell behind; older ones get a full reset.
 const KEPT_CHANGES: usize = 8192;
 
@@ -233,8 +288,13 @@ impl NodeLog {
             id
         };
         let info = build(id);
-        self.record(NodeChange::Upsert(info.clone()));
         let slot = id as usize;
+        // A pod placed or gone changes only the node's usage: plugins are sent just that.
+        let change = match self.nodes.get(slot).and_then(Option::as_ref) {
+            Some(old) if old.same_but_usage(&info) => NodeChange::Usage(info.usage()),
+            _ => NodeChange::Upsert(info.clone()),
+        };
+        self.record(change);
         if self.nodes.len() <= slot {
             self.nodes.resize_with(slot + 1, || None);
         }
@@ -310,6 +370,7 @@ impl NodeLog {
         self.bare_changes.push(match &change {
             NodeChange::Upsert(node) => NodeChange::Upsert(node.without_pods()),
             NodeChange::Remove(id) => NodeChange::Remove(*id),
+            NodeChange::Usage(usage) => NodeChange::Usage(NodeUsage { pods: Vec::new(), ..usage.clone() }),
         });
         self.changes.push(change);
         self.change_generations.push(self.generation);
@@ -378,6 +439,7 @@ impl NodeLog {
 fn pod_summaries(change: &NodeChange) -> usize {
     match change {
         NodeChange::Upsert(node) => node.pods.len(),
+        NodeChange::Usage(usage) => usage.pods.len(),
         NodeChange::Remove(_) => 0,
     }
 }
@@ -399,6 +461,32 @@ impl NodeInfo {
             images: Vec::new(),
             object: None,
             pods: Vec::new(),
+        }
+    }
+
+    /// Whether `other` differs from this node at most in its usage (requested, pod count, used
+    /// ports, pods): then a [`NodeUsage`] change is all plugins need.
+    #[must_use]
+    pub fn same_but_usage(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.name == other.name
+            && self.unschedulable == other.unschedulable
+            && self.labels == other.labels
+            && self.taints == other.taints
+            && self.allocatable == other.allocatable
+            && self.images == other.images
+            && self.object == other.object
+    }
+
+    /// The node's usage.
+    #[must_use]
+    pub fn usage(&self) -> NodeUsage {
+        NodeUsage {
+            id: self.id,
+            requested: self.requested.clone(),
+            pod_count: self.pod_count,
+            used_ports: self.used_ports.clone(),
+            pods: self.pods.clone(),
         }
     }
 
@@ -466,6 +554,18 @@ fn sync(guest: &Guest, store: &mut Store<HostState>, log: &NodeLog) -> wasmtime:
     Ok(())
 }
 
+/// Makes `pod` the pod the instance acts on, unless it holds that snapshot already. The store
+/// remembers the token of the pod last sent (a new instance holds none; a failed call discards
+/// its instance, so a half-sent pod is never trusted).
+fn set_pod(guest: &Guest, store: &mut Store<HostState>, pod: &PodSnapshot) -> wasmtime::Result<()> {
+    if store.data().scheduler_pod == pod.token {
+        return Ok(());
+    }
+    guest.call_set_pod(&mut *store, &pod.info)?;
+    store.data_mut().scheduler_pod = pod.token;
+    Ok(())
+}
+
 /// What the host last sent one instance of the nodes.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct InstanceNodes {
@@ -489,15 +589,18 @@ fn with_host<R>(
 }
 
 impl PluginHandle<SchedulerWorld> {
-    /// Runs `call` on an instance whose nodes match `nodes`, with the log's host view attached.
+    /// Runs `call` on an instance whose nodes match `nodes` and which holds `pod`, with the
+    /// log's host view attached.
     fn synced<R>(
         &self,
         nodes: &NodeLog,
+        pod: &PodSnapshot,
         call: impl FnOnce(&Guest, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
         self.call(|plugin, store| {
             let guest = plugin.capstan_plugin_scheduler();
             sync(guest, store, nodes)?;
+            set_pod(guest, store, pod)?;
             with_host(store, nodes.host(), |store| call(guest, store))
         })
     }
@@ -507,34 +610,40 @@ impl PluginHandle<SchedulerWorld> {
         self.call(|plugin, store| plugin.capstan_plugin_scheduler().call_describe(store))
     }
 
-    /// `QueueSort`: the pod's key in the active queue.
-    pub fn queue_sort_key(&self, pod: &PodInfo) -> Result<i64, PluginError> {
-        self.call(|plugin, store| plugin.capstan_plugin_scheduler().call_queue_sort_key(store, pod))
+    /// `QueueSort`: the pod's key in the active queue. Called outside a cycle, it needs no
+    /// nodes; the instance then holds `pod` until a call for another pod replaces it.
+    pub fn queue_sort_key(&self, pod: &PodSnapshot) -> Result<i64, PluginError> {
+        self.call(|plugin, store| {
+            let guest = plugin.capstan_plugin_scheduler();
+            set_pod(guest, store, pod)?;
+            guest.call_queue_sort_key(store)
+        })
     }
 
     /// `PreFilter`.
-    pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodInfo) -> Result<PreFilterResult, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_pre_filter(store, pod))
+    pub fn pre_filter(&self, nodes: &NodeLog, pod: &PodSnapshot) -> Result<PreFilterResult, PluginError> {
+        self.synced(nodes, pod, |guest, store| guest.call_pre_filter(store))
     }
 
     /// Filter over `ids`: the nodes that do not fit, with why, in order; the others fit.
     pub fn filter(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         ids: &[NodeId],
     ) -> Result<Vec<NodeStatus>, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_filter(store, pod, state, ids))
+        self.synced(nodes, pod, |guest, store| guest.call_filter(store, state, ids))
     }
 
     /// `PostFilter`, with every filtered-out node and why. The log is locked only to bring the
     /// instance up to date, so `host` (typically a preemption dry run) may change it during the
-    /// call, provided it leaves it as it found it.
+    /// call, provided it leaves it as it found it. The dry run's own calls are served by other
+    /// instances (this one is busy), so this one keeps its pod throughout.
     pub fn post_filter(
         &self,
         nodes: &Mutex<NodeLog>,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         filtered: &[NodeStatus],
         host: &Arc<dyn SchedulerHost>,
@@ -542,7 +651,8 @@ impl PluginHandle<SchedulerWorld> {
         self.call(|plugin, store| {
             let guest = plugin.capstan_plugin_scheduler();
             sync(guest, store, &nodes.lock().unwrap_or_else(PoisonError::into_inner))?;
-            with_host(store, Some(host), |store| guest.call_post_filter(store, pod, state, filtered))
+            set_pod(guest, store, pod)?;
+            with_host(store, Some(host), |store| guest.call_post_filter(store, state, filtered))
         })
     }
 
@@ -550,28 +660,28 @@ impl PluginHandle<SchedulerWorld> {
     pub fn pre_score(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         ids: &[NodeId],
     ) -> Result<Result<Vec<u8>, Status>, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_pre_score(store, pod, state, ids))
+        self.synced(nodes, pod, |guest, store| guest.call_pre_score(store, state, ids))
     }
 
     /// `Score`, then `NormalizeScore` when `normalize`: one score per node, in order.
     pub fn score(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         ids: &[NodeId],
         normalize: bool,
     ) -> Result<Result<Vec<i64>, Status>, PluginError> {
-        self.synced(nodes, |guest, store| {
-            let scores = match guest.call_score(&mut *store, pod, state, ids)? {
+        self.synced(nodes, pod, |guest, store| {
+            let scores = match guest.call_score(&mut *store, state, ids)? {
                 Ok(scores) => scores,
                 Err(status) => return Ok(Err(status)),
             };
-            if normalize { guest.call_normalize_score(store, pod, state, ids, &scores) } else { Ok(Ok(scores)) }
+            if normalize { guest.call_normalize_score(store, state, ids, &scores) } else { Ok(Ok(scores)) }
         })
     }
 
@@ -579,72 +689,73 @@ impl PluginHandle<SchedulerWorld> {
     pub fn reserve(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         node: NodeId,
     ) -> Result<Status, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_reserve(store, pod, state, node))
+        self.synced(nodes, pod, |guest, store| guest.call_reserve(store, state, node))
     }
 
     /// Unreserve.
     pub fn unreserve(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         node: NodeId,
     ) -> Result<(), PluginError> {
-        self.synced(nodes, |guest, store| guest.call_unreserve(store, pod, state, node))
+        self.synced(nodes, pod, |guest, store| guest.call_unreserve(store, state, node))
     }
 
     /// Permit.
     pub fn permit(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         node: NodeId,
     ) -> Result<PermitResult, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_permit(store, pod, state, node))
+        self.synced(nodes, pod, |guest, store| guest.call_permit(store, state, node))
     }
 
     /// `PreBind`.
     pub fn pre_bind(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         node: NodeId,
     ) -> Result<Status, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_pre_bind(store, pod, state, node))
+        self.synced(nodes, pod, |guest, store| guest.call_pre_bind(store, state, node))
     }
 
     /// Bind: success means the host writes the binding.
     pub fn bind(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         node: NodeId,
     ) -> Result<Status, PluginError> {
-        self.synced(nodes, |guest, store| guest.call_bind(store, pod, state, node))
+        self.synced(nodes, pod, |guest, store| guest.call_bind(store, state, node))
     }
 
     /// `PostBind`.
     pub fn post_bind(
         &self,
         nodes: &NodeLog,
-        pod: &PodInfo,
+        pod: &PodSnapshot,
         state: &CycleState,
         node: NodeId,
     ) -> Result<(), PluginError> {
-        self.synced(nodes, |guest, store| guest.call_post_bind(store, pod, state, node))
+        self.synced(nodes, pod, |guest, store| guest.call_post_bind(store, state, node))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{NodeChange, NodeInfo, NodeLog, PodSummary};
+    use super::{NodeChange, NodeInfo, NodeLog, PodInfo, PodSnapshot, PodSummary, SchedulerWorld};
+    use crate::{Limits, PluginSpec, Runtime, RuntimeConfig};
 
     fn node(name: &str) -> impl FnOnce(u32) -> NodeInfo + '_ {
         move |id| NodeInfo { id, name: name.to_owned(), ..NodeInfo::empty() }
@@ -663,6 +774,59 @@ mod tests {
             host_ports: Vec::new(),
             terminating: false,
         }
+    }
+
+    /// Pod `p` (always the same UID) asking through `spec.nodeName` for node `node`.
+    fn pod_for(node: &str) -> PodInfo {
+        PodInfo {
+            namespace: "default".into(),
+            name: "p".into(),
+            uid: "uid-p".into(),
+            labels: Vec::new(),
+            requests: Vec::new(),
+            node_selector: Vec::new(),
+            tolerations: Vec::new(),
+            priority: 0,
+            node_name: Some(node.to_owned()),
+            affinity: None,
+            host_ports: Vec::new(),
+            images: Vec::new(),
+            object: "{}".into(),
+        }
+    }
+
+    /// With one instance of the NodeName component: the host sends a pod snapshot only to an
+    /// instance that does not hold it. To see that it skips, the test slips the instance another
+    /// pod behind the host's back: a call with the snapshot the host believes the instance holds
+    /// then answers for the slipped pod, while a new snapshot (the same pod after an update) is
+    /// sent and answered for.
+    #[test]
+    fn set_pod_is_sent_once_per_snapshot_and_again_when_the_pod_changes() {
+        let bytes = capstan_components::get("node-name").unwrap_or_else(|| panic!("node-name is not built"));
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let limits = Limits { max_instances: 1, ..Limits::default() };
+        let spec = PluginSpec::new("node-name").with_limits(limits);
+        let plugin = runtime.load::<SchedulerWorld>(spec, bytes).unwrap_or_else(|e| panic!("{e}"));
+        let mut nodes = NodeLog::default();
+        let n1 = nodes.upsert(node("n1"), "n1");
+        let n2 = nodes.upsert(node("n2"), "n2");
+        let misfits = |pod: &PodSnapshot| -> Vec<u32> {
+            let statuses = plugin.filter(&nodes, pod, &Vec::new(), &[n1, n2]).unwrap_or_else(|e| panic!("{e}"));
+            statuses.into_iter().map(|s| s.node).collect()
+        };
+
+        let to_n1 = PodSnapshot::new(pod_for("n1"));
+        assert_eq!(misfits(&to_n1), [n2], "the first call sends the pod");
+        assert_eq!(misfits(&to_n1.clone()), [n2], "a clone is the same snapshot");
+        plugin
+            .call(|instance, store| instance.capstan_plugin_scheduler().call_set_pod(store, &pod_for("n2")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(misfits(&to_n1), [n1], "the instance holds the snapshot as far as the host knows: not sent again");
+
+        let updated = PodSnapshot::new(pod_for("n2"));
+        assert_ne!(updated.token(), to_n1.token());
+        assert_eq!(misfits(&updated), [n1], "a new snapshot of the pod is sent");
+        assert_eq!(misfits(&to_n1), [n2], "and the earlier one again, once the instance holds another");
     }
 
     #[test]
@@ -714,6 +878,24 @@ mod tests {
         log.remove("z");
         assert_eq!(pods(&log.everything(true)), (1, 1));
         assert_eq!(pods(&log.everything(false)), (1, 0));
+    }
+
+    #[test]
+    fn a_node_whose_pods_alone_changed_is_sent_as_a_usage_change() {
+        let mut log = NodeLog::default();
+        log.upsert(node("a"), "a");
+        let held = log.generation();
+        let pod = summary(0);
+        log.upsert(|id| NodeInfo { id, name: "a".into(), pod_count: 1, pods: vec![pod], ..NodeInfo::empty() }, "a");
+        log.upsert(|id| NodeInfo { id, name: "a".into(), unschedulable: true, ..NodeInfo::empty() }, "a");
+        let changes = log.changes_since(held, true).unwrap_or_default();
+        assert!(
+            matches!(&changes[0], NodeChange::Usage(u) if u.pod_count == 1 && u.pods.len() == 1),
+            "a pod placed: only the usage ({changes:?})"
+        );
+        assert!(matches!(&changes[1], NodeChange::Upsert(n) if n.unschedulable), "anything else: the whole node");
+        let bare = log.changes_since(held, false).unwrap_or_default();
+        assert!(matches!(&bare[0], NodeChange::Usage(u) if u.pod_count == 1 && u.pods.is_empty()));
     }
 
     #[test]

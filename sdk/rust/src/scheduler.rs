@@ -2,7 +2,8 @@
 //! [`scheduler_plugin!`](crate::scheduler_plugin).
 //!
 //! The SDK keeps the instance's copy of the cluster's nodes ([`Nodes`]) up to date from the
-//! host's `update-nodes` changes, and turns the batched WIT calls (one call per pod over many
+//! host's `update-nodes` changes, keeps the pod the host sent last (`set-pod`) and hands it to
+//! every extension point as `&PodInfo`, and turns the batched WIT calls (one call per pod over many
 //! nodes) into one trait call per node, so a filter or score plugin is a function of one pod and
 //! one node. Override only the extension points the plugin lists in
 //! [`SchedulerPlugin::extension_points`]; the others are never called.
@@ -22,8 +23,8 @@ pub use crate::__private::scheduler_bindings::{
 };
 pub use crate::admission::parse_config;
 pub use wit::{
-    Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, PermitResult, PodInfo,
-    PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
+    Code, Description, ExtensionPoints, HostPort, NodeChange, NodeId, NodeInfo, NodeStatus, NodeUsage, PermitResult,
+    PodInfo, PodSummary, PostFilterResult, PreFilterResult, Status, Taint, TaintEffect, Toleration, Victim,
 };
 
 /// A scheduler plugin: the extension points it implements, over plain values.
@@ -171,7 +172,8 @@ pub trait SchedulerPlugin: Sized + 'static {
 ///
 /// Node handles are small dense integers, so the nodes sit in a vector indexed by handle: a
 /// lookup is an index, not a hash. Alongside, it counts what lets a plugin tell in O(1) that it
-/// has nothing to do for a pod (pods carrying affinity terms, tainted and cordoned nodes), as
+/// has nothing to do for a pod (pods carrying affinity terms, tainted and cordoned nodes, nodes
+/// reporting images), as
 /// upstream's plugins skip themselves.
 #[derive(Default)]
 pub struct Nodes {
@@ -181,6 +183,7 @@ pub struct Nodes {
     generation: u64,
     pods_with_affinity: usize,
     tainted: usize,
+    with_images: usize,
     unschedulable: usize,
 }
 
@@ -199,11 +202,12 @@ pub fn misfits(ids: &[NodeId], mut filter: impl FnMut(NodeId) -> Status) -> Vec<
         .collect()
 }
 
-/// What one node adds to the counts [`Nodes`] keeps.
-fn node_counts(node: &NodeInfo) -> (usize, usize, usize) {
+/// What one node adds to the counts [`Nodes`] keeps: pods with affinity, and whether it is
+/// tainted, cordoned and lists images.
+fn node_counts(node: &NodeInfo) -> [usize; 4] {
     let affinity = node.pods.iter().filter(|p| p.affinity.is_some()).count();
     let tainted = usize::from(node.taints.iter().any(|t| t.effect != TaintEffect::PreferNoSchedule));
-    (affinity, tainted, usize::from(node.unschedulable))
+    [affinity, tainted, usize::from(node.unschedulable), usize::from(!node.images.is_empty())]
 }
 
 impl Nodes {
@@ -256,6 +260,12 @@ impl Nodes {
         self.tainted
     }
 
+    /// How many nodes list container images (`status.images`).
+    #[must_use]
+    pub fn with_images(&self) -> usize {
+        self.with_images
+    }
+
     /// How many nodes are cordoned (`spec.unschedulable`).
     #[must_use]
     pub fn unschedulable(&self) -> usize {
@@ -271,12 +281,26 @@ impl Nodes {
     fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
         let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
         self.resources.clear(id);
-        let (affinity, tainted, unschedulable) = node_counts(&old);
+        let [affinity, tainted, unschedulable, with_images] = node_counts(&old);
         self.pods_with_affinity -= affinity;
         self.tainted -= tainted;
         self.unschedulable -= unschedulable;
+        self.with_images -= with_images;
         self.len -= 1;
         Some(old)
+    }
+
+    /// Replaces what the pods on a known node use, keeping the rest of the node.
+    fn set_usage(&mut self, usage: NodeUsage) {
+        let Some(node) = self.by_id.get_mut(usage.id as usize).and_then(Option::as_mut) else { return };
+        let with_affinity = |pods: &[PodSummary]| pods.iter().filter(|p| p.affinity.is_some()).count();
+        self.pods_with_affinity -= with_affinity(&node.pods);
+        self.pods_with_affinity += with_affinity(&usage.pods);
+        node.requested = usage.requested;
+        node.pod_count = usage.pod_count;
+        node.used_ports = usage.used_ports;
+        node.pods = usage.pods;
+        self.resources.set_requested(node);
     }
 
     /// Applies `update-nodes`.
@@ -292,10 +316,11 @@ impl Nodes {
                     if self.by_id.len() <= id {
                         self.by_id.resize_with(id + 1, || None);
                     }
-                    let (affinity, tainted, unschedulable) = node_counts(&node);
+                    let [affinity, tainted, unschedulable, with_images] = node_counts(&node);
                     self.pods_with_affinity += affinity;
                     self.tainted += tainted;
                     self.unschedulable += unschedulable;
+                    self.with_images += with_images;
                     self.len += 1;
                     self.resources.set(&node);
                     self.by_id[id] = Some(node);
@@ -303,6 +328,7 @@ impl Nodes {
                 NodeChange::Remove(id) => {
                     self.take(id);
                 }
+                NodeChange::Usage(usage) => self.set_usage(usage),
             }
         }
         self.generation = generation;
@@ -394,6 +420,25 @@ impl Resources {
                 if let Some(c) = self.names.iter().position(|n| *n == amount.name) {
                     table[id * width + c] = amount.milli_value;
                 }
+            }
+        }
+    }
+
+    /// Rewrites only node `id`'s requested amounts and pod count (its allocatable stays).
+    fn set_requested(&mut self, node: &NodeInfo) {
+        for amount in &node.requested {
+            self.intern(&amount.name);
+        }
+        let (id, width) = (node.id as usize, self.names.len());
+        if self.pod_counts.len() <= id {
+            return self.set(node);
+        }
+        self.pod_counts[id] = node.pod_count;
+        let row = &mut self.requested[id * width..(id + 1) * width];
+        row.fill(0);
+        for amount in &node.requested {
+            if let Some(c) = self.names.iter().position(|n| *n == amount.name) {
+                row[c] = amount.milli_value;
             }
         }
     }
@@ -703,11 +748,13 @@ pub mod state {
     }
 }
 
-/// A configured plugin and its nodes: what one instance holds.
+/// A configured plugin, its nodes and the pod it acts on: what one instance holds.
 #[doc(hidden)]
 pub struct Instance<P> {
     plugin: P,
     nodes: Nodes,
+    /// The pod of the last `set-pod`; the extension points act on it.
+    pod: Option<PodInfo>,
 }
 
 /// Where [`scheduler_plugin!`](crate::scheduler_plugin) keeps an instance's state.
@@ -730,19 +777,20 @@ pub mod native {
     pub trait Plugin {
         fn describe(&self) -> Description;
         fn update_nodes(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>);
-        fn queue_sort_key(&self, pod: &PodInfo) -> i64;
-        fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult;
-        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus>;
-        fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult;
-        fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status>;
-        fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status>;
-        fn normalize_score(&self, pod: &PodInfo, state: &[u8], scores: Vec<i64>) -> Result<Vec<i64>, Status>;
-        fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status;
-        fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId);
-        fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult;
-        fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status;
-        fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status;
-        fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId);
+        fn set_pod(&mut self, pod: PodInfo);
+        fn queue_sort_key(&self) -> i64;
+        fn pre_filter(&self) -> PreFilterResult;
+        fn filter(&self, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus>;
+        fn post_filter(&self, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult;
+        fn pre_score(&self, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status>;
+        fn score(&self, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status>;
+        fn normalize_score(&self, state: &[u8], scores: Vec<i64>) -> Result<Vec<i64>, Status>;
+        fn reserve(&self, state: &[u8], node: NodeId) -> Status;
+        fn unreserve(&self, state: &[u8], node: NodeId);
+        fn permit(&self, state: &[u8], node: NodeId) -> PermitResult;
+        fn pre_bind(&self, state: &[u8], node: NodeId) -> Status;
+        fn bind(&self, state: &[u8], node: NodeId) -> Status;
+        fn post_bind(&self, state: &[u8], node: NodeId);
     }
 
     /// A new instance of `P` configured with `config` (what `configure` does in a component).
@@ -758,37 +806,42 @@ pub mod native {
 
     impl<P: SchedulerPlugin> Instance<P> {
         pub(super) fn new(config: &str) -> Result<Self, String> {
-            Ok(Self { plugin: P::configure(config)?, nodes: Nodes::default() })
+            Ok(Self { plugin: P::configure(config)?, nodes: Nodes::default(), pod: None })
         }
 
-        /// Runs `f` with the pod's cycle data; `failed` turns a status into the call's result
-        /// when the cycle data cannot be built.
+        /// Runs `f` with the pod set last; `failed` turns a status into the call's result when
+        /// no pod was set.
+        fn with_pod<R>(&self, failed: impl FnOnce(Status) -> R, f: impl FnOnce(&PodInfo) -> R) -> R {
+            match &self.pod {
+                Some(pod) => f(pod),
+                None => failed(Status::error("extension point called before set-pod")),
+            }
+        }
+
+        /// Runs `f` with the pod and its cycle data; `failed` turns a status into the call's
+        /// result when there is no pod or the cycle data cannot be built.
         fn with_cycle<R>(
             &self,
-            pod: &PodInfo,
             state: &[u8],
             failed: impl FnOnce(Status) -> R,
-            f: impl FnOnce(&P::Cycle) -> R,
+            f: impl FnOnce(&PodInfo, &P::Cycle) -> R,
         ) -> R {
+            let Some(pod) = &self.pod else { return failed(Status::error("extension point called before set-pod")) };
             match self.plugin.cycle(pod, state) {
-                Ok(cycle) => f(&cycle),
+                Ok(cycle) => f(pod, &cycle),
                 Err(status) => failed(status),
             }
         }
 
         fn with_node<R>(
             &self,
-            pod: &PodInfo,
             state: &[u8],
             node: NodeId,
             failed: impl FnOnce(Status) -> R,
-            f: impl FnOnce(&P, &P::Cycle, &NodeInfo) -> R,
+            f: impl FnOnce(&P, &PodInfo, &P::Cycle, &NodeInfo) -> R,
         ) -> R {
             let Some(info) = self.nodes.get(node) else { return failed(unknown(node)) };
-            match self.plugin.cycle(pod, state) {
-                Ok(cycle) => f(&self.plugin, &cycle, info),
-                Err(status) => failed(status),
-            }
+            self.with_cycle(state, failed, |pod, cycle| f(&self.plugin, pod, cycle, info))
         }
     }
 
@@ -805,69 +858,73 @@ pub mod native {
             self.nodes.apply(generation, reset, changes);
         }
 
-        fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
-            self.plugin.queue_sort_key(pod)
+        fn set_pod(&mut self, pod: PodInfo) {
+            self.pod = Some(pod);
         }
 
-        fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult {
-            self.plugin.pre_filter(pod, &self.nodes)
+        fn queue_sort_key(&self) -> i64 {
+            self.with_pod(|_| 0, |pod| self.plugin.queue_sort_key(pod))
         }
 
-        fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus> {
+        fn pre_filter(&self) -> PreFilterResult {
+            let failed = |status| PreFilterResult { status, nodes: None, state: Vec::new() };
+            self.with_pod(failed, |pod| self.plugin.pre_filter(pod, &self.nodes))
+        }
+
+        fn filter(&self, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus> {
             self.with_cycle(
-                pod,
                 state,
                 |e| super::misfits(nodes, |_| e.clone()),
-                |cycle| self.plugin.filter_batch(pod, cycle, &self.nodes, nodes),
+                |pod, cycle| self.plugin.filter_batch(pod, cycle, &self.nodes, nodes),
             )
         }
 
-        fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
+        fn post_filter(&self, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
             let failed = |status| PostFilterResult { status, nominated_node: None, victims: Vec::new() };
-            self.with_cycle(pod, state, failed, |cycle| self.plugin.post_filter(pod, cycle, filtered, &self.nodes))
+            self.with_cycle(state, failed, |pod, cycle| self.plugin.post_filter(pod, cycle, filtered, &self.nodes))
         }
 
-        fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
-            self.with_cycle(pod, state, Err, |cycle| {
+        fn pre_score(&self, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
+            self.with_cycle(state, Err, |pod, cycle| {
                 let infos = resolve(&self.nodes, nodes)?;
                 self.plugin.pre_score(pod, cycle, &infos, &self.nodes)
             })
         }
 
-        fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
-            self.with_cycle(pod, state, Err, |cycle| self.plugin.score_batch(pod, cycle, &self.nodes, nodes))
+        fn score(&self, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
+            self.with_cycle(state, Err, |pod, cycle| self.plugin.score_batch(pod, cycle, &self.nodes, nodes))
         }
 
-        fn normalize_score(&self, pod: &PodInfo, state: &[u8], mut scores: Vec<i64>) -> Result<Vec<i64>, Status> {
-            self.with_cycle(pod, state, Err, |cycle| {
+        fn normalize_score(&self, state: &[u8], mut scores: Vec<i64>) -> Result<Vec<i64>, Status> {
+            self.with_cycle(state, Err, |pod, cycle| {
                 self.plugin.normalize_score(pod, cycle, &mut scores)?;
                 Ok(scores)
             })
         }
 
-        fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
-            self.with_node(pod, state, node, |e| e, |p, c, n| p.reserve(pod, c, n))
+        fn reserve(&self, state: &[u8], node: NodeId) -> Status {
+            self.with_node(state, node, |e| e, P::reserve)
         }
 
-        fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
-            self.with_node(pod, state, node, drop, |p, c, n| p.unreserve(pod, c, n));
+        fn unreserve(&self, state: &[u8], node: NodeId) {
+            self.with_node(state, node, drop, P::unreserve);
         }
 
-        fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult {
+        fn permit(&self, state: &[u8], node: NodeId) -> PermitResult {
             let failed = |status| PermitResult { status, timeout_ms: 0 };
-            self.with_node(pod, state, node, failed, |p, c, n| p.permit(pod, c, n))
+            self.with_node(state, node, failed, P::permit)
         }
 
-        fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
-            self.with_node(pod, state, node, |e| e, |p, c, n| p.pre_bind(pod, c, n))
+        fn pre_bind(&self, state: &[u8], node: NodeId) -> Status {
+            self.with_node(state, node, |e| e, P::pre_bind)
         }
 
-        fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
-            self.with_node(pod, state, node, |e| e, |p, c, n| p.bind(pod, c, n))
+        fn bind(&self, state: &[u8], node: NodeId) -> Status {
+            self.with_node(state, node, |e| e, P::bind)
         }
 
-        fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
-            self.with_node(pod, state, node, drop, |p, c, n| p.post_bind(pod, c, n));
+        fn post_bind(&self, state: &[u8], node: NodeId) {
+            self.with_node(state, node, drop, P::post_bind);
         }
     }
 }
@@ -920,58 +977,62 @@ pub mod __private {
             self.with(drop, |i| i.update_nodes(generation, reset, changes));
         }
 
-        pub fn queue_sort_key(&self, pod: &PodInfo) -> i64 {
-            self.with(|_| 0, |i| i.queue_sort_key(pod))
+        pub fn set_pod(&self, pod: PodInfo) {
+            self.with(drop, |i| i.set_pod(pod));
         }
 
-        pub fn pre_filter(&self, pod: &PodInfo) -> PreFilterResult {
+        pub fn queue_sort_key(&self) -> i64 {
+            self.with(|_| 0, |i| i.queue_sort_key())
+        }
+
+        pub fn pre_filter(&self) -> PreFilterResult {
             let missing = |status| PreFilterResult { status, nodes: None, state: Vec::new() };
-            self.with(missing, |i| i.pre_filter(pod))
+            self.with(missing, |i| i.pre_filter())
         }
 
-        pub fn filter(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus> {
-            self.with(|e| super::misfits(nodes, |_| e.clone()), |i| i.filter(pod, state, nodes))
+        pub fn filter(&self, state: &[u8], nodes: &[NodeId]) -> Vec<NodeStatus> {
+            self.with(|e| super::misfits(nodes, |_| e.clone()), |i| i.filter(state, nodes))
         }
 
-        pub fn post_filter(&self, pod: &PodInfo, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
+        pub fn post_filter(&self, state: &[u8], filtered: &[NodeStatus]) -> PostFilterResult {
             let missing = |status| PostFilterResult { status, nominated_node: None, victims: Vec::new() };
-            self.with(missing, |i| i.post_filter(pod, state, filtered))
+            self.with(missing, |i| i.post_filter(state, filtered))
         }
 
-        pub fn pre_score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
-            self.with(Err, |i| i.pre_score(pod, state, nodes))
+        pub fn pre_score(&self, state: &[u8], nodes: &[NodeId]) -> Result<Vec<u8>, Status> {
+            self.with(Err, |i| i.pre_score(state, nodes))
         }
 
-        pub fn score(&self, pod: &PodInfo, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
-            self.with(Err, |i| i.score(pod, state, nodes))
+        pub fn score(&self, state: &[u8], nodes: &[NodeId]) -> Result<Vec<i64>, Status> {
+            self.with(Err, |i| i.score(state, nodes))
         }
 
-        pub fn normalize_score(&self, pod: &PodInfo, state: &[u8], scores: Vec<i64>) -> Result<Vec<i64>, Status> {
-            self.with(Err, |i| i.normalize_score(pod, state, scores))
+        pub fn normalize_score(&self, state: &[u8], scores: Vec<i64>) -> Result<Vec<i64>, Status> {
+            self.with(Err, |i| i.normalize_score(state, scores))
         }
 
-        pub fn reserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
-            self.with(|e| e, |i| i.reserve(pod, state, node))
+        pub fn reserve(&self, state: &[u8], node: NodeId) -> Status {
+            self.with(|e| e, |i| i.reserve(state, node))
         }
 
-        pub fn unreserve(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
-            self.with(drop, |i| i.unreserve(pod, state, node));
+        pub fn unreserve(&self, state: &[u8], node: NodeId) {
+            self.with(drop, |i| i.unreserve(state, node));
         }
 
-        pub fn permit(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> PermitResult {
-            self.with(|status| PermitResult { status, timeout_ms: 0 }, |i| i.permit(pod, state, node))
+        pub fn permit(&self, state: &[u8], node: NodeId) -> PermitResult {
+            self.with(|status| PermitResult { status, timeout_ms: 0 }, |i| i.permit(state, node))
         }
 
-        pub fn pre_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
-            self.with(|e| e, |i| i.pre_bind(pod, state, node))
+        pub fn pre_bind(&self, state: &[u8], node: NodeId) -> Status {
+            self.with(|e| e, |i| i.pre_bind(state, node))
         }
 
-        pub fn bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) -> Status {
-            self.with(|e| e, |i| i.bind(pod, state, node))
+        pub fn bind(&self, state: &[u8], node: NodeId) -> Status {
+            self.with(|e| e, |i| i.bind(state, node))
         }
 
-        pub fn post_bind(&self, pod: &PodInfo, state: &[u8], node: NodeId) {
-            self.with(drop, |i| i.post_bind(pod, state, node));
+        pub fn post_bind(&self, state: &[u8], node: NodeId) {
+            self.with(drop, |i| i.post_bind(state, node));
         }
     }
 }
@@ -1021,65 +1082,60 @@ macro_rules! scheduler_plugin {
                 fn update_nodes(generation: u64, reset: bool, changes: ::std::vec::Vec<NodeChange>) {
                     __EXPORTS.update_nodes(generation, reset, changes)
                 }
-                fn queue_sort_key(pod: PodInfo) -> i64 {
-                    __EXPORTS.queue_sort_key(&pod)
+                fn set_pod(pod: PodInfo) {
+                    __EXPORTS.set_pod(pod)
                 }
-                fn pre_filter(pod: PodInfo) -> $crate::scheduler::PreFilterResult {
-                    __EXPORTS.pre_filter(&pod)
+                fn queue_sort_key() -> i64 {
+                    __EXPORTS.queue_sort_key()
                 }
-                fn filter(
-                    pod: PodInfo,
-                    state: ::std::vec::Vec<u8>,
-                    nodes: ::std::vec::Vec<NodeId>,
-                ) -> ::std::vec::Vec<NodeStatus> {
-                    __EXPORTS.filter(&pod, &state, &nodes)
+                fn pre_filter() -> $crate::scheduler::PreFilterResult {
+                    __EXPORTS.pre_filter()
+                }
+                fn filter(state: ::std::vec::Vec<u8>, nodes: ::std::vec::Vec<NodeId>) -> ::std::vec::Vec<NodeStatus> {
+                    __EXPORTS.filter(&state, &nodes)
                 }
                 fn post_filter(
-                    pod: PodInfo,
                     state: ::std::vec::Vec<u8>,
                     filtered: ::std::vec::Vec<NodeStatus>,
                 ) -> $crate::scheduler::PostFilterResult {
-                    __EXPORTS.post_filter(&pod, &state, &filtered)
+                    __EXPORTS.post_filter(&state, &filtered)
                 }
                 fn pre_score(
-                    pod: PodInfo,
                     state: ::std::vec::Vec<u8>,
                     nodes: ::std::vec::Vec<NodeId>,
                 ) -> ::std::result::Result<::std::vec::Vec<u8>, Status> {
-                    __EXPORTS.pre_score(&pod, &state, &nodes)
+                    __EXPORTS.pre_score(&state, &nodes)
                 }
                 fn score(
-                    pod: PodInfo,
                     state: ::std::vec::Vec<u8>,
                     nodes: ::std::vec::Vec<NodeId>,
                 ) -> ::std::result::Result<::std::vec::Vec<i64>, Status> {
-                    __EXPORTS.score(&pod, &state, &nodes)
+                    __EXPORTS.score(&state, &nodes)
                 }
                 fn normalize_score(
-                    pod: PodInfo,
                     state: ::std::vec::Vec<u8>,
                     _nodes: ::std::vec::Vec<NodeId>,
                     scores: ::std::vec::Vec<i64>,
                 ) -> ::std::result::Result<::std::vec::Vec<i64>, Status> {
-                    __EXPORTS.normalize_score(&pod, &state, scores)
+                    __EXPORTS.normalize_score(&state, scores)
                 }
-                fn reserve(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
-                    __EXPORTS.reserve(&pod, &state, node)
+                fn reserve(state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
+                    __EXPORTS.reserve(&state, node)
                 }
-                fn unreserve(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) {
-                    __EXPORTS.unreserve(&pod, &state, node)
+                fn unreserve(state: ::std::vec::Vec<u8>, node: NodeId) {
+                    __EXPORTS.unreserve(&state, node)
                 }
-                fn permit(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> $crate::scheduler::PermitResult {
-                    __EXPORTS.permit(&pod, &state, node)
+                fn permit(state: ::std::vec::Vec<u8>, node: NodeId) -> $crate::scheduler::PermitResult {
+                    __EXPORTS.permit(&state, node)
                 }
-                fn pre_bind(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
-                    __EXPORTS.pre_bind(&pod, &state, node)
+                fn pre_bind(state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
+                    __EXPORTS.pre_bind(&state, node)
                 }
-                fn bind(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
-                    __EXPORTS.bind(&pod, &state, node)
+                fn bind(state: ::std::vec::Vec<u8>, node: NodeId) -> Status {
+                    __EXPORTS.bind(&state, node)
                 }
-                fn post_bind(pod: PodInfo, state: ::std::vec::Vec<u8>, node: NodeId) {
-                    __EXPORTS.post_bind(&pod, &state, node)
+                fn post_bind(state: ::std::vec::Vec<u8>, node: NodeId) {
+                    __EXPORTS.post_bind(&state, node)
                 }
             }
 

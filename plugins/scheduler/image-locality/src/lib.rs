@@ -97,6 +97,10 @@ impl SchedulerPlugin for ImageLocality {
     }
 
     fn pre_score(&self, pod: &PodInfo, _cycle: &Spread, _nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
+        if all.with_images() == 0 {
+            // No node reports images (as hollow nodes): Skip, known without looking at each.
+            return Err(Status::skip());
+        }
         let spread = spread(&pod.images, all.iter());
         if spread.nodes_with.is_empty() {
             // No node has any of the images: every node would score 0, so Skip Score.
@@ -114,8 +118,8 @@ capstan_plugin_sdk::scheduler_plugin!(ImageLocality);
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_CONTAINER_THRESHOLD, MIN_THRESHOLD, normalized, score, spread};
-    use capstan_plugin_sdk::scheduler::NodeInfo;
+    use super::{ImageLocality, MAX_CONTAINER_THRESHOLD, MIN_THRESHOLD, Spread, normalized, score, spread};
+    use capstan_plugin_sdk::scheduler::{Code, NodeInfo, Nodes, PodInfo, SchedulerPlugin};
 
     const MB: i64 = 1024 * 1024;
 
@@ -160,5 +164,21 @@ mod tests {
         let only = spread(&["gcr.io/big".to_owned()], [huge.clone()].iter());
         assert_eq!(score(&only, &huge, 1), 100, "sums above the maximum clamp to 100");
         assert_eq!(score(&only, &node(4, &[("gcr.io/big:latest", 10 * MB)]), 1), 0, "below 23 MB scores 0");
+    }
+
+    /// Upstream skips Score when no node holds any of the pod's images; without any node
+    /// reporting images that is known at once.
+    #[test]
+    fn pre_score_skips_when_no_node_holds_the_images() {
+        let mut pod = PodInfo::named("default", "p");
+        pod.images = vec!["gcr.io/40".to_owned()];
+        let pre_score = |nodes: Vec<NodeInfo>| {
+            let all = Nodes::from_nodes(nodes);
+            let infos: Vec<&NodeInfo> = all.iter().collect();
+            ImageLocality.pre_score(&pod, &Spread::default(), &infos, &all).map_err(|status| status.code)
+        };
+        assert_eq!(pre_score(vec![node(0, &[]), node(1, &[])]), Err(Code::Skip), "no node lists images");
+        assert_eq!(pre_score(vec![node(0, &[("other:1", 40 * MB)])]), Err(Code::Skip), "none holds these");
+        assert!(pre_score(vec![node(0, &[("gcr.io/40:latest", 40 * MB)]), node(1, &[])]).is_ok());
     }
 }

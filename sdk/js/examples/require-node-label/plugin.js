@@ -4,7 +4,8 @@
 //
 // Configuration: {"label": "capstan.io/ready", "value": "true"} (value optional: any value
 // matches). The host pushes node changes through `updateNodes`; the plugin keeps each node's
-// labels between calls and is then asked about nodes by id.
+// labels between calls and is then asked about nodes by id. The pod comes the same way: `setPod`
+// hands over the pod the later calls act on.
 
 let label = "";
 let value;
@@ -31,13 +32,16 @@ export const scheduler = {
     for (const change of changes) {
       if (change.tag === "upsert") {
         nodes.set(change.val.id, new Map(change.val.labels.map((l) => [l.key, l.value])));
-      } else {
+      } else if (change.tag === "remove") {
         nodes.delete(change.val);
       }
+      // "usage": only the node's pods changed; its labels stay.
     }
   },
+  // The pod the calls below act on; this filter looks only at nodes.
+  setPod(_pod) {},
   // Returns only the nodes that do not fit, with why; the others fit.
-  filter(_pod, _state, ids) {
+  filter(_state, ids) {
     const wanted = value === undefined ? label : `${label}=${value}`;
     const refused = { code: "unschedulable-and-unresolvable", reasons: [`node(s) lacked label ${wanted}`] };
     const fits = (id) => {
@@ -47,36 +51,36 @@ export const scheduler = {
     return ids.filter((id) => !fits(id)).map((node) => ({ node, status: refused }));
   },
   // The extension points below are not in `describe`; the host never calls them.
-  queueSortKey(_pod) {
+  queueSortKey() {
     return 0n;
   },
-  preFilter(_pod) {
+  preFilter() {
     return { status: success, nodes: undefined, state: new Uint8Array() };
   },
-  postFilter(_pod, _state, _filtered) {
+  postFilter(_state, _filtered) {
     return { status: { code: "unschedulable", reasons: [] }, nominatedNode: undefined, victims: [] };
   },
-  preScore(_pod, state, _nodes) {
+  preScore(state, _nodes) {
     return state;
   },
-  score(_pod, _state, ids) {
+  score(_state, ids) {
     return ids.map(() => 0n);
   },
-  normalizeScore(_pod, _state, _nodes, scores) {
+  normalizeScore(_state, _nodes, scores) {
     return scores;
   },
-  reserve(_pod, _state, _node) {
+  reserve(_state, _node) {
     return success;
   },
-  unreserve(_pod, _state, _node) {},
-  permit(_pod, _state, _node) {
+  unreserve(_state, _node) {},
+  permit(_state, _node) {
     return { status: success, timeoutMs: 0 };
   },
-  preBind(_pod, _state, _node) {
+  preBind(_state, _node) {
     return success;
   },
-  bind(_pod, _state, _node) {
+  bind(_state, _node) {
     return { code: "skip", reasons: [] };
   },
-  postBind(_pod, _state, _node) {},
+  postBind(_state, _node) {},
 };

@@ -5,7 +5,8 @@ scheduled as soon as a node gets the label (`kubectl label node ...`).
 
 Configuration: `{"label": "capstan.io/ready", "value": "true"}` (value optional: any value
 matches). The host pushes node changes through `update_nodes`; the plugin keeps each node's
-labels between calls and is then asked about nodes by id.
+labels between calls and is then asked about nodes by id. The pod comes the same way: `set_pod`
+hands over the pod the later calls act on.
 """
 
 import json
@@ -16,6 +17,7 @@ from wit_world.exports.scheduler import (
     Code,
     Description,
     ExtensionPoints,
+    NodeChange_Remove,
     NodeChange_Upsert,
     NodeStatus,
     PermitResult,
@@ -55,10 +57,15 @@ class Scheduler(exports.Scheduler):
         for change in changes:
             if isinstance(change, NodeChange_Upsert):
                 NODES[change.value.id] = {label.key: label.value for label in change.value.labels}
-            else:
+            elif isinstance(change, NodeChange_Remove):
                 NODES.pop(change.value, None)
+            # NodeChange_Usage: only the node's pods changed; its labels stay.
 
-    def filter(self, pod, state, nodes):
+    def set_pod(self, pod) -> None:
+        # The pod the calls below act on; this filter looks only at nodes.
+        pass
+
+    def filter(self, state, nodes):
         # Only the nodes that do not fit are returned, with why; the others fit.
         wanted = LABEL if VALUE is None else f"{LABEL}={VALUE}"
         refused = Status(code=Code.UNSCHEDULABLE_AND_UNRESOLVABLE, reasons=[f"node(s) lacked label {wanted}"])
@@ -70,38 +77,38 @@ class Scheduler(exports.Scheduler):
         return misfits
 
     # The extension points below are not in `describe`; the host never calls them.
-    def queue_sort_key(self, pod):
+    def queue_sort_key(self):
         return 0
 
-    def pre_filter(self, pod):
+    def pre_filter(self):
         return PreFilterResult(status=SUCCESS, nodes=None, state=b"")
 
-    def post_filter(self, pod, state, filtered):
+    def post_filter(self, state, filtered):
         return PostFilterResult(status=Status(code=Code.UNSCHEDULABLE, reasons=[]), nominated_node=None, victims=[])
 
-    def pre_score(self, pod, state, nodes):
+    def pre_score(self, state, nodes):
         return state
 
-    def score(self, pod, state, nodes):
+    def score(self, state, nodes):
         return [0 for _ in nodes]
 
-    def normalize_score(self, pod, state, nodes, scores):
+    def normalize_score(self, state, nodes, scores):
         return scores
 
-    def reserve(self, pod, state, node):
+    def reserve(self, state, node):
         return SUCCESS
 
-    def unreserve(self, pod, state, node):
+    def unreserve(self, state, node):
         pass
 
-    def permit(self, pod, state, node):
+    def permit(self, state, node):
         return PermitResult(status=SUCCESS, timeout_ms=0)
 
-    def pre_bind(self, pod, state, node):
+    def pre_bind(self, state, node):
         return SUCCESS
 
-    def bind(self, pod, state, node):
+    def bind(self, state, node):
         return Status(code=Code.SKIP, reasons=[])
 
-    def post_bind(self, pod, state, node):
+    def post_bind(self, state, node):
         pass
