@@ -7,7 +7,6 @@ use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, Admission
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 /// The policy's configuration.
 #[derive(Deserialize)]
@@ -69,7 +68,7 @@ struct Labelled {
 #[derive(Deserialize)]
 struct Metadata {
     #[serde(default)]
-    labels: Option<BTreeMap<String, IgnoredAny>>,
+    labels: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 capstan_plugin_sdk::admission_policy!(RequireLabel);
