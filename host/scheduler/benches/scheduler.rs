@@ -3,7 +3,7 @@
 //! writes to an API server are not part of the numbers). Workloads:
 //!
 //! - `SchedulingBasic`: 5,000 nodes, 1,000 pods already bound, 10,000 new pods;
-//! - `TopologySpreading`: 5,000 nodes over 3 zones, 2,000 pods with a zone constraint
+//! - `TopologySpreading`: 5,000 nodes over 3 zones, 5,000 pods with a zone constraint
 //!   (`maxSkew: 1`, `DoNotSchedule`);
 //! - `PodAntiAffinity`: 5,000 nodes, 2,000 pods with required anti-affinity to their own kind on
 //!   the hostname;
@@ -205,7 +205,7 @@ fn main() {
             node_cpu: "32",
             existing: 0,
             make_existing: spread_pod,
-            new: 2000,
+            new: 5000,
             make_new: spread_pod,
         },
         Workload {
