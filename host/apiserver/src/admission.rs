@@ -30,7 +30,7 @@ use capstan_wasm::admission::{
 use serde_json::Value;
 
 use crate::cache::{ListRv, WatchCache};
-use crate::conditions::Variables;
+use crate::conditions::{Scope, Variables};
 use crate::handlers::Call;
 use crate::meta;
 use crate::objects::{ObjectRef, Objects};
@@ -63,6 +63,13 @@ impl<'a> Attributes<'a> {
             name: &target.name,
             kind: None,
         }
+    }
+
+    /// The admitted object's group, version and kind: the subresource's kind, else the
+    /// resource's own.
+    fn admitted_kind(&self) -> (&'static str, &'static str, &'static str) {
+        let gvk = &self.info.gvk;
+        self.kind.unwrap_or((gvk.group, gvk.version, gvk.kind))
     }
 
     fn operation_name(&self) -> &'static str {
@@ -210,7 +217,6 @@ async fn matching(
         })
         .collect();
     let mut namespace_labels: Option<BTreeMap<String, String>> = None;
-    let mut variables: Option<Variables<'_>> = None;
     let mut matched = Vec::with_capacity(by_rules.len());
     for policy in by_rules {
         if let Some(selector) = &policy.settings.object_selector {
@@ -233,16 +239,33 @@ async fn matching(
                 }
             }
         }
+        matched.push(policy);
+    }
+    by_conditions(call, attributes, object, old, matched)
+}
+
+/// The `policies` whose match conditions the request meets; the request's CEL scope is bound
+/// once, for the first policy that has conditions.
+fn by_conditions(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    object: Option<&Value>,
+    old: Option<&Value>,
+    policies: Vec<Arc<LoadedPolicy>>,
+) -> ApiResult<Vec<Arc<LoadedPolicy>>> {
+    let mut scope: Option<Scope> = None;
+    let mut matched = Vec::with_capacity(policies.len());
+    for policy in policies {
         if !policy.conditions.is_empty() {
-            let variables = match &mut variables {
-                Some(variables) => variables,
-                None => variables.insert(Variables {
-                    object,
-                    old_object: old,
-                    request: request_variable(call, attributes)?,
-                }),
-            };
-            match policy.conditions.matches(variables) {
+            if scope.is_none() {
+                let variables = Variables { object, old_object: old, request: request_variable(call, attributes)? };
+                let bound = Scope::new(&variables).map_err(|e| {
+                    ApiError::Internal(format!("cannot evaluate the match conditions of {:?}: {e}", policy.name))
+                })?;
+                scope = Some(bound);
+            }
+            let Some(scope) = &scope else { continue };
+            match policy.conditions.matches(scope) {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(message) if policy.settings.failure_policy == FailurePolicy::Ignore => {
@@ -266,7 +289,7 @@ async fn matching(
 /// `object` and `oldObject`).
 fn request_variable(call: &Call<'_>, attributes: &Attributes<'_>) -> ApiResult<Value> {
     let info = attributes.info;
-    let (group, version, kind) = attributes.kind.unwrap_or((info.gvk.group, info.gvk.version, info.gvk.kind));
+    let (group, version, kind) = attributes.admitted_kind();
     let (username, groups) = call.identity.map_or((String::new(), Vec::new()), |i| (i.user.clone(), i.groups.clone()));
     Ok(serde_json::json!({
         "operation": attributes.operation_name(),
@@ -327,7 +350,7 @@ fn request(
             extra: Vec::new(),
         },
     );
-    let (group, version, kind) = attributes.kind.unwrap_or((info.gvk.group, info.gvk.version, info.gvk.kind));
+    let (group, version, kind) = attributes.admitted_kind();
     Ok(AdmissionRequest {
         uid: meta::new_uid(),
         kind: GroupVersionKind { group: group.to_string(), version: version.to_string(), kind: kind.to_string() },

@@ -57,21 +57,17 @@ impl Conditions {
         self.0.is_empty()
     }
 
-    /// Whether the request matches: false as soon as one condition is false; otherwise an error
-    /// when a condition failed to evaluate or gave something other than a bool.
+    /// Whether the request in `scope` matches: false as soon as one condition is false;
+    /// otherwise an error when a condition failed to evaluate or gave something other than a
+    /// bool.
     ///
     /// # Errors
     ///
     /// The first condition that failed, by name, with why.
-    pub fn matches(&self, variables: &Variables<'_>) -> Result<bool, String> {
-        let mut context = cel::Context::default();
-        let request = Some(&variables.request);
-        for (name, value) in [("object", variables.object), ("oldObject", variables.old_object), ("request", request)] {
-            context.add_variable(name, value).map_err(|e| format!("cannot bind {name}: {e}"))?;
-        }
+    pub fn matches(&self, scope: &Scope) -> Result<bool, String> {
         let mut failure = None;
         for (name, program) in &self.0 {
-            match program.execute(&context) {
+            match program.execute(&scope.0) {
                 Ok(cel::Value::Bool(true)) => {}
                 Ok(cel::Value::Bool(false)) => return Ok(false),
                 Ok(other) => {
@@ -83,6 +79,26 @@ impl Conditions {
             }
         }
         failure.map_or(Ok(true), Err)
+    }
+}
+
+/// The variables of one request bound for evaluation, built once and shared by every policy's
+/// conditions (binding converts the whole object).
+pub struct Scope(cel::Context<'static, 'static>);
+
+impl Scope {
+    /// Binds `object`, `oldObject` and `request`.
+    ///
+    /// # Errors
+    ///
+    /// A variable that cannot be converted to a CEL value.
+    pub fn new(variables: &Variables<'_>) -> Result<Self, String> {
+        let mut context = cel::Context::default();
+        let request = Some(&variables.request);
+        for (name, value) in [("object", variables.object), ("oldObject", variables.old_object), ("request", request)] {
+            context.add_variable(name, value).map_err(|e| format!("cannot bind {name}: {e}"))?;
+        }
+        Ok(Self(context))
     }
 }
 
@@ -123,7 +139,7 @@ pub fn problems(conditions: &[MatchCondition]) -> Vec<Cause> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Conditions, MatchCondition, Variables, problems};
+    use super::{Conditions, MatchCondition, Scope, Variables, problems};
     use serde_json::{Value, json};
 
     fn conditions(expressions: &[&str]) -> Conditions {
@@ -135,12 +151,13 @@ mod tests {
         Conditions::compile(&listed).unwrap_or_else(|e| panic!("{e:?}"))
     }
 
-    fn request<'a>(operation: &str, object: &'a Value) -> Variables<'a> {
-        Variables {
+    fn request(operation: &str, object: &Value) -> Scope {
+        let variables = Variables {
             object: Some(object),
             old_object: None,
             request: json!({"operation": operation, "namespace": "web", "userInfo": {"username": "alice"}}),
-        }
+        };
+        Scope::new(&variables).unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]
