@@ -264,6 +264,13 @@ impl WatchCache {
         cache.snapshot(namespace, || feed.revision(), exact)
     }
 
+    /// The object of `resource` under store `key` as the cache holds it now, which may be behind
+    /// the store: for read-modify-writes whose compare-and-swap catches a stale copy.
+    pub async fn get(&self, resource: &str, key: &[u8]) -> Result<Option<Arc<Value>>, CacheError> {
+        let feed = self.feed().await?;
+        feed.cache(resource).await?.get(key)
+    }
+
     /// Watches `resource` (in `namespace`, or all): every change after revision `from`, in
     /// order, each once.
     ///

@@ -149,9 +149,16 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
             vec![Cause { reason: "FieldValueRequired", field: "target.name".into(), message: "Required value".into() }],
         )
     })?;
-    for _ in 0..RETRIES {
+    for attempt in 0..RETRIES {
+        // The first attempt starts from the watch cache; a refusal or a conflict reads the store.
+        let fresh = attempt > 0;
         let (pod, revision) =
-            server.objects.get_kv(&target).await?.ok_or_else(|| ApiError::NotFound(target.target()))?;
+            server.get_for_update(&target, fresh).await?.ok_or_else(|| ApiError::NotFound(target.target()))?;
+        let refused = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+            || pod.pointer("/metadata/deletionTimestamp").is_some();
+        if refused && !fresh {
+            continue;
+        }
         if let Some(bound) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
             return Err(ApiError::Conflict(
                 target.target(),

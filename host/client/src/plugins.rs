@@ -105,7 +105,7 @@ where
     Fut: Future<Output = ()>,
 {
     let api: Api<Plugin> = Api::all(client);
-    let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+    let mut stream = Box::pin(watcher(api, watcher::Config::default().any_semantic()).default_backoff());
     while let Some(event) = stream.next().await {
         let change = match event {
             Ok(watcher::Event::InitApply(plugin) | watcher::Event::Apply(plugin)) => {

@@ -319,7 +319,7 @@ impl Informers {
 
 /// Runs one kind's watch for as long as the process lives.
 async fn run(api: Api<DynamicObject>, informer: Arc<Informer>, kind: String) {
-    let mut stream = watcher(api, watcher::Config::default()).boxed();
+    let mut stream = watcher(api, watcher::Config::default().any_semantic()).boxed();
     let mut listing: Vec<Value> = Vec::new();
     while let Some(event) = stream.next().await {
         let event = match event {

@@ -55,6 +55,10 @@ pub struct HollowConfig {
     pub taints: Vec<Taint>,
     /// How often each node renews its Lease.
     pub heartbeat: Duration,
+    /// Report pods bound to the nodes `Running` and `Ready`, as a kubelet would. Off, bound pods
+    /// keep the status the scheduler left (as in upstream `scheduler_perf`, which runs no
+    /// kubelets); graceful deletions are finished either way.
+    pub report_running: bool,
 }
 
 impl Default for HollowConfig {
@@ -69,6 +73,7 @@ impl Default for HollowConfig {
             labels: BTreeMap::new(),
             taints: Vec::new(),
             heartbeat: Duration::from_secs(10),
+            report_running: true,
         }
     }
 }
@@ -140,7 +145,7 @@ pub async fn start(client: Client, config: HollowConfig) -> Result<HollowNodes, 
     let names = nodes.iter().map(|n| n.name().to_owned()).collect();
     let tasks = vec![
         tokio::spawn(node::heartbeat(client.clone(), nodes.clone(), heartbeat)),
-        tokio::spawn(pods::run(client, nodes)),
+        tokio::spawn(pods::run(client, nodes, config.report_running)),
     ];
     Ok(HollowNodes { names, tasks })
 }

@@ -29,19 +29,22 @@ struct Runner {
     /// UIDs of pods whose deletion is being finished.
     finishing: Mutex<HashSet<String>>,
     writes: Semaphore,
+    /// Whether bound pods are reported running (see [`crate::HollowConfig::report_running`]).
+    report_running: bool,
 }
 
 /// Watches all pods and runs the ones bound to `nodes`, until the task is aborted.
-pub(crate) async fn run(client: Client, nodes: Vec<Arc<HollowNode>>) {
+pub(crate) async fn run(client: Client, nodes: Vec<Arc<HollowNode>>, report_running: bool) {
     let runner = Arc::new(Runner {
         client: client.clone(),
         nodes: nodes.into_iter().map(|node| (node.name().to_owned(), node)).collect(),
         started: Mutex::new(HashSet::new()),
         finishing: Mutex::new(HashSet::new()),
         writes: Semaphore::new(CONCURRENCY),
+        report_running,
     });
     let pods: Api<Pod> = Api::all(client);
-    let mut events = watcher::watcher(pods, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(pods, watcher::Config::default().any_semantic()).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Apply(pod) | Event::InitApply(pod)) => runner.clone().observe(pod),
@@ -62,6 +65,9 @@ impl Runner {
             if lock(&self.finishing).insert(uid) {
                 tokio::spawn(async move { self.finish_deletion(pod).await });
             }
+            return;
+        }
+        if !self.report_running {
             return;
         }
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());

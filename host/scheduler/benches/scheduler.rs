@@ -23,106 +23,16 @@
 //! `BENCH_ONLY=SchedulingBasic,Preemption` runs only the workloads named;
 //! `CAPSTAN_BENCH_COMPONENTS=dir` loads the components from `dir`.
 
-use std::path::PathBuf;
+mod workloads;
+
 use std::sync::Arc;
 use std::time::Instant;
 
 use capstan_scheduler::cache::Cache;
 use capstan_scheduler::{CycleError, Profile, SchedulerConfig, load_profiles, pod};
 use capstan_wasm::{Runtime, RuntimeConfig};
-use k8s_openapi::api::core::v1::{Node, Pod};
-use serde_json::json;
-
-fn components_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CAPSTAN_BENCH_COMPONENTS") {
-        return PathBuf::from(dir);
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../plugins/target"), PathBuf::from);
-    target.join("wasm-plugins/wasm32-wasip2/release")
-}
-
-fn node(i: usize, cpu: &str) -> Node {
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("node-{i}"), "labels": {
-            "kubernetes.io/hostname": format!("node-{i}"),
-            "topology.kubernetes.io/zone": format!("zone-{}", i % 3)}},
-        "status": {"allocatable": {"cpu": cpu, "memory": "128Gi", "pods": "110"}}
-    }))
-    .unwrap_or_default()
-}
-
-fn pod_with(i: usize, cpu: &str, priority: i32) -> Pod {
-    serde_json::from_value(json!({
-        "metadata": {"name": format!("pod-{i}"), "namespace": "default", "uid": format!("uid-{i}"),
-                     "labels": {"app": "bench"}},
-        "spec": {"priority": priority, "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10",
-            "resources": {"requests": {"cpu": cpu, "memory": "500Mi"}}}]}
-    }))
-    .unwrap_or_default()
-}
-
-fn pod(i: usize) -> Pod {
-    pod_with(i, "100m", 0)
-}
-
-fn with_spec(mut pod: Pod, field: &str, value: serde_json::Value) -> Pod {
-    if let Some(spec) = pod.spec.take() {
-        let mut spec = serde_json::to_value(spec).unwrap_or_default();
-        spec[field] = value;
-        pod.spec = serde_json::from_value(spec).ok();
-    }
-    pod
-}
-
-/// `TopologySpreading`'s pod: spread over zones.
-fn spread_pod(i: usize) -> Pod {
-    let constraint = json!([{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-        "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "bench"}}}]);
-    with_spec(pod(i), "topologySpreadConstraints", constraint)
-}
-
-/// `PodAntiAffinity`'s pod: never two on one host.
-fn anti_affinity_pod(i: usize) -> Pod {
-    let affinity = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"labelSelector": {"matchLabels": {"app": "bench"}}, "topologyKey": "kubernetes.io/hostname"}]}});
-    with_spec(pod(i), "affinity", affinity)
-}
-
-/// `PodAffinity`'s pod: with its own kind, in one zone.
-fn affinity_pod(i: usize) -> Pod {
-    let affinity = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"labelSelector": {"matchLabels": {"app": "bench"}}, "topologyKey": "topology.kubernetes.io/zone"}]}});
-    with_spec(pod(i), "affinity", affinity)
-}
-
-/// A workload: its nodes, the pods bound before measuring, and the pods measured.
-struct Workload {
-    name: &'static str,
-    nodes: usize,
-    node_cpu: &'static str,
-    existing: usize,
-    make_existing: fn(usize) -> Pod,
-    new: usize,
-    make_new: fn(usize) -> Pod,
-}
-
-impl Workload {
-    fn shape(&self) -> String {
-        format!("{} nodes, {} existing pods, {} new pods", self.nodes, self.existing, self.new)
-    }
-}
-
-/// This thread's CPU time (user + system) in seconds, from `/proc/thread-self/stat`: on a
-/// machine shared with builds, pods per CPU-second varies far less than pods per wall second.
-fn thread_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    // Fields after the parenthesised command: state is field 3, utime 14 and stime 15.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<f64>().ok()).sum();
-    ticks / 100.0
-}
+use k8s_openapi::api::core::v1::Pod;
+use workloads::{Workload, node, thread_cpu_seconds};
 
 /// Schedules the workload's new pods through `profile`; returns pods per wall second and per
 /// CPU-second. A pod that fits nowhere
@@ -176,7 +86,7 @@ fn run(workload: &Workload, profile: &Profile) -> (f64, f64) {
 }
 
 fn main() {
-    let dir = components_dir();
+    let dir = workloads::components_dir();
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
     let builtin: capstan_scheduler::BuiltinComponents = Arc::new(move |name: &str| {
         let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
@@ -189,57 +99,10 @@ fn main() {
     #[cfg(not(feature = "native-plugins"))]
     let native: Option<Profile> = None;
 
-    let workloads = [
-        Workload {
-            name: "SchedulingBasic",
-            nodes: 5000,
-            node_cpu: "32",
-            existing: 1000,
-            make_existing: pod,
-            new: 10_000,
-            make_new: pod,
-        },
-        Workload {
-            name: "TopologySpreading",
-            nodes: 5000,
-            node_cpu: "32",
-            existing: 0,
-            make_existing: spread_pod,
-            new: 5000,
-            make_new: spread_pod,
-        },
-        Workload {
-            name: "PodAntiAffinity",
-            nodes: 5000,
-            node_cpu: "32",
-            existing: 0,
-            make_existing: anti_affinity_pod,
-            new: 2000,
-            make_new: anti_affinity_pod,
-        },
-        Workload {
-            name: "PodAffinity",
-            nodes: 5000,
-            node_cpu: "32",
-            existing: 1000,
-            make_existing: affinity_pod,
-            new: 2000,
-            make_new: affinity_pod,
-        },
-        Workload {
-            name: "Preemption",
-            nodes: 500,
-            node_cpu: "4",
-            existing: 2000,
-            make_existing: |i| pod_with(i, "1", 0),
-            new: 500,
-            make_new: |i| pod_with(i, "1", 100),
-        },
-    ];
-    let only = std::env::var("BENCH_ONLY").ok();
+    let workloads = workloads::workloads();
     let mut summary = Vec::new();
     for workload in &workloads {
-        if only.as_deref().is_some_and(|only| !only.split(',').any(|w| w == workload.name)) {
+        if !workloads::selected(workload.name) {
             continue;
         }
         println!("{} ({}), all-WASM default profile:", workload.name, workload.shape());

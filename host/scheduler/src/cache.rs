@@ -38,7 +38,8 @@ pub struct Cache {
     pods_by_node: HashMap<String, HashSet<String>>,
     /// Pods not bound yet whose `status.nominatedNodeName` names a node (after preemption), by
     /// key: the node and what the filter counts of them there.
-    nominated: HashMap<String, (String, PodSummary)>,
+    /// The flag marks a nomination made by this scheduler that no pod object carries yet.
+    nominated: HashMap<String, (String, PodSummary, bool)>,
     log: NodeLog,
 }
 
@@ -101,25 +102,57 @@ impl Cache {
 
     /// Records where a pod not bound yet is nominated (`status.nominatedNodeName`), or that it
     /// no longer is: filtering counts it on that node for pods of equal or lower priority.
+    /// A nomination made by [`Self::nominate_on`] outlives updates that carry none yet (the
+    /// scheduler's own condition write can arrive before its `nominatedNodeName` patch), as in
+    /// kube-scheduler's nominator.
     pub fn nominate(&mut self, pod: &Pod) {
         let key = pod::key(pod);
         let node = pod.status.as_ref().and_then(|s| s.nominated_node_name.clone()).filter(|n| !n.is_empty());
+        if node.is_none()
+            && let Some((node, _, true)) = self.nominated.get(&key).cloned()
+        {
+            self.nominated.insert(key, (node.clone(), pod::pod_summary(pod), true));
+            self.publish_nominated(&node);
+            return;
+        }
         self.forget_nomination(&key);
         if let Some(node) = node {
-            self.nominated.insert(key, (node.clone(), pod::pod_summary(pod)));
+            self.nominated.insert(key, (node.clone(), pod::pod_summary(pod), false));
             self.publish_nominated(&node);
         }
     }
 
+    /// Records at once the node a preemption nominated for `pod`, before its status says so,
+    /// so the next pods' cycles (and their preemption dry runs) leave that room to it.
+    pub fn nominate_on(&mut self, pod: &Pod, node: &str) {
+        let key = pod::key(pod);
+        self.forget_nomination(&key);
+        self.nominated.insert(key, (node.to_owned(), pod::pod_summary(pod), true));
+        self.publish_nominated(node);
+    }
+
+    /// Marks the pod `key` terminating at once, as the preemption that is deleting it knows
+    /// before the API server says so: its preemptor then waits for it instead of choosing more
+    /// victims (DefaultPreemption's "terminating pod on the nominated node").
+    pub fn mark_terminating(&mut self, key: &str) {
+        let Some(usage) = self.pods.get_mut(key) else { return };
+        if usage.summary.terminating {
+            return;
+        }
+        usage.summary.terminating = true;
+        let node = usage.node.clone();
+        self.publish(&node);
+    }
+
     fn forget_nomination(&mut self, key: &str) {
-        if let Some((node, _)) = self.nominated.remove(key) {
+        if let Some((node, _, _)) = self.nominated.remove(key) {
             self.publish_nominated(&node);
         }
     }
 
     /// Hands the framework the pods nominated to node `name`.
     fn publish_nominated(&mut self, name: &str) {
-        let pods = self.nominated.values().filter(|(node, _)| node == name).map(|(_, pod)| pod.clone()).collect();
+        let pods = self.nominated.values().filter(|(node, _, _)| node == name).map(|(_, pod, _)| pod.clone()).collect();
         self.log.set_nominated(name, pods);
     }
 

@@ -38,7 +38,7 @@ where
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(
         writer,
-        watcher(Api::<K>::all(client.clone()), watcher::Config::default()).default_backoff(),
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default().any_semantic()).default_backoff(),
     );
     tasks.push(tokio::spawn(async move {
         let mut stream = Box::pin(stream);

@@ -619,7 +619,16 @@ impl SchedulerHost for DryRun {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(original) = log.get(node).cloned() else { return Err(vec![format!("node {node} is gone")]) };
         let name = original.name.clone();
+        // As upstream's dry run: pods nominated to the node of at least this pod's priority count
+        // as if placed, so two preemptors do not both count on the same room.
+        let ahead: Vec<PodSummary> = log
+            .nominated(node)
+            .iter()
+            .filter(|p| p.priority >= self.pod.priority && p.uid != self.pod.uid && !removed.contains(&p.uid))
+            .cloned()
+            .collect();
         let trimmed = without_pods(&original, removed);
+        let trimmed = if ahead.is_empty() { trimmed } else { with_pods(&trimmed, &ahead) };
         log.upsert(|_| trimmed, &name);
         let verdict = self.filters(&log, node);
         log.upsert(|_| original, &name);

@@ -79,14 +79,31 @@ pub fn backoff(attempts: u32) -> Duration {
     INITIAL_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
 }
 
+/// Whether an update of `old` to `new` may change where the pod fits: anything but its status,
+/// resourceVersion, generation, managedFields and finalizers (kube-scheduler's `isPodUpdated`).
+fn scheduling_relevant_change(old: &Pod, new: &Pod) -> bool {
+    let stripped = |pod: &Pod| {
+        let mut meta = pod.metadata.clone();
+        meta.resource_version = None;
+        meta.generation = None;
+        meta.managed_fields = None;
+        meta.finalizers = None;
+        meta
+    };
+    old.spec != new.spec || stripped(old) != stripped(new)
+}
+
 impl SchedulingQueue {
     /// Adds a new pod, or updates a queued one (keeping its place and attempts). An update of
-    /// an unschedulable pod moves it to backoff/active, as its spec may now fit.
+    /// an unschedulable pod moves it to backoff/active, as its spec may now fit, unless only
+    /// its status or bookkeeping changed: the scheduler's own `PodScheduled` condition and
+    /// `nominatedNodeName` must not send a pod that cannot fit straight back into a cycle.
     pub fn add_or_update(&mut self, key: &str, pod: Arc<Pod>, sort_key: i64) {
         if let Some(entry) = self.entries.get_mut(key) {
+            let changed = scheduling_relevant_change(&entry.pod.pod, &pod);
             entry.pod.pod = pod;
             entry.pod.sort_key = sort_key;
-            if matches!(entry.place, Place::Unschedulable(_)) {
+            if changed && matches!(entry.place, Place::Unschedulable(_)) {
                 let attempts = entry.pod.attempts;
                 entry.place = Place::Backoff(Instant::now() + backoff(attempts));
             }
@@ -97,6 +114,14 @@ impl SchedulingQueue {
         let entry = Entry { pod: QueuedPod { pod, sort_key, attempts: 0 }, place: Place::Active, seq };
         self.active.push(HeapItem { sort_key, seq, key: key.to_owned() });
         self.entries.insert(key.to_owned(), entry);
+    }
+
+    /// Replaces a queued pod's object without moving it (the scheduler's own view of it, e.g.
+    /// the node a preemption nominated before its status says so).
+    pub fn set_pod(&mut self, key: &str, pod: Arc<Pod>) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.pod.pod = pod;
+        }
     }
 
     /// Forgets a pod (deleted, or bound by someone else).
@@ -232,5 +257,33 @@ mod tests {
         assert!(queue.pop().is_none(), "an error waits out its backoff");
         queue.flush(now + Duration::from_secs(3));
         assert!(queue.pop().is_some());
+    }
+
+    #[test]
+    fn only_a_spec_or_metadata_change_sends_an_unschedulable_pod_back() {
+        let mut queue = SchedulingQueue::default();
+        let now = Instant::now();
+        let pending: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c"}]},
+        }))
+        .unwrap_or_default();
+        queue.add_or_update("a", Arc::new(pending.clone()), 0);
+        assert!(queue.pop().is_some());
+        queue.requeue("a", true, now);
+        // What the scheduler itself writes after a failed cycle: a condition and a nomination.
+        let mut reported = pending.clone();
+        reported.metadata.resource_version = Some("2".into());
+        reported.status = serde_json::from_value(serde_json::json!({
+            "nominatedNodeName": "n", "conditions": [{"type": "PodScheduled", "status": "False"}]}))
+        .ok();
+        queue.add_or_update("a", Arc::new(reported.clone()), 0);
+        queue.flush(now + Duration::from_mins(1));
+        assert!(queue.pop().is_none(), "a status update alone does not retry the pod");
+        let mut relabelled = reported;
+        relabelled.metadata.labels = Some([("tier".to_owned(), "web".to_owned())].into());
+        queue.add_or_update("a", Arc::new(relabelled), 0);
+        queue.flush(now + Duration::from_mins(1));
+        assert!(queue.pop().is_some(), "a label change may make it fit");
     }
 }

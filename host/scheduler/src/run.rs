@@ -90,7 +90,18 @@ struct Shared {
     builtin: BuiltinComponents,
     profiles: RwLock<Profiles>,
     tokio: tokio::runtime::Handle,
+    /// Bounds the API writes in flight (bindings, events, status patches): the client speaks
+    /// HTTP/1.1, so each concurrent request holds a connection of its own, and a burst of
+    /// thousands of bindings would open thousands of TLS connections.
+    writes: tokio::sync::Semaphore,
+    /// Whether the node and pod informers have each listed once: as kube-scheduler waits for its
+    /// caches to sync, no pod is scheduled against a partial view of the cluster.
+    nodes_synced: AtomicBool,
+    pods_synced: AtomicBool,
 }
+
+/// API writes in flight at once.
+const WRITES_IN_FLIGHT: usize = 32;
 
 /// The scheduler.
 pub struct Scheduler;
@@ -109,6 +120,17 @@ impl Scheduler {
         let base = tokio::task::spawn_blocking(move || load_profiles(&loader, &config, &components)).await.map_err(
             |e| SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() },
         )??;
+        Self::start_with_profiles(client, runtime, base, builtin)
+    }
+
+    /// Starts the informers and the scheduling loop over profiles already loaded (the benchmark
+    /// passes the same plugins linked natively); Plugin objects change them as in [`Self::start`].
+    pub fn start_with_profiles(
+        client: kube::Client,
+        runtime: Runtime,
+        base: Vec<Profile>,
+        builtin: BuiltinComponents,
+    ) -> Result<Started, SchedulerError> {
         let (cluster, mut tasks) = ClusterView::start(&client);
         let mut cache = Cache::default();
         cache.nodes_mut().set_host(cluster);
@@ -125,6 +147,9 @@ impl Scheduler {
             status,
             builtin,
             tokio: tokio::runtime::Handle::current(),
+            writes: tokio::sync::Semaphore::new(WRITES_IN_FLIGHT),
+            nodes_synced: AtomicBool::new(false),
+            pods_synced: AtomicBool::new(false),
         });
         tasks.extend([
             tokio::spawn(Arc::clone(&shared).watch_nodes()),
@@ -199,7 +224,7 @@ impl Shared {
 
     async fn watch_nodes(self: Arc<Self>) {
         let api: Api<Node> = Api::all(self.client.clone());
-        let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+        let mut stream = Box::pin(watcher(api, watcher::Config::default().any_semantic()).default_backoff());
         let mut relisted: Option<HashSet<String>> = None;
         while let Some(event) = stream.next().await {
             let event = match event {
@@ -220,6 +245,7 @@ impl Shared {
                 }
                 watcher::Event::Delete(node) => state.cache.remove_node(node.metadata.name.as_deref().unwrap_or("")),
                 watcher::Event::InitDone => {
+                    self.nodes_synced.store(true, Ordering::Release);
                     if let Some(seen) = relisted.take() {
                         let gone: Vec<String> =
                             state.cache.nodes().iter().map(|n| n.name.clone()).filter(|n| !seen.contains(n)).collect();
@@ -237,7 +263,7 @@ impl Shared {
 
     async fn watch_pods(self: Arc<Self>) {
         let api: Api<Pod> = Api::all(self.client.clone());
-        let mut stream = Box::pin(watcher(api, watcher::Config::default()).default_backoff());
+        let mut stream = Box::pin(watcher(api, watcher::Config::default().any_semantic()).default_backoff());
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(event) => event,
@@ -255,7 +281,8 @@ impl Shared {
                     state.cache.remove_pod(&key);
                     state.queue.move_all_to_active_or_backoff(Instant::now());
                 }
-                watcher::Event::Init | watcher::Event::InitDone => {}
+                watcher::Event::InitDone => self.pods_synced.store(true, Ordering::Release),
+                watcher::Event::Init => {}
             }
             self.wake.notify_all();
         }
@@ -304,6 +331,10 @@ impl Shared {
     fn schedule_loop(self: Arc<Self>) {
         while !self.stop.load(Ordering::Relaxed) {
             let mut state = self.lock();
+            if !(self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)) {
+                drop(self.wake.wait_timeout(state, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner));
+                continue;
+            }
             let now = Instant::now();
             state.queue.flush(now);
             state.cache.expire_assumed(now);
@@ -346,6 +377,15 @@ impl Shared {
                 let unschedulable = matches!(error, CycleError::Unschedulable { .. });
                 state.queue.requeue(&key, unschedulable, Instant::now());
                 if let CycleError::Unschedulable { preemption: Some(preemption), .. } = &error {
+                    // What kube-scheduler knows in memory once it preempted: the pod's nominated
+                    // node, and its victims terminating.
+                    state.cache.nominate_on(pod, &preemption.node);
+                    for victim in &preemption.victims {
+                        state.cache.mark_terminating(&format!("{}/{}", victim.namespace, victim.name));
+                    }
+                    let mut nominated = Pod::clone(pod);
+                    nominated.status.get_or_insert_default().nominated_node_name = Some(preemption.node.clone());
+                    state.queue.set_pod(&key, Arc::new(nominated));
                     self.preempt(pod, preemption.clone());
                 }
                 self.report_failure(pod, &error);
@@ -417,6 +457,7 @@ impl Shared {
     }
 
     async fn bind(&self, pod: &Pod, node: &str) -> Result<(), kube::Error> {
+        let _writing = self.writes.acquire().await;
         let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
         let name = pod.metadata.name.as_deref().unwrap_or("");
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
@@ -487,6 +528,7 @@ impl Shared {
                 "type": "PodScheduled", "status": "False", "reason": reason, "message": message,
                 "lastProbeTime": null, "lastTransitionTime": Time(k8s_openapi::jiff::Timestamp::now()),
             }]}});
+            let _writing = this.writes.acquire().await;
             if let Err(e) = api.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch)).await {
                 tracing::debug!(pod = name, error = %e, "cannot set the PodScheduled condition");
             }
@@ -528,7 +570,9 @@ impl Shared {
             ..Event::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let this = Arc::clone(self);
         self.tokio.spawn(async move {
+            let _writing = this.writes.acquire().await;
             if let Err(e) = api.create(&PostParams::default(), &event).await {
                 tracing::debug!(error = %e, "cannot record a scheduler event");
             }
@@ -600,11 +644,11 @@ impl Shared {
         Ok(digest)
     }
 
-    /// The digest of the default profile's plugin `name`.
+    /// The digest of the default profile's plugin `name` (`native` for one linked into the host).
     fn base_digest(&self, name: &str) -> Option<String> {
         let base = self.base.iter().find(|p| p.scheduler_name == DEFAULT_SCHEDULER_NAME)?;
         let plugin = base.plugins.iter().find(|p| p.name == name)?;
-        plugin.handle.wasm().map(|h| h.status().version.digest.to_string())
+        Some(plugin.handle.wasm().map_or_else(|| "native".to_owned(), |h| h.status().version.digest.to_string()))
     }
 
     /// Loads (or reloads) the overlay of Plugin `object`, which takes the place of the profile's

@@ -217,14 +217,20 @@ impl CapstanServer {
             .map_or(true, |stat| stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
     }
 
-    /// Stops the server and gives back its directory (for restart tests).
+    /// Stops the server and gives back its directory (for restart tests): what its node agent
+    /// runs (containerd, shims, containers) keeps running, as it does when a kubelet restarts.
     #[must_use]
     pub fn stop(mut self) -> Option<TempDir> {
-        self.terminate();
+        self.stop_process();
         self.dir.take()
     }
 
     fn terminate(&mut self) {
+        self.stop_process();
+        self.clean_up_node();
+    }
+
+    fn stop_process(&mut self) {
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return;
         }
@@ -238,6 +244,64 @@ impl CapstanServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Stops what a server's node agent leaves running and mounted once the server is gone: the
+    /// containerd it started, the runc shims and their containers, and the sandboxes' `shm`,
+    /// network-namespace and overlay mounts under the data directory. Without this every node
+    /// test would leave processes and mounts behind.
+    fn clean_up_node(&self) {
+        let Some(dir) = self.dir.as_ref().map(|d| d.path().to_string_lossy().into_owned()) else { return };
+        let processes = processes();
+        let mut doomed: Vec<u32> =
+            processes.iter().filter(|p| p.cmdline.contains(dir.as_str())).map(|p| p.pid).collect();
+        // The containers are the shims' descendants; their command lines do not name the directory.
+        let mut i = 0;
+        while i < doomed.len() {
+            let parent = doomed[i];
+            let children: Vec<u32> =
+                processes.iter().filter(|p| p.parent == parent && !doomed.contains(&p.pid)).map(|p| p.pid).collect();
+            doomed.extend(children);
+            i += 1;
+        }
+        for pid in &doomed {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4))
+            .filter(|point| point.starts_with(dir.as_str()))
+            .collect();
+        // Deepest first, so a mount is never detached before one inside it.
+        under.sort_by_key(|point| std::cmp::Reverse(point.len()));
+        for point in under {
+            let _ = Command::new("umount").args(["-l", point]).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+/// A process: its id, its parent's and its command line (arguments joined by spaces).
+struct Process {
+    pid: u32,
+    parent: u32,
+    cmdline: String,
+}
+
+/// The processes of this machine, from `/proc`.
+fn processes() -> Vec<Process> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // Fields after the parenthesised command: state, then the parent's id.
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            Some(Process { pid, parent, cmdline })
+        })
+        .collect()
 }
 
 impl Drop for CapstanServer {

@@ -173,6 +173,15 @@ impl ResourceCache {
         Ok(CachedList { items, revision })
     }
 
+    /// The object under store `key` as the cache holds it now; `NotCached` while loading.
+    pub(super) fn get(&self, key: &[u8]) -> Result<Option<Arc<Value>>, CacheError> {
+        let state = lock(&self.state);
+        if state.closed || state.pending.is_some() {
+            return Err(CacheError::NotCached(Uncached::Unavailable));
+        }
+        Ok(state.objects.get(key).cloned())
+    }
+
     /// Starts a watcher for every event in `namespace` (or all) after `from`: first those still
     /// in the history, then live ones.
     pub(super) fn subscribe(

@@ -134,6 +134,10 @@ async fn list_from_cache(call: &Call<'_>, selectors: &Selectors, limit: Option<u
         (Some(rv), Some("Exact")) => ListRv::Exact(objects::parse_resource_version(rv)?),
         (Some(rv), _) => ListRv::NotOlderThan(objects::parse_resource_version(rv)?),
     };
+    // As kube-apiserver's watch cache does, `resourceVersion=0` (what informers list with) is
+    // answered whole, `limit` ignored: later pages would have to read the store at the first
+    // page's revision.
+    let limit = if matches!(rv, ListRv::Any) { None } else { limit };
     let cached = match server.cache.list(path.info.storage_resource, path.namespace.as_deref(), rv).await {
         Ok(cached) => cached,
         Err(CacheError::NotCached(_)) => return Ok(None),
