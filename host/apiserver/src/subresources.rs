@@ -154,18 +154,19 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
         let fresh = attempt > 0;
         let (pod, revision) =
             server.get_for_update(&target, fresh).await?.ok_or_else(|| ApiError::NotFound(target.target()))?;
-        let refused = pod.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
-            || pod.pointer("/metadata/deletionTimestamp").is_some();
-        if refused && !fresh {
-            continue;
-        }
         if let Some(bound) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            if !fresh {
+                continue;
+            }
             return Err(ApiError::Conflict(
                 target.target(),
                 format!("pod {} is already assigned to node \"{bound}\"", target.name),
             ));
         }
         if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            if !fresh {
+                continue;
+            }
             return Err(ApiError::Conflict(
                 target.target(),
                 "pod is being deleted, cannot be assigned to a host".into(),

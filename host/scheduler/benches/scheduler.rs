@@ -25,7 +25,6 @@
 
 mod workloads;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use capstan_scheduler::cache::Cache;
@@ -88,10 +87,7 @@ fn run(workload: &Workload, profile: &Profile) -> (f64, f64) {
 fn main() {
     let dir = workloads::components_dir();
     let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
-    let builtin: capstan_scheduler::BuiltinComponents = Arc::new(move |name: &str| {
-        let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-        std::fs::read(&path).map_err(|e| format!("{}: {e} (build plugins/ first)", path.display()))
-    });
+    let builtin = workloads::component_reader(&dir);
     let config = SchedulerConfig::default();
     let wasm = load_profiles(&runtime, &config, &builtin).unwrap_or_else(|e| panic!("{e}")).remove(0);
     #[cfg(feature = "native-plugins")]

@@ -28,7 +28,6 @@ mod workloads;
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_scheduler::{Profile, SchedulerConfig, load_profiles};
@@ -50,7 +49,7 @@ fn builtin_admission(dir: &Path) -> BTreeMap<String, capstan_apiserver::plugins:
     capstan_apiserver::plugins::builtin_admission_specs()
         .into_iter()
         .map(|(name, spec)| {
-            let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
+            let path = workloads::component_path(dir, name);
             let bytes =
                 std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (build plugins/ first)", path.display()));
             (name.to_owned(), capstan_apiserver::plugins::BuiltinPlugin { bytes: bytes.into(), spec })
@@ -197,12 +196,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
 
     let process_cpu = cpu_seconds("/proc/self/stat");
     let began = Instant::now();
-    let builtin: capstan_scheduler::BuiltinComponents = {
-        let dir = components.to_path_buf();
-        Arc::new(move |name: &str| {
-            std::fs::read(dir.join(format!("{}.wasm", name.replace('-', "_")))).map_err(|e| e.to_string())
-        })
-    };
+    let builtin = workloads::component_reader(components);
     let scheduler = capstan_scheduler::Scheduler::start_with_profiles(client.clone(), runtime, vec![profile], builtin)
         .expect("start the scheduler");
     let mut first = None;
@@ -247,13 +241,7 @@ fn run_isolated(workload: &Workload, profile: &Profile, runtime: &Runtime, compo
 fn main() {
     let components: PathBuf = workloads::components_dir();
     let runtime = Runtime::new(RuntimeConfig::default()).expect("plugin runtime");
-    let builtin: capstan_scheduler::BuiltinComponents = {
-        let dir = components.clone();
-        Arc::new(move |name: &str| {
-            let path = dir.join(format!("{}.wasm", name.replace('-', "_")));
-            std::fs::read(&path).map_err(|e| format!("{}: {e} (build plugins/ first)", path.display()))
-        })
-    };
+    let builtin = workloads::component_reader(&components);
     let config = SchedulerConfig::default();
     let wasm = load_profiles(&runtime, &config, &builtin).expect("load the WASM profile").remove(0);
     #[cfg(feature = "native-plugins")]

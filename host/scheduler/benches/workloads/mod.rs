@@ -3,7 +3,8 @@
 
 #![allow(dead_code, reason = "each benchmark uses part of it")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::json;
@@ -158,4 +159,18 @@ pub fn workloads() -> [Workload; 5] {
 /// Whether `BENCH_ONLY` (comma-separated workload names) selects `name`; all run without it.
 pub fn selected(name: &str) -> bool {
     std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|w| w == name))
+}
+
+/// The component built from crate `name` (`node-resources-fit`) in `dir`.
+pub fn component_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Reads the components in `dir`, as the scheduler reads the ones Capstan ships.
+pub fn component_reader(dir: &Path) -> capstan_scheduler::BuiltinComponents {
+    let dir = dir.to_path_buf();
+    Arc::new(move |name: &str| {
+        let path = component_path(&dir, name);
+        std::fs::read(&path).map_err(|e| format!("{}: {e} (build plugins/ first)", path.display()))
+    })
 }
