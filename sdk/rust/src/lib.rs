@@ -39,6 +39,7 @@
 
 pub mod admission;
 pub mod controller;
+pub mod json;
 pub mod log;
 pub mod quantity;
 pub mod quota;

