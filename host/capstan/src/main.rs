@@ -274,6 +274,11 @@ async fn start_controllers(
     Ok(capstan_controllers::run_elected(runtime, client, builtin, plugins, identity))
 }
 
+/// mimalloc: allocation-heavy request handling (JSON values, per-request maps) spends far less
+/// in it than in glibc malloc, whose samples were a quarter of a busy server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
