@@ -171,6 +171,33 @@ fn a_policy_past_its_deadline_follows_its_failure_policy() {
 }
 
 #[test]
+fn a_panicking_policy_fails_each_call_with_its_message_and_the_server_serves_on() {
+    // The guest's panic message goes to its stderr: a blocking WASI write, which the first call,
+    // tried on the request's worker thread, cannot make there. That call is made again on a
+    // blocking thread, and every later one starts there; all of them fail the same clear way.
+    let server = server();
+    let rules = "    - operations: [CREATE]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [configmaps]";
+    load(&server, &policy("panicky", &component("fixture-trap"), false, "", rules), "panicky");
+    for name in ["first", "second", "third"] {
+        let failed = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map(name, "default")));
+        assert!(
+            failed.stderr.contains(r#"failed calling admission plugin "panicky""#)
+                && failed.stderr.contains(&format!("fixture trap while admitting \"{name}\"")),
+            "the policy's panic is the refusal's reason:\n{}",
+            failed.stderr
+        );
+    }
+    kubectl(&server, &["delete", "plugin", "panicky"]);
+    eventually(Duration::from_secs(20), "a create once the policy is gone", || {
+        run(&server, &["apply", "-f", "-"], Some(&config_map("after", "default"))).ok.then_some(())
+    });
+    kubectl(&server, &["get", "configmap", "after"]);
+}
+
+#[test]
 fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
     let server = server();
     namespace(&server, "watched", "policy: 'on'");

@@ -18,6 +18,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use capstan_api::ResourceInfo;
 use capstan_api::plugin::{FailurePolicy, ReinvocationPolicy};
@@ -427,7 +429,6 @@ async fn run(
     request: AdmissionRequest,
     mutating: bool,
 ) -> ApiResult<Option<AdmissionResponse>> {
-    let handle = policy.handle.clone();
     let cluster: Arc<dyn Cluster> = Arc::new(StoreCluster {
         objects: call.server.objects.clone(),
         cache: Arc::clone(&call.server.cache),
@@ -436,17 +437,16 @@ async fn run(
         seen: std::sync::Mutex::new(None),
     });
     let uid = request.uid.clone();
-    let call_policy = move || {
-        let cluster = Some(cluster);
-        if mutating { handle.mutate_with(&request, cluster) } else { handle.validate_with(&request, cluster) }
-            .map_err(|e| e.to_string())
-    };
-    // The call blocks (the guest runs, and its reads wait on the store): on a multi-threaded
-    // runtime it runs right here, the worker's other tasks handed to another thread, which
-    // spares two thread switches per policy; elsewhere (tests) on the blocking pool.
     let answer = if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        tokio::task::block_in_place(call_policy)
+        call_on_worker(policy, &request, cluster, mutating)
     } else {
+        // Elsewhere (tests on a current-thread runtime), on the blocking pool.
+        let handle = policy.handle.clone();
+        let call_policy = move || {
+            let cluster = Some(cluster);
+            if mutating { handle.mutate_with(&request, cluster) } else { handle.validate_with(&request, cluster) }
+                .map_err(|e| e.to_string())
+        };
         tokio::task::spawn_blocking(call_policy).await.unwrap_or_else(|e| Err(format!("the call did not finish: {e}")))
     };
     let response = match answer {
@@ -478,6 +478,41 @@ async fn run(
         return Err(ApiError::Denied(response.code.unwrap_or(403), message));
     }
     Ok(Some(response))
+}
+
+/// How long a policy call may run on a worker thread before it is moved off it: a little over
+/// one epoch tick of the plugin runtime.
+const INLINE_BUDGET: Duration = Duration::from_millis(5);
+
+/// Calls a policy from a worker thread of the multi-threaded runtime. A call that needs nothing
+/// but the CPU (most policies, most of the time: tens of microseconds) runs right here; handing
+/// the worker's other tasks to another thread first, as `block_in_place` does, would cost as
+/// much as the call. One that outlasts [`INLINE_BUDGET`], or blocks in a way only a blocking
+/// thread may (its cluster reads and writes, WASI's stdio and poll imports), is abandoned unseen
+/// before that and made again in `block_in_place`, with its whole deadline; the policy then
+/// always runs there, until it is reloaded.
+fn call_on_worker(
+    policy: &LoadedPolicy,
+    request: &AdmissionRequest,
+    cluster: Arc<dyn Cluster>,
+    mutating: bool,
+) -> Result<AdmissionResponse, String> {
+    let handle = &policy.handle;
+    if policy.inline.load(Ordering::Relaxed) {
+        match handle.try_admit_within(INLINE_BUDGET, mutating, request, Some(Arc::clone(&cluster))) {
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {
+                tracing::debug!(plugin = %policy.name, "policy call needs a blocking thread; it runs on one from now on");
+                policy.inline.store(false, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    tokio::task::block_in_place(|| {
+        let cluster = Some(cluster);
+        if mutating { handle.mutate_with(request, cluster) } else { handle.validate_with(request, cluster) }
+            .map_err(|e| e.to_string())
+    })
 }
 
 /// The host side of the WIT `cluster` import for one admission call: reads (from the watch

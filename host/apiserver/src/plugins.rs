@@ -47,6 +47,9 @@ pub struct LoadedPolicy {
     /// What the loaded version was built from: configuration and deadline. A change needs a
     /// fresh load; a change of bytes alone is a reload.
     load_key: String,
+    /// Whether calls are first tried on the request's worker thread; cleared for good (until the
+    /// next load or reload) by the first call that needed a blocking thread.
+    pub inline: std::sync::atomic::AtomicBool,
 }
 
 /// Owns the runtime and the loaded plugins.
@@ -227,7 +230,14 @@ impl ApiServer {
         };
         match result {
             Ok((handle, version)) => {
-                let policy = LoadedPolicy { name: name.to_string(), handle, settings, conditions, load_key };
+                let policy = LoadedPolicy {
+                    name: name.to_string(),
+                    handle,
+                    settings,
+                    conditions,
+                    load_key,
+                    inline: std::sync::atomic::AtomicBool::new(true),
+                };
                 self.plugins.set(name, Some(Arc::new(policy)));
                 Outcome::Loaded { digest: version.digest, loaded_at: version.loaded_at }
             }

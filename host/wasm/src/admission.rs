@@ -117,9 +117,7 @@ impl PluginHandle<AdmissionWorld> {
         request: &AdmissionRequest,
         cluster: Option<Arc<dyn Cluster>>,
     ) -> Result<AdmissionResponse, PluginError> {
-        self.call(|policy, store| {
-            with_cluster(store, cluster, |store| policy.capstan_plugin_admission().call_validate(store, request))
-        })
+        self.call(admission_call(false, request, cluster))
     }
 
     /// Asks the policy to mutate `request`, its `cluster` import served by `cluster`.
@@ -128,8 +126,34 @@ impl PluginHandle<AdmissionWorld> {
         request: &AdmissionRequest,
         cluster: Option<Arc<dyn Cluster>>,
     ) -> Result<AdmissionResponse, PluginError> {
-        self.call(|policy, store| {
-            with_cluster(store, cluster, |store| policy.capstan_plugin_admission().call_mutate(store, request))
+        self.call(admission_call(true, request, cluster))
+    }
+
+    /// Tries [`mutate_with`](Self::mutate_with) (`mutating`) or
+    /// [`validate_with`](Self::validate_with) within `budget`, where blocking is costly; `Ok(None)`
+    /// asks for the call to be made again where it may block (see
+    /// [`PluginHandle::try_call_within`]).
+    pub fn try_admit_within(
+        &self,
+        budget: std::time::Duration,
+        mutating: bool,
+        request: &AdmissionRequest,
+        cluster: Option<Arc<dyn Cluster>>,
+    ) -> Result<Option<AdmissionResponse>, PluginError> {
+        self.try_call_within(budget, admission_call(mutating, request, cluster))
+    }
+}
+
+/// One `mutate` or `validate` call of `request` with `cluster` serving the imports.
+fn admission_call(
+    mutating: bool,
+    request: &AdmissionRequest,
+    cluster: Option<Arc<dyn Cluster>>,
+) -> impl FnOnce(&bindings::AdmissionPolicy, &mut Store<HostState>) -> wasmtime::Result<AdmissionResponse> + '_ {
+    move |policy, store| {
+        with_cluster(store, cluster, |store| {
+            let admission = policy.capstan_plugin_admission();
+            if mutating { admission.call_mutate(store, request) } else { admission.call_validate(store, request) }
         })
     }
 }
@@ -149,6 +173,8 @@ fn with_cluster<R>(
 
 impl HostState {
     fn cluster(&self) -> Result<Arc<ClusterContext>, ClusterError> {
+        // Cluster calls block on the store, and `replace-status` writes: never within an attempt.
+        crate::plugin::leave_attempt();
         self.call_context::<ClusterContext>().ok_or_else(|| {
             ClusterError::Forbidden("cluster access is only available while admitting a request".to_string())
         })

@@ -267,8 +267,44 @@ impl<W: World> PluginHandle<W> {
     ) -> Result<R, PluginError> {
         let started = Instant::now();
         let version = self.inner.current.load_full();
-        let result = self.call_on(&version, started, call);
-        let outcome = match &result {
+        let result = self.call_on(&version, started, self.inner.limits.deadline, call);
+        self.record(started, &result);
+        result.map_err(|cause| PluginError::new(&self.inner.name, cause))
+    }
+
+    /// Tries `call` where blocking is costly (on an async runtime's worker thread): like
+    /// [`call`](Self::call), but within `budget` instead of the plugin's deadline, and with a
+    /// panic caught. `Ok(None)` means the attempt did not count and `call` should run again
+    /// where it may block and take its whole deadline: the call outlasted `budget`, it reached an
+    /// import that ends attempts (the admission world's `cluster`, which blocks and may write),
+    /// or it panicked, as WASI's blocking imports (stdio, poll) do on a worker thread. The
+    /// instance of such an attempt is discarded, and nothing is recorded in the metrics.
+    pub fn try_call_within<R>(
+        &self,
+        budget: Duration,
+        call: impl FnOnce(&W::Instance, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<Option<R>, PluginError> {
+        let started = Instant::now();
+        let version = self.inner.current.load_full();
+        let deadline = budget.min(self.inner.limits.deadline);
+        quiet_panics_of_attempts();
+        ATTEMPTING.with(|attempting| attempting.set(true));
+        let attempt =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.call_on(&version, started, deadline, call)));
+        ATTEMPTING.with(|attempting| attempting.set(false));
+        let result = match attempt {
+            Err(_) => return Ok(None),
+            Ok(Err(Cause::DeadlineExceeded(_) | Cause::Busy(_))) if deadline < self.inner.limits.deadline => {
+                return Ok(None);
+            }
+            Ok(result) => result,
+        };
+        self.record(started, &result);
+        result.map(Some).map_err(|cause| PluginError::new(&self.inner.name, cause))
+    }
+
+    fn record<R>(&self, started: Instant, result: &Result<R, Cause>) {
+        let outcome = match result {
             Ok(_) => Outcome::Ok,
             Err(Cause::DeadlineExceeded(_)) => Outcome::Timeout,
             Err(Cause::OutOfMemory { .. }) => Outcome::OutOfMemory,
@@ -276,20 +312,20 @@ impl<W: World> PluginHandle<W> {
             Err(_) => Outcome::OtherError,
         };
         self.inner.metrics.record_call(started.elapsed(), outcome);
-        result.map_err(|cause| PluginError::new(&self.inner.name, cause))
     }
 
     fn call_on<R>(
         &self,
         version: &Version<W>,
         started: Instant,
+        deadline: Duration,
         call: impl FnOnce(&W::Instance, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, Cause> {
         let inner = &*self.inner;
         let partial = self.partial();
-        let mut lease = version.pool.acquire(inner.limits.deadline, started, || partial.new_slot::<W>(&version.pre))?;
+        let mut lease = version.pool.acquire(deadline, started, || partial.new_slot::<W>(&version.pre))?;
         let slot = lease.slot();
-        let remaining = inner.limits.deadline.saturating_sub(started.elapsed());
+        let remaining = deadline.saturating_sub(started.elapsed());
         slot.store.set_epoch_deadline(inner.runtime.deadline_ticks(remaining));
         slot.store.data_mut().take_memory_cap_hit();
         slot.store.data().clear_stderr();
@@ -367,6 +403,38 @@ impl<W: World> PluginHandle<W> {
     fn last_error(&self) -> MutexGuard<'_, Option<String>> {
         self.inner.last_error.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+thread_local! {
+    /// Whether this thread is inside [`PluginHandle::try_call_within`].
+    static ATTEMPTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Ends a [`PluginHandle::try_call_within`] attempt in progress on this thread, from a host
+/// function about to do what the attempt must not (block, or cause a side effect that the call
+/// made again would repeat): the call is made again where it may. Outside an attempt it returns.
+pub(crate) fn leave_attempt() {
+    if ATTEMPTING.with(std::cell::Cell::get) {
+        // Unwinds through the guest to the attempt's `catch_unwind`, without a panic report.
+        std::panic::resume_unwind(Box::new("a plugin call attempt needs a blocking thread"));
+    }
+}
+
+/// Keeps the panics of [`PluginHandle::try_call_within`]'s attempts, which it catches and whose
+/// calls are made again, out of the process's panic output; every other panic is reported as
+/// before.
+fn quiet_panics_of_attempts() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if ATTEMPTING.with(std::cell::Cell::get) {
+                tracing::debug!(panic = %info, "a plugin call attempt panicked; it is made again");
+            } else {
+                report(info);
+            }
+        }));
+    });
 }
 
 struct Version<W: World> {

@@ -97,6 +97,93 @@ fn a_plugin_looping_forever_is_stopped_at_its_deadline_and_others_keep_serving()
 }
 
 #[test]
+fn an_attempt_within_a_budget_answers_or_steps_aside_uncounted() {
+    let budget = Duration::from_millis(20);
+    let looping =
+        load("attempt-loop", "fixture_loop_forever", Limits { deadline: Duration::from_secs(5), ..Limits::default() });
+    let healthy = load("attempt-healthy", "require_label", Limits::default());
+
+    // A call that finishes within the budget answers, and counts.
+    let answered = healthy.try_admit_within(budget, false, &labelled(), None).expect("no failure");
+    assert!(answered.is_some_and(|response| response.allowed));
+    assert_eq!(healthy.metrics().calls, 1);
+
+    // One that would outlast it is stopped at the budget, not the deadline, and does not count.
+    let started = Instant::now();
+    let attempt = looping.try_admit_within(budget, false, &labelled(), None).expect("no failure");
+    assert!(attempt.is_none() && started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert_eq!((looping.metrics().calls, looping.metrics().timeouts), (0, 0));
+
+    // A panic inside the attempt (as a blocking WASI import raises on an async worker thread) is
+    // caught, the instance discarded, and the plugin serves the next call.
+    let panicked = healthy.try_call_within(budget, |_, _| -> wasmtime::Result<()> { panic!("cannot block here") });
+    assert!(matches!(panicked, Ok(None)));
+    assert!(healthy.validate(&labelled()).expect("serves after the panic").allowed);
+
+    // A genuine failure is the call's answer: a trap is not retried.
+    let trapping = load("attempt-trap", "fixture_trap", Limits::default());
+    let error = trapping.try_admit_within(budget, false, &labelled(), None).expect_err("traps");
+    assert!(matches!(error.cause, Cause::Trap(_)), "{error}");
+    // With a budget no shorter than the deadline, running out of time is the call's answer too.
+    let short = load("attempt-short", "fixture_loop_forever", Limits { deadline: budget, ..Limits::default() });
+    let error = short.try_admit_within(budget, false, &labelled(), None).expect_err("times out");
+    assert!(matches!(error.cause, Cause::DeadlineExceeded(_)), "{error}");
+    assert_eq!(short.metrics().timeouts, 1);
+}
+
+/// A cluster that counts the reads it serves: every namespace exists and is Active.
+#[derive(Default)]
+struct CountingCluster(AtomicUsize);
+
+impl capstan_wasm::admission::Cluster for CountingCluster {
+    fn get(
+        &self,
+        _resource: &capstan_wasm::admission::GroupVersionResource,
+        _namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<String>, capstan_wasm::admission::ClusterError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(format!(r#"{{"metadata":{{"name":"{name}"}},"status":{{"phase":"Active"}}}}"#)))
+    }
+
+    fn list(
+        &self,
+        _resource: &capstan_wasm::admission::GroupVersionResource,
+        _namespace: Option<&str>,
+    ) -> Result<Vec<String>, capstan_wasm::admission::ClusterError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(Vec::new())
+    }
+
+    fn replace_status(
+        &self,
+        _resource: &capstan_wasm::admission::GroupVersionResource,
+        _namespace: Option<&str>,
+        _name: &str,
+        _resource_version: &str,
+        status: &str,
+    ) -> Result<String, capstan_wasm::admission::ClusterError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(status.to_owned())
+    }
+}
+
+#[test]
+fn an_attempt_never_reaches_the_cluster_the_call_made_again_does() {
+    // Cluster calls block, and may write: an attempt steps aside before the first one, so the
+    // call made again is the only one the cluster sees.
+    let policy = load("attempt-cluster", "namespace_lifecycle", Limits::default());
+    let cluster = Arc::new(CountingCluster::default());
+    let attempt = policy.try_admit_within(Duration::from_secs(1), false, &labelled(), Some(cluster.clone()));
+    assert!(matches!(attempt, Ok(None)), "{attempt:?}");
+    assert_eq!(cluster.0.load(Ordering::SeqCst), 0);
+    let response = policy.validate_with(&labelled(), Some(cluster.clone())).expect("the call made again");
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(cluster.0.load(Ordering::SeqCst), 1);
+    assert_eq!(policy.metrics().calls, 1, "the attempt is not counted");
+}
+
+#[test]
 fn a_trapping_plugin_fails_only_its_own_calls() {
     let trapping = load("trap", "fixture_trap", Limits::default());
     let healthy = healthy();
