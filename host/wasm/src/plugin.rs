@@ -288,10 +288,10 @@ impl<W: World> PluginHandle<W> {
         let version = self.inner.current.load_full();
         let deadline = budget.min(self.inner.limits.deadline);
         quiet_panics_of_attempts();
-        ATTEMPTING.with(|attempting| attempting.set(true));
+        let outer = ATTEMPTING.with(|attempting| attempting.replace(true));
         let attempt =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.call_on(&version, started, deadline, call)));
-        ATTEMPTING.with(|attempting| attempting.set(false));
+        ATTEMPTING.with(|attempting| attempting.set(outer));
         let result = match attempt {
             Err(_) => return Ok(None),
             Ok(Err(Cause::DeadlineExceeded(_) | Cause::Busy(_))) if deadline < self.inner.limits.deadline => {
