@@ -39,6 +39,11 @@ use kube::runtime::watcher;
 use serde_json::json;
 use workloads::{Workload, cpu_seconds};
 
+/// The allocator `capstan server` runs on, so the API server in this process costs what it does
+/// there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Concurrent creates while setting up.
 const CLIENTS: usize = 16;
 /// The longest a run may take before the benchmark gives up.
