@@ -225,14 +225,16 @@ mod tests {
     fn histogram_is_cumulative_and_quantiles_read_bucket_bounds() {
         let metrics = Metrics::default();
         metrics.record_call(Duration::from_micros(3), Outcome::Ok);
-        metrics.record_call(Duration::from_micros(30), Outcome::Ok);
+        metrics.record_call(Duration::from_micros(25), Outcome::Ok);
         metrics.record_call(Duration::from_secs(9), Outcome::Timeout);
         let s = metrics.snapshot("p", "w");
         assert_eq!((s.calls, s.errors, s.timeouts), (3, 1, 1));
         assert_eq!(s.latency_buckets[0], (0.000_01, 1));
-        assert_eq!(s.latency_buckets[1], (0.000_05, 2));
+        assert_eq!(s.latency_buckets[1], (0.000_02, 1));
+        assert_eq!(s.latency_buckets[2], (0.000_03, 2));
+        assert_eq!(s.latency_buckets[4], (0.000_05, 2));
         assert_eq!(s.latency_buckets.last(), Some(&(f64::INFINITY, 3)));
-        assert_eq!(s.latency_quantile(0.5), Some(0.000_05));
+        assert_eq!(s.latency_quantile(0.5), Some(0.000_03));
         assert_eq!(s.latency_quantile(0.99), Some(f64::INFINITY));
     }
 
