@@ -44,6 +44,11 @@ fn load(server: &CapstanServer, manifest: &str, name: &str) {
     }
 }
 
+const CONFIGMAP_RULES: &str = "    - operations: [CREATE]
+      apiGroups: ['']
+      apiVersions: [v1]
+      resources: [configmaps]";
+
 const DEPLOYMENT_RULES: &str = "    - operations: [CREATE, UPDATE]
       apiGroups: [apps]
       apiVersions: [v1]
@@ -142,10 +147,7 @@ fn scale_goes_through_admission_with_its_subresource() {
 #[test]
 fn a_policy_past_its_deadline_follows_its_failure_policy() {
     let server = server();
-    let rules = "    - operations: [CREATE]
-      apiGroups: ['']
-      apiVersions: [v1]
-      resources: [configmaps]";
+    let rules = CONFIGMAP_RULES;
     let looping = |failure: &str| {
         policy("spinner", &component("fixture-loop-forever"), false, "", rules)
             .replace("  admission:\n", &format!("  admission:\n    timeoutSeconds: 1\n    failurePolicy: {failure}\n"))
@@ -176,10 +178,7 @@ fn a_panicking_policy_fails_each_call_with_its_message_and_the_server_serves_on(
     // tried on the request's worker thread, cannot make there. That call is made again on a
     // blocking thread, and every later one starts there; all of them fail the same clear way.
     let server = server();
-    let rules = "    - operations: [CREATE]
-      apiGroups: ['']
-      apiVersions: [v1]
-      resources: [configmaps]";
+    let rules = CONFIGMAP_RULES;
     load(&server, &policy("panicky", &component("fixture-trap"), false, "", rules), "panicky");
     for name in ["first", "second", "third"] {
         let failed = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map(name, "default")));
@@ -202,10 +201,7 @@ fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
     let server = server();
     namespace(&server, "watched", "policy: 'on'");
     namespace(&server, "ignored", "");
-    let rules = "    - operations: [CREATE]
-      apiGroups: ['']
-      apiVersions: [v1]
-      resources: [configmaps]";
+    let rules = CONFIGMAP_RULES;
     let manifest = policy("selective", &component("require-label"), false, "  config: {label: app}", rules)
         .replace("  admission:\n", "  admission:\n    namespaceSelector: {matchLabels: {policy: 'on'}}\n");
     load(&server, &manifest, "selective");
