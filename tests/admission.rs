@@ -122,6 +122,42 @@ fn a_mutating_policy_patches_and_warns_then_validation_sees_the_patch_and_dry_ru
     assert!(missing.stderr.contains("NotFound"), "a dry run writes nothing: {}", missing.stderr);
 }
 
+/// The value of a series on `/metrics`, if it is there.
+fn metric<T: std::str::FromStr>(metrics: &str, series: &str) -> Option<T> {
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn admission_latency_is_on_metrics_per_phase_and_per_policy_with_its_outcome() {
+    let server = server();
+    let require = policy("require-app", &component("require-label"), false, "  config: {label: app}", DEPLOYMENT_RULES);
+    load(&server, &require, "require-app");
+    let denied = run(&server, &["apply", "-f", "-"], Some(&deployment("unlabelled")));
+    assert!(!denied.ok && denied.stderr.contains("denied the request"), "{}", denied.stderr);
+    let labelled = deployment("labelled").replacen("  name: labelled\n", "  name: labelled\n  labels: {app: web}\n", 1);
+    let created = run(&server, &["apply", "-f", "-"], Some(&labelled));
+    assert!(created.ok, "{}", created.stderr);
+
+    let metrics = kubectl(&server, &["get", "--raw", "/metrics"]);
+    let policy = "apiserver_admission_webhook_admission_duration_seconds";
+    for rejected in [true, false] {
+        let labels = format!("name=\"require-app\",operation=\"CREATE\",rejected=\"{rejected}\",type=\"validate\"");
+        let count = metric::<u64>(&metrics, &format!("{policy}_count{{{labels}}}"));
+        assert_eq!(count, Some(1), "one {rejected} call of the policy is counted:\n{metrics}");
+        let all = metric::<u64>(&metrics, &format!("{policy}_bucket{{{labels},le=\"+Inf\"}}"));
+        assert_eq!(all, Some(1), "its histogram holds it:\n{metrics}");
+        let took = metric::<f64>(&metrics, &format!("{policy}_sum{{{labels}}}"));
+        assert!(took.is_some_and(|s| s > 0.0), "it took time:\n{metrics}");
+    }
+    let step = "apiserver_admission_step_admission_duration_seconds_count";
+    let rejections =
+        metric::<u64>(&metrics, &format!("{step}{{operation=\"CREATE\",rejected=\"true\",type=\"validate\"}}"));
+    assert!(rejections >= Some(1), "the validating phase that refused the deployment is counted:\n{metrics}");
+    let mutations =
+        metric::<u64>(&metrics, &format!("{step}{{operation=\"CREATE\",rejected=\"false\",type=\"admit\"}}"));
+    assert!(mutations >= Some(2), "both creates passed a mutating phase (with no policy in it):\n{metrics}");
+}
+
 #[test]
 fn scale_goes_through_admission_with_its_subresource() {
     let server = server();

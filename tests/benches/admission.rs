@@ -1,7 +1,9 @@
 //! Admission benchmark: pod create latency (p50/p99, one client, so latency is not queueing)
 //! with no admission policies, with one policy per language (Rust, Python, JavaScript), and with
-//! Capstan's built-in set — in one run, side by side — plus each plugin's evaluations from
-//! `/metrics` (calls, mean time per call, and so evaluations per second of one instance).
+//! Capstan's built-in set — in one run, side by side — plus, from the server's `/metrics`, the
+//! time each admission phase and each policy took in the server (building its request, the
+//! call, applying its answer: what the policy adds to a request, without the store's fsync
+//! noise) and each component call's share (and so evaluations per second of one instance).
 //!
 //! What one policy adds is measured within one server: its objectSelector picks the pods
 //! labelled `bench: policed`, and the creates alternate between those and pods it skips, so
@@ -86,50 +88,73 @@ fn one_policy(server: &CapstanServer, name: &str, component: &str, mutating: boo
     panic!("policy {name} never loaded: {}", String::from_utf8_lossy(&status.stdout));
 }
 
-/// One admission plugin's calls as `/metrics` counts them.
+/// One histogram on `/metrics`, summed over the series that share one label's value.
 #[derive(Default)]
-struct Evaluations {
-    plugin: String,
-    calls: f64,
+struct Histogram {
+    /// The grouping label's value (a plugin's or policy's name, a step's type).
+    label: String,
+    count: f64,
     seconds: f64,
-    /// The call-duration histogram: (upper bound in seconds, calls at or under it).
+    /// Cumulative buckets: (upper bound in seconds, observations at or under it).
     buckets: Vec<(f64, f64)>,
 }
 
-impl Evaluations {
-    /// Calls that took at most `seconds` (a bucket bound).
+impl Histogram {
+    /// Observations that took at most `seconds` (a bucket bound).
     fn within(&self, seconds: f64) -> f64 {
         self.buckets.iter().find(|(le, _)| (le - seconds).abs() < 1e-9).map_or(0.0, |(_, count)| *count)
     }
 
-    /// The smallest bucket bound at or under which `quantile` of the calls took.
+    /// The smallest bucket bound at or under which `quantile` of the observations took.
     fn quantile_bound(&self, quantile: f64) -> f64 {
-        let target = quantile * self.calls;
+        let target = quantile * self.count;
         self.buckets.iter().find(|(_, count)| *count >= target).map_or(f64::INFINITY, |(le, _)| *le)
+    }
+
+    /// One line: observations, mean, p99 bound, share within 50 µs.
+    fn summary(&self) -> String {
+        format!(
+            "{:>6.0} × {:>6.1} µs, p99 ≤ {:>5.0} µs, {:>5.1} % within 50 µs",
+            self.count,
+            self.seconds / self.count * 1e6,
+            self.quantile_bound(0.99) * 1e6,
+            self.within(0.000_05) / self.count * 100.0
+        )
     }
 }
 
-/// Per admission plugin on `/metrics`: calls, the seconds they took in all, and the histogram
-/// of call durations.
-fn evaluations(metrics: &str) -> Vec<Evaluations> {
-    let mut out: Vec<Evaluations> = Vec::new();
-    for line in metrics.lines().filter(|l| l.contains("world=\"admission-policy\"")) {
+/// The value of label `key` in a series' labels.
+fn label<'a>(series: &'a str, key: &str) -> Option<&'a str> {
+    series.split(&format!("{key}=\"")).nth(1).and_then(|r| r.split('"').next())
+}
+
+/// Histogram `name` on `/metrics`, of the series whose labels contain `filter`, one per value
+/// of label `by`.
+fn histograms(metrics: &str, name: &str, filter: &str, by: &str) -> Vec<Histogram> {
+    let mut out: Vec<Histogram> = Vec::new();
+    for line in metrics.lines().filter(|l| l.starts_with(name) && l.contains(filter)) {
         let Some((series, value)) = line.rsplit_once(' ') else { continue };
-        let Some(plugin) = series.split("plugin=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let Some(group) = label(series, by) else { continue };
         let value: f64 = value.parse().unwrap_or(0.0);
-        let index = out.iter().position(|e| e.plugin == plugin).unwrap_or_else(|| {
-            out.push(Evaluations { plugin: plugin.to_string(), ..Evaluations::default() });
+        let index = out.iter().position(|h| h.label == group).unwrap_or_else(|| {
+            out.push(Histogram { label: group.to_string(), ..Histogram::default() });
             out.len() - 1
         });
-        if series.starts_with("capstan_plugin_calls_total") {
-            out[index].calls = value;
-        } else if series.starts_with("capstan_plugin_call_duration_seconds_sum") {
-            out[index].seconds = value;
-        } else if series.starts_with("capstan_plugin_call_duration_seconds_bucket") {
-            let le = series.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("+Inf");
-            out[index].buckets.push((le.parse().unwrap_or(f64::INFINITY), value));
+        let histogram = &mut out[index];
+        match &series[name.len()..series.find('{').unwrap_or(series.len())] {
+            "_count" => histogram.count += value,
+            "_sum" => histogram.seconds += value,
+            "_bucket" => {
+                let le = label(series, "le").and_then(|le| le.parse().ok()).unwrap_or(f64::INFINITY);
+                match histogram.buckets.iter_mut().find(|(bound, _)| bound.to_bits() == le.to_bits()) {
+                    Some((_, count)) => *count += value,
+                    None => histogram.buckets.push((le, value)),
+                }
+            }
+            _ => {}
         }
     }
+    out.retain(|h| h.count > 0.0);
     out
 }
 
@@ -215,16 +240,20 @@ fn main() {
             }
         }
         let metrics = server.kubectl(&["get", "--raw", "/metrics"]);
-        for plugin in evaluations(&String::from_utf8_lossy(&metrics.stdout)) {
-            let (calls, seconds) = (plugin.calls, plugin.seconds);
-            if calls > 0.0 && seconds > 0.0 {
+        let metrics = String::from_utf8_lossy(&metrics.stdout);
+        for step in histograms(&metrics, "apiserver_admission_step_admission_duration_seconds", "", "type") {
+            println!("    {:<36} {}", format!("{} phase, in the server", step.label), step.summary());
+        }
+        let calls =
+            histograms(&metrics, "capstan_plugin_call_duration_seconds", "world=\"admission-policy\"", "plugin");
+        for policy in histograms(&metrics, "apiserver_admission_webhook_admission_duration_seconds", "", "name") {
+            println!("    {:<36} {}", format!("{}, in the server", policy.label), policy.summary());
+            if let Some(call) = calls.iter().find(|c| c.label == policy.label) {
                 println!(
-                    "    {:<28} {calls:>6.0} calls, {:>6.1} µs per call, p99 ≤ {:>5.0} µs, {:>5.1} % within 50 µs, {:>7.0} evaluations/s",
-                    plugin.plugin,
-                    seconds / calls * 1e6,
-                    plugin.quantile_bound(0.99) * 1e6,
-                    plugin.within(0.000_05) / calls * 100.0,
-                    calls / seconds
+                    "    {:<36} {}, {:>7.0} evaluations/s",
+                    "  of which the component call",
+                    call.summary(),
+                    call.count / call.seconds
                 );
             }
         }

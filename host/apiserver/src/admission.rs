@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use capstan_api::ResourceInfo;
 use capstan_api::plugin::{FailurePolicy, ReinvocationPolicy};
@@ -98,17 +98,31 @@ pub(crate) async fn mutate(
     object: Value,
     old: Option<&Value>,
 ) -> ApiResult<(Value, bool)> {
-    let mut object = object;
     if !admitted(attributes.info) {
         return Ok((object, false));
     }
+    timed(call, attributes, true, None, mutate_all(call, attributes, object, old)).await
+}
+
+async fn mutate_all(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    object: Value,
+    old: Option<&Value>,
+) -> ApiResult<(Value, bool)> {
+    let mut object = object;
     let policies = matching(call, attributes, true, Some(&object), old).await?;
+    if policies.is_empty() {
+        return Ok((object, false));
+    }
+    // One request for the phase: the object is serialised again only after a policy changed it.
+    let mut request = request(call, attributes, Some(&object), old)?;
     // For each policy, the number of changes made when it last ran: an `IfNeeded` policy runs
     // again when a later policy changed the object after it.
     let mut changes = 0usize;
     let mut seen_at = Vec::with_capacity(policies.len());
     for policy in &policies {
-        if mutate_once(call, attributes, policy, &mut object, old).await? {
+        if mutate_once(call, attributes, policy, &mut request, &mut object).await? {
             changes += 1;
         }
         seen_at.push(changes);
@@ -116,7 +130,7 @@ pub(crate) async fn mutate(
     for (policy, seen) in policies.iter().zip(seen_at) {
         if policy.settings.reinvocation_policy == ReinvocationPolicy::IfNeeded
             && changes > seen
-            && mutate_once(call, attributes, policy, &mut object, old).await?
+            && mutate_once(call, attributes, policy, &mut request, &mut object).await?
         {
             changes += 1;
         }
@@ -124,26 +138,32 @@ pub(crate) async fn mutate(
     Ok((object, changes > 0))
 }
 
-/// Calls one mutating policy and applies its patch; true when the object changed.
+/// Calls one mutating policy with `request` (whose object is `object`) and applies its patch to
+/// both; true when the object changed.
 async fn mutate_once(
     call: &Call<'_>,
     attributes: &Attributes<'_>,
     policy: &Arc<LoadedPolicy>,
+    request: &mut AdmissionRequest,
     object: &mut Value,
-    old: Option<&Value>,
 ) -> ApiResult<bool> {
-    let request = request(call, attributes, Some(object), old)?;
-    let Some(response) = run(call, policy, request, true).await? else { return Ok(false) };
-    let Some(patch) = response.patch.as_deref().filter(|p| !p.trim().is_empty()) else { return Ok(false) };
-    let patch: Value = serde_json::from_str(patch).map_err(|e| {
-        ApiError::Internal(format!("admission plugin {:?} returned a patch that is not JSON: {e}", policy.name))
-    })?;
-    let patched = capstan_api::patch::json_patch(object, &patch).map_err(|e| {
-        ApiError::Internal(format!("admission plugin {:?} returned a patch that does not apply: {e}", policy.name))
-    })?;
-    let changed = patched != *object;
-    *object = patched;
-    Ok(changed)
+    let apply = async {
+        let Some(response) = run(call, policy, request, true).await? else { return Ok(false) };
+        let Some(patch) = response.patch.as_deref().filter(|p| !p.trim().is_empty()) else { return Ok(false) };
+        let patch: Value = serde_json::from_str(patch).map_err(|e| {
+            ApiError::Internal(format!("admission plugin {:?} returned a patch that is not JSON: {e}", policy.name))
+        })?;
+        let patched = capstan_api::patch::json_patch(object, &patch).map_err(|e| {
+            ApiError::Internal(format!("admission plugin {:?} returned a patch that does not apply: {e}", policy.name))
+        })?;
+        if patched == *object {
+            return Ok(false);
+        }
+        request.object = Some(patched.to_string());
+        *object = patched;
+        Ok(true)
+    };
+    timed(call, attributes, true, Some(&policy.name), apply).await
 }
 
 /// Runs the matching mutating policies on a deletion: they may deny it; there is no object to
@@ -152,11 +172,7 @@ pub(crate) async fn mutate_on_delete(call: &Call<'_>, attributes: &Attributes<'_
     if !admitted(attributes.info) {
         return Ok(());
     }
-    for policy in matching(call, attributes, true, None, Some(old)).await? {
-        let request = request(call, attributes, None, Some(old))?;
-        run(call, &policy, request, true).await?;
-    }
-    Ok(())
+    timed(call, attributes, true, None, call_each(call, attributes, true, None, Some(old))).await
 }
 
 /// Runs the matching validating policies; `object` is absent on delete.
@@ -169,11 +185,42 @@ pub(crate) async fn validate(
     if !admitted(attributes.info) {
         return Ok(());
     }
-    for policy in matching(call, attributes, false, object, old).await? {
-        let request = request(call, attributes, object, old)?;
-        run(call, &policy, request, false).await?;
+    timed(call, attributes, false, None, call_each(call, attributes, false, object, old)).await
+}
+
+/// Calls each matching policy of one kind, none of which may change the object.
+async fn call_each(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    mutating: bool,
+    object: Option<&Value>,
+    old: Option<&Value>,
+) -> ApiResult<()> {
+    let policies = matching(call, attributes, mutating, object, old).await?;
+    if policies.is_empty() {
+        return Ok(());
+    }
+    let mut request = request(call, attributes, object, old)?;
+    for policy in policies {
+        timed(call, attributes, mutating, Some(&policy.name), run(call, &policy, &mut request, mutating)).await?;
     }
     Ok(())
+}
+
+/// Awaits one admission phase (`policy` absent) or one policy's part in it, and records how long
+/// it took in the server's metrics.
+async fn timed<T>(
+    call: &Call<'_>,
+    attributes: &Attributes<'_>,
+    mutating: bool,
+    policy: Option<&str>,
+    work: impl Future<Output = ApiResult<T>>,
+) -> ApiResult<T> {
+    let started = Instant::now();
+    let result = work.await;
+    let key = (if mutating { "admit" } else { "validate" }, attributes.operation_name(), result.is_err());
+    call.server.metrics.record_admission(policy, key, started.elapsed());
+    result
 }
 
 /// Mutates then validates an object that has no schema validation of its own in between
@@ -354,7 +401,8 @@ fn request(
     );
     let (group, version, kind) = attributes.admitted_kind();
     Ok(AdmissionRequest {
-        uid: meta::new_uid(),
+        // Set for each call by `run`.
+        uid: String::new(),
         kind: GroupVersionKind { group: group.to_string(), version: version.to_string(), kind: kind.to_string() },
         resource: GroupVersionResource {
             group: info.gvk.group.to_string(),
@@ -426,9 +474,11 @@ fn options(call: &Call<'_>, operation: Operation) -> ApiResult<Option<Value>> {
 async fn run(
     call: &Call<'_>,
     policy: &Arc<LoadedPolicy>,
-    request: AdmissionRequest,
+    request: &mut AdmissionRequest,
     mutating: bool,
 ) -> ApiResult<Option<AdmissionResponse>> {
+    // Each call is its own request to the policy, as each webhook call is upstream.
+    request.uid = meta::new_uid();
     let cluster: Arc<dyn Cluster> = Arc::new(StoreCluster {
         objects: call.server.objects.clone(),
         cache: Arc::clone(&call.server.cache),
@@ -436,12 +486,12 @@ async fn run(
         dry_run: request.dry_run,
         seen: std::sync::Mutex::new(None),
     });
-    let uid = request.uid.clone();
     let answer = if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
-        call_on_worker(policy, &request, cluster, mutating)
+        call_on_worker(policy, request, cluster, mutating)
     } else {
         // Elsewhere (tests on a current-thread runtime), on the blocking pool.
         let handle = policy.handle.clone();
+        let request = request.clone();
         let call_policy = move || {
             let cluster = Some(cluster);
             if mutating { handle.mutate_with(&request, cluster) } else { handle.validate_with(&request, cluster) }
@@ -465,7 +515,7 @@ async fn run(
     };
     call.add_warnings(&response.warnings);
     for (key, value) in &response.audit_annotations {
-        tracing::info!(target: "audit", request = %uid, annotation = %format!("{}/{key}", policy.name), %value);
+        tracing::info!(target: "audit", request = %request.uid, annotation = %format!("{}/{key}", policy.name), %value);
     }
     if !response.allowed {
         let mut message = format!("admission webhook {:?} denied the request", policy.name);

@@ -1,5 +1,7 @@
 //! Prometheus metrics: requests by verb, resource and code, with latency; store operations with
-//! latency; registered watchers.
+//! latency; registered watchers; admission's latency, per step and per policy, as upstream's
+//! `apiserver_admission_step_admission_duration_seconds` and
+//! `apiserver_admission_webhook_admission_duration_seconds`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,15 +10,24 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use capstan_store::{RangeRequest, RangeResponse, Revision, Store, Txn, TxnResponse, WatchRequest, WatchStream};
+use capstan_wasm::{Histogram, escape_label};
 
 /// Verb, resource and HTTP code.
 type RequestKey = (&'static str, String, u16);
+
+/// An admission step's labels: its type (`admit` for mutating policies, `validate`), the
+/// operation and whether it rejected the request.
+pub type AdmissionKey = (&'static str, &'static str, bool);
 
 /// Request counters: count and total seconds per key.
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
     store: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    /// Each admission phase, matching and every policy called.
+    admission_steps: Mutex<BTreeMap<AdmissionKey, Histogram>>,
+    /// Each policy call, by policy name: building its request, the call, applying its answer.
+    admission_policies: Mutex<BTreeMap<String, BTreeMap<AdmissionKey, Histogram>>>,
 }
 
 impl Metrics {
@@ -35,6 +46,23 @@ impl Metrics {
             let entry = store.entry(operation).or_default();
             entry.0 += 1;
             entry.1 += elapsed.as_secs_f64();
+        }
+    }
+
+    /// Records one admission phase (`policy` absent) or one policy's part in it.
+    pub fn record_admission(&self, policy: Option<&str>, key: AdmissionKey, elapsed: Duration) {
+        let Some(policy) = policy else {
+            if let Ok(mut steps) = self.admission_steps.lock() {
+                steps.entry(key).or_default().observe(elapsed);
+            }
+            return;
+        };
+        if let Ok(mut policies) = self.admission_policies.lock() {
+            let steps = match policies.get_mut(policy) {
+                Some(steps) => steps,
+                None => policies.entry(policy.to_string()).or_default(),
+            };
+            steps.entry(key).or_default().observe(elapsed);
         }
     }
 
@@ -72,7 +100,33 @@ impl Metrics {
             let _ = writeln!(out, "apiserver_request_duration_seconds_sum{{{labels}}} {seconds}");
             let _ = writeln!(out, "apiserver_request_duration_seconds_count{{{labels}}} {count}");
         }
+        self.render_admission(&mut out);
         out
+    }
+
+    fn render_admission(&self, out: &mut String) {
+        let labels = |(kind, operation, rejected): &AdmissionKey| {
+            format!("operation=\"{operation}\",rejected=\"{rejected}\",type=\"{kind}\"")
+        };
+        let name = "apiserver_admission_step_admission_duration_seconds";
+        let _ =
+            writeln!(out, "# HELP {name} Admission latency by step type (admit, validate), operation and rejection.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        if let Ok(steps) = self.admission_steps.lock() {
+            for (key, histogram) in steps.iter() {
+                histogram.render(out, name, &labels(key));
+            }
+        }
+        let name = "apiserver_admission_webhook_admission_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Admission policy latency by policy, type, operation and rejection.");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        if let Ok(policies) = self.admission_policies.lock() {
+            for (policy, steps) in policies.iter() {
+                for (key, histogram) in steps {
+                    histogram.render(out, name, &format!("name=\"{}\",{}", escape_label(policy), labels(key)));
+                }
+            }
+        }
     }
 }
 

@@ -113,7 +113,7 @@ pub struct ApiServer {
     tokens: Tokens,
     /// Issues service-account tokens (`serviceaccounts/<name>/token`).
     pub(crate) service_account_tokens: Arc<ServiceAccountTokens>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) server_address: String,
     /// The loaded plugins.
     pub(crate) plugins: crate::plugins::PluginManager,

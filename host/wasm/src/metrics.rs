@@ -13,19 +13,90 @@ pub const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
     0.1, 0.5, 1.0, 5.0,
 ];
 
+/// A latency histogram over [`LATENCY_BUCKETS_SECONDS`], lock-free, for anything timed on a
+/// hot path (plugin calls here; the API server's admission steps).
+#[derive(Default)]
+pub struct Histogram {
+    count: AtomicU64,
+    nanos_sum: AtomicU64,
+    // One count per bucket of LATENCY_BUCKETS_SECONDS plus +Inf; not cumulative.
+    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+}
+
+impl Histogram {
+    /// Counts one observation.
+    pub fn observe(&self, latency: Duration) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos_sum.fetch_add(nanos, Ordering::Relaxed);
+        let seconds = latency.as_secs_f64();
+        let bucket =
+            LATENCY_BUCKETS_SECONDS.iter().position(|&le| seconds <= le).unwrap_or(LATENCY_BUCKETS_SECONDS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Their total, in seconds.
+    #[must_use]
+    pub fn sum_seconds(&self) -> f64 {
+        Duration::from_nanos(self.nanos_sum.load(Ordering::Relaxed)).as_secs_f64()
+    }
+
+    /// Cumulative buckets: `(upper bound in seconds, observations at most that long)`, the last
+    /// bound infinite.
+    #[must_use]
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut cumulative = 0;
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                (LATENCY_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), cumulative)
+            })
+            .collect()
+    }
+
+    /// Writes the histogram's series (`_bucket`, `_sum`, `_count`) named `name` with `labels`
+    /// (Prometheus label pairs, already escaped, without braces) in the text exposition format.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        render_histogram(out, name, labels, &self.cumulative(), self.sum_seconds(), self.count());
+    }
+}
+
+/// Writes one histogram's series in the text exposition format.
+fn render_histogram(out: &mut String, name: &str, labels: &str, buckets: &[(f64, u64)], sum: f64, count: u64) {
+    let separator = if labels.is_empty() { "" } else { "," };
+    for (le, observed) in buckets {
+        let le = if le.is_infinite() { "+Inf".to_owned() } else { le.to_string() };
+        let _ = writeln!(out, "{name}_bucket{{{labels}{separator}le=\"{le}\"}} {observed}");
+    }
+    let braced = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braced} {sum}");
+    let _ = writeln!(out, "{name}_count{braced} {count}");
+}
+
+/// Escapes a Prometheus label value.
+#[must_use]
+pub fn escape_label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 /// Live counters of one plugin, shared by all its versions.
 #[derive(Default)]
 pub(crate) struct Metrics {
-    calls: AtomicU64,
     errors: AtomicU64,
     timeouts: AtomicU64,
     out_of_memory: AtomicU64,
     traps: AtomicU64,
     reloads: AtomicU64,
     failed_reloads: AtomicU64,
-    latency_nanos_sum: AtomicU64,
-    // One count per bucket of LATENCY_BUCKETS_SECONDS plus +Inf; not cumulative.
-    buckets: [AtomicU64; LATENCY_BUCKETS_SECONDS.len() + 1],
+    latency: Histogram,
     residency: Arc<Residency>,
 }
 
@@ -65,13 +136,7 @@ pub(crate) enum Outcome {
 
 impl Metrics {
     pub(crate) fn record_call(&self, latency: Duration, outcome: Outcome) {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        self.latency_nanos_sum.fetch_add(nanos, Ordering::Relaxed);
-        let seconds = latency.as_secs_f64();
-        let bucket =
-            LATENCY_BUCKETS_SECONDS.iter().position(|&le| seconds <= le).unwrap_or(LATENCY_BUCKETS_SECONDS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency.observe(latency);
         if outcome == Outcome::Ok {
             return;
         }
@@ -96,28 +161,18 @@ impl Metrics {
     }
 
     pub(crate) fn snapshot(&self, plugin: &str, world: &str) -> MetricsSnapshot {
-        let mut cumulative = 0;
-        let latency_buckets = self
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(i, count)| {
-                cumulative += count.load(Ordering::Relaxed);
-                (LATENCY_BUCKETS_SECONDS.get(i).copied().unwrap_or(f64::INFINITY), cumulative)
-            })
-            .collect();
         MetricsSnapshot {
             plugin: plugin.to_owned(),
             world: world.to_owned(),
-            calls: self.calls.load(Ordering::Relaxed),
+            calls: self.latency.count(),
             errors: self.errors.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             out_of_memory: self.out_of_memory.load(Ordering::Relaxed),
             traps: self.traps.load(Ordering::Relaxed),
             reloads: self.reloads.load(Ordering::Relaxed),
             failed_reloads: self.failed_reloads.load(Ordering::Relaxed),
-            latency_seconds_sum: Duration::from_nanos(self.latency_nanos_sum.load(Ordering::Relaxed)).as_secs_f64(),
-            latency_buckets,
+            latency_seconds_sum: self.latency.sum_seconds(),
+            latency_buckets: self.latency.cumulative(),
             memory_bytes: self.residency.bytes.load(Ordering::Relaxed),
             instances: self.residency.instances.load(Ordering::Relaxed),
         }
@@ -199,22 +254,13 @@ pub fn render_prometheus(snapshots: &[MetricsSnapshot]) -> String {
     let name = "capstan_plugin_call_duration_seconds";
     let _ = writeln!(out, "# HELP {name} Latency of plugin calls.\n# TYPE {name} histogram");
     for s in snapshots {
-        for (le, count) in &s.latency_buckets {
-            let le = if le.is_infinite() { "+Inf".to_owned() } else { le.to_string() };
-            let _ = writeln!(out, "{name}_bucket{{{},le=\"{le}\"}} {count}", labels(s));
-        }
-        let _ = writeln!(out, "{name}_sum{{{}}} {}", labels(s), s.latency_seconds_sum);
-        let _ = writeln!(out, "{name}_count{{{}}} {}", labels(s), s.calls);
+        render_histogram(&mut out, name, &labels(s), &s.latency_buckets, s.latency_seconds_sum, s.calls);
     }
     out
 }
 
 fn labels(s: &MetricsSnapshot) -> String {
-    format!("plugin=\"{}\",world=\"{}\"", escape(&s.plugin), escape(&s.world))
-}
-
-fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    format!("plugin=\"{}\",world=\"{}\"", escape_label(&s.plugin), escape_label(&s.world))
 }
 
 #[cfg(test)]
@@ -247,5 +293,21 @@ mod tests {
             text.contains("capstan_plugin_traps_total{plugin=\"needs \\\"quotes\\\"\",world=\"admission-policy\"} 1")
         );
         assert!(text.contains("capstan_plugin_call_duration_seconds_bucket{plugin=\"needs \\\"quotes\\\"\",world=\"admission-policy\",le=\"+Inf\"} 1"));
+    }
+
+    #[test]
+    fn a_histogram_renders_its_series_with_and_without_labels() {
+        let histogram = Histogram::default();
+        histogram.observe(Duration::from_micros(15));
+        histogram.observe(Duration::from_millis(2));
+        let mut text = String::new();
+        histogram.render(&mut text, "h", "type=\"admit\"");
+        assert!(text.contains("h_bucket{type=\"admit\",le=\"0.00001\"} 0\n"), "{text}");
+        assert!(text.contains("h_bucket{type=\"admit\",le=\"0.00002\"} 1\n"), "{text}");
+        assert!(text.contains("h_bucket{type=\"admit\",le=\"0.005\"} 2\n"), "{text}");
+        assert!(text.contains("h_count{type=\"admit\"} 2\n"), "{text}");
+        let mut bare = String::new();
+        histogram.render(&mut bare, "h", "");
+        assert!(bare.contains("h_bucket{le=\"+Inf\"} 2\n") && bare.contains("h_sum 0.002015\n"), "{bare}");
     }
 }
