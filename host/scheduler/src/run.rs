@@ -50,6 +50,13 @@ pub struct Started {
 }
 
 impl Started {
+    /// Whether the node and pod informers have each listed once, so cycles run (as
+    /// kube-scheduler's `WaitForCacheSync`).
+    #[must_use]
+    pub fn synced(&self) -> bool {
+        self.shared.synced()
+    }
+
     /// Stops the informers and the scheduling thread.
     pub fn stop(self) {
         self.shared.stop.store(true, Ordering::Relaxed);
@@ -214,6 +221,10 @@ fn builtin_plugin_objects() -> Vec<(String, serde_json::Value)> {
 }
 
 impl Shared {
+    fn synced(&self) -> bool {
+        self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -331,7 +342,7 @@ impl Shared {
     fn schedule_loop(self: Arc<Self>) {
         while !self.stop.load(Ordering::Relaxed) {
             let mut state = self.lock();
-            if !(self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)) {
+            if !self.synced() {
                 drop(self.wake.wait_timeout(state, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner));
                 continue;
             }
