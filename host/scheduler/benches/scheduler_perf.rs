@@ -13,8 +13,8 @@
 //! Printed per run: pods created per second (setup); pods scheduled per second from the moment
 //! the scheduler's caches synced (its informers' first list of every node and pod done, the
 //! point from which upstream measures) to the last binding seen, with the whole process's
-//! CPU-seconds meanwhile (API server, store, scheduler, hollow nodes, this client) and the
-//! scheduling thread's; and the same from the scheduler's start, the lists included; then a
+//! CPU-seconds meanwhile (API server, store, scheduler, hollow nodes, this client) and each
+//! thread's, by name (`scheduler` runs the cycles); and the same from the scheduler's start, the lists included; then a
 //! table with WASM/native ratios.
 //!
 //! Run: build the components (`scripts/build-plugins`, or what `host/components` builds) then
@@ -94,14 +94,30 @@ async fn create_all(client: &kube::Client, pods: Vec<Pod>) -> f64 {
     count as f64 / began.elapsed().as_secs_f64()
 }
 
-/// The CPU-seconds of this process's thread named `name` (0 if there is none).
-fn named_thread_cpu_seconds(name: &str) -> f64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return 0.0 };
+/// Each live thread of this process: its id, name and CPU-seconds so far.
+fn threads_cpu() -> BTreeMap<String, (String, f64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return BTreeMap::new() };
     tasks
         .flatten()
-        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| comm.trim() == name))
-        .map(|task| cpu_seconds(&task.path().join("stat").to_string_lossy()))
-        .sum()
+        .map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default().trim().to_owned();
+            let cpu = cpu_seconds(&task.path().join("stat").to_string_lossy());
+            (task.file_name().to_string_lossy().into_owned(), (name, cpu))
+        })
+        .collect()
+}
+
+/// CPU-seconds by thread name between two [`threads_cpu`] readings, most first (threads that
+/// ended in between are not counted).
+fn cpu_by_thread_name(before: &BTreeMap<String, (String, f64)>, after: &BTreeMap<String, (String, f64)>) -> String {
+    let mut by_name: BTreeMap<&str, f64> = BTreeMap::new();
+    for (tid, (name, cpu)) in after {
+        let earlier = before.get(tid).map_or(0.0, |(_, cpu)| *cpu);
+        *by_name.entry(name.as_str()).or_default() += cpu - earlier;
+    }
+    let mut by_name: Vec<_> = by_name.into_iter().filter(|(_, cpu)| *cpu >= 0.01).collect();
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name.iter().map(|(name, cpu)| format!("{name} {cpu:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 /// What one run measured.
@@ -218,6 +234,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
     }
     let synced = Instant::now();
     let process_cpu = cpu_seconds("/proc/self/stat");
+    let threads_at_sync = threads_cpu();
     let mut first = None;
     while bound.len() < names.len() {
         let event = tokio::time::timeout_at((began + RUN_LIMIT).into(), events.next())
@@ -232,14 +249,14 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
     }
     let (from_start, since_sync) = (began.elapsed().as_secs_f64(), synced.elapsed().as_secs_f64());
     let cpu = cpu_seconds("/proc/self/stat") - process_cpu;
-    let scheduling = named_thread_cpu_seconds("scheduler");
+    let threads = cpu_by_thread_name(&threads_at_sync, &threads_cpu());
     scheduler.stop();
     drop(nodes);
     server.task.abort();
     let placed = names.len() as f64;
     println!(
         "  {placed} pods bound {since_sync:.2} s after the scheduler's caches synced = {:.0} pods/s; process {cpu:.2} \
-         CPU-s = {:.0} pods per CPU-second, of which the scheduling thread {scheduling:.2} CPU-s (since its start)",
+         CPU-s = {:.0} pods per CPU-second; CPU-s by thread: {threads}",
         placed / since_sync,
         placed / cpu,
     );

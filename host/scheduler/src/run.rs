@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use capstan_api::plugin::{Plugin, PluginKind};
@@ -76,6 +76,8 @@ struct Overlay {
     timeout: Duration,
 }
 
+/// The cache and queue: the scheduling thread's alone, so a cycle holds no lock that the async
+/// runtime's threads (which serve the API server in the same process) could wait on.
 struct State {
     cache: Cache,
     queue: SchedulingQueue,
@@ -83,10 +85,41 @@ struct State {
     next_start: usize,
 }
 
+/// A change the scheduling thread applies to its [`State`] between cycles: informer events and
+/// binding outcomes, queued by tasks on the async runtime.
+enum Change {
+    Node(Node),
+    NodeGone(String),
+    /// The node informer listed every node again: those not named are gone.
+    NodesListed(HashSet<String>),
+    /// A pod bound to a node (by this scheduler or not).
+    PodBound(Pod),
+    /// A pod that finished or is being deleted: it leaves the queue, and the cache unless assumed.
+    PodDone(String),
+    /// A pod to schedule, with its QueueSort key.
+    PodPending(Pod, i64),
+    PodDeleted(String),
+    /// This scheduler's binding of a pod went through.
+    Bound(Box<Binding>),
+    /// It was refused: the pod goes back to the queue, with its QueueSort key.
+    BindingFailed(Arc<Pod>, i64),
+    /// The profiles changed: unschedulable pods are tried again.
+    ProfilesChanged,
+}
+
+/// What `PostBind` needs of a binding that went through.
+struct Binding {
+    pod: Arc<Pod>,
+    info: PodSnapshot,
+    profile: Arc<Profile>,
+    decision: crate::framework::Decision,
+}
+
 struct Shared {
     client: kube::Client,
     runtime: Runtime,
-    state: Mutex<State>,
+    /// Changes for the scheduling thread, and the condition it waits on for them.
+    changes: Mutex<Vec<Change>>,
     wake: Condvar,
     stop: AtomicBool,
     base: Vec<Profile>,
@@ -141,11 +174,12 @@ impl Scheduler {
         let (cluster, mut tasks) = ClusterView::start(&client);
         let mut cache = Cache::default();
         cache.nodes_mut().set_host(cluster);
+        let state = State { cache, queue: SchedulingQueue::default(), next_start: 0 };
         let status = StatusWriter::new(client.clone());
         let shared = Arc::new(Shared {
             client,
             runtime,
-            state: Mutex::new(State { cache, queue: SchedulingQueue::default(), next_start: 0 }),
+            changes: Mutex::new(Vec::new()),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
             profiles: RwLock::new(base.iter().map(|p| (p.scheduler_name.clone(), Arc::new(p.clone()))).collect()),
@@ -164,9 +198,9 @@ impl Scheduler {
             tokio::spawn(Arc::clone(&shared).watch_plugins()),
         ]);
         let looping = Arc::clone(&shared);
-        std::thread::Builder::new().name("scheduler".into()).spawn(move || looping.schedule_loop()).map_err(|e| {
-            SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() }
-        })?;
+        std::thread::Builder::new().name("scheduler".into()).spawn(move || looping.schedule_loop(state)).map_err(
+            |e| SchedulerError::Plugin { profile: String::new(), plugin: String::new(), message: e.to_string() },
+        )?;
         Ok(Started { shared, tasks })
     }
 }
@@ -225,8 +259,82 @@ impl Shared {
         self.nodes_synced.load(Ordering::Acquire) && self.pods_synced.load(Ordering::Acquire)
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Queues a change for the scheduling thread and wakes it.
+    fn change(&self, change: Change) {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner).push(change);
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `timeout` for a change (or a stop), unless one is queued already.
+    fn wait(&self, timeout: Duration) {
+        let changes = self.changes.lock().unwrap_or_else(PoisonError::into_inner);
+        if changes.is_empty() && !self.stop.load(Ordering::Relaxed) {
+            drop(self.wake.wait_timeout(changes, timeout).unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+
+    /// Applies the queued changes; after any that may make an unschedulable pod fit (a node
+    /// added or changed, a pod gone, the profiles changed), moves those back to be tried.
+    fn apply_changes(&self, state: &mut State) {
+        let changes = std::mem::take(&mut *self.changes.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut retry = false;
+        for change in changes {
+            match change {
+                Change::Node(node) => {
+                    state.cache.upsert_node(&node);
+                    retry = true;
+                }
+                Change::NodeGone(name) => {
+                    state.cache.remove_node(&name);
+                    retry = true;
+                }
+                Change::NodesListed(seen) => {
+                    let gone: Vec<String> =
+                        state.cache.nodes().iter().map(|n| n.name.clone()).filter(|n| !seen.contains(n)).collect();
+                    for name in gone {
+                        state.cache.remove_node(&name);
+                    }
+                    retry = true;
+                }
+                Change::PodBound(pod) => {
+                    let key = pod::key(&pod);
+                    state.queue.remove(&key);
+                    state.cache.upsert_pod(&pod);
+                }
+                Change::PodDone(key) => {
+                    state.queue.remove(&key);
+                    if !state.cache.is_assumed(&key) {
+                        state.cache.remove_pod(&key);
+                    }
+                }
+                Change::PodPending(pod, sort_key) => {
+                    let key = pod::key(&pod);
+                    if !state.cache.is_assumed(&key) {
+                        state.cache.nominate(&pod);
+                        state.queue.add_or_update(&key, Arc::new(pod), sort_key);
+                    }
+                }
+                Change::PodDeleted(key) => {
+                    state.queue.remove(&key);
+                    state.cache.remove_pod(&key);
+                    retry = true;
+                }
+                Change::Bound(binding) => {
+                    state.cache.finish_binding(&pod::key(&binding.pod));
+                    binding.profile.post_bind(state.cache.nodes(), &binding.info, &binding.decision);
+                }
+                Change::BindingFailed(pod, sort_key) => {
+                    let key = pod::key(&pod);
+                    state.cache.remove_pod(&key);
+                    state.queue.add_or_update(&key, pod, sort_key);
+                    state.queue.requeue(&key, false, Instant::now());
+                }
+                Change::ProfilesChanged => retry = true,
+            }
+        }
+        if retry {
+            state.queue.move_all_to_active_or_backoff(Instant::now());
+        }
     }
 
     fn profile(&self, scheduler_name: &str) -> Option<Arc<Profile>> {
@@ -245,30 +353,25 @@ impl Shared {
                     continue;
                 }
             };
-            let mut state = self.lock();
             match event {
                 watcher::Event::Init => relisted = Some(HashSet::new()),
                 watcher::Event::InitApply(node) | watcher::Event::Apply(node) => {
                     if let Some(seen) = relisted.as_mut() {
                         seen.insert(node.metadata.name.clone().unwrap_or_default());
                     }
-                    state.cache.upsert_node(&node);
+                    self.change(Change::Node(node));
                 }
-                watcher::Event::Delete(node) => state.cache.remove_node(node.metadata.name.as_deref().unwrap_or("")),
+                watcher::Event::Delete(node) => self.change(Change::NodeGone(node.metadata.name.unwrap_or_default())),
                 watcher::Event::InitDone => {
-                    self.nodes_synced.store(true, Ordering::Release);
                     if let Some(seen) = relisted.take() {
-                        let gone: Vec<String> =
-                            state.cache.nodes().iter().map(|n| n.name.clone()).filter(|n| !seen.contains(n)).collect();
-                        for name in gone {
-                            state.cache.remove_node(&name);
-                        }
+                        self.change(Change::NodesListed(seen));
                     }
+                    // After the list's changes are queued: the scheduling thread reads this flag
+                    // before it takes the queue.
+                    self.nodes_synced.store(true, Ordering::Release);
+                    self.wake.notify_all();
                 }
             }
-            state.queue.move_all_to_active_or_backoff(Instant::now());
-            drop(state);
-            self.wake.notify_all();
         }
     }
 
@@ -285,17 +388,13 @@ impl Shared {
             };
             match event {
                 watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => self.pod_changed(pod),
-                watcher::Event::Delete(pod) => {
-                    let key = pod::key(&pod);
-                    let mut state = self.lock();
-                    state.queue.remove(&key);
-                    state.cache.remove_pod(&key);
-                    state.queue.move_all_to_active_or_backoff(Instant::now());
+                watcher::Event::Delete(pod) => self.change(Change::PodDeleted(pod::key(&pod))),
+                watcher::Event::InitDone => {
+                    self.pods_synced.store(true, Ordering::Release);
+                    self.wake.notify_all();
                 }
-                watcher::Event::InitDone => self.pods_synced.store(true, Ordering::Release),
                 watcher::Event::Init => {}
             }
-            self.wake.notify_all();
         }
     }
 
@@ -304,9 +403,7 @@ impl Shared {
         let spec = pod.spec.as_ref();
         let bound = spec.and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
         if bound {
-            let mut state = self.lock();
-            state.queue.remove(&key);
-            state.cache.upsert_pod(&pod);
+            self.change(Change::PodBound(pod));
             return;
         }
         let finished =
@@ -315,11 +412,7 @@ impl Shared {
             spec.and_then(|s| s.scheduler_name.clone()).unwrap_or_else(|| DEFAULT_SCHEDULER_NAME.to_owned());
         let Some(profile) = self.profile(&scheduler_name) else { return };
         if finished || pod.metadata.deletion_timestamp.is_some() {
-            let mut state = self.lock();
-            state.queue.remove(&key);
-            if !state.cache.is_assumed(&key) {
-                state.cache.remove_pod(&key);
-            }
+            self.change(Change::PodDone(key));
             return;
         }
         let sort_key = match pod::pod_info(&pod)
@@ -332,18 +425,17 @@ impl Shared {
                 0
             }
         };
-        let mut state = self.lock();
-        if !state.cache.is_assumed(&key) {
-            state.cache.nominate(&pod);
-            state.queue.add_or_update(&key, Arc::new(pod), sort_key);
-        }
+        self.change(Change::PodPending(pod, sort_key));
     }
 
-    fn schedule_loop(self: Arc<Self>) {
+    fn schedule_loop(self: Arc<Self>, mut state: State) {
         while !self.stop.load(Ordering::Relaxed) {
-            let mut state = self.lock();
-            if !self.synced() {
-                drop(self.wake.wait_timeout(state, Duration::from_millis(100)).unwrap_or_else(PoisonError::into_inner));
+            // Read before the changes are taken: every change queued before an informer synced
+            // is among them.
+            let synced = self.synced();
+            self.apply_changes(&mut state);
+            if !synced {
+                self.wait(Duration::from_millis(100));
                 continue;
             }
             let now = Instant::now();
@@ -353,7 +445,7 @@ impl Shared {
                 let wait =
                     state.queue.next_due().map_or(Duration::from_secs(1), |at| at.saturating_duration_since(now));
                 let wait = wait.clamp(Duration::from_millis(10), Duration::from_secs(1));
-                drop(self.wake.wait_timeout(state, wait).unwrap_or_else(PoisonError::into_inner));
+                self.wait(wait);
                 continue;
             };
             self.schedule_one(&mut state, &queued.pod);
@@ -412,7 +504,7 @@ impl Shared {
                 let profile = Arc::clone(&profile);
                 self.tokio.spawn(async move {
                     let bound = if host_binds { this.bind(&pod, &node).await } else { Ok(()) };
-                    this.after_binding(&pod, &info, &node, bound, &profile, &decision);
+                    this.after_binding(pod, info, &node, bound, profile, decision);
                 });
             }
             Err(error) => {
@@ -489,35 +581,27 @@ impl Shared {
 
     fn after_binding(
         self: &Arc<Self>,
-        pod: &Arc<Pod>,
-        info: &PodSnapshot,
+        pod: Arc<Pod>,
+        info: PodSnapshot,
         node: &str,
         bound: Result<(), kube::Error>,
-        profile: &Profile,
-        decision: &crate::framework::Decision,
+        profile: Arc<Profile>,
+        decision: crate::framework::Decision,
     ) {
-        let key = pod::key(pod);
+        let key = pod::key(&pod);
         match bound {
             Ok(()) => {
-                let mut state = self.lock();
-                state.cache.finish_binding(&key);
-                profile.post_bind(state.cache.nodes(), info, decision);
-                drop(state);
                 let message = format!("Successfully assigned {key} to {node}");
-                self.spawn_event(pod, "Normal", "Scheduled", message);
+                self.spawn_event(&pod, "Normal", "Scheduled", message);
+                self.change(Change::Bound(Box::new(Binding { pod, info, profile, decision })));
             }
             Err(e) => {
                 tracing::warn!(pod = %key, node, error = %e, "binding failed");
-                let mut state = self.lock();
-                state.cache.remove_pod(&key);
-                let sort_key = profile.queue_sort_key(info).unwrap_or(0);
-                state.queue.add_or_update(&key, Arc::clone(pod), sort_key);
-                state.queue.requeue(&key, false, Instant::now());
-                drop(state);
-                self.spawn_event(pod, "Warning", "FailedScheduling", format!("Binding rejected: {e}"));
+                self.spawn_event(&pod, "Warning", "FailedScheduling", format!("Binding rejected: {e}"));
+                let sort_key = profile.queue_sort_key(&info).unwrap_or(0);
+                self.change(Change::BindingFailed(pod, sort_key));
             }
         }
-        self.wake.notify_all();
     }
 
     /// Records `FailedScheduling` and the `PodScheduled=False` condition.
@@ -728,9 +812,6 @@ impl Shared {
             profiles.insert(profile.scheduler_name.clone(), Arc::new(profile));
         }
         *self.profiles.write().unwrap_or_else(PoisonError::into_inner) = profiles;
-        let mut state = self.lock();
-        state.queue.move_all_to_active_or_backoff(Instant::now());
-        drop(state);
-        self.wake.notify_all();
+        self.change(Change::ProfilesChanged);
     }
 }
