@@ -275,3 +275,39 @@ fn concurrent_creates_admit_exactly_the_object_count() {
     assert_eq!(used(&server, "race", "maps", "count/configmaps"), "6");
     assert_eq!(used(&server, "race", "maps", "secrets"), "3");
 }
+
+/// Store reads of `ResourceQuotas` so far, from `/metrics`.
+fn quota_reads(server: &CapstanServer) -> u64 {
+    let metrics = kubectl(server, &["get", "--raw", "/metrics"]);
+    let series = "capstan_store_request_duration_seconds_count{operation=\"range\",type=\"resourcequotas\"}";
+    metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or_default()
+}
+
+#[test]
+fn a_namespace_without_quotas_costs_creates_no_store_reads_and_a_new_quota_counts_at_once() {
+    let server = hollow_server();
+    // Its kube-root-ca.crt config map was the namespace's first create: the quota policy's live
+    // lookup found no quota there.
+    namespace(&server, "free");
+    let creates = 40;
+    let list: Vec<String> = (0..creates)
+        .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}, namespace: free}}\n"))
+        .collect();
+    let list = list.join("---\n");
+    let before = quota_reads(&server);
+    kubectl_stdin(&server, &["create", "-f", "-"], &list);
+    let reads = quota_reads(&server) - before;
+    // Each create listed the namespace's quotas from the store before.
+    assert!(reads <= 1, "{creates} creates in a namespace without quotas read its quotas from the store {reads} times");
+
+    // A quota made now counts from the next create on: the cache lists it, and listed quotas are
+    // read from the store.
+    let applied = quota(&server, "free", "cap", &format!("  hard: {{count/configmaps: '{}'}}\n", creates + 1));
+    assert!(applied.ok, "{}", applied.stderr);
+    refused(
+        &server,
+        &["create", "configmap", "one-more", "-n", "free"],
+        None,
+        &format!("exceeded quota: cap, requested: count/configmaps=1, used: count/configmaps={}", creates + 1),
+    );
+}

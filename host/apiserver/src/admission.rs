@@ -10,13 +10,18 @@
 //! Policies read the cluster through [`StoreCluster`], the host side of the WIT `cluster`
 //! import, and on dry-run requests it refuses writes. Reads are served from the watch cache
 //! (upstream's admission plugins read informer caches too), with a store read when the cache
-//! does not have the object or lists nothing (upstream's "live lookup"). `ResourceQuotas` are
-//! always read from the store: the quota policy charges them by compare-and-swap and must see
-//! every charge; and once a call has read the store, its later cached reads are at least as new
-//! as that read, so usage computed from cached objects is never older than the quota it is
-//! written to.
+//! does not have the object or lists nothing (upstream's "live lookup"). A live lookup that
+//! lists nothing either is remembered for [`LIVE_LOOKUP_TTL`], as upstream's quota and
+//! `LimitRanger` plugins remember theirs: until then, lists the cache answers with nothing are
+//! nothing, and a namespace without quotas or limit ranges costs its creates no store read. An
+//! object created meanwhile is seen once the cache has it (milliseconds), the same window
+//! upstream has. `ResourceQuotas` the cache does list are read from the store: the quota
+//! policy charges them by compare-and-swap and must see every charge; and once a call has read
+//! the store, its later cached reads are at least as new as that read, so usage computed from
+//! cached objects is never older than the quota it is written to.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -485,6 +490,7 @@ async fn run(
         runtime: tokio::runtime::Handle::current(),
         dry_run: request.dry_run,
         seen: std::sync::Mutex::new(None),
+        empty_lookups: Arc::clone(&call.server.empty_lookups),
     });
     let answer = if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
         call_on_worker(policy, request, cluster, mutating)
@@ -575,6 +581,33 @@ struct StoreCluster {
     dry_run: bool,
     /// The newest store revision this call has read at: cached reads are at least that new.
     seen: std::sync::Mutex<Option<Revision>>,
+    empty_lookups: Arc<EmptyLookups>,
+}
+
+/// How long a live lookup that listed nothing stands (upstream's `liveTTL`).
+pub(crate) const LIVE_LOOKUP_TTL: Duration = Duration::from_secs(30);
+
+/// Live lookups that listed nothing: by resource and namespace, when.
+#[derive(Default)]
+pub(crate) struct EmptyLookups(std::sync::Mutex<HashMap<(&'static str, String), Instant>>);
+
+impl EmptyLookups {
+    fn lookups(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Instant>> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a lookup of `resource` in `namespace` listed nothing within the TTL.
+    fn recent(&self, resource: &'static str, namespace: Option<&str>) -> bool {
+        let key = (resource, namespace.unwrap_or_default().to_string());
+        self.lookups().get(&key).is_some_and(|at| at.elapsed() < LIVE_LOOKUP_TTL)
+    }
+
+    fn record(&self, resource: &'static str, namespace: Option<&str>) {
+        let mut lookups = self.lookups();
+        // Namespaces come and go: expired entries are dropped whenever one is added.
+        lookups.retain(|_, at| at.elapsed() < LIVE_LOOKUP_TTL);
+        lookups.insert((resource, namespace.unwrap_or_default().to_string()), Instant::now());
+    }
 }
 
 impl StoreCluster {
@@ -600,9 +633,6 @@ impl StoreCluster {
     /// The cache's objects of `info` in `namespace`, as new as what this call read from the
     /// store; `None` when the cache cannot answer (the store must).
     fn cached_objects(&self, info: &ResourceInfo, namespace: Option<&str>) -> Option<Vec<Arc<Value>>> {
-        if !Self::cached(info) {
-            return None;
-        }
         let seen = *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let rv = seen.map_or(ListRv::Any, ListRv::NotOlderThan);
         let namespace = namespace.filter(|_| info.namespaced);
@@ -630,7 +660,7 @@ impl Cluster for StoreCluster {
         name: &str,
     ) -> Result<Option<String>, ClusterError> {
         let info = Self::info(resource)?;
-        let cached = self.cached_objects(info, namespace).and_then(|items| {
+        let cached = self.cached_objects(info, namespace).filter(|_| Self::cached(info)).and_then(|items| {
             items.into_iter().find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
         });
         if let Some(object) = cached {
@@ -646,12 +676,21 @@ impl Cluster for StoreCluster {
 
     fn list(&self, resource: &GroupVersionResource, namespace: Option<&str>) -> Result<Vec<String>, ClusterError> {
         let info = Self::info(resource)?;
-        if let Some(items) = self.cached_objects(info, namespace).filter(|items| !items.is_empty()) {
+        let cached = self.cached_objects(info, namespace);
+        let none_cached = cached.as_ref().is_some_and(Vec::is_empty);
+        if let Some(items) = cached.filter(|items| !items.is_empty() && Self::cached(info)) {
             return Ok(items.iter().map(|o| presented(info, o)).collect());
+        }
+        let resource = info.storage_resource;
+        if none_cached && self.empty_lookups.recent(resource, namespace) {
+            return Ok(Vec::new());
         }
         let listed =
             self.runtime.block_on(self.objects.list(info, namespace, None, None, None)).map_err(|e| failed(&e))?;
         self.saw(listed.revision);
+        if none_cached && listed.items.is_empty() {
+            self.empty_lookups.record(resource, namespace);
+        }
         Ok(listed.items.iter().map(Value::to_string).collect())
     }
     fn replace_status(

@@ -19,11 +19,15 @@ type RequestKey = (&'static str, String, u16);
 /// operation and whether it rejected the request.
 pub type AdmissionKey = (&'static str, &'static str, bool);
 
+/// Store operations of one kind: count and total seconds per key type.
+type CountsByType = BTreeMap<String, (u64, f64)>;
+
 /// Request counters: count and total seconds per key.
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<BTreeMap<RequestKey, (u64, f64)>>,
-    store: Mutex<BTreeMap<&'static str, (u64, f64)>>,
+    /// By operation, then by what the key names (see [`key_type`]).
+    store: Mutex<BTreeMap<&'static str, CountsByType>>,
     /// Each admission phase, matching and every policy called.
     admission_steps: Mutex<BTreeMap<AdmissionKey, Histogram>>,
     /// Each policy call, by policy name: building its request, the call, applying its answer.
@@ -40,10 +44,14 @@ impl Metrics {
         }
     }
 
-    /// Records one store operation.
-    pub fn record_store(&self, operation: &'static str, elapsed: Duration) {
+    /// Records one store operation on a key of `kind` (see [`key_type`]).
+    pub fn record_store(&self, operation: &'static str, kind: &str, elapsed: Duration) {
         if let Ok(mut store) = self.store.lock() {
-            let entry = store.entry(operation).or_default();
+            let kinds = store.entry(operation).or_default();
+            let entry = match kinds.get_mut(kind) {
+                Some(entry) => entry,
+                None => kinds.entry(kind.to_string()).or_default(),
+            };
             entry.0 += 1;
             entry.1 += elapsed.as_secs_f64();
         }
@@ -75,11 +83,12 @@ impl Metrics {
         if let Ok(store) = self.store.lock() {
             let _ = writeln!(out, "# HELP capstan_store_request_duration_seconds Store operation latency.");
             let _ = writeln!(out, "# TYPE capstan_store_request_duration_seconds summary");
-            for (operation, (count, seconds)) in store.iter() {
-                let _ =
-                    writeln!(out, "capstan_store_request_duration_seconds_sum{{operation=\"{operation}\"}} {seconds}");
-                let _ =
-                    writeln!(out, "capstan_store_request_duration_seconds_count{{operation=\"{operation}\"}} {count}");
+            for (operation, kinds) in store.iter() {
+                for (kind, (count, seconds)) in kinds {
+                    let labels = format!("operation=\"{operation}\",type=\"{}\"", escape_label(kind));
+                    let _ = writeln!(out, "capstan_store_request_duration_seconds_sum{{{labels}}} {seconds}");
+                    let _ = writeln!(out, "capstan_store_request_duration_seconds_count{{{labels}}} {count}");
+                }
             }
         }
         let _ = writeln!(out, "# HELP apiserver_registered_watchers Watchers served from the watch cache.");
@@ -130,6 +139,16 @@ impl Metrics {
     }
 }
 
+/// What a store key names, for the `type` label of store metrics (as upstream's etcd metrics
+/// label requests by resource): the key's first segment, which is a core resource's plural
+/// (`pods`, `resourcequotas`) or another resource's group (`apps`, `coordination.k8s.io`).
+#[must_use]
+pub fn key_type(key: &[u8]) -> &str {
+    let key = key.strip_prefix(b"/").unwrap_or(key);
+    let first = key.split(|b| *b == b'/').next().unwrap_or_default();
+    std::str::from_utf8(first).unwrap_or("")
+}
+
 /// A store that times every operation into [`Metrics`].
 pub struct MeteredStore {
     inner: Arc<dyn Store>,
@@ -148,33 +167,61 @@ impl MeteredStore {
 impl Store for MeteredStore {
     async fn range(&self, request: RangeRequest) -> capstan_store::Result<RangeResponse> {
         let started = Instant::now();
+        let kind = key_type(&request.range.start).to_string();
         let result = self.inner.range(request).await;
-        self.metrics.record_store("range", started.elapsed());
+        self.metrics.record_store("range", &kind, started.elapsed());
         result
     }
 
     async fn txn(&self, txn: Txn) -> capstan_store::Result<TxnResponse> {
         let started = Instant::now();
+        let kind = txn.compares.first().map(|c| key_type(&c.key).to_string()).unwrap_or_default();
         let result = self.inner.txn(txn).await;
-        self.metrics.record_store("txn", started.elapsed());
+        self.metrics.record_store("txn", &kind, started.elapsed());
         result
     }
 
     async fn watch(&self, request: WatchRequest) -> capstan_store::Result<WatchStream> {
         let started = Instant::now();
+        let kind = key_type(&request.range.start).to_string();
         let result = self.inner.watch(request).await;
-        self.metrics.record_store("watch", started.elapsed());
+        self.metrics.record_store("watch", &kind, started.elapsed());
         result
     }
 
     async fn compact(&self, revision: Revision) -> capstan_store::Result<()> {
         let started = Instant::now();
         let result = self.inner.compact(revision).await;
-        self.metrics.record_store("compact", started.elapsed());
+        self.metrics.record_store("compact", "", started.elapsed());
         result
     }
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_keys_are_typed_by_their_first_segment() {
+        assert_eq!(key_type(b"/resourcequotas/default/q"), "resourcequotas");
+        assert_eq!(key_type(b"/apps/deployments/default/web"), "apps");
+        assert_eq!(key_type(b"/pods/"), "pods");
+        assert_eq!(key_type(b""), "");
+    }
+
+    #[test]
+    fn store_operations_are_counted_by_operation_and_type() {
+        let metrics = Metrics::default();
+        metrics.record_store("range", "pods", Duration::from_millis(1));
+        metrics.record_store("range", "pods", Duration::from_millis(1));
+        metrics.record_store("range", "resourcequotas", Duration::from_millis(1));
+        let text = metrics.render(0);
+        assert!(text.contains("capstan_store_request_duration_seconds_count{operation=\"range\",type=\"pods\"} 2\n"));
+        let quotas = "capstan_store_request_duration_seconds_count{operation=\"range\",type=\"resourcequotas\"} 1\n";
+        assert!(text.contains(quotas), "{text}");
     }
 }

@@ -120,6 +120,8 @@ pub struct ApiServer {
     extra_metrics: ExtraMetrics,
     /// How pods/log, exec and attach reach node agents.
     pub(crate) nodes: crate::node_proxy::NodeClient,
+    /// Admission's store lookups that found nothing, remembered for a while.
+    pub(crate) empty_lookups: Arc<crate::admission::EmptyLookups>,
 }
 
 /// A started server.
@@ -164,6 +166,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             .with_sources(config.builtin_plugins, Some(config.data_dir.join("plugins"))),
         extra_metrics: config.extra_metrics,
         nodes: crate::node_proxy::NodeClient::new(&pki)?,
+        empty_lookups: Arc::default(),
     });
     server.bootstrap().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;
     server.reload_custom_resources().await.map_err(|e| ServerError::Bootstrap(Box::new(e)))?;

@@ -14,7 +14,8 @@
 //! the scheduler's caches synced (its informers' first list of every node and pod done, the
 //! point from which upstream measures) to the last binding seen, with the whole process's
 //! CPU-seconds meanwhile (API server, store, scheduler, hollow nodes, this client) and each
-//! thread's, by name (`scheduler` runs the cycles); and the same from the scheduler's start, the lists included; then a
+//! thread's, by name (`scheduler` runs the cycles), and the admission policies the API server
+//! called meanwhile; and the same from the scheduler's start, the lists included; then a
 //! table with WASM/native ratios.
 //!
 //! Run: build the components (`scripts/build-plugins`, or what `host/components` builds) then
@@ -118,6 +119,39 @@ fn cpu_by_thread_name(before: &BTreeMap<String, (String, f64)>, after: &BTreeMap
     let mut by_name: Vec<_> = by_name.into_iter().filter(|(_, cpu)| *cpu >= 0.01).collect();
     by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
     by_name.iter().map(|(name, cpu)| format!("{name} {cpu:.2}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The admission policies' calls so far, from the API server's `/metrics`: plugin → (calls,
+/// seconds in calls).
+async fn admission_calls(client: &kube::Client) -> BTreeMap<String, (f64, f64)> {
+    let request = http::Request::get("/metrics").body(Vec::new()).expect("request");
+    let text = client.request_text(request).await.expect("/metrics");
+    let mut calls: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.contains("world=\"admission-policy\"")) {
+        let Some((series, value)) = line.rsplit_once(' ') else { continue };
+        let Some(plugin) = series.split("plugin=\"").nth(1).and_then(|r| r.split('"').next()) else { continue };
+        let value: f64 = value.parse().unwrap_or(0.0);
+        let entry = calls.entry(plugin.to_owned()).or_default();
+        if series.starts_with("capstan_plugin_call_duration_seconds_count") {
+            entry.0 = value;
+        } else if series.starts_with("capstan_plugin_call_duration_seconds_sum") {
+            entry.1 = value;
+        }
+    }
+    calls
+}
+
+/// The policies called between two [`admission_calls`] readings: calls and mean time each.
+fn admission_between(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>) -> String {
+    let mut shown = Vec::new();
+    for (plugin, (calls, seconds)) in after {
+        let (calls_before, seconds_before) = before.get(plugin).copied().unwrap_or_default();
+        let (calls, seconds) = (calls - calls_before, seconds - seconds_before);
+        if calls > 0.0 {
+            shown.push(format!("{plugin} {calls:.0} × {:.0} µs", seconds / calls * 1e6));
+        }
+    }
+    shown.join(", ")
 }
 
 /// What one run measured.
@@ -235,6 +269,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
     let synced = Instant::now();
     let process_cpu = cpu_seconds("/proc/self/stat");
     let threads_at_sync = threads_cpu();
+    let admission_at_sync = admission_calls(&client).await;
     let mut first = None;
     while bound.len() < names.len() {
         let event = tokio::time::timeout_at((began + RUN_LIMIT).into(), events.next())
@@ -250,6 +285,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
     let (from_start, since_sync) = (began.elapsed().as_secs_f64(), synced.elapsed().as_secs_f64());
     let cpu = cpu_seconds("/proc/self/stat") - process_cpu;
     let threads = cpu_by_thread_name(&threads_at_sync, &threads_cpu());
+    let admission = admission_between(&admission_at_sync, &admission_calls(&client).await);
     scheduler.stop();
     drop(nodes);
     server.task.abort();
@@ -260,6 +296,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
         placed / since_sync,
         placed / cpu,
     );
+    println!("  admission policies called meanwhile: {admission}");
     println!(
         "  from the scheduler's start: {from_start:.2} s = {:.0} pods/s (caches synced after {:.0} ms, first binding \
          seen after {:.0} ms)",
