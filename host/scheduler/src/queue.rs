@@ -4,7 +4,7 @@
 //! (or after [`MAX_UNSCHEDULABLE`]).
 
 use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +45,17 @@ struct Entry {
     seq: u64,
 }
 
+impl Entry {
+    /// When a waiting entry goes back to the active queue; `None` when it is not waiting.
+    fn due_at(&self) -> Option<Instant> {
+        match self.place {
+            Place::Backoff(at) => Some(at),
+            Place::Unschedulable(since) => Some(since + MAX_UNSCHEDULABLE),
+            Place::Active | Place::InFlight => None,
+        }
+    }
+}
+
 #[derive(PartialEq, Eq)]
 struct HeapItem {
     sort_key: i64,
@@ -69,6 +80,9 @@ impl PartialOrd for HeapItem {
 pub struct SchedulingQueue {
     entries: HashMap<String, Entry>,
     active: BinaryHeap<HeapItem>,
+    /// The keys in backoff or unschedulable: what a flush looks at, so a cycle does not visit
+    /// every queued pod.
+    waiting: HashSet<String>,
     next_seq: u64,
 }
 
@@ -127,6 +141,7 @@ impl SchedulingQueue {
     /// Forgets a pod (deleted, or bound by someone else).
     pub fn remove(&mut self, key: &str) {
         self.entries.remove(key);
+        self.waiting.remove(key);
     }
 
     /// Whether the queue knows `key`.
@@ -137,15 +152,18 @@ impl SchedulingQueue {
 
     /// Moves backed-off pods whose time is up (and long-unschedulable ones) to the active queue.
     pub fn flush(&mut self, now: Instant) {
-        for (key, entry) in &mut self.entries {
-            let due = match entry.place {
-                Place::Backoff(at) => at <= now,
-                Place::Unschedulable(since) => since + MAX_UNSCHEDULABLE <= now,
-                Place::Active | Place::InFlight => false,
-            };
-            if due {
+        let due: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|key| self.entries.get(key.as_str()).and_then(Entry::due_at).is_none_or(|at| at <= now))
+            .cloned()
+            .collect();
+        for key in due {
+            self.waiting.remove(&key);
+            let Some(entry) = self.entries.get_mut(&key) else { continue };
+            if entry.due_at().is_some() {
                 entry.place = Place::Active;
-                self.active.push(HeapItem { sort_key: entry.pod.sort_key, seq: entry.seq, key: key.clone() });
+                self.active.push(HeapItem { sort_key: entry.pod.sort_key, seq: entry.seq, key });
             }
         }
     }
@@ -153,8 +171,10 @@ impl SchedulingQueue {
     /// A cluster event happened that may make unschedulable pods fit: they move to backoff (or
     /// active, if their backoff already passed).
     pub fn move_all_to_active_or_backoff(&mut self, now: Instant) {
-        for entry in self.entries.values_mut() {
-            if let Place::Unschedulable(since) = entry.place {
+        for key in &self.waiting {
+            if let Some(entry) = self.entries.get_mut(key)
+                && let Place::Unschedulable(since) = entry.place
+            {
                 entry.place = Place::Backoff(since + backoff(entry.pod.attempts));
             }
         }
@@ -183,25 +203,19 @@ impl SchedulingQueue {
             } else {
                 Place::Backoff(now + backoff(entry.pod.attempts))
             };
+            self.waiting.insert(key.to_owned());
         }
     }
 
     /// The cycle for `key` picked a node: it leaves the queue.
     pub fn done(&mut self, key: &str) {
-        self.entries.remove(key);
+        self.remove(key);
     }
 
     /// When the next backed-off pod is due, if any.
     #[must_use]
     pub fn next_due(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .filter_map(|e| match e.place {
-                Place::Backoff(at) => Some(at),
-                Place::Unschedulable(since) => Some(since + MAX_UNSCHEDULABLE),
-                Place::Active | Place::InFlight => None,
-            })
-            .min()
+        self.waiting.iter().filter_map(|key| self.entries.get(key)?.due_at()).min()
     }
 
     /// How many pods wait in the active queue.
@@ -285,5 +299,23 @@ mod tests {
         queue.add_or_update("a", Arc::new(relabelled), 0);
         queue.flush(now + Duration::from_mins(1));
         assert!(queue.pop().is_some(), "a label change may make it fit");
+    }
+
+    #[test]
+    fn a_pod_removed_while_waiting_never_comes_back() {
+        let mut queue = SchedulingQueue::default();
+        let now = Instant::now();
+        for key in ["gone", "kept"] {
+            queue.add_or_update(key, pod(), 0);
+        }
+        while queue.pop().is_some() {}
+        queue.requeue("gone", false, now);
+        queue.requeue("kept", true, now);
+        queue.remove("gone");
+        assert_eq!(queue.next_due(), Some(now + super::MAX_UNSCHEDULABLE), "only the kept pod waits");
+        queue.move_all_to_active_or_backoff(now + Duration::from_secs(3));
+        let back: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
+        assert_eq!(back.len(), 1, "the kept pod returns, the removed one does not");
+        assert_eq!(queue.next_due(), None);
     }
 }
