@@ -587,26 +587,28 @@ struct StoreCluster {
 /// How long a live lookup that listed nothing stands (upstream's `liveTTL`).
 pub(crate) const LIVE_LOOKUP_TTL: Duration = Duration::from_secs(30);
 
-/// Live lookups that listed nothing: by resource and namespace, when.
+/// Live lookups that listed nothing: by resource, then namespace (`""` for cluster scope), when.
 #[derive(Default)]
-pub(crate) struct EmptyLookups(std::sync::Mutex<HashMap<(&'static str, String), Instant>>);
+pub(crate) struct EmptyLookups(std::sync::Mutex<HashMap<&'static str, HashMap<String, Instant>>>);
 
 impl EmptyLookups {
-    fn lookups(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, String), Instant>> {
+    fn lookups(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, HashMap<String, Instant>>> {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether a lookup of `resource` in `namespace` listed nothing within the TTL.
     fn recent(&self, resource: &'static str, namespace: Option<&str>) -> bool {
-        let key = (resource, namespace.unwrap_or_default().to_string());
-        self.lookups().get(&key).is_some_and(|at| at.elapsed() < LIVE_LOOKUP_TTL)
+        let lookups = self.lookups();
+        let at = lookups.get(resource).and_then(|namespaces| namespaces.get(namespace.unwrap_or_default()));
+        at.is_some_and(|at| at.elapsed() < LIVE_LOOKUP_TTL)
     }
 
     fn record(&self, resource: &'static str, namespace: Option<&str>) {
         let mut lookups = self.lookups();
+        let namespaces = lookups.entry(resource).or_default();
         // Namespaces come and go: expired entries are dropped whenever one is added.
-        lookups.retain(|_, at| at.elapsed() < LIVE_LOOKUP_TTL);
-        lookups.insert((resource, namespace.unwrap_or_default().to_string()), Instant::now());
+        namespaces.retain(|_, at| at.elapsed() < LIVE_LOOKUP_TTL);
+        namespaces.insert(namespace.unwrap_or_default().to_string(), Instant::now());
     }
 }
 
