@@ -240,6 +240,13 @@ fn namespace_selectors_pick_the_namespaces_a_policy_sees() {
     let rules = CONFIGMAP_RULES;
     let manifest = policy("selective", &component("require-label"), false, "  config: {label: app}", rules)
         .replace("  admission:\n", "  admission:\n    namespaceSelector: {matchLabels: {policy: 'on'}}\n");
+    // A selector that does not parse is refused when the Plugin is written, naming the field.
+    let broken = manifest.replace(
+        "    namespaceSelector:",
+        "    objectSelector: {matchExpressions: [{key: tier, operator: Near, values: [x]}]}\n    namespaceSelector:",
+    );
+    let refused = kubectl_fails(&server, &["apply", "-f", "-"], Some(&broken));
+    assert!(refused.stderr.contains("spec.admission.objectSelector: Invalid value"), "{}", refused.stderr);
     load(&server, &manifest, "selective");
     let denied = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map("c", "watched")));
     assert!(denied.stderr.contains("must have the label `app`"), "{}", denied.stderr);

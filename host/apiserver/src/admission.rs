@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 
 use capstan_api::ResourceInfo;
 use capstan_api::plugin::{FailurePolicy, ReinvocationPolicy};
-use capstan_api::selector::LabelSelector;
 use capstan_store::Revision;
 pub(crate) use capstan_wasm::admission::Operation;
 use capstan_wasm::admission::{
@@ -164,7 +163,7 @@ async fn mutate_once(
         if patched == *object {
             return Ok(false);
         }
-        request.object = Some(patched.to_string());
+        request.object = Some(crate::body::json_text(&patched));
         *object = patched;
         Ok(true)
     };
@@ -273,17 +272,15 @@ async fn matching(
     let mut namespace_labels: Option<BTreeMap<String, String>> = None;
     let mut matched = Vec::with_capacity(by_rules.len());
     for policy in by_rules {
-        if let Some(selector) = &policy.settings.object_selector {
-            let selector = selector_of(&policy, selector)?;
-            let labelled = |o: Option<&Value>| o.is_some_and(|o| selector.matches(&labels(o)));
-            if !selector.is_empty() && !labelled(object) && !labelled(old) {
+        if let Some(selector) = &policy.object_selector {
+            let labelled = |o: Option<&Value>| o.is_some_and(|o| selector.matches_object(o));
+            if !labelled(object) && !labelled(old) {
                 continue;
             }
         }
-        if let Some(selector) = &policy.settings.namespace_selector {
-            let selector = selector_of(&policy, selector)?;
+        if let Some(selector) = &policy.namespace_selector {
             let has_namespace = info.namespaced || (info.gvk.group.is_empty() && info.plural == "namespaces");
-            if has_namespace && !selector.is_empty() {
+            if has_namespace {
                 let labels = match &namespace_labels {
                     Some(labels) => labels,
                     None => namespace_labels.insert(labels_of_namespace(call, attributes, object, old).await?),
@@ -357,11 +354,6 @@ fn request_variable(call: &Call<'_>, attributes: &Attributes<'_>) -> ApiResult<V
     }))
 }
 
-fn selector_of(policy: &LoadedPolicy, selector: &Value) -> ApiResult<LabelSelector> {
-    LabelSelector::from_json(selector)
-        .map_err(|e| ApiError::Internal(format!("admission plugin {:?} has an invalid selector: {e}", policy.name)))
-}
-
 fn labels(object: &Value) -> BTreeMap<String, String> {
     object
         .pointer("/metadata/labels")
@@ -421,10 +413,10 @@ fn request(
         namespace: attributes.namespace.map(str::to_string),
         operation: attributes.operation,
         user_info,
-        object: object.map(Value::to_string),
-        old_object: old.map(Value::to_string),
+        object: object.map(crate::body::json_text),
+        old_object: old.map(crate::body::json_text),
         dry_run: call.query.dry_run()?,
-        options: options(call, attributes.operation)?.map(|o| o.to_string()),
+        options: options(call, attributes.operation)?.as_ref().map(crate::body::json_text),
     })
 }
 
@@ -649,8 +641,8 @@ fn failed(error: &ApiError) -> ClusterError {
 /// A cached object as the store would have returned it.
 fn presented(info: &ResourceInfo, object: &Value) -> String {
     match info.conversion {
-        Some(_) => crate::objects::present(info, object.clone()).to_string(),
-        None => object.to_string(),
+        Some(_) => crate::body::json_text(&crate::objects::present(info, object.clone())),
+        None => crate::body::json_text(object),
     }
 }
 
@@ -673,7 +665,7 @@ impl Cluster for StoreCluster {
         if let Some((_, revision)) = &found {
             self.saw(*revision);
         }
-        Ok(found.map(|(object, _)| object.to_string()))
+        Ok(found.map(|(object, _)| crate::body::json_text(&object)))
     }
 
     fn list(&self, resource: &GroupVersionResource, namespace: Option<&str>) -> Result<Vec<String>, ClusterError> {
@@ -693,7 +685,7 @@ impl Cluster for StoreCluster {
         if none_cached && listed.items.is_empty() {
             self.empty_lookups.record(resource, namespace);
         }
-        Ok(listed.items.iter().map(Value::to_string).collect())
+        Ok(listed.items.iter().map(crate::body::json_text).collect())
     }
     fn replace_status(
         &self,

@@ -50,7 +50,7 @@ mod watcher;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use capstan_store::{Revision, Store, StoreError};
@@ -126,13 +126,37 @@ pub struct CacheEvent {
     /// The revision of the change.
     pub revision: Revision,
     key: Arc<[u8]>,
+    /// `object` as JSON, encoded by the first watcher that sends it and shared by the others.
+    json: Arc<OnceLock<bytes::Bytes>>,
 }
 
 impl CacheEvent {
+    fn new(
+        kind: CacheEventKind,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+        revision: Revision,
+        key: Arc<[u8]>,
+    ) -> Self {
+        Self { kind, object, prev, revision, key, json: Arc::default() }
+    }
+
     /// The object's store key.
     #[must_use]
     pub fn key(&self) -> &[u8] {
         &self.key
+    }
+
+    /// `object` as compact JSON, encoded once for every watcher of this event.
+    #[must_use]
+    pub fn object_json(&self) -> bytes::Bytes {
+        self.json.get_or_init(|| bytes::Bytes::from(crate::body::json_bytes(&self.object))).clone()
+    }
+
+    /// The event without its shared encoding, as history keeps it: a watcher that starts from
+    /// history encodes what it replays, and history does not hold every object twice.
+    fn for_history(&self) -> Self {
+        Self { json: Arc::default(), ..self.clone() }
     }
 }
 

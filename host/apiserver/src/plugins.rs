@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, SystemTime};
 
 use capstan_api::plugin::{AdmissionSettings, Plugin, PluginComponent, PluginKind, PluginState, PluginStatus};
+use capstan_api::selector::LabelSelector;
 use capstan_wasm::admission::AdmissionPolicy;
 use capstan_wasm::{Digest, Limits, PluginSpec, Runtime, RuntimeConfig};
 use serde_json::Value;
@@ -44,6 +45,10 @@ pub struct LoadedPolicy {
     pub settings: AdmissionSettings,
     /// `settings.match_conditions`, compiled.
     pub conditions: Conditions,
+    /// `settings.object_selector`, parsed; `None` when absent or empty (it matches everything).
+    pub object_selector: Option<LabelSelector>,
+    /// `settings.namespace_selector`, parsed; `None` when absent or empty.
+    pub namespace_selector: Option<LabelSelector>,
     /// What the loaded version was built from: configuration and deadline. A change needs a
     /// fresh load; a change of bytes alone is a reload.
     load_key: String,
@@ -190,6 +195,13 @@ impl ApiServer {
                 return Outcome::Failed(named.collect::<Vec<_>>().join("; "));
             }
         };
+        let (object_selector, namespace_selector) = match (
+            selector(settings.object_selector.as_ref(), "objectSelector"),
+            selector(settings.namespace_selector.as_ref(), "namespaceSelector"),
+        ) {
+            (Ok(object), Ok(namespace)) => (object, namespace),
+            (Err(message), _) | (_, Err(message)) => return Outcome::Failed(message),
+        };
         let config = plugin.spec.config.as_ref().map_or_else(|| "{}".to_string(), Value::to_string);
         let deadline = Duration::from_millis(settings.timeout_milliseconds());
         let load_key = format!("{deadline:?} {config}");
@@ -235,6 +247,8 @@ impl ApiServer {
                     handle,
                     settings,
                     conditions,
+                    object_selector,
+                    namespace_selector,
                     load_key,
                     inline: std::sync::atomic::AtomicBool::new(true),
                 };
@@ -582,4 +596,11 @@ impl ApiServer {
         }
         Ok(())
     }
+}
+
+/// A policy's label selector, parsed once when it loads; `None` when absent or empty.
+fn selector(selector: Option<&Value>, field: &str) -> Result<Option<LabelSelector>, String> {
+    let Some(selector) = selector else { return Ok(None) };
+    let parsed = LabelSelector::from_json(selector).map_err(|e| format!("admission.{field}: {e}"))?;
+    Ok(Some(parsed).filter(|parsed| !parsed.is_empty()))
 }

@@ -26,8 +26,15 @@ pub fn validate(info: &ResourceInfo, object: &Value, old: Option<&Value>) -> Vec
     causes
 }
 
-/// A Plugin's admission `matchConditions`: named, unique, and valid CEL.
+/// A Plugin's admission selectors, which must parse, and `matchConditions`: named, unique, and
+/// valid CEL.
 fn plugin(object: &Value, causes: &mut Vec<Cause>) {
+    for field in ["objectSelector", "namespaceSelector"] {
+        let Some(selector) = object.pointer(&format!("/spec/admission/{field}")) else { continue };
+        if let Err(e) = capstan_api::selector::LabelSelector::from_json(selector) {
+            causes.push(invalid(&format!("spec.admission.{field}"), selector, &e.to_string()));
+        }
+    }
     let Some(conditions) = object.pointer("/spec/admission/matchConditions") else { return };
     let Ok(conditions) = serde_json::from_value::<Vec<capstan_api::plugin::MatchCondition>>(conditions.clone()) else {
         return; // the schema reports a malformed list

@@ -1,6 +1,7 @@
 //! Watch: a stream of `WatchEvent`s (newline-delimited JSON) from the watch cache, with selector
 //! transitions, bookmarks, timeouts and 410 Expired, as kube-apiserver serves them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -43,9 +44,8 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(256);
     tokio::spawn(async move {
         let mut encoder = Encoder { info, table_mode, columns_sent: false };
-        let frame = |value: &Value| bytes::Bytes::from(format!("{value}\n"));
         for object in &initial {
-            if sender.send(Ok(frame(&encoder.event("ADDED", object)))).await.is_err() {
+            if sender.send(Ok(encoder.event("ADDED", object, None))).await.is_err() {
                 return;
             }
         }
@@ -73,11 +73,11 @@ pub async fn watch(call: &Call<'_>) -> ApiResult<Response> {
                         }
                         Some(Ok(change)) => {
                             last = change.revision;
-                            change.translate(&selectors).map(|(kind, object)| encoder.event(kind, &object))
+                            change.translate(&selectors).map(|(kind, object, json)| encoder.event(kind, &object, json))
                         }
                     };
                     if let Some(out) = out
-                        && sender.send(Ok(frame(&out))).await.is_err() {
+                        && sender.send(Ok(out)).await.is_err() {
                             return;
                         }
                 }
@@ -156,27 +156,31 @@ async fn changes_after(
 struct Change {
     deleted: bool,
     /// The object after the change; for a deletion its last state at the deletion's revision.
-    object: Value,
-    prev: Option<Value>,
+    object: Arc<Value>,
+    prev: Option<Arc<Value>>,
     revision: Revision,
+    /// The cache event it came from, whose encoding of `object` every watcher shares; `None`
+    /// for a change from the store, or once `object` was converted to another version.
+    cached: Option<CacheEvent>,
 }
 
 impl Change {
     /// The change as the version `info` serves.
     fn presented(self, info: &capstan_api::ResourceInfo) -> Self {
-        Change {
-            object: objects::present(info, self.object),
-            prev: self.prev.map(|p| objects::present(info, p)),
-            ..self
+        if info.conversion.is_none() {
+            return self;
         }
+        let present = |object: Arc<Value>| Arc::new(objects::present(info, Arc::unwrap_or_clone(object)));
+        Change { object: present(self.object), prev: self.prev.map(present), cached: None, ..self }
     }
 
     fn from_cache(event: &CacheEvent) -> Self {
         Change {
             deleted: event.kind == CacheEventKind::Deleted,
-            object: Value::clone(&event.object),
-            prev: event.prev.as_deref().cloned(),
+            object: Arc::clone(&event.object),
+            prev: event.prev.clone(),
             revision: event.revision,
+            cached: Some(event.clone()),
         }
     }
 
@@ -198,23 +202,39 @@ impl Change {
                 (true, last)
             }
         };
-        Some(Ok(Change { deleted, object, prev, revision: event.revision() }))
+        Some(Ok(Change {
+            deleted,
+            object: Arc::new(object),
+            prev: prev.map(Arc::new),
+            revision: event.revision(),
+            cached: None,
+        }))
     }
 
-    /// The watch event type and object seen through the selectors: an object that starts
-    /// matching is ADDED, one that stops matching is DELETED.
-    fn translate(self, selectors: &Selectors) -> Option<(&'static str, Value)> {
+    /// The watch event type and object seen through the selectors (with the cache event whose
+    /// encoding it may share): an object that starts matching is ADDED, one that stops matching
+    /// is DELETED.
+    fn translate(self, selectors: &Selectors) -> Option<(&'static str, Arc<Value>, Option<CacheEvent>)> {
         let was = self.prev.as_ref().is_some_and(|p| selectors.matches(p));
-        if self.deleted {
-            return was.then_some(("DELETED", self.object));
-        }
-        match (was, selectors.matches(&self.object)) {
-            (false, true) => Some(("ADDED", self.object)),
-            (true, true) => Some(("MODIFIED", self.object)),
-            (true, false) => Some(("DELETED", self.object)),
-            (false, false) => None,
-        }
+        let kind = if self.deleted {
+            was.then_some("DELETED")?
+        } else {
+            match (was, selectors.matches(&self.object)) {
+                (false, true) => "ADDED",
+                (true, true) => "MODIFIED",
+                (true, false) => "DELETED",
+                (false, false) => return None,
+            }
+        };
+        Some((kind, self.object, self.cached))
     }
+}
+
+/// One line of a watch stream: `value` as JSON and a newline.
+fn frame(value: &Value) -> bytes::Bytes {
+    let mut out = crate::body::json_bytes(value);
+    out.push(b'\n');
+    bytes::Bytes::from(out)
 }
 
 struct Encoder {
@@ -224,8 +244,20 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn event(&mut self, kind: &str, object: &Value) -> Value {
-        let Some(options) = &self.table_mode else { return json!({"type": kind, "object": object}) };
+    /// The frame of one event. Outside table mode it is written around the object's JSON, which
+    /// a cache event encodes once for all its watchers, rather than built as a `Value` holding a
+    /// copy of the object.
+    fn event(&mut self, kind: &str, object: &Value, cached: Option<CacheEvent>) -> bytes::Bytes {
+        let Some(options) = &self.table_mode else {
+            let json = cached.map_or_else(|| bytes::Bytes::from(crate::body::json_bytes(object)), |e| e.object_json());
+            let mut out = Vec::with_capacity(json.len() + 32);
+            out.extend_from_slice(b"{\"type\":\"");
+            out.extend_from_slice(kind.as_bytes());
+            out.extend_from_slice(b"\",\"object\":");
+            out.extend_from_slice(&json);
+            out.extend_from_slice(b"}\n");
+            return bytes::Bytes::from(out);
+        };
         let mut table = table::table(
             &self.info,
             std::slice::from_ref(object),
@@ -236,7 +268,7 @@ impl Encoder {
             table["columnDefinitions"] = json!([]);
         }
         self.columns_sent = true;
-        json!({"type": kind, "object": table})
+        frame(&json!({"type": kind, "object": table}))
     }
 
     fn bookmark(&self, revision: Revision) -> Value {

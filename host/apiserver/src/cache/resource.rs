@@ -244,16 +244,16 @@ impl State {
             let object = Arc::new(object);
             let prev = self.objects.insert(Arc::clone(&key), Arc::clone(&object));
             let kind = if prev.is_some() { CacheEventKind::Modified } else { CacheEventKind::Added };
-            CacheEvent { kind, object, prev, revision, key }
+            CacheEvent::new(kind, object, prev, revision, key)
         } else {
             // Nothing to report for a key the cache does not hold (its value was not an object).
             let Some(prev) = self.objects.remove(&key) else { return };
             let mut last = Value::clone(&prev);
             meta::metadata_mut(&mut last).insert("resourceVersion".into(), json!(revision.to_string()));
-            CacheEvent { kind: CacheEventKind::Deleted, object: Arc::new(last), prev: Some(prev), revision, key }
+            CacheEvent::new(CacheEventKind::Deleted, Arc::new(last), Some(prev), revision, key)
         };
         self.watchers.retain(|_, watcher| watcher.offer(&event, resource));
-        self.history.push_back(event);
+        self.history.push_back(event.for_history());
         while self.history.len() > history_limit {
             if let Some(evicted) = self.history.pop_front() {
                 self.horizon = evicted.revision;

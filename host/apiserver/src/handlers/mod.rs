@@ -71,7 +71,7 @@ impl Call<'_> {
 
 /// A JSON response.
 pub fn json_response(code: StatusCode, value: &Value, warnings: &[String]) -> Response {
-    let mut response = (code, value.to_string()).into_response();
+    let mut response = (code, crate::body::json_bytes(value)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     for warning in warnings {
