@@ -630,7 +630,19 @@ impl StoreCluster {
         let seen = *self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let rv = seen.map_or(ListRv::Any, ListRv::NotOlderThan);
         let namespace = namespace.filter(|_| info.namespaced);
-        self.runtime.block_on(self.cache.list(info.storage_resource, namespace, rv)).ok().map(|listed| listed.items)
+        self.wait(self.cache.list(info.storage_resource, namespace, rv)).ok().map(|listed| listed.items)
+    }
+
+    /// Runs `work` to its end: in place when it needs no waiting (the cache holds what it asks
+    /// for), so a policy call attempt on a worker thread goes on; otherwise the attempt ends (the
+    /// call is made again on a blocking thread) and this blocks on the runtime.
+    fn wait<F: Future>(&self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        if let Some(done) = futures::FutureExt::now_or_never(work.as_mut()) {
+            return done;
+        }
+        capstan_wasm::leave_attempt();
+        self.runtime.block_on(work)
     }
 }
 
@@ -661,7 +673,7 @@ impl Cluster for StoreCluster {
             return Ok(Some(presented(info, &object)));
         }
         let target = ObjectRef { info, namespace: namespace.map(str::to_string), name: name.to_string() };
-        let found = self.runtime.block_on(self.objects.get_kv(&target)).map_err(|e| failed(&e))?;
+        let found = self.wait(self.objects.get_kv(&target)).map_err(|e| failed(&e))?;
         if let Some((_, revision)) = &found {
             self.saw(*revision);
         }
@@ -679,8 +691,7 @@ impl Cluster for StoreCluster {
         if none_cached && self.empty_lookups.recent(resource, namespace) {
             return Ok(Vec::new());
         }
-        let listed =
-            self.runtime.block_on(self.objects.list(info, namespace, None, None, None)).map_err(|e| failed(&e))?;
+        let listed = self.wait(self.objects.list(info, namespace, None, None, None)).map_err(|e| failed(&e))?;
         self.saw(listed.revision);
         if none_cached && listed.items.is_empty() {
             self.empty_lookups.record(resource, namespace);
@@ -703,6 +714,8 @@ impl Cluster for StoreCluster {
             .map_err(|e| ClusterError::Failed(format!("the status is not valid JSON: {e}")))?;
         let expected = crate::objects::parse_resource_version(resource_version).map_err(|e| failed(&e))?;
         let target = ObjectRef { info, namespace: namespace.map(str::to_string), name: name.to_string() };
+        // A write: never within an attempt, whose call made again would write again.
+        capstan_wasm::leave_attempt();
         self.runtime.block_on(async {
             let Some((mut object, revision)) = self.objects.get_kv(&target).await.map_err(|e| failed(&e))? else {
                 return Err(ClusterError::Conflict(format!("{name} no longer exists")));
@@ -715,7 +728,7 @@ impl Cluster for StoreCluster {
             meta::metadata_mut(&mut object).remove("resourceVersion");
             object["status"] = status;
             match self.objects.replace(&target, revision, &object).await {
-                Ok(stored) => Ok(stored.to_string()),
+                Ok(stored) => Ok(crate::body::json_text(&stored)),
                 Err(ApiError::Conflict(..) | ApiError::NotFound(_)) => {
                     Err(ClusterError::Conflict(format!("{name} changed since resource version {resource_version}")))
                 }

@@ -74,6 +74,11 @@ pub type AdmissionPolicy = PluginHandle<AdmissionWorld>;
 
 /// The cluster a policy's `cluster` import reads (and, for quota, writes), supplied by the host
 /// for one call. The API server implements it over its store; see `wit/admission.wit`.
+///
+/// A call may be an attempt on an async runtime's worker thread
+/// ([`PluginHandle::try_admit_within`]): an implementation must call
+/// [`leave_attempt`](crate::leave_attempt) before it blocks or writes, so the call is made again
+/// where that is allowed. A read it answers at once (from a cache) keeps the call where it is.
 pub trait Cluster: Send + Sync + 'static {
     /// Reads one object as JSON; `None` when it does not exist.
     fn get(
@@ -173,8 +178,7 @@ fn with_cluster<R>(
 
 impl HostState {
     fn cluster(&self) -> Result<Arc<ClusterContext>, ClusterError> {
-        // Cluster calls block on the store, and `replace-status` writes: never within an attempt.
-        crate::plugin::leave_attempt();
+        // The `Cluster` leaves an attempt itself before it blocks or writes.
         self.call_context::<ClusterContext>().ok_or_else(|| {
             ClusterError::Forbidden("cluster access is only available while admitting a request".to_string())
         })

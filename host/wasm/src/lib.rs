@@ -30,6 +30,6 @@ pub use cache::{CacheUse, Digest};
 pub use error::{Cause, PluginError, RuntimeError};
 pub use host::HostState;
 pub use metrics::{Histogram, LATENCY_BUCKETS_SECONDS, MetricsSnapshot, escape_label, render_prometheus};
-pub use plugin::{Limits, PluginHandle, PluginSpec, PluginStatus, VersionInfo};
+pub use plugin::{Limits, PluginHandle, PluginSpec, PluginStatus, VersionInfo, leave_attempt};
 pub use runtime::{Runtime, RuntimeConfig};
 pub use world::World;

@@ -413,7 +413,8 @@ thread_local! {
 /// Ends a [`PluginHandle::try_call_within`] attempt in progress on this thread, from a host
 /// function about to do what the attempt must not (block, or cause a side effect that the call
 /// made again would repeat): the call is made again where it may. Outside an attempt it returns.
-pub(crate) fn leave_attempt() {
+/// Host functions that answer at once (from memory) need not call it, and stay in the attempt.
+pub fn leave_attempt() {
     if ATTEMPTING.with(std::cell::Cell::get) {
         // Unwinds through the guest to the attempt's `catch_unwind`, without a panic report.
         std::panic::resume_unwind(Box::new("a plugin call attempt needs a blocking thread"));

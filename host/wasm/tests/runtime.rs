@@ -131,9 +131,23 @@ fn an_attempt_within_a_budget_answers_or_steps_aside_uncounted() {
     assert_eq!(short.metrics().timeouts, 1);
 }
 
-/// A cluster that counts the reads it serves: every namespace exists and is Active.
+/// A cluster that counts the calls it serves: every namespace exists and is Active. One that
+/// `blocks` ends a call attempt before each call, as a cluster that waits on a store does.
 #[derive(Default)]
-struct CountingCluster(AtomicUsize);
+struct CountingCluster(AtomicUsize, bool);
+
+impl CountingCluster {
+    fn blocking() -> Self {
+        Self(AtomicUsize::new(0), true)
+    }
+
+    fn serve(&self) {
+        if self.1 {
+            capstan_wasm::leave_attempt();
+        }
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 impl capstan_wasm::admission::Cluster for CountingCluster {
     fn get(
@@ -142,7 +156,7 @@ impl capstan_wasm::admission::Cluster for CountingCluster {
         _namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<String>, capstan_wasm::admission::ClusterError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.serve();
         Ok(Some(format!(r#"{{"metadata":{{"name":"{name}"}},"status":{{"phase":"Active"}}}}"#)))
     }
 
@@ -151,7 +165,7 @@ impl capstan_wasm::admission::Cluster for CountingCluster {
         _resource: &capstan_wasm::admission::GroupVersionResource,
         _namespace: Option<&str>,
     ) -> Result<Vec<String>, capstan_wasm::admission::ClusterError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.serve();
         Ok(Vec::new())
     }
 
@@ -163,17 +177,17 @@ impl capstan_wasm::admission::Cluster for CountingCluster {
         _resource_version: &str,
         status: &str,
     ) -> Result<String, capstan_wasm::admission::ClusterError> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.serve();
         Ok(status.to_owned())
     }
 }
 
 #[test]
-fn an_attempt_never_reaches_the_cluster_the_call_made_again_does() {
-    // Cluster calls block, and may write: an attempt steps aside before the first one, so the
-    // call made again is the only one the cluster sees.
+fn an_attempt_never_reaches_a_blocking_cluster_the_call_made_again_does() {
+    // A cluster call that blocks (or writes) ends the attempt before it, so the call made again
+    // is the only one the cluster sees.
     let policy = load("attempt-cluster", "namespace_lifecycle", Limits::default());
-    let cluster = Arc::new(CountingCluster::default());
+    let cluster = Arc::new(CountingCluster::blocking());
     let attempt = policy.try_admit_within(Duration::from_secs(1), false, &labelled(), Some(cluster.clone()));
     assert!(matches!(attempt, Ok(None)), "{attempt:?}");
     assert_eq!(cluster.0.load(Ordering::SeqCst), 0);
@@ -181,6 +195,18 @@ fn an_attempt_never_reaches_the_cluster_the_call_made_again_does() {
     assert!(response.allowed, "{response:?}");
     assert_eq!(cluster.0.load(Ordering::SeqCst), 1);
     assert_eq!(policy.metrics().calls, 1, "the attempt is not counted");
+}
+
+#[test]
+fn an_attempt_whose_cluster_answers_at_once_completes_in_place() {
+    // A read the cluster answers from memory does not end the attempt: the call completes there.
+    let policy = load("attempt-cached", "namespace_lifecycle", Limits::default());
+    let cluster = Arc::new(CountingCluster::default());
+    let attempt = policy.try_admit_within(Duration::from_secs(1), false, &labelled(), Some(cluster.clone()));
+    let response = attempt.expect("no failure").expect("answered in the attempt");
+    assert!(response.allowed, "{response:?}");
+    assert_eq!(cluster.0.load(Ordering::SeqCst), 1);
+    assert_eq!(policy.metrics().calls, 1);
 }
 
 #[test]
