@@ -20,7 +20,6 @@
 //! the store, its later cached reads are at least as new as that read, so usage computed from
 //! cached objects is never older than the quota it is written to.
 
-use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -269,7 +268,7 @@ async fn matching(
             })
         })
         .collect();
-    let mut namespace_labels: Option<BTreeMap<String, String>> = None;
+    let mut namespace: Option<Value> = None;
     let mut matched = Vec::with_capacity(by_rules.len());
     for policy in by_rules {
         if let Some(selector) = &policy.object_selector {
@@ -281,11 +280,11 @@ async fn matching(
         if let Some(selector) = &policy.namespace_selector {
             let has_namespace = info.namespaced || (info.gvk.group.is_empty() && info.plural == "namespaces");
             if has_namespace {
-                let labels = match &namespace_labels {
-                    Some(labels) => labels,
-                    None => namespace_labels.insert(labels_of_namespace(call, attributes, object, old).await?),
+                let namespace = match &namespace {
+                    Some(namespace) => namespace,
+                    None => namespace.insert(namespace_of(call, attributes, object, old).await?),
                 };
-                if !selector.matches(labels) {
+                if !selector.matches_object(namespace) {
                     continue;
                 }
             }
@@ -354,30 +353,23 @@ fn request_variable(call: &Call<'_>, attributes: &Attributes<'_>) -> ApiResult<V
     }))
 }
 
-fn labels(object: &Value) -> BTreeMap<String, String> {
-    object
-        .pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string()))).collect())
-        .unwrap_or_default()
-}
-
-/// The labels a namespace selector is matched against: the namespace's, or a Namespace object's
-/// own (other cluster-scoped objects are not matched against it, as upstream).
-async fn labels_of_namespace(
+/// What a namespace selector is matched against: the request's namespace, or a Namespace object
+/// itself (other cluster-scoped objects are matched against no labels, as upstream); `Null` when
+/// there is none.
+async fn namespace_of(
     call: &Call<'_>,
     attributes: &Attributes<'_>,
     object: Option<&Value>,
     old: Option<&Value>,
-) -> ApiResult<BTreeMap<String, String>> {
+) -> ApiResult<Value> {
     let info = attributes.info;
     if info.gvk.group.is_empty() && info.plural == "namespaces" {
-        return Ok(object.or(old).map(labels).unwrap_or_default());
+        return Ok(object.or(old).cloned().unwrap_or_default());
     }
-    let Some(namespace) = attributes.namespace else { return Ok(BTreeMap::new()) };
+    let Some(namespace) = attributes.namespace else { return Ok(Value::Null) };
     let namespaces = ApiServer::resource("", "v1", "namespaces")?;
     let target = ObjectRef { info: namespaces, namespace: None, name: namespace.to_string() };
-    Ok(call.server.objects.get_kv(&target).await?.map(|(ns, _)| labels(&ns)).unwrap_or_default())
+    Ok(call.server.objects.get_kv(&target).await?.map(|(ns, _)| ns).unwrap_or_default())
 }
 
 fn request(

@@ -20,11 +20,11 @@ pub fn json_bytes(value: &Value) -> Vec<u8> {
     out
 }
 
-/// [`json_bytes`] as a `String`.
+/// [`json_bytes`] as a `String` (`serde_json::to_string`, which writes the same way).
 #[must_use]
 pub fn json_text(value: &Value) -> String {
-    // serde_json writes UTF-8 only.
-    String::from_utf8(json_bytes(value)).unwrap_or_default()
+    // Cannot fail for a `Value`, as above.
+    serde_json::to_string(value).unwrap_or_default()
 }
 
 /// The largest request body accepted, as kube-apiserver's limit for objects.
