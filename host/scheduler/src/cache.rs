@@ -5,10 +5,10 @@
 //! the next cycle already counts it; the pod's own watch event later confirms it. An assumed pod
 //! whose binding never shows up is forgotten after [`ASSUME_EXPIRY`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use capstan_wasm::scheduler::{NodeId, NodeInfo, NodeLog, PodSummary, ResourceAmount};
+use capstan_wasm::scheduler::{NodeId, NodeInfo, NodeLog, NodeUsage, PodSummary, ResourceAmount};
 use k8s_openapi::api::core::v1::{Node, Pod};
 
 use crate::pod;
@@ -40,6 +40,11 @@ pub struct Cache {
     /// key: the node and what the filter counts of them there.
     /// The flag marks a nomination made by this scheduler that no pod object carries yet.
     nominated: HashMap<String, (String, PodSummary, bool)>,
+    /// Expiry clocks started by [`Self::finish_binding`], oldest first (each is `now` plus the
+    /// same delay, so they come in order). An entry whose pod was confirmed, forgotten or
+    /// re-assumed since is stale and dropped when it comes due, so expiring costs nothing per
+    /// cycle while no clock is due.
+    expiring: VecDeque<(Instant, String)>,
     log: NodeLog,
 }
 
@@ -141,7 +146,7 @@ impl Cache {
         }
         usage.summary.terminating = true;
         let node = usage.node.clone();
-        self.publish(&node);
+        self.publish_usage(&node);
     }
 
     fn forget_nomination(&mut self, key: &str) {
@@ -163,7 +168,7 @@ impl Cache {
             if let Some(set) = self.pods_by_node.get_mut(&old.node) {
                 set.remove(key);
             }
-            self.publish(&old.node);
+            self.publish_usage(&old.node);
         }
     }
 
@@ -178,7 +183,9 @@ impl Cache {
     /// The binding of an assumed pod was written: start its expiry clock.
     pub fn finish_binding(&mut self, key: &str) {
         if let Some(PodUsage { assumed: Some(expiry), .. }) = self.pods.get_mut(key) {
-            *expiry = Some(Instant::now() + ASSUME_EXPIRY);
+            let at = Instant::now() + ASSUME_EXPIRY;
+            *expiry = Some(at);
+            self.expiring.push_back((at, key.to_owned()));
         }
     }
 
@@ -190,44 +197,68 @@ impl Cache {
 
     /// Forgets assumed pods whose binding never showed up.
     pub fn expire_assumed(&mut self, now: Instant) {
-        let expired: Vec<String> = self
-            .pods
-            .iter()
-            .filter(|(_, p)| matches!(p.assumed, Some(Some(at)) if at <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in expired {
-            tracing::warn!(pod = %key, "assumed pod expired: its binding never showed up");
-            self.remove_pod(&key);
+        while let Some((at, _)) = self.expiring.front()
+            && *at <= now
+        {
+            let Some((at, key)) = self.expiring.pop_front() else { break };
+            // Only the clock this entry started: not a pod confirmed or assumed again since.
+            if self.pods.get(&key).is_some_and(|p| p.assumed == Some(Some(at))) {
+                tracing::warn!(pod = %key, "assumed pod expired: its binding never showed up");
+                self.remove_pod(&key);
+            }
         }
     }
 
     fn place(&mut self, key: String, usage: PodUsage) {
-        if let Some(old) = self.pods.get(&key)
-            && old.node != usage.node
-        {
-            let old_node = old.node.clone();
-            if let Some(set) = self.pods_by_node.get_mut(&old_node) {
-                set.remove(&key);
+        if let Some(old) = self.pods.get_mut(&key) {
+            if old.node == usage.node && old.summary == usage.summary {
+                // The API server confirming an assumption, or an update that changes nothing
+                // plugins see: the node's usage stays as published.
+                old.assumed = usage.assumed;
+                return;
             }
-            self.publish(&old_node);
+            if old.node != usage.node {
+                let old_node = old.node.clone();
+                if let Some(set) = self.pods_by_node.get_mut(&old_node) {
+                    set.remove(&key);
+                }
+                self.publish_usage(&old_node);
+            }
         }
         let node = usage.node.clone();
         self.pods_by_node.entry(node.clone()).or_default().insert(key.clone());
         self.pods.insert(key, usage);
-        self.publish(&node);
+        self.publish_usage(&node);
     }
 
     /// Recomputes node `name`'s usage and hands the plugins the change.
     fn publish(&mut self, name: &str) {
         let Some(base) = self.nodes.get(name) else { return };
+        let usage = self.usage(name, 0);
+        let NodeUsage { requested, pod_count, used_ports, pods, .. } = usage;
+        let info = NodeInfo { requested, pod_count, used_ports, pods, ..base.clone() };
+        self.log.upsert(|id| NodeInfo { id, ..info }, name);
+    }
+
+    /// Hands the plugins node `name`'s new usage after a pod was placed on it or left it; the
+    /// rest of the node is as last published.
+    fn publish_usage(&mut self, name: &str) {
+        match self.log.id(name) {
+            Some(id) if self.nodes.contains_key(name) => {
+                let usage = self.usage(name, id);
+                self.log.set_usage(usage);
+            }
+            _ => self.publish(name),
+        }
+    }
+
+    /// What the pods on node `name` use, as the plugins see it.
+    fn usage(&self, name: &str, id: NodeId) -> NodeUsage {
         let mut requested: BTreeMap<&str, i64> = BTreeMap::new();
         let mut used_ports = Vec::new();
         let mut pods = Vec::new();
-        let mut count = 0;
         for key in self.pods_by_node.get(name).into_iter().flatten() {
             let Some(usage) = self.pods.get(key) else { continue };
-            count += 1;
             for amount in &usage.summary.requests {
                 *requested.entry(&amount.name).or_default() += amount.milli_value;
             }
@@ -238,8 +269,8 @@ impl Cache {
             .into_iter()
             .map(|(name, milli_value)| ResourceAmount { name: name.to_owned(), milli_value })
             .collect();
-        let info = NodeInfo { requested, pod_count: count, used_ports, pods, ..base.clone() };
-        self.log.upsert(|id| NodeInfo { id, ..info }, name);
+        let pod_count = u32::try_from(pods.len()).unwrap_or(u32::MAX);
+        NodeUsage { id, requested, pod_count, used_ports, pods }
     }
 }
 
@@ -279,6 +310,7 @@ mod tests {
         cache.assume(&b, "n1");
         assert_eq!(requested_cpu(&cache, "n1"), (1500, 2), "an assumed pod counts at once");
         assert!(cache.is_assumed("default/b"));
+        cache.finish_binding("default/b");
         cache.upsert_pod(&pod("b", Some("n1"), "500m"));
         assert!(!cache.is_assumed("default/b"), "the API server's update confirms it");
         cache.remove_pod("default/a");
@@ -287,7 +319,11 @@ mod tests {
         cache.assume(&c, "n1");
         cache.finish_binding("default/c");
         cache.expire_assumed(std::time::Instant::now() + super::ASSUME_EXPIRY);
-        assert_eq!(requested_cpu(&cache, "n1"), (500, 1), "an unconfirmed assumption expires");
+        assert_eq!(
+            requested_cpu(&cache, "n1"),
+            (500, 1),
+            "an unconfirmed assumption expires; a confirmed one whose clock had started stays"
+        );
     }
 
     #[test]

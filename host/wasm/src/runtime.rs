@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy};
 
 use crate::cache::CompileCache;
 use crate::error::RuntimeError;
@@ -110,6 +110,11 @@ fn engine_config(config: &RuntimeConfig) -> Config {
     // fuel metering (shared/MACHINE-NOTES.md).
     wasm.epoch_interruption(true);
     wasm.parallel_compilation(true);
+    // `CAPSTAN_WASM_PERFMAP=1` names the compiled guest functions in `/tmp/perf-<pid>.map`, so
+    // `perf report` attributes JIT samples to plugin functions instead of raw addresses.
+    if std::env::var_os("CAPSTAN_WASM_PERFMAP").is_some_and(|v| v == "1") {
+        wasm.profiler(ProfilingStrategy::PerfMap);
+    }
     if let Some(slots) = config.pooled_instances {
         let mut pool = PoolingAllocationConfig::default();
         // A component built from Rust holds a few core instances (the module and its shims),

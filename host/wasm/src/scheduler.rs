@@ -306,6 +306,20 @@ impl NodeLog {
         id
     }
 
+    /// Replaces the usage (requests, pod count, ports, pods) of the known node `usage.id` in
+    /// place and records just that change: what a pod placed on or gone from a node needs,
+    /// without copying or comparing the rest of the node. Returns false (and changes nothing)
+    /// when there is no such node.
+    pub fn set_usage(&mut self, usage: NodeUsage) -> bool {
+        let Some(node) = self.nodes.get_mut(usage.id as usize).and_then(Option::as_mut) else { return false };
+        node.requested.clone_from(&usage.requested);
+        node.pod_count = usage.pod_count;
+        node.used_ports.clone_from(&usage.used_ports);
+        node.pods.clone_from(&usage.pods);
+        self.record(NodeChange::Usage(usage));
+        true
+    }
+
     /// Removes the node called `name`, if known.
     pub fn remove(&mut self, name: &str) -> Option<NodeId> {
         let id = self.ids.remove(name)?;
@@ -370,7 +384,13 @@ impl NodeLog {
         self.bare_changes.push(match &change {
             NodeChange::Upsert(node) => NodeChange::Upsert(node.without_pods()),
             NodeChange::Remove(id) => NodeChange::Remove(*id),
-            NodeChange::Usage(usage) => NodeChange::Usage(NodeUsage { pods: Vec::new(), ..usage.clone() }),
+            NodeChange::Usage(usage) => NodeChange::Usage(NodeUsage {
+                id: usage.id,
+                requested: usage.requested.clone(),
+                pod_count: usage.pod_count,
+                used_ports: usage.used_ports.clone(),
+                pods: Vec::new(),
+            }),
         });
         self.changes.push(change);
         self.change_generations.push(self.generation);
@@ -896,6 +916,29 @@ mod tests {
         assert!(matches!(&changes[1], NodeChange::Upsert(n) if n.unschedulable), "anything else: the whole node");
         let bare = log.changes_since(held, false).unwrap_or_default();
         assert!(matches!(&bare[0], NodeChange::Usage(u) if u.pod_count == 1 && u.pods.is_empty()));
+    }
+
+    #[test]
+    fn a_usage_set_in_place_keeps_the_rest_of_the_node() {
+        let mut log = NodeLog::default();
+        let a = log.upsert(|id| NodeInfo { id, name: "a".into(), unschedulable: true, ..NodeInfo::empty() }, "a");
+        let held = log.generation();
+        let usage = super::NodeUsage {
+            id: a,
+            requested: Vec::new(),
+            pod_count: 1,
+            used_ports: Vec::new(),
+            pods: vec![summary(0)],
+        };
+        assert!(!log.set_usage(super::NodeUsage { id: a + 1, ..usage.clone() }), "no such node");
+        assert_eq!(log.generation(), held, "nothing recorded for a node that is not there");
+        assert!(log.set_usage(usage));
+        let node = log.get(a).cloned().unwrap_or_else(NodeInfo::empty);
+        assert_eq!((node.name.as_str(), node.unschedulable, node.pod_count, node.pods.len()), ("a", true, 1, 1));
+        let changes = log.changes_since(held, true).unwrap_or_default();
+        assert!(matches!(changes, [NodeChange::Usage(u)] if u.pods.len() == 1), "{changes:?}");
+        let bare = log.changes_since(held, false).unwrap_or_default();
+        assert!(matches!(bare, [NodeChange::Usage(u)] if u.pod_count == 1 && u.pods.is_empty()), "{bare:?}");
     }
 
     #[test]
