@@ -88,11 +88,29 @@ pub struct SchedulerConfig {
     pub profiles: Vec<ProfileConfig>,
     /// `percentageOfNodesToScore`; 0 is adaptive.
     pub percentage_of_nodes_to_score: u32,
+    /// `parallelism`: how many threads filter one pod's candidate nodes at once; `None` is one
+    /// per core (upstream's default is 16 goroutines, which Go multiplexes onto its cores).
+    pub parallelism: Option<u32>,
 }
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
-        Self { profiles: vec![default_profile(DEFAULT_SCHEDULER_NAME)], percentage_of_nodes_to_score: 0 }
+        Self {
+            profiles: vec![default_profile(DEFAULT_SCHEDULER_NAME)],
+            percentage_of_nodes_to_score: 0,
+            parallelism: None,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// The threads a cycle filters with: `parallelism`, or one per core.
+    #[must_use]
+    pub fn filter_threads(&self) -> usize {
+        match self.parallelism {
+            Some(threads) => threads.max(1) as usize,
+            None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        }
     }
 }
 
@@ -139,6 +157,8 @@ struct File {
     kind: Option<String>,
     #[serde(default)]
     percentage_of_nodes_to_score: Option<u32>,
+    #[serde(default)]
+    parallelism: Option<i64>,
     #[serde(default)]
     profiles: Vec<FileProfile>,
 }
@@ -195,6 +215,16 @@ impl SchedulerConfig {
         if percentage > 100 {
             return Err("percentageOfNodesToScore must be between 0 and 100".to_owned());
         }
+        // As upstream's validation: "should be greater than zero".
+        let parallelism = match file.parallelism {
+            None => None,
+            Some(n) => Some(
+                u32::try_from(n)
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("parallelism: Invalid value: {n}: should be greater than zero"))?,
+            ),
+        };
         let mut profiles = Vec::new();
         for profile in file.profiles {
             profiles.push(profile_from_file(profile)?);
@@ -202,7 +232,7 @@ impl SchedulerConfig {
         if profiles.is_empty() {
             profiles.push(default_profile(DEFAULT_SCHEDULER_NAME));
         }
-        Ok(Self { profiles, percentage_of_nodes_to_score: percentage })
+        Ok(Self { profiles, percentage_of_nodes_to_score: percentage, parallelism })
     }
 }
 
@@ -262,12 +292,24 @@ mod tests {
     use super::{ComponentRef, DEFAULT_PLUGINS, SchedulerConfig};
 
     #[test]
+    fn parallelism_must_be_positive_as_upstream_validates() {
+        for bad in ["0", "-2"] {
+            let error = SchedulerConfig::parse(&format!("kind: KubeSchedulerConfiguration\nparallelism: {bad}"));
+            assert_eq!(error, Err(format!("parallelism: Invalid value: {bad}: should be greater than zero")));
+        }
+        let default = SchedulerConfig::parse("kind: KubeSchedulerConfiguration").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(default.parallelism, None);
+        assert!(default.filter_threads() >= 1, "unset: one thread per core");
+    }
+
+    #[test]
     fn a_file_edits_the_default_profile() {
         let config = SchedulerConfig::parse(
             r"
 apiVersion: kubescheduler.config.k8s.io/v1
 kind: KubeSchedulerConfiguration
 percentageOfNodesToScore: 50
+parallelism: 3
 profiles:
 - schedulerName: default-scheduler
   plugins:
@@ -290,6 +332,7 @@ profiles:
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.percentage_of_nodes_to_score, 50);
+        assert_eq!((config.parallelism, config.filter_threads()), (Some(3), 3));
         let default = &config.profiles[0];
         assert_eq!(default.plugins.len(), DEFAULT_PLUGINS.len());
         assert!(default.plugins.iter().all(|p| p.name != "NodeResourcesBalancedAllocation"));

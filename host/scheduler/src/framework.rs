@@ -44,7 +44,71 @@ pub struct Profile {
     pub plugins: Vec<ProfilePlugin>,
     /// `percentageOfNodesToScore`; 0 picks upstream's adaptive default.
     pub percentage_of_nodes_to_score: u32,
+    /// How many threads filter one pod's candidate nodes at once (`parallelism`): each takes an
+    /// equal share of a batch, with instances of its own.
+    pub parallelism: usize,
+    /// What filtering one node has cost lately, which decides whether a batch is worth sharing.
+    pub filter_cost: FilterCost,
 }
+
+/// The least filtering work, in nanoseconds, worth a thread of its own. Handing a share to
+/// another thread costs a wake-up and a call into another instance of every filter plugin
+/// (which must be kept in sync with the nodes too): tens of microseconds. With the default
+/// plugins a node costs tens of nanoseconds to filter, so `SchedulingBasic`'s 500-node batches stay
+/// on one thread (split, they ran 10 % slower on 2 cores); costly filters (inter-pod affinity
+/// over many pods, spreading) or larger batches are shared.
+const MIN_SHARE_NANOS: u64 = 200_000;
+
+/// Filtering's recent cost per node in nanoseconds, a moving average over batches, shared by
+/// the clones of a profile. It falls fast and rises slowly: a batch that also brought a new
+/// instance up to date with every node (the first after a start or a reload, or a new share's
+/// instance) is an outlier, while costly filters show in batch after batch.
+#[derive(Clone, Debug, Default)]
+pub struct FilterCost(Arc<std::sync::atomic::AtomicU64>);
+
+impl FilterCost {
+    fn per_node(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes in a batch of `nodes` that took `elapsed` on `threads` threads.
+    fn record(&self, nodes: usize, elapsed: std::time::Duration, threads: usize) {
+        let spent = elapsed.as_nanos().saturating_mul(threads as u128) / nodes.max(1) as u128;
+        let spent = u64::try_from(spent).unwrap_or(u64::MAX);
+        let average = self.per_node();
+        let average = if spent < average {
+            average - (average - spent) / 2
+        } else {
+            average.saturating_add((spent - average) / 16)
+        };
+        self.0.store(average, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sets the cost per node, as if measured.
+    #[cfg(test)]
+    fn set_per_node(&self, nanos: u64) {
+        self.0.store(nanos, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The threads that filter in parallel, one pool for the process, sized to the cores (a profile
+/// asking for more threads than that gets more, smaller shares on the same threads).
+fn filter_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("sched-filter-{i}"))
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "cannot start the filter threads; filtering on one"))
+            .ok()
+    })
+    .as_ref()
+}
+
+/// What filtering some nodes found: those that fit, and why the others do not.
+type Filtered = (Vec<NodeId>, Vec<(NodeId, Status)>);
 
 /// What a successful scheduling cycle decided.
 #[derive(Debug)]
@@ -234,45 +298,10 @@ impl Profile {
             // anti-affinity) batches sized to the shortfall would shrink geometrically, each one a
             // call per plugin. The surplus is trimmed below, as upstream stops at `wanted`.
             let chunk_len = (wanted - feasible.len()).max(wanted.div_ceil(4)).min(ids.len() - evaluated);
-            let mut survivors = ids[evaluated..evaluated + chunk_len].to_vec();
+            let batch = &ids[evaluated..evaluated + chunk_len];
             evaluated += chunk_len;
-            for (index, plugin) in self.with(ExtensionPoints::FILTER) {
-                if survivors.is_empty() {
-                    break;
-                }
-                if skipped[index] {
-                    continue;
-                }
-                let misfits = plugin
-                    .handle
-                    .filter(nodes, pod, &states[index], &survivors)
-                    .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
-                if misfits.is_empty() {
-                    continue;
-                }
-                // The misfits come in the order of the nodes asked about.
-                let mut misfits = misfits.into_iter().peekable();
-                let mut kept = Vec::with_capacity(survivors.len());
-                for id in survivors {
-                    let Some(misfit) = misfits.next_if(|m| m.node == id) else {
-                        kept.push(id);
-                        continue;
-                    };
-                    match misfit.status.code {
-                        Code::Success | Code::Skip => kept.push(id),
-                        Code::Error => return Err(CycleError::status("Filter", plugin, &misfit.status)),
-                        _ => failures.push((id, misfit.status)),
-                    }
-                }
-                if misfits.next().is_some() {
-                    return Err(CycleError::plugin(
-                        "Filter",
-                        plugin,
-                        "returned nodes it was not asked about, or out of order",
-                    ));
-                }
-                survivors = kept;
-            }
+            let (mut survivors, misfits) = self.filter_batch(nodes, pod, states, skipped, batch)?;
+            failures.extend(misfits);
             if nodes.has_nominated() {
                 let mut checked = Vec::with_capacity(survivors.len());
                 for id in survivors {
@@ -292,6 +321,92 @@ impl Profile {
             evaluated = last + 1;
         }
         Ok((feasible, failures, evaluated))
+    }
+
+    /// Filters `batch`, split into equal shares across up to `parallelism` threads when the
+    /// work is worth it (see [`MIN_SHARE_NANOS`]); the shares' results are joined in the
+    /// batch's order, so the nodes kept are the same however many threads ran.
+    fn filter_batch(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        states: &[Vec<u8>],
+        skipped: &[bool],
+        batch: &[NodeId],
+    ) -> Result<Filtered, CycleError> {
+        let started = std::time::Instant::now();
+        let work = self.filter_cost.per_node().saturating_mul(batch.len() as u64);
+        let shares = self.parallelism.min(usize::try_from(work / MIN_SHARE_NANOS).unwrap_or(usize::MAX));
+        let pool = filter_pool().filter(|_| shares > 1);
+        let Some(pool) = pool else {
+            let result = self.run_filters(nodes, pod, states, skipped, batch.to_vec());
+            self.filter_cost.record(batch.len(), started.elapsed(), 1);
+            return result;
+        };
+        let share = batch.len().div_ceil(shares);
+        let results: Vec<Result<Filtered, CycleError>> = pool.install(|| {
+            use rayon::prelude::*;
+            batch.par_chunks(share).map(|part| self.run_filters(nodes, pod, states, skipped, part.to_vec())).collect()
+        });
+        self.filter_cost.record(batch.len(), started.elapsed(), shares);
+        let mut joined: Filtered = (Vec::with_capacity(batch.len()), Vec::new());
+        for result in results {
+            let (kept, misfits) = result?;
+            joined.0.extend(kept);
+            joined.1.extend(misfits);
+        }
+        Ok(joined)
+    }
+
+    /// Runs the Filter plugins in order over `survivors`, each over the nodes the ones before
+    /// it kept.
+    fn run_filters(
+        &self,
+        nodes: &NodeLog,
+        pod: &PodSnapshot,
+        states: &[Vec<u8>],
+        skipped: &[bool],
+        mut survivors: Vec<NodeId>,
+    ) -> Result<Filtered, CycleError> {
+        let mut failures = Vec::new();
+        for (index, plugin) in self.with(ExtensionPoints::FILTER) {
+            if survivors.is_empty() {
+                break;
+            }
+            if skipped[index] {
+                continue;
+            }
+            let misfits = plugin
+                .handle
+                .filter(nodes, pod, &states[index], &survivors)
+                .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
+            if misfits.is_empty() {
+                continue;
+            }
+            // The misfits come in the order of the nodes asked about.
+            let mut misfits = misfits.into_iter().peekable();
+            let mut kept = Vec::with_capacity(survivors.len());
+            for id in survivors {
+                let Some(misfit) = misfits.next_if(|m| m.node == id) else {
+                    kept.push(id);
+                    continue;
+                };
+                match misfit.status.code {
+                    Code::Success | Code::Skip => kept.push(id),
+                    Code::Error => return Err(CycleError::status("Filter", plugin, &misfit.status)),
+                    _ => failures.push((id, misfit.status)),
+                }
+            }
+            if misfits.next().is_some() {
+                return Err(CycleError::plugin(
+                    "Filter",
+                    plugin,
+                    "returned nodes it was not asked about, or out of order",
+                ));
+            }
+            survivors = kept;
+        }
+        Ok((survivors, failures))
     }
 
     /// Upstream's second filter pass: the pods nominated to node `id` (after a preemption, not
@@ -331,22 +446,8 @@ impl Profile {
         skipped: &[bool],
         id: NodeId,
     ) -> Result<Option<Status>, CycleError> {
-        for (index, plugin) in self.with(ExtensionPoints::FILTER) {
-            if skipped[index] {
-                continue;
-            }
-            let misfits = plugin
-                .handle
-                .filter(nodes, pod, &states[index], &[id])
-                .map_err(|e| CycleError::plugin("Filter", plugin, e))?;
-            if let Some(misfit) = misfits.into_iter().find(|m| !matches!(m.status.code, Code::Success | Code::Skip)) {
-                if misfit.status.code == Code::Error {
-                    return Err(CycleError::status("Filter", plugin, &misfit.status));
-                }
-                return Ok(Some(misfit.status));
-            }
-        }
-        Ok(None)
+        let (_, failures) = self.run_filters(nodes, pod, states, skipped, vec![id])?;
+        Ok(failures.into_iter().next().map(|(_, status)| status))
     }
 
     /// Runs PostFilter until a plugin succeeds. The log is lent to a [`DryRun`] for the call, so
@@ -641,7 +742,7 @@ pub type Profiles = BTreeMap<String, Arc<Profile>>;
 
 #[cfg(test)]
 mod tests {
-    use super::{Status, diagnosis, feasible_nodes_to_find};
+    use super::{ExtensionPoints, Profile, Status, diagnosis, feasible_nodes_to_find};
     use capstan_wasm::scheduler::Code;
 
     #[test]
@@ -673,6 +774,93 @@ mod tests {
             "0/3 nodes are available: 1 node(s) had untolerated taint {dedicated: gpu}, 2 Insufficient cpu."
         );
         assert_eq!(diagnosis(0, &[]), "0/0 nodes are available.");
+    }
+
+    /// One slow batch (an instance brought up to date with every node) does not make filtering
+    /// look costly for long; costly batch after batch does.
+    #[test]
+    fn filter_cost_falls_fast_and_rises_slowly() {
+        use std::time::Duration;
+        let cost = super::FilterCost::default();
+        cost.record(500, Duration::from_millis(100), 1);
+        assert_eq!(cost.per_node(), 200_000 / 16, "an outlier moves it a sixteenth of the way");
+        for _ in 0..12 {
+            cost.record(500, Duration::from_micros(10), 1);
+        }
+        assert!(cost.per_node() < 100, "cheap batches bring it back at once: {}", cost.per_node());
+        for _ in 0..60 {
+            cost.record(500, Duration::from_micros(500), 2);
+        }
+        assert!(cost.per_node() > 1_900, "2 µs per node, batch after batch: {}", cost.per_node());
+    }
+
+    /// `parallelism` splits a large batch across threads, each share on instances of its own;
+    /// the nodes kept and the reasons for the others are those one thread finds, in order.
+    #[test]
+    fn filtering_in_parallel_finds_what_one_thread_finds() {
+        use std::sync::Arc;
+
+        use capstan_wasm::{Runtime, RuntimeConfig};
+        use k8s_openapi::api::core::v1::{Node, Pod};
+        use serde_json::json;
+
+        let runtime = Runtime::new(RuntimeConfig::default()).unwrap_or_else(|e| panic!("{e}"));
+        let builtin: crate::BuiltinComponents = Arc::new(|name: &str| {
+            capstan_components::get(name).map(<[u8]>::to_vec).ok_or_else(|| format!("{name} is not built"))
+        });
+        let load = |threads| {
+            let config = crate::SchedulerConfig { parallelism: Some(threads), ..crate::SchedulerConfig::default() };
+            let profile = crate::load_profiles(&runtime, &config, &builtin).unwrap_or_else(|e| panic!("{e}")).remove(0);
+            // Costly enough per node that 1,000 nodes fill four shares.
+            profile.filter_cost.set_per_node(super::MIN_SHARE_NANOS);
+            profile
+        };
+        let mut cache = crate::cache::Cache::default();
+        for i in 0..1000 {
+            let taints = if i % 3 == 0 {
+                json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
+            } else {
+                json!([])
+            };
+            let cpu = if i % 5 == 0 { "1" } else { "4" };
+            let node: Node = serde_json::from_value(json!({"metadata": {"name": format!("n{i}")},
+                "spec": {"taints": taints}, "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}}))
+            .unwrap_or_else(|e| panic!("{e}"));
+            cache.upsert_node(&node);
+        }
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "uid-p"},
+            "spec": {"containers": [{"name": "c", "image": "pause", "resources": {"requests": {"cpu": "2"}}}]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let info = crate::pod::pod_info(&pod).unwrap_or_else(|e| panic!("{e}"));
+        let ids = cache.nodes().handles().to_vec();
+        let filter = |profile: &Profile| {
+            let (mut states, mut skipped) =
+                (vec![Vec::new(); profile.plugins.len()], vec![false; profile.plugins.len()]);
+            for (index, plugin) in profile.with(ExtensionPoints::PRE_FILTER) {
+                let result = plugin.handle.pre_filter(cache.nodes(), &info).unwrap_or_else(|e| panic!("{e}"));
+                skipped[index] = result.status.code == Code::Skip;
+                states[index] = result.state;
+            }
+            let calls = |p: &Profile| -> u64 {
+                p.plugins.iter().filter_map(|p| p.handle.wasm()).map(|w| w.metrics().calls).sum()
+            };
+            let before = calls(profile);
+            let found =
+                profile.filter_batch(cache.nodes(), &info, &states, &skipped, &ids).unwrap_or_else(|e| panic!("{e}"));
+            (found, calls(profile) - before)
+        };
+        let ((mut alone, alone_calls), (mut shared, shared_calls)) = (filter(&load(1)), filter(&load(4)));
+        assert_eq!(alone.0.len(), 1000 - 334 - 133, "neither tainted nor too small");
+        assert_eq!(alone.1.len(), 334 + 133);
+        assert!(alone.1.iter().any(|(_, s)| s.reasons == ["Insufficient cpu"]), "{:?}", alone.1.first());
+        assert!(shared.0 == alone.0, "the same nodes kept, in the same order");
+        // Each share lists its failures plugin by plugin; upstream keeps them as a map by node.
+        alone.1.sort_by_key(|(id, _)| *id);
+        shared.1.sort_by_key(|(id, _)| *id);
+        assert!(shared.1 == alone.1, "the same nodes refused for the same reasons");
+        assert!(shared_calls > alone_calls, "four threads split the batch: {shared_calls} calls against {alone_calls}");
     }
 
     /// Upstream's two-pass filter (`addNominatedPods`): after a preemption, the preemptor is

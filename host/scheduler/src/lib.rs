@@ -28,5 +28,5 @@ mod run;
 
 pub use backend::Backend;
 pub use config::{PluginRef, ProfileConfig, SchedulerConfig};
-pub use framework::{CycleError, Decision, Preemption, Profile};
+pub use framework::{CycleError, Decision, FilterCost, Preemption, Profile};
 pub use run::{BuiltinComponents, Scheduler, SchedulerError, Started, load_profiles};

@@ -40,10 +40,15 @@ pub fn builtin(component: &str, config: &str) -> Option<Result<Instance, String>
     Some(make(config))
 }
 
-/// One natively linked plugin instance, called one call at a time like a component instance.
+/// Makes a new instance of a natively linked plugin.
+type Make = Box<dyn Fn() -> Result<Instance, String> + Send + Sync>;
+
+/// A natively linked plugin: instances called one call at a time each, and as many of them as
+/// calls at once (parallel filtering), like a component's instance pool.
 pub struct NativePlugin {
     name: String,
-    instance: Mutex<Linked>,
+    make: Make,
+    idle: Mutex<Vec<Linked>>,
 }
 
 /// The instance and what was last sent to it of the nodes and which pod, as a component
@@ -54,6 +59,13 @@ struct Linked {
     with_pods: bool,
     /// The token of the pod last set (0: none).
     pod: u64,
+}
+
+impl Linked {
+    fn new(instance: Instance) -> Self {
+        let with_pods = instance.describe().wants_node_pods;
+        Self { instance, generation: 0, with_pods, pod: 0 }
+    }
 }
 
 impl std::fmt::Debug for NativePlugin {
@@ -231,11 +243,11 @@ impl sdk::host::HostView for View {
 }
 
 impl NativePlugin {
-    /// Wraps `instance` as plugin `name`.
-    #[must_use]
-    pub fn new(name: &str, instance: Instance) -> Self {
-        let with_pods = instance.describe().wants_node_pods;
-        Self { name: name.to_owned(), instance: Mutex::new(Linked { instance, generation: 0, with_pods, pod: 0 }) }
+    /// Plugin `name`, its instances made by `make`; the first is made at once, so a plugin that
+    /// cannot be configured fails here.
+    pub fn new(name: &str, make: Make) -> Result<Self, String> {
+        let first = Linked::new(make()?);
+        Ok(Self { name: name.to_owned(), make, idle: Mutex::new(vec![first]) })
     }
 
     /// Runs `call` on the instance: a panic becomes the error a trapping component gives.
@@ -244,15 +256,25 @@ impl NativePlugin {
     }
 
     fn call_linked<R>(&self, call: impl FnOnce(&mut Linked) -> R) -> Result<R, PluginError> {
-        let mut linked = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
-        catch_unwind(AssertUnwindSafe(|| call(&mut linked))).map_err(|panic| {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut linked = match idle {
+            Some(linked) => linked,
+            None => (self.make)().map(Linked::new).map_err(|e| PluginError {
+                plugin: self.name.clone(),
+                cause: Cause::Trap(format!("cannot make an instance: {e}")),
+            })?,
+        };
+        let result = catch_unwind(AssertUnwindSafe(|| call(&mut linked))).map_err(|panic| {
             let message = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_default();
             PluginError { plugin: self.name.clone(), cause: Cause::Trap(format!("panicked: {message}")) }
-        })
+        })?;
+        // As a trapped component instance, one that panicked is dropped rather than reused.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner).push(linked);
+        Ok(result)
     }
 
     /// Runs `call` on an instance brought up to `nodes` and holding `pod`, with the log's host
@@ -439,10 +461,13 @@ pub fn load_profiles(config: &crate::SchedulerConfig) -> Result<Vec<crate::Profi
                     let crate::config::ComponentRef::Builtin(component) = &plugin.component else {
                         return Err(format!("plugin {}: only built-in plugins are linked natively", plugin.name));
                     };
-                    let instance = builtin(component, &plugin.args.to_string())
-                        .ok_or_else(|| format!("plugin {}: {component} is not linked natively", plugin.name))?
-                        .map_err(|e| format!("plugin {}: {e}", plugin.name))?;
-                    let native = Arc::new(NativePlugin::new(&plugin.name, instance));
+                    let (component, args) = (component.clone(), plugin.args.to_string());
+                    let make: Make = Box::new(move || {
+                        builtin(&component, &args).unwrap_or_else(|| Err(format!("{component} is not linked natively")))
+                    });
+                    let native =
+                        NativePlugin::new(&plugin.name, make).map_err(|e| format!("plugin {}: {e}", plugin.name))?;
+                    let native = Arc::new(native);
                     crate::framework::ProfilePlugin::new(&plugin.name, crate::Backend::Native(native), plugin.weight)
                         .map_err(|e| e.to_string())
                 })
@@ -451,6 +476,8 @@ pub fn load_profiles(config: &crate::SchedulerConfig) -> Result<Vec<crate::Profi
                 scheduler_name: profile.scheduler_name.clone(),
                 plugins,
                 percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
+                parallelism: config.filter_threads(),
+                filter_cost: crate::framework::FilterCost::default(),
             })
         })
         .collect()

@@ -226,6 +226,8 @@ pub fn load_profiles(
             scheduler_name: profile.scheduler_name.clone(),
             plugins,
             percentage_of_nodes_to_score: config.percentage_of_nodes_to_score,
+            parallelism: config.filter_threads(),
+            filter_cost: crate::framework::FilterCost::default(),
         });
     }
     Ok(profiles)
