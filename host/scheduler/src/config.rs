@@ -109,9 +109,14 @@ impl SchedulerConfig {
     pub fn filter_threads(&self) -> usize {
         match self.parallelism {
             Some(threads) => threads.max(1) as usize,
-            None => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            None => cores(),
         }
     }
+}
+
+/// The cores this process may run on (1 when unknown).
+pub(crate) fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// The default profile under `scheduler_name`.
@@ -216,15 +221,15 @@ impl SchedulerConfig {
             return Err("percentageOfNodesToScore must be between 0 and 100".to_owned());
         }
         // As upstream's validation: "should be greater than zero".
-        let parallelism = match file.parallelism {
-            None => None,
-            Some(n) => Some(
+        let parallelism = file
+            .parallelism
+            .map(|n| {
                 u32::try_from(n)
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("parallelism: Invalid value: {n}: should be greater than zero"))?,
-            ),
-        };
+                    .ok_or_else(|| format!("parallelism: Invalid value: {n}: should be greater than zero"))
+            })
+            .transpose()?;
         let mut profiles = Vec::new();
         for profile in file.profiles {
             profiles.push(profile_from_file(profile)?);

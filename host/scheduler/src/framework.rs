@@ -3,7 +3,8 @@
 //! NormalizeScore with weights, then Reserve, Permit, PreBind and Bind.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use capstan_wasm::PluginError;
 use capstan_wasm::scheduler::{
@@ -64,11 +65,11 @@ const MIN_SHARE_NANOS: u64 = 200_000;
 /// instance up to date with every node (the first after a start or a reload, or a new share's
 /// instance) is an outlier, while costly filters show in batch after batch.
 #[derive(Clone, Debug, Default)]
-pub struct FilterCost(Arc<std::sync::atomic::AtomicU64>);
+pub struct FilterCost(Arc<AtomicU64>);
 
 impl FilterCost {
     fn per_node(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
+        self.0.load(Ordering::Relaxed)
     }
 
     /// Takes in a batch of `nodes` that took `elapsed` on `threads` threads.
@@ -81,24 +82,23 @@ impl FilterCost {
         } else {
             average.saturating_add((spent - average) / 16)
         };
-        self.0.store(average, std::sync::atomic::Ordering::Relaxed);
+        self.0.store(average, Ordering::Relaxed);
     }
 
     /// Sets the cost per node, as if measured.
     #[cfg(test)]
     fn set_per_node(&self, nanos: u64) {
-        self.0.store(nanos, std::sync::atomic::Ordering::Relaxed);
+        self.0.store(nanos, Ordering::Relaxed);
     }
 }
 
 /// The threads that filter in parallel, one pool for the process, sized to the cores (a profile
 /// asking for more threads than that gets more, smaller shares on the same threads).
 fn filter_pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
     POOL.get_or_init(|| {
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
+            .num_threads(crate::config::cores())
             .thread_name(|i| format!("sched-filter-{i}"))
             .build()
             .map_err(|e| tracing::warn!(error = %e, "cannot start the filter threads; filtering on one"))
@@ -337,7 +337,8 @@ impl Profile {
         let started = std::time::Instant::now();
         let work = self.filter_cost.per_node().saturating_mul(batch.len() as u64);
         let shares = self.parallelism.min(usize::try_from(work / MIN_SHARE_NANOS).unwrap_or(usize::MAX));
-        let pool = filter_pool().filter(|_| shares > 1);
+        // The pool starts with the first batch worth sharing, not before.
+        let pool = (shares > 1).then(filter_pool).flatten();
         let Some(pool) = pool else {
             let result = self.run_filters(nodes, pod, states, skipped, batch.to_vec());
             self.filter_cost.record(batch.len(), started.elapsed(), 1);
