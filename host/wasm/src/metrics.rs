@@ -8,9 +8,9 @@ use std::time::Duration;
 /// Upper bounds of the latency histogram's buckets, in seconds (Prometheus `le`); a last bucket
 /// (`+Inf`) catches the rest. Fine below 100 µs, where admission policies and scheduler calls live, so a p99 against a
 /// 50 µs target can be read off them.
-pub const LATENCY_BUCKETS_SECONDS: [f64; 17] = [
-    0.000_01, 0.000_02, 0.000_03, 0.000_04, 0.000_05, 0.000_075, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005, 0.01, 0.05,
-    0.1, 0.5, 1.0, 5.0,
+pub const LATENCY_BUCKETS_SECONDS: [f64; 18] = [
+    0.000_01, 0.000_02, 0.000_03, 0.000_04, 0.000_05, 0.000_06, 0.000_075, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.005,
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 ];
 
 /// A latency histogram over [`LATENCY_BUCKETS_SECONDS`], lock-free, for anything timed on a

@@ -460,11 +460,23 @@ struct Pool<W: World> {
 struct PoolState<W: World> {
     idle: Vec<Slot<W>>,
     live: usize,
+    /// Callers waiting for an instance. A `Condvar` notification is a system call even when
+    /// nobody waits, which on every call's release cost more than the rest of the pool.
+    waiting: usize,
+}
+
+impl<W: World> PoolState<W> {
+    /// Wakes a caller waiting for an instance, if there is one; `returned` is the pool's condvar.
+    fn wake_one(&self, returned: &Condvar) {
+        if self.waiting > 0 {
+            returned.notify_one();
+        }
+    }
 }
 
 impl<W: World> Pool<W> {
     fn new(max: usize, first: Slot<W>) -> Self {
-        Self { state: Mutex::new(PoolState { idle: vec![first], live: 1 }), returned: Condvar::new(), max }
+        Self { state: Mutex::new(PoolState { idle: vec![first], live: 1, waiting: 0 }), returned: Condvar::new(), max }
     }
 
     fn lock(&self) -> MutexGuard<'_, PoolState<W>> {
@@ -498,13 +510,16 @@ impl<W: World> Pool<W> {
             if now >= give_up {
                 return Err(Cause::Busy(deadline));
             }
+            state.waiting += 1;
             state = self.returned.wait_timeout(state, give_up - now).unwrap_or_else(PoisonError::into_inner).0;
+            state.waiting -= 1;
         }
     }
 
     fn forget_one(&self) {
-        self.lock().live -= 1;
-        self.returned.notify_one();
+        let mut state = self.lock();
+        state.live -= 1;
+        state.wake_one(&self.returned);
     }
 }
 
@@ -522,8 +537,9 @@ impl<W: World> Lease<'_, W> {
 
     fn release(mut self) {
         if let Some(slot) = self.slot.take() {
-            self.pool.lock().idle.push(slot);
-            self.pool.returned.notify_one();
+            let mut state = self.pool.lock();
+            state.idle.push(slot);
+            state.wake_one(&self.pool.returned);
         }
     }
 }

@@ -398,6 +398,34 @@ fn a_call_waiting_for_a_busy_instance_still_ends_at_its_deadline() {
 }
 
 #[test]
+fn a_call_waiting_for_the_only_instance_runs_as_soon_as_it_is_back() {
+    let deadline = Duration::from_secs(10);
+    let policy = load("one-at-a-time", "require_label", Limits { deadline, max_instances: 1, ..Limits::default() });
+    // The instance comes back after a call that succeeded (returned to the pool) and after one
+    // that failed (discarded, so the waiting call makes a new one): either way, the waiting
+    // call is woken then, not at its deadline.
+    for holder_fails in [false, true] {
+        let holding = Duration::from_millis(300);
+        let holder = std::thread::spawn({
+            let policy = policy.clone();
+            move || {
+                policy.call(|_, _| {
+                    std::thread::sleep(holding);
+                    if holder_fails { Err(wasmtime::Error::msg("the holder's call failed")) } else { Ok(()) }
+                })
+            }
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let response = policy.validate(&labelled()).expect("served once the instance is back");
+        let waited = started.elapsed();
+        assert!(response.allowed, "{response:?}");
+        assert!(waited < Duration::from_secs(2), "woken after {waited:?} (holder failed: {holder_fails})");
+        assert_eq!(holder.join().expect("holder").is_err(), holder_fails);
+    }
+}
+
+#[test]
 fn metrics_render_as_prometheus_text_per_plugin() {
     let policy = load("metered", "fixture_allow_all", Limits::default());
     policy.mutate(&labelled()).expect("mutate");

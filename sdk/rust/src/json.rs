@@ -43,7 +43,7 @@ impl std::error::Error for Error {}
 /// when a key is missing or a value on the way is not an object (`null` labels, say). An empty
 /// path returns the whole document's value.
 pub fn find<'a>(document: &'a str, path: &[&str]) -> Result<Option<&'a str>, Error> {
-    let mut cursor = Cursor { text: document.as_bytes(), at: 0 };
+    let mut cursor = Cursor { document, text: document.as_bytes(), at: 0 };
     let mut path = path.iter();
     loop {
         cursor.whitespace();
@@ -64,6 +64,7 @@ pub fn find<'a>(document: &'a str, path: &[&str]) -> Result<Option<&'a str>, Err
 }
 
 struct Cursor<'a> {
+    document: &'a str,
     text: &'a [u8],
     at: usize,
 }
@@ -125,7 +126,7 @@ impl<'a> Cursor<'a> {
     fn value(&mut self) -> Result<(), Error> {
         self.whitespace();
         match self.peek() {
-            Some(b'"') => self.string().map(drop),
+            Some(b'"') => self.skip_string().map(drop),
             Some(b'{' | b'[') => self.nested(),
             Some(b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
                 while matches!(self.peek(), Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')) {
@@ -151,7 +152,7 @@ impl<'a> Cursor<'a> {
                     }
                 }
                 Some(b'"') => {
-                    self.string()?;
+                    self.skip_string()?;
                     continue;
                 }
                 Some(_) => {}
@@ -163,12 +164,26 @@ impl<'a> Cursor<'a> {
 
     /// Reads a string at its opening quote, unescaped only when it holds escapes.
     fn string(&mut self) -> Result<Cow<'a, str>, Error> {
+        let start = self.at + 1;
+        let escaped = self.skip_string()?;
+        // Quotes are ASCII, so the text between them lies on character boundaries of the
+        // (already valid UTF-8) document: slicing it needs no validation.
+        let raw = &self.document[start - 1..self.at];
+        if escaped {
+            let decoded: String =
+                serde_json::from_str(raw).map_err(|_| Error { offset: start, expected: "a string" })?;
+            return Ok(Cow::Owned(decoded));
+        }
+        Ok(Cow::Borrowed(&raw[1..raw.len() - 1]))
+    }
+
+    /// Moves past a string; whether it holds escapes.
+    fn skip_string(&mut self) -> Result<bool, Error> {
         if self.peek() != Some(b'"') {
             return self.fail("a string");
         }
-        let start = self.at + 1;
         let mut escaped = false;
-        let mut at = start;
+        let mut at = self.at + 1;
         loop {
             match self.text.get(at) {
                 Some(b'"') => break,
@@ -184,17 +199,7 @@ impl<'a> Cursor<'a> {
             }
         }
         self.at = at + 1;
-        let text = self.text;
-        let raw = &text[start - 1..=at];
-        if escaped {
-            // Rare in keys: let serde_json decode the escapes.
-            let decoded: String =
-                serde_json::from_slice(raw).map_err(|_| Error { offset: start, expected: "a string" })?;
-            return Ok(Cow::Owned(decoded));
-        }
-        std::str::from_utf8(&raw[1..raw.len() - 1])
-            .map(Cow::Borrowed)
-            .map_err(|_| Error { offset: start, expected: "UTF-8" })
+        Ok(escaped)
     }
 }
 
