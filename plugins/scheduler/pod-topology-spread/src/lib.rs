@@ -15,6 +15,7 @@
 
 use std::collections::BTreeMap;
 
+use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
@@ -76,19 +77,6 @@ pub struct Constraint {
     pub honor_taints: bool,
 }
 
-#[derive(Deserialize, Default)]
-struct PodSpread {
-    #[serde(default)]
-    spec: SpecSpread,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct SpecSpread {
-    #[serde(default)]
-    topology_spread_constraints: Vec<SpreadConstraint>,
-}
-
 /// The plugin's arguments (`PodTopologySpreadArgs`).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -142,6 +130,16 @@ impl SpreadConstraint {
     }
 }
 
+/// The pod's own `spec.topologySpreadConstraints`. Only the way to them is read (the SDK's
+/// `json::find`): PreFilter and PreScore each ask, and parsing the whole pod object for one
+/// field cost more than the rest of either.
+fn own_constraints(object: &str) -> Result<Vec<SpreadConstraint>, String> {
+    match json::find(object, &["spec", "topologySpreadConstraints"]).map_err(|e| e.to_string())? {
+        None | Some("null") => Ok(Vec::new()),
+        Some(constraints) => serde_json::from_str(constraints).map_err(|e| e.to_string()),
+    }
+}
+
 /// The selector every workload selecting the pod agrees on, as upstream's `DefaultSelector`:
 /// the conjunction of their selectors; `None` when no workload selects the pod.
 #[must_use]
@@ -160,9 +158,7 @@ impl PodTopologySpread {
     /// The pod's constraints with `when` (`DoNotSchedule` or `ScheduleAnyway`), and whether they
     /// are the pod's own (not defaults).
     pub fn constraints(&self, pod: &PodInfo, when: &str) -> Result<(Vec<Constraint>, bool), Status> {
-        let parsed: PodSpread =
-            serde_json::from_str(&pod.object).map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?;
-        let own = parsed.spec.topology_spread_constraints;
+        let own = own_constraints(&pod.object).map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?;
         if !own.is_empty() {
             let picked = own.iter().filter(|c| c.when_unsatisfiable == when).map(|c| c.prepare(pod, None)).collect();
             return Ok((picked, true));

@@ -190,3 +190,25 @@ fn match_label_keys_narrow_the_selector_to_the_pods_revision() {
     // The existing foo=bar pods lack pod-template-hash=v2: no pod counts, every zone fits.
     assert_eq!(fitting(&pod, &documented()).len(), 4);
 }
+
+#[test]
+fn own_constraints_are_read_wherever_the_spec_puts_them() {
+    let constraint = r#"{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}"#;
+    let cases = [
+        (r#"{"metadata": {"name": "p"}, "spec": {}}"#.to_owned(), Ok(0)),
+        (r#"{"spec": {"topologySpreadConstraints": null}}"#.to_owned(), Ok(0)),
+        // After containers whose strings hold brackets and braces, which must not end the scan.
+        (
+            format!(
+                r#"{{"metadata": {{"annotations": {{"a": "}} ]"}}}}, "spec": {{"containers": [{{"name": "x", "args": ["{{", "]"]}}], "topologySpreadConstraints": [{constraint}, {constraint}]}}}}"#
+            ),
+            Ok(2),
+        ),
+        (r#"{"spec": {"topologySpreadConstraints": [{"maxSkew": "one"}]}}"#.to_owned(), Err(())),
+        (r#"{"spec": {"topologySpreadConstraints": "#.to_owned(), Err(())),
+    ];
+    for (object, expected) in cases {
+        let got = super::own_constraints(&object).map(|c| c.len()).map_err(drop);
+        assert_eq!(got, expected, "{object}");
+    }
+}
