@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use capstan_wasm::scheduler::{
     HostPort, Label, NodeInfo, PodInfo, PodSnapshot, PodSummary, ResourceAmount, Taint, TaintEffect, Toleration,
 };
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// `namespace/name`, the key of a pod in the queue and cache.
@@ -118,7 +118,13 @@ fn effect(text: &str) -> Option<TaintEffect> {
 /// The pod as plugins see it (`object` is its JSON), as a snapshot with a fresh token: each call
 /// makes a new one, so plugin instances are sent the pod anew for every scheduling attempt.
 pub fn pod_info(pod: &Pod) -> Result<PodSnapshot, serde_json::Error> {
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec;
+    let spec = if let Some(spec) = &pod.spec {
+        spec
+    } else {
+        no_spec = PodSpec::default();
+        &no_spec
+    };
     let tolerations = spec
         .tolerations
         .iter()

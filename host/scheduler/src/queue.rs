@@ -8,6 +8,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use capstan_wasm::scheduler::PodSnapshot;
 use k8s_openapi::api::core::v1::Pod;
 
 /// A failed pod's first backoff (`podInitialBackoffSeconds`).
@@ -26,6 +27,9 @@ pub struct QueuedPod {
     pub sort_key: i64,
     /// Failed attempts so far.
     pub attempts: u32,
+    /// The pod as plugins see it, when this version of it was described already (for
+    /// QueueSort as it was queued); the cycle then reuses that under a new token.
+    pub described: Option<PodSnapshot>,
 }
 
 #[derive(Debug)]
@@ -112,11 +116,13 @@ impl SchedulingQueue {
     /// an unschedulable pod moves it to backoff/active, as its spec may now fit, unless only
     /// its status or bookkeeping changed: the scheduler's own `PodScheduled` condition and
     /// `nominatedNodeName` must not send a pod that cannot fit straight back into a cycle.
-    pub fn add_or_update(&mut self, key: &str, pod: Arc<Pod>, sort_key: i64) {
+    /// `described` is the pod as plugins see it, if already built for this version of it.
+    pub fn add_or_update(&mut self, key: &str, pod: Arc<Pod>, sort_key: i64, described: Option<PodSnapshot>) {
         if let Some(entry) = self.entries.get_mut(key) {
             let changed = scheduling_relevant_change(&entry.pod.pod, &pod);
             entry.pod.pod = pod;
             entry.pod.sort_key = sort_key;
+            entry.pod.described = described;
             if changed && matches!(entry.place, Place::Unschedulable(_)) {
                 let attempts = entry.pod.attempts;
                 entry.place = Place::Backoff(Instant::now() + backoff(attempts));
@@ -125,7 +131,7 @@ impl SchedulingQueue {
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = Entry { pod: QueuedPod { pod, sort_key, attempts: 0 }, place: Place::Active, seq };
+        let entry = Entry { pod: QueuedPod { pod, sort_key, attempts: 0, described }, place: Place::Active, seq };
         self.active.push(HeapItem { sort_key, seq, key: key.to_owned() });
         self.entries.insert(key.to_owned(), entry);
     }
@@ -135,6 +141,7 @@ impl SchedulingQueue {
     pub fn set_pod(&mut self, key: &str, pod: Arc<Pod>) {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.pod.pod = pod;
+            entry.pod.described = None;
         }
     }
 
@@ -228,6 +235,7 @@ impl SchedulingQueue {
 #[cfg(test)]
 mod tests {
     use super::{SchedulingQueue, backoff};
+    use capstan_wasm::scheduler::PodSnapshot;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -239,13 +247,13 @@ mod tests {
     fn higher_keys_first_then_arrival_order() {
         let mut queue = SchedulingQueue::default();
         for (name, key) in [("low", 0), ("high", 100), ("low2", 0), ("high2", 100)] {
-            queue.add_or_update(name, pod(), key);
+            queue.add_or_update(name, pod(), key, None);
         }
         let order: Vec<_> = std::iter::from_fn(|| queue.pop()).map(|p| p.sort_key).collect();
         assert_eq!(order, [100, 100, 0, 0]);
         let mut queue = SchedulingQueue::default();
-        queue.add_or_update("a", pod(), 0);
-        queue.add_or_update("b", pod(), 0);
+        queue.add_or_update("a", pod(), 0, None);
+        queue.add_or_update("b", pod(), 0, None);
         assert!(queue.pop().is_some_and(|p| p.sort_key == 0));
         assert_eq!(queue.active_len(), 1);
     }
@@ -260,7 +268,7 @@ mod tests {
     fn unschedulable_pods_return_after_a_cluster_event() {
         let mut queue = SchedulingQueue::default();
         let now = Instant::now();
-        queue.add_or_update("a", pod(), 0);
+        queue.add_or_update("a", pod(), 0, None);
         assert!(queue.pop().is_some());
         queue.requeue("a", true, now);
         queue.flush(now + Duration::from_mins(1));
@@ -274,6 +282,34 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_description_is_kept_only_for_the_version_it_describes() {
+        let described = |d: &Option<PodSnapshot>| d.as_ref().map(PodSnapshot::token);
+        let pending = pod();
+        let snapshot = crate::pod::pod_info(&pending).ok();
+        let token = snapshot.as_ref().map(PodSnapshot::token);
+        assert!(token.is_some());
+        let mut queue = SchedulingQueue::default();
+        queue.add_or_update("a", Arc::clone(&pending), 0, snapshot);
+        let queued = queue.pop().map(|q| q.described);
+        assert_eq!(queued.as_ref().map(described), Some(token), "the pod as described when queued");
+        // A renewed description is the same pod (shared, not described again) under a new token.
+        let first = queued.flatten();
+        let renewed = first.as_ref().map(PodSnapshot::renewed);
+        assert!(first.zip(renewed).is_some_and(|(f, r)| f.token() != r.token() && std::ptr::eq(f.info(), r.info())));
+        // The scheduler's own change of the queued object (a nomination) drops it, as does an
+        // update that comes without one.
+        queue.requeue("a", false, Instant::now());
+        queue.set_pod("a", pod());
+        queue.flush(Instant::now() + Duration::from_mins(1));
+        assert_eq!(queue.pop().map(|q| described(&q.described)), Some(None));
+        queue.requeue("a", false, Instant::now());
+        queue.add_or_update("a", pod(), 0, crate::pod::pod_info(&pending).ok());
+        queue.add_or_update("a", pod(), 0, None);
+        queue.flush(Instant::now() + Duration::from_mins(1));
+        assert_eq!(queue.pop().map(|q| described(&q.described)), Some(None));
+    }
+
+    #[test]
     fn only_a_spec_or_metadata_change_sends_an_unschedulable_pod_back() {
         let mut queue = SchedulingQueue::default();
         let now = Instant::now();
@@ -282,7 +318,7 @@ mod tests {
             "spec": {"containers": [{"name": "c"}]},
         }))
         .unwrap_or_default();
-        queue.add_or_update("a", Arc::new(pending.clone()), 0);
+        queue.add_or_update("a", Arc::new(pending.clone()), 0, None);
         assert!(queue.pop().is_some());
         queue.requeue("a", true, now);
         // What the scheduler itself writes after a failed cycle: a condition and a nomination.
@@ -291,12 +327,12 @@ mod tests {
         reported.status = serde_json::from_value(serde_json::json!({
             "nominatedNodeName": "n", "conditions": [{"type": "PodScheduled", "status": "False"}]}))
         .ok();
-        queue.add_or_update("a", Arc::new(reported.clone()), 0);
+        queue.add_or_update("a", Arc::new(reported.clone()), 0, None);
         queue.flush(now + Duration::from_mins(1));
         assert!(queue.pop().is_none(), "a status update alone does not retry the pod");
         let mut relabelled = reported;
         relabelled.metadata.labels = Some([("tier".to_owned(), "web".to_owned())].into());
-        queue.add_or_update("a", Arc::new(relabelled), 0);
+        queue.add_or_update("a", Arc::new(relabelled), 0, None);
         queue.flush(now + Duration::from_mins(1));
         assert!(queue.pop().is_some(), "a label change may make it fit");
     }
@@ -306,7 +342,7 @@ mod tests {
         let mut queue = SchedulingQueue::default();
         let now = Instant::now();
         for key in ["gone", "kept"] {
-            queue.add_or_update(key, pod(), 0);
+            queue.add_or_update(key, pod(), 0, None);
         }
         while queue.pop().is_some() {}
         queue.requeue("gone", false, now);

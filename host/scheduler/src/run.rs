@@ -23,7 +23,7 @@ use crate::cluster::ClusterView;
 use crate::config::{ComponentRef, DEFAULT_PLUGINS, DEFAULT_SCHEDULER_NAME, PluginRef, SchedulerConfig};
 use crate::framework::{CycleError, Preemption, Profile, ProfilePlugin, Profiles};
 use crate::pod;
-use crate::queue::SchedulingQueue;
+use crate::queue::{QueuedPod, SchedulingQueue};
 
 /// Reads the bytes of a component shipped with Capstan, by crate name.
 pub use capstan_client::plugins::BuiltinComponents;
@@ -97,7 +97,7 @@ enum Change {
     /// A pod that finished or is being deleted: it leaves the queue, and the cache unless assumed.
     PodDone(String),
     /// A pod to schedule, with its QueueSort key.
-    PodPending(Pod, i64),
+    PodPending(Pod, i64, Option<PodSnapshot>),
     PodDeleted(String),
     /// This scheduler's binding of a pod went through.
     Bound(Box<Binding>),
@@ -309,11 +309,11 @@ impl Shared {
                         state.cache.remove_pod(&key);
                     }
                 }
-                Change::PodPending(pod, sort_key) => {
+                Change::PodPending(pod, sort_key, described) => {
                     let key = pod::key(&pod);
                     if !state.cache.is_assumed(&key) {
                         state.cache.nominate(&pod);
-                        state.queue.add_or_update(&key, Arc::new(pod), sort_key);
+                        state.queue.add_or_update(&key, Arc::new(pod), sort_key, described);
                     }
                 }
                 Change::PodDeleted(key) => {
@@ -328,7 +328,7 @@ impl Shared {
                 Change::BindingFailed(pod, sort_key) => {
                     let key = pod::key(&pod);
                     state.cache.remove_pod(&key);
-                    state.queue.add_or_update(&key, pod, sort_key);
+                    state.queue.add_or_update(&key, pod, sort_key, None);
                     state.queue.requeue(&key, false, Instant::now());
                 }
                 Change::ProfilesChanged => retry = true,
@@ -417,9 +417,13 @@ impl Shared {
             self.change(Change::PodDone(key));
             return;
         }
-        let sort_key = match pod::pod_info(&pod)
-            .map_err(|e| e.to_string())
-            .and_then(|info| profile.queue_sort_key(&info).map_err(|e| e.to_string()))
+        // Described once here, on the informer's thread: the QueueSort plugin needs it, and the
+        // scheduling cycle reuses it instead of describing the pod again on its own thread.
+        let described = pod::pod_info(&pod).map_err(|e| e.to_string());
+        let sort_key = match described
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|info| profile.queue_sort_key(info).map_err(|e| e.to_string()))
         {
             Ok(key) => key,
             Err(e) => {
@@ -427,7 +431,7 @@ impl Shared {
                 0
             }
         };
-        self.change(Change::PodPending(pod, sort_key));
+        self.change(Change::PodPending(pod, sort_key, described.ok()));
     }
 
     fn schedule_loop(self: Arc<Self>, mut state: State) {
@@ -450,11 +454,12 @@ impl Shared {
                 self.wait(wait);
                 continue;
             };
-            self.schedule_one(&mut state, &queued.pod);
+            self.schedule_one(&mut state, &queued);
         }
     }
 
-    fn schedule_one(self: &Arc<Self>, state: &mut State, pod: &Arc<Pod>) {
+    fn schedule_one(self: &Arc<Self>, state: &mut State, queued: &QueuedPod) {
+        let pod = &queued.pod;
         let key = pod::key(pod);
         let scheduler_name = pod
             .spec
@@ -465,7 +470,8 @@ impl Shared {
             state.queue.remove(&key);
             return;
         };
-        let info = match pod::pod_info(pod) {
+        let described = queued.described.as_ref().map(|info| Ok(info.renewed()));
+        let info = match described.unwrap_or_else(|| pod::pod_info(pod)) {
             Ok(info) => info,
             Err(e) => {
                 tracing::warn!(pod = %key, error = %e, "cannot describe pod to plugins");

@@ -168,7 +168,7 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// as they share the content.
 #[derive(Clone, Debug)]
 pub struct PodSnapshot {
-    info: PodInfo,
+    info: Arc<PodInfo>,
     token: u64,
 }
 
@@ -176,7 +176,14 @@ impl PodSnapshot {
     /// A snapshot of `info` with a fresh token.
     #[must_use]
     pub fn new(info: PodInfo) -> Self {
-        Self { info, token: NEXT_POD_TOKEN.fetch_add(1, Ordering::Relaxed) }
+        Self { info: Arc::new(info), token: NEXT_POD_TOKEN.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    /// The same pod under a fresh token, so every instance is sent it again (as for a new
+    /// scheduling attempt), without describing the pod anew.
+    #[must_use]
+    pub fn renewed(&self) -> Self {
+        Self { info: Arc::clone(&self.info), token: NEXT_POD_TOKEN.fetch_add(1, Ordering::Relaxed) }
     }
 
     /// The pod.
