@@ -21,7 +21,8 @@
 //! Run: build the components (`scripts/build-plugins`, or what `host/components` builds) then
 //! `cargo bench -p capstan-scheduler --bench scheduler_perf --features native-plugins`.
 //! `BENCH_ONLY=SchedulingBasic,Preemption` runs only the workloads named;
-//! `CAPSTAN_BENCH_COMPONENTS=dir` loads the components from `dir`.
+//! `CAPSTAN_BENCH_COMPONENTS=dir` loads the components from `dir`; `BENCH_PARALLELISM=N` sets the
+//! configuration's `parallelism` (threads filtering one pod's nodes).
 
 #![allow(clippy::expect_used, reason = "a benchmark aborts on the first failure")]
 #![allow(clippy::cast_precision_loss, reason = "rates are printed, not computed on")]
@@ -321,7 +322,10 @@ fn main() {
     let components: PathBuf = workloads::components_dir();
     let runtime = Runtime::new(RuntimeConfig::default()).expect("plugin runtime");
     let builtin = workloads::component_reader(&components);
-    let config = SchedulerConfig::default();
+    let config = SchedulerConfig {
+        parallelism: std::env::var("BENCH_PARALLELISM").ok().and_then(|p| p.parse().ok()),
+        ..SchedulerConfig::default()
+    };
     let wasm = load_profiles(&runtime, &config, &builtin).expect("load the WASM profile").remove(0);
     #[cfg(feature = "native-plugins")]
     let native = Some(capstan_scheduler::native::load_profiles(&config).expect("load the native profile").remove(0));
