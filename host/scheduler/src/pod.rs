@@ -115,8 +115,9 @@ fn effect(text: &str) -> Option<TaintEffect> {
     }
 }
 
-/// The pod as plugins see it (`object` is its JSON), as a snapshot with a fresh token: each call
-/// makes a new one, so plugin instances are sent the pod anew for every scheduling attempt.
+/// The pod as plugins see it (`object` is its JSON), as a snapshot with a fresh token. The
+/// scheduler describes each version of a pod once, as it is queued; each scheduling attempt
+/// renews that snapshot's token ([`PodSnapshot::renewed`]), so instances are sent the pod anew.
 pub fn pod_info(pod: &Pod) -> Result<PodSnapshot, serde_json::Error> {
     let no_spec;
     let spec = if let Some(spec) = &pod.spec {

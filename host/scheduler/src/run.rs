@@ -419,12 +419,12 @@ impl Shared {
         }
         // Described once here, on the informer's thread: the QueueSort plugin needs it, and the
         // scheduling cycle reuses it instead of describing the pod again on its own thread.
-        let described = pod::pod_info(&pod).map_err(|e| e.to_string());
-        let sort_key = match described
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|info| profile.queue_sort_key(info).map_err(|e| e.to_string()))
-        {
+        let described = pod::pod_info(&pod);
+        let sort_key = match &described {
+            Ok(info) => profile.queue_sort_key(info).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let sort_key = match sort_key {
             Ok(key) => key,
             Err(e) => {
                 tracing::warn!(pod = %key, error = %e, "queue sort failed; queueing with key 0");
@@ -470,8 +470,7 @@ impl Shared {
             state.queue.remove(&key);
             return;
         };
-        let described = queued.described.as_ref().map(|info| Ok(info.renewed()));
-        let info = match described.unwrap_or_else(|| pod::pod_info(pod)) {
+        let info = match queued.described.as_ref().map_or_else(|| pod::pod_info(pod), |info| Ok(info.renewed())) {
             Ok(info) => info,
             Err(e) => {
                 tracing::warn!(pod = %key, error = %e, "cannot describe pod to plugins");

@@ -43,7 +43,7 @@ impl std::error::Error for Error {}
 /// when a key is missing or a value on the way is not an object (`null` labels, say). An empty
 /// path returns the whole document's value.
 pub fn find<'a>(document: &'a str, path: &[&str]) -> Result<Option<&'a str>, Error> {
-    let mut cursor = Cursor { document, text: document.as_bytes(), at: 0 };
+    let mut cursor = Cursor { document, at: 0 };
     let mut path = path.iter();
     loop {
         cursor.whitespace();
@@ -65,13 +65,12 @@ pub fn find<'a>(document: &'a str, path: &[&str]) -> Result<Option<&'a str>, Err
 
 struct Cursor<'a> {
     document: &'a str,
-    text: &'a [u8],
     at: usize,
 }
 
 impl<'a> Cursor<'a> {
     fn peek(&self) -> Option<u8> {
-        self.text.get(self.at).copied()
+        self.document.as_bytes().get(self.at).copied()
     }
 
     fn fail<T>(&self, expected: &'static str) -> Result<T, Error> {
@@ -185,7 +184,7 @@ impl<'a> Cursor<'a> {
         let mut escaped = false;
         let mut at = self.at + 1;
         loop {
-            match self.text.get(at) {
+            match self.document.as_bytes().get(at) {
                 Some(b'"') => break,
                 Some(b'\\') => {
                     escaped = true;
