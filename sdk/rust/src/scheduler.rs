@@ -12,6 +12,8 @@
 //! call its methods directly, and the host can link it for comparison.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::thread::LocalKey;
 
 use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
@@ -77,7 +79,7 @@ pub trait SchedulerPlugin: Sized + 'static {
     /// node's lists: what runs for every node of every cycle is then a walk over contiguous
     /// memory.
     fn filter_batch(&self, pod: &PodInfo, cycle: &Self::Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
-        misfits(ids, |id| nodes.get(id).map_or_else(|| unknown(id), |node| self.filter(pod, cycle, node)))
+        misfits(ids, |id| nodes.get(id).map_or_else(|| unknown_node(id), |node| self.filter(pod, cycle, node)))
     }
 
     /// PostFilter: called when no node fits, with why each node was filtered out.
@@ -124,7 +126,9 @@ pub trait SchedulerPlugin: Sized + 'static {
         nodes: &Nodes,
         ids: &[NodeId],
     ) -> Result<Vec<i64>, Status> {
-        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id)).and_then(|n| self.score(pod, cycle, n))).collect()
+        ids.iter()
+            .map(|&id| nodes.get(id).ok_or_else(|| unknown_node(id)).and_then(|n| self.score(pod, cycle, n)))
+            .collect()
     }
 
     /// NormalizeScore: maps the raw scores (one per node, in order) into 0..=100 in place.
@@ -179,6 +183,9 @@ pub trait SchedulerPlugin: Sized + 'static {
 pub struct Nodes {
     by_id: Vec<Option<NodeInfo>>,
     resources: Resources,
+    /// [`Nodes::domains`] by label key, built on first use and dropped when a node is added,
+    /// changed or removed (a change of usage only keeps them).
+    domains: RefCell<Vec<(String, Arc<Domains>)>>,
     len: usize,
     generation: u64,
     pods_with_affinity: usize,
@@ -187,7 +194,9 @@ pub struct Nodes {
     unschedulable: usize,
 }
 
-fn unknown(node: NodeId) -> Status {
+/// The error for a node handle the instance does not know.
+#[must_use]
+pub fn unknown_node(node: NodeId) -> Status {
     Status::error(format!("node {node} is unknown to the plugin"))
 }
 
@@ -278,8 +287,24 @@ impl Nodes {
         &self.resources
     }
 
+    /// The domains of label `key`: every node's value of it, numbered. Built once and reused
+    /// until a node is added, changed or removed, so a plugin that groups nodes by a topology
+    /// key on every cycle (spreading, affinity) reads a number per node instead of searching
+    /// its labels and comparing strings.
+    #[must_use]
+    pub fn domains(&self, key: &str) -> Arc<Domains> {
+        let mut cached = self.domains.borrow_mut();
+        if let Some((_, domains)) = cached.iter().find(|(k, _)| k == key) {
+            return Arc::clone(domains);
+        }
+        let domains = Arc::new(Domains::of(self, key));
+        cached.push((key.to_owned(), Arc::clone(&domains)));
+        domains
+    }
+
     fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
         let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
+        self.domains.get_mut().clear();
         self.resources.clear(id);
         let [affinity, tainted, unschedulable, with_images] = node_counts(&old);
         self.pods_with_affinity -= affinity;
@@ -323,6 +348,7 @@ impl Nodes {
                     self.with_images += with_images;
                     self.len += 1;
                     self.resources.set(&node);
+                    self.domains.get_mut().clear();
                     self.by_id[id] = Some(node);
                 }
                 NodeChange::Remove(id) => {
@@ -332,6 +358,70 @@ impl Nodes {
             }
         }
         self.generation = generation;
+    }
+}
+
+/// One node label's values over every node, as topology-aware plugins group nodes: each distinct
+/// value is a domain, numbered densely from 0 in the order of the nodes' handles. See
+/// [`Nodes::domains`].
+#[derive(Debug, Default)]
+pub struct Domains {
+    /// Per node handle: its domain, or [`Domains::NONE`] (no such node, or it lacks the label).
+    by_node: Vec<u32>,
+    /// Per domain: the label's value.
+    values: Vec<String>,
+    /// Value → domain.
+    index: HashMap<String, u32>,
+}
+
+impl Domains {
+    const NONE: u32 = u32::MAX;
+
+    fn of(nodes: &Nodes, key: &str) -> Self {
+        let mut domains = Self { by_node: vec![Self::NONE; nodes.by_id.len()], ..Self::default() };
+        for node in nodes.iter() {
+            let Some(value) = node.label(key) else { continue };
+            let domain = if let Some(&domain) = domains.index.get(value) {
+                domain
+            } else {
+                let domain = u32::try_from(domains.values.len()).unwrap_or(Self::NONE);
+                domains.values.push(value.to_owned());
+                domains.index.insert(value.to_owned(), domain);
+                domain
+            };
+            domains.by_node[node.id as usize] = domain;
+        }
+        domains
+    }
+
+    /// Node `id`'s domain; `None` when the node lacks the label (or is unknown).
+    #[must_use]
+    pub fn of_node(&self, id: NodeId) -> Option<usize> {
+        self.by_node.get(id as usize).copied().filter(|&d| d != Self::NONE).map(|d| d as usize)
+    }
+
+    /// The domain whose value is `value`, if a node has it.
+    #[must_use]
+    pub fn find(&self, value: &str) -> Option<usize> {
+        self.index.get(value).map(|&d| d as usize)
+    }
+
+    /// The label value of `domain` (a number below [`Domains::len`]).
+    #[must_use]
+    pub fn value(&self, domain: usize) -> &str {
+        self.values.get(domain).map_or("", String::as_str)
+    }
+
+    /// How many distinct values the nodes have.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no node has the label.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
     }
 }
 
@@ -768,7 +858,7 @@ pub type Slot<P> = RefCell<Option<Instance<P>>>;
 pub mod native {
     use super::{
         Description, Instance, NodeChange, NodeId, NodeInfo, NodeStatus, Nodes, PermitResult, PodInfo,
-        PostFilterResult, PreFilterResult, SchedulerPlugin, Status,
+        PostFilterResult, PreFilterResult, SchedulerPlugin, Status, unknown_node,
     };
 
     /// One instance of a plugin: the `scheduler` interface of the `scheduler-plugin` world,
@@ -798,10 +888,8 @@ pub mod native {
         Ok(Box::new(Instance::<P>::new(config)?))
     }
 
-    use super::unknown;
-
     fn resolve<'a>(nodes: &'a Nodes, ids: &[NodeId]) -> Result<Vec<&'a NodeInfo>, Status> {
-        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown(id))).collect()
+        ids.iter().map(|&id| nodes.get(id).ok_or_else(|| unknown_node(id))).collect()
     }
 
     impl<P: SchedulerPlugin> Instance<P> {
@@ -840,7 +928,7 @@ pub mod native {
             failed: impl FnOnce(Status) -> R,
             f: impl FnOnce(&P, &PodInfo, &P::Cycle, &NodeInfo) -> R,
         ) -> R {
-            let Some(info) = self.nodes.get(node) else { return failed(unknown(node)) };
+            let Some(info) = self.nodes.get(node) else { return failed(unknown_node(node)) };
             self.with_cycle(state, failed, |pod, cycle| f(&self.plugin, pod, cycle, info))
         }
     }
@@ -1170,5 +1258,41 @@ impl std::fmt::Display for NodeLabel {
             Some(value) => write!(f, "{}={value}", self.label),
             None => f.write_str(&self.label),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{NodeChange, NodeInfo, NodeUsage, Nodes, labels};
+
+    fn node(id: u32, zone: Option<&str>) -> NodeInfo {
+        let mut node = NodeInfo::named(id, &format!("n{id}"));
+        node.labels = zone.map(|z| labels(&[("zone", z)])).unwrap_or_default();
+        node
+    }
+
+    #[test]
+    fn domains_number_values_and_follow_node_changes_but_not_usage() {
+        let mut nodes = Nodes::from_nodes([node(0, Some("a")), node(1, Some("b")), node(2, None), node(3, Some("a"))]);
+        let zones = nodes.domains("zone");
+        let of = |d: &super::Domains, id| d.of_node(id).map(|n| d.value(n).to_owned());
+        assert_eq!(
+            (0..5).map(|id| of(&zones, id)).collect::<Vec<_>>(),
+            [Some("a".to_owned()), Some("b".to_owned()), None, Some("a".to_owned()), None]
+        );
+        assert_eq!((zones.len(), zones.find("b"), zones.find("c")), (2, zones.of_node(1), None));
+        assert!(nodes.domains("rack").is_empty());
+
+        let usage = NodeUsage { id: 0, requested: Vec::new(), pod_count: 3, used_ports: Vec::new(), pods: Vec::new() };
+        nodes.apply(2, false, vec![NodeChange::Usage(usage)]);
+        assert!(Arc::ptr_eq(&zones, &nodes.domains("zone")), "a change of usage keeps the domains");
+
+        nodes.apply(3, false, vec![NodeChange::Upsert(node(2, Some("c"))), NodeChange::Remove(1)]);
+        let zones = nodes.domains("zone");
+        assert_eq!((zones.len(), of(&zones, 1), of(&zones, 2)), (2, None, Some("c".to_owned())));
+        nodes.apply(4, true, vec![NodeChange::Upsert(node(7, Some("z")))]);
+        assert_eq!(nodes.domains("zone").of_node(0), None, "a reset forgets every node");
     }
 }

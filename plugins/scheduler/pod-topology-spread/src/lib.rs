@@ -14,14 +14,15 @@
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
-    Code, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
-    TaintEffect, host,
+    Code, Domains, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo, PreFilterResult,
+    SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
 };
 use serde::{Deserialize, Serialize};
 
@@ -202,8 +203,46 @@ pub fn matching_pods(node: &NodeInfo, selector: Option<&LabelSelector>, namespac
         as i64
 }
 
-fn has_all_keys(node: &NodeInfo, constraints: &[Constraint]) -> bool {
-    constraints.iter().all(|c| node.label(&c.key).is_some())
+/// Each constraint's domains, in the constraints' order.
+fn domains_of(constraints: &[Constraint], nodes: &Nodes) -> Vec<Arc<Domains>> {
+    constraints.iter().map(|c| nodes.domains(&c.key)).collect()
+}
+
+/// Whether node `id` has every constraint's topology key.
+fn has_all_keys(domains: &[Arc<Domains>], id: NodeId) -> bool {
+    domains.iter().all(|d| d.of_node(id).is_some())
+}
+
+/// Per-domain counts (`None`: no node of the domain counted) keyed back by value, as the cycle
+/// state carries them: domain numbers are this instance's, values mean the same to every one.
+fn by_value(domains: &Domains, counts: &[Option<i64>]) -> BTreeMap<String, i64> {
+    counts.iter().enumerate().filter_map(|(d, n)| n.map(|n| (domains.value(d).to_owned(), n))).collect()
+}
+
+/// A constraint's counts from the cycle state (keyed by value) laid out by this instance's
+/// domain numbers, so a batch reads a node's count by index.
+struct Laid {
+    domains: Arc<Domains>,
+    counts: Vec<Option<i64>>,
+}
+
+impl Laid {
+    fn new(nodes: &Nodes, key: &str, by_value: &BTreeMap<String, i64>) -> Self {
+        let domains = nodes.domains(key);
+        let mut counts = vec![None; domains.len()];
+        for (value, &count) in by_value {
+            if let Some(d) = domains.find(value) {
+                counts[d] = Some(count);
+            }
+        }
+        Self { domains, counts }
+    }
+
+    /// Node `id`'s count (0 when none was counted in its domain); `None` when the node lacks
+    /// the key.
+    fn at(&self, id: NodeId) -> Option<i64> {
+        self.domains.of_node(id).map(|d| self.counts[d].unwrap_or(0))
+    }
 }
 
 /// One constraint's counts for Filter: matching pods per domain.
@@ -220,52 +259,54 @@ pub struct Counted {
 /// PreFilter's counting for the hard constraints over every node.
 #[must_use]
 pub fn filter_counts(pod: &PodInfo, constraints: Vec<Constraint>, required: &Required, nodes: &Nodes) -> Vec<Counted> {
-    let mut counted: Vec<Counted> = constraints
-        .into_iter()
-        .map(|c| Counted {
-            self_match: c.selector.as_ref().is_some_and(|s| s.matches(&pod.labels)),
-            constraint: c,
-            counts: BTreeMap::new(),
-        })
-        .collect();
-    let all: Vec<Constraint> = counted.iter().map(|c| c.constraint.clone()).collect();
+    let domains = domains_of(&constraints, nodes);
+    let mut counts: Vec<Vec<Option<i64>>> = domains.iter().map(|d| vec![None; d.len()]).collect();
     for node in nodes.iter() {
-        if !has_all_keys(node, &all) {
+        if !has_all_keys(&domains, node.id) {
             continue;
         }
-        for entry in &mut counted {
-            let c = &entry.constraint;
-            if !counts_node(c, pod, required, node) {
-                continue;
-            }
-            let Some(value) = node.label(&c.key) else { continue };
-            let matching = matching_pods(node, c.selector.as_ref(), &pod.namespace);
-            // Every node of a domain comes here: allocate the value's key only once.
-            match entry.counts.get_mut(value) {
-                Some(count) => *count += matching,
-                None => {
-                    entry.counts.insert(value.to_owned(), matching);
-                }
+        for ((c, domains), counts) in constraints.iter().zip(&domains).zip(&mut counts) {
+            let Some(domain) = domains.of_node(node.id) else { continue };
+            if counts_node(c, pod, required, node) {
+                *counts[domain].get_or_insert(0) += matching_pods(node, c.selector.as_ref(), &pod.namespace);
             }
         }
     }
-    counted
+    constraints
+        .into_iter()
+        .zip(domains.iter().zip(&counts))
+        .map(|(c, (domains, counts))| Counted {
+            self_match: c.selector.as_ref().is_some_and(|s| s.matches(&pod.labels)),
+            constraint: c,
+            counts: by_value(domains, counts),
+        })
+        .collect()
 }
 
-/// Filter on one node.
+/// Filter over the nodes `ids`: those where placing the pod would break a constraint, with why.
 #[must_use]
-pub fn filter(counted: &[Counted], node: &NodeInfo) -> Status {
-    for entry in counted {
-        let c = &entry.constraint;
-        let Some(value) = node.label(&c.key) else { return Status::unresolvable(MISSING_LABEL_REASON) };
-        let domains = entry.counts.len() as i64;
-        let min = if domains < c.min_domains { 0 } else { entry.counts.values().copied().min().unwrap_or(0) };
-        let here = entry.counts.get(value).copied().unwrap_or(0);
-        if here + i64::from(entry.self_match) - min > c.max_skew {
-            return Status::unschedulable(SKEW_REASON);
+pub fn filter(counted: &[Counted], nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
+    // Per constraint, once per batch: its counts by domain, and the smallest count.
+    let prepared: Vec<(&Counted, Laid, i64)> = counted
+        .iter()
+        .map(|entry| {
+            let min = if (entry.counts.len() as i64) < entry.constraint.min_domains {
+                0
+            } else {
+                entry.counts.values().copied().min().unwrap_or(0)
+            };
+            (entry, Laid::new(nodes, &entry.constraint.key, &entry.counts), min)
+        })
+        .collect();
+    misfits(ids, |id| {
+        for (entry, laid, min) in &prepared {
+            let Some(here) = laid.at(id) else { return Status::unresolvable(MISSING_LABEL_REASON) };
+            if here + i64::from(entry.self_match) - min > entry.constraint.max_skew {
+                return Status::unschedulable(SKEW_REASON);
+            }
         }
-    }
-    Status::success()
+        Status::success()
+    })
 }
 
 /// What PreScore leaves for Score.
@@ -293,64 +334,67 @@ pub fn score_state(
     nodes: &[&NodeInfo],
     all: &Nodes,
 ) -> ScoreState {
-    let mut counts = vec![BTreeMap::new(); constraints.len()];
+    let domains = domains_of(&constraints, all);
+    // The domains of the feasible nodes are scored; their pods are counted over every node.
+    let mut counts: Vec<Vec<Option<i64>>> = domains.iter().map(|d| vec![None; d.len()]).collect();
     let mut ignored = Vec::new();
     for node in nodes {
-        if require_all && !has_all_keys(node, &constraints) {
+        if require_all && !has_all_keys(&domains, node.id) {
             ignored.push(node.id);
             continue;
         }
-        for (i, c) in constraints.iter().enumerate() {
-            if c.key == HOSTNAME {
-                continue;
-            }
-            if let Some(value) = node.label(&c.key)
-                && !counts[i].contains_key(value)
+        for ((c, domains), counts) in constraints.iter().zip(&domains).zip(&mut counts) {
+            if c.key != HOSTNAME
+                && let Some(domain) = domains.of_node(node.id)
             {
-                counts[i].insert(value.to_owned(), 0i64);
+                counts[domain] = Some(0);
             }
         }
     }
     let weights = constraints
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let size = if c.key == HOSTNAME { nodes.len() - ignored.len() } else { counts[i].len() };
+        .zip(&counts)
+        .map(|(c, counts)| {
+            let size = if c.key == HOSTNAME { nodes.len() - ignored.len() } else { counts.iter().flatten().count() };
             ((size + 2) as f64).ln()
         })
         .collect();
     for node in all.iter() {
-        if require_all && !has_all_keys(node, &constraints) {
+        if require_all && !has_all_keys(&domains, node.id) {
             continue;
         }
-        for (i, c) in constraints.iter().enumerate() {
-            if !counts_node(c, pod, required, node) {
-                continue;
+        for ((c, domains), counts) in constraints.iter().zip(&domains).zip(&mut counts) {
+            let Some(count) = domains.of_node(node.id).and_then(|d| counts[d].as_mut()) else { continue };
+            if counts_node(c, pod, required, node) {
+                *count += matching_pods(node, c.selector.as_ref(), &pod.namespace);
             }
-            let Some(count) = node.label(&c.key).and_then(|v| counts[i].get_mut(v)) else { continue };
-            *count += matching_pods(node, c.selector.as_ref(), &pod.namespace);
         }
     }
+    let counts = domains.iter().zip(&counts).map(|(domains, counts)| by_value(domains, counts)).collect();
     ScoreState { constraints, counts, weights, ignored, namespace: pod.namespace.clone() }
 }
 
-/// Score on one node: matching pods in its domains, weighted; −1 marks an ignored node.
-#[must_use]
-pub fn score(state: &ScoreState, node: &NodeInfo) -> i64 {
-    if state.ignored.contains(&node.id) {
-        return -1;
-    }
-    let mut total = 0.0;
-    for (i, c) in state.constraints.iter().enumerate() {
-        let Some(value) = node.label(&c.key) else { continue };
-        let count = if c.key == HOSTNAME {
-            matching_pods(node, c.selector.as_ref(), &state.namespace)
-        } else {
-            state.counts[i].get(value).copied().unwrap_or(0)
-        };
-        total += count as f64 * state.weights[i] + (c.max_skew - 1) as f64;
-    }
-    total.round() as i64
+/// Score over the nodes `ids`: matching pods in each node's domains, weighted; −1 marks an
+/// ignored node.
+pub fn score(state: &ScoreState, nodes: &Nodes, ids: &[NodeId]) -> Result<Vec<i64>, Status> {
+    let laid: Vec<Laid> =
+        state.constraints.iter().zip(&state.counts).map(|(c, counts)| Laid::new(nodes, &c.key, counts)).collect();
+    ids.iter()
+        .map(|&id| {
+            if state.ignored.contains(&id) {
+                return Ok(-1);
+            }
+            let node = nodes.get(id).ok_or_else(|| unknown_node(id))?;
+            let mut total = 0.0;
+            for ((c, laid), weight) in state.constraints.iter().zip(&laid).zip(&state.weights) {
+                let Some(count) = laid.at(id) else { continue };
+                let count =
+                    if c.key == HOSTNAME { matching_pods(node, c.selector.as_ref(), &state.namespace) } else { count };
+                total += count as f64 * weight + (c.max_skew - 1) as f64;
+            }
+            Ok(total.round() as i64)
+        })
+        .collect()
 }
 
 /// Upstream's normalisation: fewer matching pods scores higher; ignored nodes (−1) score 0.
@@ -434,8 +478,8 @@ impl SchedulerPlugin for PodTopologySpread {
         }
     }
 
-    fn filter(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Status {
-        filter(&cycle.filter, node)
+    fn filter_batch(&self, _pod: &PodInfo, cycle: &Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
+        filter(&cycle.filter, nodes, ids)
     }
 
     fn pre_score(&self, pod: &PodInfo, _cycle: &Cycle, nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
@@ -448,8 +492,8 @@ impl SchedulerPlugin for PodTopologySpread {
         encode(b's', &score_state(pod, constraints, own, &required, nodes, all))
     }
 
-    fn score(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Result<i64, Status> {
-        Ok(score(&cycle.score, node))
+    fn score_batch(&self, _pod: &PodInfo, cycle: &Cycle, nodes: &Nodes, ids: &[NodeId]) -> Result<Vec<i64>, Status> {
+        score(&cycle.score, nodes, ids)
     }
 
     fn normalize_score(&self, _pod: &PodInfo, _cycle: &Cycle, scores: &mut [i64]) -> Result<(), Status> {

@@ -7,7 +7,9 @@ use super::{
     score_state,
 };
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
-use capstan_plugin_sdk::scheduler::{Code, Label, NodeInfo, Nodes, PodInfo, PodSummary, SchedulerPlugin, host, labels};
+use capstan_plugin_sdk::scheduler::{
+    Code, Label, NodeChange, NodeInfo, NodeUsage, Nodes, PodInfo, PodSummary, SchedulerPlugin, host, labels,
+};
 use std::rc::Rc;
 
 fn foo_bar(name: &str) -> PodSummary {
@@ -61,8 +63,10 @@ fn fitting(pod: &PodInfo, nodes: &Nodes) -> Vec<String> {
     let (constraints, _) = plugin().constraints(pod, "DoNotSchedule").unwrap_or_default();
     let required = Required::of(pod).unwrap_or_default();
     let counted = filter_counts(pod, constraints, &required, nodes);
+    let ids: Vec<u32> = nodes.iter().map(|n| n.id).collect();
+    let misfits = filter(&counted, nodes, &ids);
     let mut names: Vec<String> =
-        nodes.iter().filter(|n| filter(&counted, n).is_success()).map(|n| n.name.clone()).collect();
+        nodes.iter().filter(|n| misfits.iter().all(|m| m.node != n.id)).map(|n| n.name.clone()).collect();
     names.sort();
     names
 }
@@ -83,15 +87,46 @@ fn zone_and_node_constraints_leave_only_node4() {
 }
 
 #[test]
+fn a_node_moved_to_another_zone_counts_there_on_the_next_cycle() {
+    let pod = incoming(&format!("[{ZONE}]"));
+    let mut nodes = documented();
+    assert_eq!(fitting(&pod, &nodes), ["node3", "node4"]);
+    // node1 (with its pod) moves to zoneB: zoneA 1, zoneB 2, so only zoneA's node2 fits.
+    nodes.apply(2, false, vec![NodeChange::Upsert(node(1, Some("zoneB"), 1))]);
+    assert_eq!(fitting(&pod, &nodes), ["node2"]);
+    // A change of usage only: node2's pod goes; zoneA 0, zoneB 2, node2 still the only fit.
+    nodes.apply(
+        3,
+        false,
+        vec![NodeChange::Usage(NodeUsage {
+            id: 2,
+            requested: Vec::new(),
+            pod_count: 0,
+            used_ports: Vec::new(),
+            pods: Vec::new(),
+        })],
+    );
+    assert_eq!(fitting(&pod, &nodes), ["node2"]);
+    // node2 removed: zoneA has no node left, so zoneB's 2 is the minimum and all of it fits.
+    nodes.apply(4, false, vec![NodeChange::Remove(2)]);
+    assert_eq!(fitting(&pod, &nodes), ["node1", "node3", "node4"]);
+}
+
+#[test]
 fn reasons_are_upstreams() {
     let nodes = Nodes::from_nodes([node(1, Some("zoneA"), 2), node(2, Some("zoneB"), 0), node(5, None, 0)]);
     let pod = incoming(&format!("[{ZONE}]"));
     let (constraints, _) = plugin().constraints(&pod, "DoNotSchedule").unwrap_or_default();
     let counted = filter_counts(&pod, constraints, &Required::default(), &nodes);
-    let reasons = |id| nodes.get(id).map(|n| filter(&counted, n)).map(|s| (s.code, s.reasons));
-    assert_eq!(reasons(1), Some((Code::Unschedulable, vec![SKEW_REASON.to_owned()])));
-    assert_eq!(reasons(2), Some((Code::Success, vec![])));
-    assert_eq!(reasons(5), Some((Code::UnschedulableAndUnresolvable, vec![MISSING_LABEL_REASON.to_owned()])));
+    let misfits: Vec<_> =
+        filter(&counted, &nodes, &[1, 2, 5]).into_iter().map(|m| (m.node, m.status.code, m.status.reasons)).collect();
+    assert_eq!(
+        misfits,
+        [
+            (1, Code::Unschedulable, vec![SKEW_REASON.to_owned()]),
+            (5, Code::UnschedulableAndUnresolvable, vec![MISSING_LABEL_REASON.to_owned()])
+        ]
+    );
 }
 
 #[test]
@@ -138,7 +173,7 @@ fn scores_prefer_the_domain_with_fewer_matching_pods() {
     let (constraints, own) = plugin().constraints(&pod, "ScheduleAnyway").unwrap_or_default();
     let feasible: Vec<&NodeInfo> = [1, 2, 3, 4].iter().filter_map(|&id| nodes.get(id)).collect();
     let state = score_state(&pod, constraints, own, &Required::default(), &feasible, &nodes);
-    let mut scores: Vec<i64> = feasible.iter().map(|n| score(&state, n)).collect();
+    let mut scores = score(&state, &nodes, &[1, 2, 3, 4]).unwrap_or_default();
     // ln(2 + 2) = 1.386: zoneA 2 pods → round(2.77) = 3; zoneB 1 pod → round(1.39) = 1.
     assert_eq!(scores, [3, 3, 1, 1]);
     normalize(&mut scores);
