@@ -12,7 +12,7 @@
 //! call its methods directly, and the host can link it for comparison.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::LocalKey;
 
@@ -366,19 +366,21 @@ impl Nodes {
 /// [`Nodes::domains`].
 #[derive(Debug, Default)]
 pub struct Domains {
+    /// The label key.
+    key: String,
     /// Per node handle: its domain, or [`Domains::NONE`] (no such node, or it lacks the label).
     by_node: Vec<u32>,
     /// Per domain: the label's value.
     values: Vec<String>,
     /// Value → domain.
-    index: HashMap<String, u32>,
+    index: foldhash::HashMap<String, u32>,
 }
 
 impl Domains {
     const NONE: u32 = u32::MAX;
 
     fn of(nodes: &Nodes, key: &str) -> Self {
-        let mut domains = Self { by_node: vec![Self::NONE; nodes.by_id.len()], ..Self::default() };
+        let mut domains = Self { key: key.to_owned(), by_node: vec![Self::NONE; nodes.by_id.len()], ..Self::default() };
         for node in nodes.iter() {
             let Some(value) = node.label(key) else { continue };
             let domain = if let Some(&domain) = domains.index.get(value) {
@@ -392,6 +394,12 @@ impl Domains {
             domains.by_node[node.id as usize] = domain;
         }
         domains
+    }
+
+    /// The label key whose values these are.
+    #[must_use]
+    pub fn key(&self) -> &str {
+        &self.key
     }
 
     /// Node `id`'s domain; `None` when the node lacks the label (or is unknown).
@@ -422,6 +430,82 @@ impl Domains {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
+    }
+}
+
+/// A number per domain of one topology key (matching pods, a score), for the domains counted so
+/// far. Numbered by this instance's [`Domains`], it goes into cycle state keyed by value
+/// ([`DomainCounts::by_value`]): another instance serving a later call numbers them its own way
+/// ([`DomainCounts::from_values`]).
+#[derive(Debug)]
+pub struct DomainCounts {
+    domains: Arc<Domains>,
+    counts: Vec<Option<i64>>,
+}
+
+impl DomainCounts {
+    /// No domain of `key` counted yet.
+    #[must_use]
+    pub fn new(nodes: &Nodes, key: &str) -> Self {
+        let domains = nodes.domains(key);
+        Self { counts: vec![None; domains.len()], domains }
+    }
+
+    /// The counts of a cycle state ([`DomainCounts::by_value`]); values no node has are dropped.
+    #[must_use]
+    pub fn from_values(nodes: &Nodes, key: &str, by_value: &BTreeMap<String, i64>) -> Self {
+        let mut counts = Self::new(nodes, key);
+        for (value, &count) in by_value {
+            if let Some(d) = counts.domains.find(value) {
+                counts.counts[d] = Some(count);
+            }
+        }
+        counts
+    }
+
+    /// The domains counted over.
+    #[must_use]
+    pub fn domains(&self) -> &Domains {
+        &self.domains
+    }
+
+    /// Adds `n` to node `id`'s domain, counting it (even for 0); false when the node lacks the
+    /// key.
+    pub fn add(&mut self, id: NodeId, n: i64) -> bool {
+        let Some(d) = self.domains.of_node(id) else { return false };
+        *self.counts[d].get_or_insert(0) += n;
+        true
+    }
+
+    /// Node `id`'s count when its domain was counted; `None` when it was not (or the node lacks
+    /// the key).
+    #[must_use]
+    pub fn counted(&self, id: NodeId) -> Option<i64> {
+        self.domains.of_node(id).and_then(|d| self.counts[d])
+    }
+
+    /// Node `id`'s count, 0 when its domain was not counted; `None` when the node lacks the key.
+    #[must_use]
+    pub fn at(&self, id: NodeId) -> Option<i64> {
+        self.domains.of_node(id).map(|d| self.counts[d].unwrap_or(0))
+    }
+
+    /// How many domains were counted.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.counts.iter().flatten().count()
+    }
+
+    /// Whether none was.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.counts.iter().all(Option::is_none)
+    }
+
+    /// The counted domains' counts by value, for cycle state.
+    #[must_use]
+    pub fn by_value(&self) -> BTreeMap<String, i64> {
+        self.counts.iter().enumerate().filter_map(|(d, n)| n.map(|n| (self.domains.value(d).to_owned(), n))).collect()
     }
 }
 
@@ -828,6 +912,23 @@ pub mod state {
         let mut bytes = vec![tag];
         serde_json::to_writer(&mut bytes, value).map_err(|e| Status::error(format!("encoding cycle state: {e}")))?;
         Ok(bytes)
+    }
+
+    /// Whether two states are the same bytes, compared eight at a time: a plugin that keeps the
+    /// state it decoded last compares a large state on every call, and WebAssembly's `memcmp`
+    /// goes byte by byte.
+    #[must_use]
+    pub fn same(a: &[u8], b: &[u8]) -> bool {
+        if a.len() != b.len() {
+            return false;
+        }
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tails = a8.remainder() == b8.remainder();
+        tails
+            && a8.zip(b8).all(|(x, y)| {
+                u64::from_ne_bytes(x.try_into().unwrap_or_default())
+                    == u64::from_ne_bytes(y.try_into().unwrap_or_default())
+            })
     }
 
     /// The tag and the JSON after it, parsed; `None` for empty state.
@@ -1271,6 +1372,20 @@ mod tests {
         let mut node = NodeInfo::named(id, &format!("n{id}"));
         node.labels = zone.map(|z| labels(&[("zone", z)])).unwrap_or_default();
         node
+    }
+
+    #[test]
+    fn states_are_the_same_only_byte_for_byte() {
+        use super::state::same;
+        let a = b"0123456789abcdefXYZ".to_vec();
+        assert!(same(&a, &a.clone()));
+        for (at, byte) in [(0, b'x'), (9, b'x'), (17, b'x')] {
+            let mut b = a.clone();
+            b[at] = byte;
+            assert!(!same(&a, &b), "a change at {at}");
+        }
+        assert!(!same(&a, &a[..18]));
+        assert!(same(b"", b""));
     }
 
     #[test]

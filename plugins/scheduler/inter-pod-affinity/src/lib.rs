@@ -17,10 +17,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
-use capstan_plugin_sdk::scheduler::state::{decode, encode};
+use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
 use capstan_plugin_sdk::scheduler::{
-    Code, ExtensionPoints, Label, MAX_NODE_SCORE, NodeInfo, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status,
-    host,
+    Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo,
+    PreFilterResult, SchedulerPlugin, Status, host, misfits,
 };
 use serde::{Deserialize, Serialize};
 
@@ -82,13 +82,11 @@ pub struct WeightedTerm {
     pub pod_affinity_term: Term,
 }
 
-/// What one call looks up again and again: namespace labels (asked of the host once per
-/// namespace) and existing pods' affinity terms (parsed once per distinct JSON text: the pods of
-/// one workload share it, so a cycle over thousands of pods parses it once).
+/// Namespace labels, asked of the host once per namespace and call: what namespace selectors
+/// match against.
 #[derive(Default)]
 pub struct Namespaces {
     labels: RefCell<HashMap<String, Rc<Vec<Label>>>>,
-    affinities: RefCell<HashMap<String, Rc<Affinity>>>,
 }
 
 impl Namespaces {
@@ -101,17 +99,37 @@ impl Namespaces {
         labels.insert(name.to_owned(), Rc::clone(&fresh));
         fresh
     }
+}
 
-    /// The parsed `spec.affinity` of an existing pod (its JSON text); unparsable text reads as
-    /// no terms, as the pod was admitted with it.
-    fn affinity(&self, json: &str) -> Rc<Affinity> {
-        let mut parsed = self.affinities.borrow_mut();
-        if let Some(known) = parsed.get(json) {
-            return Rc::clone(known);
+/// Existing pods' parsed affinity terms, by pod UID, kept across cycles: a bound pod's
+/// `spec.affinity` cannot change, and each cycle walks every pod carrying terms.
+#[derive(Default)]
+pub struct Affinities {
+    by_uid: Mutex<foldhash::HashMap<String, Arc<Affinity>>>,
+}
+
+impl Affinities {
+    /// The parsed `spec.affinity` (its JSON text) of the existing pod `uid`; unparsable text
+    /// reads as no terms, as the pod was admitted with it.
+    fn of(&self, uid: &str, json: &str) -> Arc<Affinity> {
+        let mut parsed = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(known) = parsed.get(uid) {
+            return Arc::clone(known);
         }
-        let fresh = Rc::new(parse_affinity(Some(json)).unwrap_or_default());
-        parsed.insert(json.to_owned(), Rc::clone(&fresh));
+        let fresh = Arc::new(parse_affinity(Some(json)).unwrap_or_default());
+        parsed.insert(uid.to_owned(), Arc::clone(&fresh));
         fresh
+    }
+
+    /// Forgets the pods no longer on any node, once the cache holds twice as many as there are.
+    fn prune(&self, nodes: &Nodes) {
+        let mut parsed = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
+        if parsed.len() <= 2 * nodes.pods_with_affinity() + 64 {
+            return;
+        }
+        let live: foldhash::HashSet<&str> =
+            nodes.iter().flat_map(|n| &n.pods).filter(|p| p.affinity.is_some()).map(|p| p.uid.as_str()).collect();
+        parsed.retain(|uid, _| live.contains(uid.as_str()));
     }
 }
 
@@ -145,24 +163,65 @@ fn parse_affinity(json: Option<&str>) -> Result<Affinity, Status> {
     )
 }
 
-/// A topology domain: (topology key, value).
-type Domain = (String, String);
+/// Numbers per topology domain, by topology key, then value: matching pods for Filter, weights
+/// for Score.
+pub type PerDomain = BTreeMap<String, BTreeMap<String, i64>>;
 
 /// What PreFilter counts over every node, for Filter.
 #[derive(Default, Serialize, Deserialize)]
 pub struct FilterState {
     /// Domains where an existing pod's required anti-affinity matches the incoming pod.
-    pub existing_anti: Vec<Domain>,
-    /// Domains holding pods that match the incoming pod's required affinity terms, per term.
-    pub affinity: Vec<Vec<Domain>>,
+    pub existing_anti: PerDomain,
+    /// Per required affinity term of the incoming pod: the domains holding pods it matches.
+    pub affinity: Vec<PerDomain>,
     /// Domains holding pods that match one of the incoming pod's required anti-affinity terms.
-    pub anti: Vec<Domain>,
+    pub anti: PerDomain,
     /// Whether the incoming pod matches all of its own affinity terms (it may then start a domain).
     pub self_match: bool,
 }
 
-/// What PreScore sums per domain, for Score: topology key → value → score.
-pub type ScoreState = BTreeMap<String, BTreeMap<String, i64>>;
+/// What PreScore sums per domain, for Score.
+pub type ScoreState = PerDomain;
+
+/// [`PerDomain`] as this instance numbers the domains: one [`DomainCounts`] per topology key.
+#[derive(Default)]
+struct Tally(Vec<DomainCounts>);
+
+impl Tally {
+    fn from_values(nodes: &Nodes, per_domain: &PerDomain) -> Self {
+        Self(per_domain.iter().map(|(key, values)| DomainCounts::from_values(nodes, key, values)).collect())
+    }
+
+    /// Adds `n` to node `id`'s domain of `key` (nothing when the node lacks the key).
+    fn add(&mut self, nodes: &Nodes, key: &str, id: NodeId, n: i64) {
+        let at = if let Some(at) = self.0.iter().position(|c| c.domains().key() == key) {
+            at
+        } else {
+            self.0.push(DomainCounts::new(nodes, key));
+            self.0.len() - 1
+        };
+        self.0[at].add(id, n);
+    }
+
+    /// The counts of topology key `key`, if any domain of it was counted.
+    fn get(&self, key: &str) -> Option<&DomainCounts> {
+        self.0.iter().find(|c| c.domains().key() == key)
+    }
+
+    /// Whether any of node `id`'s domains was counted.
+    fn any(&self, id: NodeId) -> bool {
+        self.0.iter().any(|c| c.counted(id).is_some())
+    }
+
+    /// The sum of node `id`'s domains' numbers.
+    fn sum(&self, id: NodeId) -> i64 {
+        self.0.iter().filter_map(|c| c.counted(id)).sum()
+    }
+
+    fn by_value(&self) -> PerDomain {
+        self.0.iter().filter(|c| !c.is_empty()).map(|c| (c.domains().key().to_owned(), c.by_value())).collect()
+    }
+}
 
 /// The plugin's cycle data.
 #[derive(Default)]
@@ -180,6 +239,8 @@ pub struct InterPodAffinity {
     /// `hardPodAffinityWeight`: what an existing pod's *required* affinity term matching the
     /// incoming pod adds to scores (upstream default 1).
     pub hard_pod_affinity_weight: i64,
+    /// Existing pods' terms, parsed once per pod.
+    pub affinities: Affinities,
     /// The last Filter state decoded, with its bytes: a cycle hands the same state to every
     /// Filter batch and to PreScore, and with thousands of domains decoding it costs far more
     /// than comparing the bytes.
@@ -190,13 +251,13 @@ impl InterPodAffinity {
     /// The plugin with `hardPodAffinityWeight` = `weight`.
     #[must_use]
     pub fn new(weight: i64) -> Self {
-        Self { hard_pod_affinity_weight: weight, decoded: Mutex::new(None) }
+        Self { hard_pod_affinity_weight: weight, affinities: Affinities::default(), decoded: Mutex::new(None) }
     }
 
     fn filter_state(&self, state: &[u8]) -> Result<Arc<FilterState>, Status> {
         let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((bytes, known)) = decoded.as_ref()
-            && bytes[..] == *state
+            && same(bytes, state)
         {
             return Ok(Arc::clone(known));
         }
@@ -217,97 +278,88 @@ fn one() -> i64 {
     1
 }
 
-fn domain(node: &NodeInfo, key: &str) -> Option<Domain> {
-    node.label(key).map(|value| (key.to_owned(), value.to_owned()))
-}
-
 /// PreFilter's counting over every node.
 #[must_use]
-pub fn filter_state(pod: &PodInfo, affinity: &Affinity, nodes: &Nodes, namespaces: &Namespaces) -> FilterState {
+pub fn filter_state(
+    pod: &PodInfo,
+    affinity: &Affinity,
+    nodes: &Nodes,
+    namespaces: &Namespaces,
+    affinities: &Affinities,
+) -> FilterState {
     let incoming = Target { namespace: &pod.namespace, labels: &pod.labels };
     let required_affinity = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
-    let mut state = FilterState {
-        affinity: vec![Vec::new(); required_affinity.len()],
-        self_match: required_affinity.iter().all(|t| t.matches(&pod.namespace, &incoming, namespaces)),
-        ..FilterState::default()
-    };
+    let (mut existing_anti, mut anti) = (Tally::default(), Tally::default());
+    let mut per_term: Vec<Tally> = required_affinity.iter().map(|_| Tally::default()).collect();
     for node in nodes.iter() {
         for existing in &node.pods {
             let target = Target { namespace: &existing.namespace, labels: &existing.labels };
             if let Some(json) = &existing.affinity {
-                let theirs = namespaces.affinity(json);
+                let theirs = affinities.of(&existing.uid, json);
                 for term in theirs.pod_anti_affinity.iter().flat_map(|a| &a.required) {
-                    if term.matches(&existing.namespace, &incoming, namespaces)
-                        && let Some(d) = domain(node, &term.topology_key)
-                    {
-                        state.existing_anti.push(d);
+                    if term.matches(&existing.namespace, &incoming, namespaces) {
+                        existing_anti.add(nodes, &term.topology_key, node.id, 1);
                     }
                 }
             }
-            for (i, term) in required_affinity.iter().enumerate() {
-                if term.matches(&pod.namespace, &target, namespaces)
-                    && let Some(d) = domain(node, &term.topology_key)
-                {
-                    state.affinity[i].push(d);
+            for (term, tally) in required_affinity.iter().zip(&mut per_term) {
+                if term.matches(&pod.namespace, &target, namespaces) {
+                    tally.add(nodes, &term.topology_key, node.id, 1);
                 }
             }
             for term in required_anti {
-                if term.matches(&pod.namespace, &target, namespaces)
-                    && let Some(d) = domain(node, &term.topology_key)
-                {
-                    state.anti.push(d);
+                if term.matches(&pod.namespace, &target, namespaces) {
+                    anti.add(nodes, &term.topology_key, node.id, 1);
                 }
             }
         }
     }
-    for list in [&mut state.existing_anti, &mut state.anti].into_iter().chain(state.affinity.iter_mut()) {
-        list.sort();
-        list.dedup();
+    affinities.prune(nodes);
+    FilterState {
+        existing_anti: existing_anti.by_value(),
+        affinity: per_term.iter().map(Tally::by_value).collect(),
+        anti: anti.by_value(),
+        self_match: required_affinity.iter().all(|t| t.matches(&pod.namespace, &incoming, namespaces)),
     }
-    state
 }
 
-/// Whether the node's domain for `key` is among `domains` (sorted, as PreFilter leaves them).
-fn holds(domains: &[Domain], node: &NodeInfo, key: &str) -> bool {
-    node.label(key)
-        .is_some_and(|value| domains.binary_search_by(|(k, v)| (k.as_str(), v.as_str()).cmp(&(key, value))).is_ok())
-}
-
-/// Whether the node lies in one of `domains` (sorted), whatever their keys: one lookup per
-/// distinct key rather than one comparison per domain.
-fn in_any(domains: &[Domain], node: &NodeInfo) -> bool {
-    let mut rest = domains;
-    while let Some((key, _)) = rest.first() {
-        let end = rest.partition_point(|(k, _)| k == key);
-        if holds(&rest[..end], node, key) {
-            return true;
-        }
-        rest = &rest[end..];
-    }
-    false
-}
-
-/// Filter on one node, with upstream's codes and reasons.
+/// Filter over the nodes `ids`, with upstream's codes and reasons.
 #[must_use]
-pub fn filter(affinity: &Affinity, state: &FilterState, node: &NodeInfo) -> Status {
+pub fn filter(affinity: &Affinity, state: &FilterState, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
     let required_affinity = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
-    let no_pod_matches_anywhere = state.affinity.iter().all(Vec::is_empty);
-    let affinity_ok = required_affinity.iter().zip(&state.affinity).all(|(term, domains)| {
-        node.label(&term.topology_key).is_some()
-            && (holds(domains, node, &term.topology_key) || (no_pod_matches_anywhere && state.self_match))
-    });
-    if !affinity_ok {
-        return Status::unresolvable(AFFINITY_REASON);
-    }
-    if required_anti.iter().any(|term| holds(&state.anti, node, &term.topology_key)) {
-        return Status::unschedulable(ANTI_AFFINITY_REASON);
-    }
-    if in_any(&state.existing_anti, node) {
-        return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
-    }
-    Status::success()
+    let no_pod_matches_anywhere = state.affinity.iter().all(BTreeMap::is_empty);
+    // Once per batch, as this instance numbers the domains: per required term, its key's
+    // domains and the counted ones.
+    let affinity_terms: Vec<(Arc<Domains>, Option<DomainCounts>)> = required_affinity
+        .iter()
+        .zip(&state.affinity)
+        .map(|(term, counted)| {
+            let key = &term.topology_key;
+            (nodes.domains(key), counted.get(key).map(|values| DomainCounts::from_values(nodes, key, values)))
+        })
+        .collect();
+    let (anti, existing_anti) =
+        (Tally::from_values(nodes, &state.anti), Tally::from_values(nodes, &state.existing_anti));
+    let anti_terms: Vec<&DomainCounts> = required_anti.iter().filter_map(|term| anti.get(&term.topology_key)).collect();
+    misfits(ids, |id| {
+        let affinity_ok = affinity_terms.iter().all(|(domains, counted)| {
+            domains.of_node(id).is_some()
+                && (counted.as_ref().is_some_and(|c| c.counted(id).is_some())
+                    || (no_pod_matches_anywhere && state.self_match))
+        });
+        if !affinity_ok {
+            return Status::unresolvable(AFFINITY_REASON);
+        }
+        if anti_terms.iter().any(|c| c.counted(id).is_some()) {
+            return Status::unschedulable(ANTI_AFFINITY_REASON);
+        }
+        if existing_anti.any(id) {
+            return Status::unschedulable(EXISTING_ANTI_AFFINITY_REASON);
+        }
+        Status::success()
+    })
 }
 
 impl InterPodAffinity {
@@ -322,54 +374,51 @@ impl InterPodAffinity {
         namespaces: &Namespaces,
     ) -> ScoreState {
         let incoming = Target { namespace: &pod.namespace, labels: &pod.labels };
-        let mut scores = ScoreState::new();
-        let mut add = |node: &NodeInfo, key: &str, weight: i64| {
-            if let Some(value) = node.label(key) {
-                *scores.entry(key.to_owned()).or_default().entry(value.to_owned()).or_default() += weight;
-            }
-        };
+        let mut scores = Tally::default();
         let preferred = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
         let preferred_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
         for node in nodes.iter() {
+            let mut add = |key: &str, weight: i64| scores.add(nodes, key, node.id, weight);
             for existing in &node.pods {
                 let target = Target { namespace: &existing.namespace, labels: &existing.labels };
                 for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
                     for w in terms {
                         if w.pod_affinity_term.matches(&pod.namespace, &target, namespaces) {
-                            add(node, &w.pod_affinity_term.topology_key, sign * w.weight);
+                            add(&w.pod_affinity_term.topology_key, sign * w.weight);
                         }
                     }
                 }
                 let Some(json) = &existing.affinity else { continue };
-                let theirs = namespaces.affinity(json);
+                let theirs = self.affinities.of(&existing.uid, json);
                 if let Some(a) = &theirs.pod_affinity {
                     for term in &a.required {
                         if self.hard_pod_affinity_weight > 0 && term.matches(&existing.namespace, &incoming, namespaces)
                         {
-                            add(node, &term.topology_key, self.hard_pod_affinity_weight);
+                            add(&term.topology_key, self.hard_pod_affinity_weight);
                         }
                     }
                     for w in &a.preferred {
                         if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
-                            add(node, &w.pod_affinity_term.topology_key, w.weight);
+                            add(&w.pod_affinity_term.topology_key, w.weight);
                         }
                     }
                 }
                 for w in theirs.pod_anti_affinity.iter().flat_map(|a| &a.preferred) {
                     if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
-                        add(node, &w.pod_affinity_term.topology_key, -w.weight);
+                        add(&w.pod_affinity_term.topology_key, -w.weight);
                     }
                 }
             }
         }
-        scores
+        scores.by_value()
     }
 }
 
-/// A node's raw score: the sums of the domains it belongs to.
+/// Score over the nodes `ids`: the sums of the domains each belongs to.
 #[must_use]
-pub fn score(state: &ScoreState, node: &NodeInfo) -> i64 {
-    state.iter().filter_map(|(key, values)| values.get(node.label(key)?)).sum()
+pub fn score(state: &ScoreState, nodes: &Nodes, ids: &[NodeId]) -> Vec<i64> {
+    let sums = Tally::from_values(nodes, state);
+    ids.iter().map(|&id| sums.sum(id)).collect()
 }
 
 /// Upstream's min–max normalisation onto 0..=100 (all 0 when every score is equal).
@@ -434,14 +483,14 @@ impl SchedulerPlugin for InterPodAffinity {
         if !required && !any_existing_affinity(nodes) {
             return skip;
         }
-        match encode(b'f', &filter_state(pod, &affinity, nodes, &Namespaces::default())) {
+        match encode(b'f', &filter_state(pod, &affinity, nodes, &Namespaces::default(), &self.affinities)) {
             Ok(state) => PreFilterResult { status: Status::success(), nodes: None, state },
             Err(status) => PreFilterResult { status, nodes: None, state: Vec::new() },
         }
     }
 
-    fn filter(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Status {
-        filter(&cycle.affinity, &cycle.filter, node)
+    fn filter_batch(&self, _pod: &PodInfo, cycle: &Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
+        filter(&cycle.affinity, &cycle.filter, nodes, ids)
     }
 
     fn pre_score(&self, pod: &PodInfo, cycle: &Cycle, _nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {
@@ -452,8 +501,8 @@ impl SchedulerPlugin for InterPodAffinity {
         encode(b's', &self.score_state(pod, &cycle.affinity, all, &Namespaces::default()))
     }
 
-    fn score(&self, _pod: &PodInfo, cycle: &Cycle, node: &NodeInfo) -> Result<i64, Status> {
-        Ok(score(&cycle.score, node))
+    fn score_batch(&self, _pod: &PodInfo, cycle: &Cycle, nodes: &Nodes, ids: &[NodeId]) -> Result<Vec<i64>, Status> {
+        Ok(score(&cycle.score, nodes, ids))
     }
 
     fn normalize_score(&self, _pod: &PodInfo, _cycle: &Cycle, scores: &mut [i64]) -> Result<(), Status> {

@@ -2,10 +2,10 @@
 //! and anti-affinity" (the `security: S1` example and the redis/web-store co-location example).
 
 use super::{
-    AFFINITY_REASON, ANTI_AFFINITY_REASON, Affinity, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity, Namespaces,
-    filter, filter_state, normalize, score,
+    AFFINITY_REASON, ANTI_AFFINITY_REASON, Affinities, Affinity, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity,
+    Namespaces, filter, filter_state, normalize, score,
 };
-use capstan_plugin_sdk::scheduler::{Code, Label, NodeInfo, Nodes, PodInfo, PodSummary, host, labels};
+use capstan_plugin_sdk::scheduler::{Code, Label, NodeChange, NodeInfo, Nodes, PodInfo, PodSummary, host, labels};
 use std::rc::Rc;
 
 fn node(id: u32, zone: &str, pods: Vec<PodSummary>) -> NodeInfo {
@@ -39,12 +39,14 @@ fn pod(pairs: &[(&str, &str)], affinity: &str) -> (PodInfo, Affinity) {
 }
 
 fn verdicts(pod: &PodInfo, affinity: &Affinity, nodes: &Nodes) -> Vec<(String, Code, Vec<String>)> {
-    let state = filter_state(pod, affinity, nodes, &Namespaces::default());
+    let state = filter_state(pod, affinity, nodes, &Namespaces::default(), &Affinities::default());
+    let ids: Vec<u32> = nodes.iter().map(|n| n.id).collect();
+    let misfits = filter(affinity, &state, nodes, &ids);
     let mut out: Vec<_> = nodes
         .iter()
-        .map(|n| {
-            let s = filter(affinity, &state, n);
-            (n.name.clone(), s.code, s.reasons)
+        .map(|n| match misfits.iter().find(|m| m.node == n.id) {
+            Some(m) => (n.name.clone(), m.status.code, m.status.reasons.clone()),
+            None => (n.name.clone(), Code::Success, Vec::new()),
         })
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -73,7 +75,7 @@ fn required_affinity_needs_a_matching_pod_in_the_zone() {
     assert_eq!(got, [ok("n0"), ok("n1"), refused("n2"), refused("n3")], "a pod in another namespace does not count");
     let plugin = InterPodAffinity::new(1);
     let state = plugin.score_state(&incoming, &affinity, &nodes, &Namespaces::default());
-    let mut scores: Vec<i64> = [0, 1, 2, 3].iter().filter_map(|&id| nodes.get(id)).map(|n| score(&state, n)).collect();
+    let mut scores = score(&state, &nodes, &[0, 1, 2, 3]);
     assert_eq!(scores, [0, 0, -100, 0], "the preferred anti-affinity to S2 scores zone b down");
     normalize(&mut scores);
     assert_eq!(scores, [100, 100, 0, 100]);
@@ -111,6 +113,26 @@ fn anti_affinity_spreads_replicas_one_per_node_both_ways() {
     assert_eq!(got[0], ("n0".to_owned(), Code::Unschedulable, vec![EXISTING_ANTI_AFFINITY_REASON.to_owned()]));
     let (unrelated, parsed) = pod(&[("app", "other")], "{}");
     assert!(verdicts(&unrelated, &parsed, &nodes).iter().all(|v| v.1 == Code::Success));
+}
+
+#[test]
+fn existing_pods_terms_are_kept_per_pod_across_cycles() {
+    let affinities = Affinities::default();
+    let (plain, parsed) = pod(&[("app", "store")], "{}");
+    let refused = |nodes: &Nodes| {
+        let state = filter_state(&plain, &parsed, nodes, &Namespaces::default(), &affinities);
+        filter(&parsed, &state, nodes, &[0, 1]).iter().map(|m| m.node).collect::<Vec<_>>()
+    };
+    let redis = |uid: &str, affinity| existing("default", uid, &[("app", "store")], affinity);
+    let mut nodes = Nodes::from_nodes([node(0, "a", vec![redis("r1", Some(REDIS_ANTI))]), node(1, "a", vec![])]);
+    assert_eq!(refused(&nodes), [0]);
+    // r1 goes; r2, without terms, takes its place: nothing refuses the pod any more, even though
+    // the same instance parsed r1's terms the cycle before.
+    nodes.apply(2, false, vec![NodeChange::Upsert(node(0, "a", vec![redis("r2", None)]))]);
+    assert!(refused(&nodes).is_empty());
+    // r3 with terms lands on n1.
+    nodes.apply(3, false, vec![NodeChange::Upsert(node(1, "a", vec![redis("r3", Some(REDIS_ANTI))]))]);
+    assert_eq!(refused(&nodes), [1]);
 }
 
 struct Labelled;
@@ -165,8 +187,7 @@ fn existing_pods_required_affinity_scores_at_the_hard_weight() {
     let (web, parsed) = pod(&[("app", "web")], "{}");
     let plugin = InterPodAffinity::new(5);
     let state = plugin.score_state(&web, &parsed, &nodes, &Namespaces::default());
-    let scores: Vec<i64> = [0, 1].iter().filter_map(|&id| nodes.get(id)).map(|n| score(&state, n)).collect();
-    assert_eq!(scores, [5, 0]);
+    assert_eq!(score(&state, &nodes, &[0, 1]), [5, 0]);
 }
 
 /// The plugin keeps the last decoded Filter state: a different state must never be mistaken for it.
@@ -177,7 +198,7 @@ fn cached_filter_state_follows_the_bytes() {
     let plugin = InterPodAffinity::new(1);
     let state = |value: &str| {
         let filter = super::FilterState {
-            anti: vec![("kubernetes.io/hostname".to_owned(), value.to_owned())],
+            anti: [("kubernetes.io/hostname".to_owned(), [(value.to_owned(), 1)].into())].into(),
             ..super::FilterState::default()
         };
         encode(b'f', &filter).unwrap_or_default()
@@ -186,6 +207,7 @@ fn cached_filter_state_follows_the_bytes() {
     let pod = PodInfo::named("default", "p");
     for (bytes, want) in [(&a, "n1"), (&a, "n1"), (&b, "n2"), (&a, "n1")] {
         let cycle = plugin.cycle(&pod, bytes).unwrap_or_default();
-        assert_eq!(cycle.filter.anti[0].1, want);
+        let values: Vec<&String> = cycle.filter.anti.values().flat_map(|v| v.keys()).collect();
+        assert_eq!(values, [want]);
     }
 }

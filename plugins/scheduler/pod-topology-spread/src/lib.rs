@@ -14,14 +14,13 @@
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
-    Code, Domains, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo, PreFilterResult,
+    Code, DomainCounts, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo, PreFilterResult,
     SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
 };
 use serde::{Deserialize, Serialize};
@@ -203,46 +202,14 @@ pub fn matching_pods(node: &NodeInfo, selector: Option<&LabelSelector>, namespac
         as i64
 }
 
-/// Each constraint's domains, in the constraints' order.
-fn domains_of(constraints: &[Constraint], nodes: &Nodes) -> Vec<Arc<Domains>> {
-    constraints.iter().map(|c| nodes.domains(&c.key)).collect()
+/// Whether node `id` has the topology key of every constraint (one count per constraint).
+fn has_all_keys(counts: &[DomainCounts], id: NodeId) -> bool {
+    counts.iter().all(|c| c.domains().of_node(id).is_some())
 }
 
-/// Whether node `id` has every constraint's topology key.
-fn has_all_keys(domains: &[Arc<Domains>], id: NodeId) -> bool {
-    domains.iter().all(|d| d.of_node(id).is_some())
-}
-
-/// Per-domain counts (`None`: no node of the domain counted) keyed back by value, as the cycle
-/// state carries them: domain numbers are this instance's, values mean the same to every one.
-fn by_value(domains: &Domains, counts: &[Option<i64>]) -> BTreeMap<String, i64> {
-    counts.iter().enumerate().filter_map(|(d, n)| n.map(|n| (domains.value(d).to_owned(), n))).collect()
-}
-
-/// A constraint's counts from the cycle state (keyed by value) laid out by this instance's
-/// domain numbers, so a batch reads a node's count by index.
-struct Laid {
-    domains: Arc<Domains>,
-    counts: Vec<Option<i64>>,
-}
-
-impl Laid {
-    fn new(nodes: &Nodes, key: &str, by_value: &BTreeMap<String, i64>) -> Self {
-        let domains = nodes.domains(key);
-        let mut counts = vec![None; domains.len()];
-        for (value, &count) in by_value {
-            if let Some(d) = domains.find(value) {
-                counts[d] = Some(count);
-            }
-        }
-        Self { domains, counts }
-    }
-
-    /// Node `id`'s count (0 when none was counted in its domain); `None` when the node lacks
-    /// the key.
-    fn at(&self, id: NodeId) -> Option<i64> {
-        self.domains.of_node(id).map(|d| self.counts[d].unwrap_or(0))
-    }
+/// A fresh count per constraint, in the constraints' order.
+fn counts_for(constraints: &[Constraint], nodes: &Nodes) -> Vec<DomainCounts> {
+    constraints.iter().map(|c| DomainCounts::new(nodes, &c.key)).collect()
 }
 
 /// One constraint's counts for Filter: matching pods per domain.
@@ -259,26 +226,24 @@ pub struct Counted {
 /// PreFilter's counting for the hard constraints over every node.
 #[must_use]
 pub fn filter_counts(pod: &PodInfo, constraints: Vec<Constraint>, required: &Required, nodes: &Nodes) -> Vec<Counted> {
-    let domains = domains_of(&constraints, nodes);
-    let mut counts: Vec<Vec<Option<i64>>> = domains.iter().map(|d| vec![None; d.len()]).collect();
+    let mut counts = counts_for(&constraints, nodes);
     for node in nodes.iter() {
-        if !has_all_keys(&domains, node.id) {
+        if !has_all_keys(&counts, node.id) {
             continue;
         }
-        for ((c, domains), counts) in constraints.iter().zip(&domains).zip(&mut counts) {
-            let Some(domain) = domains.of_node(node.id) else { continue };
+        for (c, counts) in constraints.iter().zip(&mut counts) {
             if counts_node(c, pod, required, node) {
-                *counts[domain].get_or_insert(0) += matching_pods(node, c.selector.as_ref(), &pod.namespace);
+                counts.add(node.id, matching_pods(node, c.selector.as_ref(), &pod.namespace));
             }
         }
     }
     constraints
         .into_iter()
-        .zip(domains.iter().zip(&counts))
-        .map(|(c, (domains, counts))| Counted {
+        .zip(&counts)
+        .map(|(c, counts)| Counted {
             self_match: c.selector.as_ref().is_some_and(|s| s.matches(&pod.labels)),
             constraint: c,
-            counts: by_value(domains, counts),
+            counts: counts.by_value(),
         })
         .collect()
 }
@@ -287,7 +252,7 @@ pub fn filter_counts(pod: &PodInfo, constraints: Vec<Constraint>, required: &Req
 #[must_use]
 pub fn filter(counted: &[Counted], nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
     // Per constraint, once per batch: its counts by domain, and the smallest count.
-    let prepared: Vec<(&Counted, Laid, i64)> = counted
+    let prepared: Vec<(&Counted, DomainCounts, i64)> = counted
         .iter()
         .map(|entry| {
             let min = if (entry.counts.len() as i64) < entry.constraint.min_domains {
@@ -295,12 +260,12 @@ pub fn filter(counted: &[Counted], nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeSta
             } else {
                 entry.counts.values().copied().min().unwrap_or(0)
             };
-            (entry, Laid::new(nodes, &entry.constraint.key, &entry.counts), min)
+            (entry, DomainCounts::from_values(nodes, &entry.constraint.key, &entry.counts), min)
         })
         .collect();
     misfits(ids, |id| {
-        for (entry, laid, min) in &prepared {
-            let Some(here) = laid.at(id) else { return Status::unresolvable(MISSING_LABEL_REASON) };
+        for (entry, counts, min) in &prepared {
+            let Some(here) = counts.at(id) else { return Status::unresolvable(MISSING_LABEL_REASON) };
             if here + i64::from(entry.self_match) - min > entry.constraint.max_skew {
                 return Status::unschedulable(SKEW_REASON);
             }
@@ -334,20 +299,17 @@ pub fn score_state(
     nodes: &[&NodeInfo],
     all: &Nodes,
 ) -> ScoreState {
-    let domains = domains_of(&constraints, all);
     // The domains of the feasible nodes are scored; their pods are counted over every node.
-    let mut counts: Vec<Vec<Option<i64>>> = domains.iter().map(|d| vec![None; d.len()]).collect();
+    let mut counts = counts_for(&constraints, all);
     let mut ignored = Vec::new();
     for node in nodes {
-        if require_all && !has_all_keys(&domains, node.id) {
+        if require_all && !has_all_keys(&counts, node.id) {
             ignored.push(node.id);
             continue;
         }
-        for ((c, domains), counts) in constraints.iter().zip(&domains).zip(&mut counts) {
-            if c.key != HOSTNAME
-                && let Some(domain) = domains.of_node(node.id)
-            {
-                counts[domain] = Some(0);
+        for (c, counts) in constraints.iter().zip(&mut counts) {
+            if c.key != HOSTNAME {
+                counts.add(node.id, 0);
             }
         }
     }
@@ -355,30 +317,33 @@ pub fn score_state(
         .iter()
         .zip(&counts)
         .map(|(c, counts)| {
-            let size = if c.key == HOSTNAME { nodes.len() - ignored.len() } else { counts.iter().flatten().count() };
+            let size = if c.key == HOSTNAME { nodes.len() - ignored.len() } else { counts.len() };
             ((size + 2) as f64).ln()
         })
         .collect();
     for node in all.iter() {
-        if require_all && !has_all_keys(&domains, node.id) {
+        if require_all && !has_all_keys(&counts, node.id) {
             continue;
         }
-        for ((c, domains), counts) in constraints.iter().zip(&domains).zip(&mut counts) {
-            let Some(count) = domains.of_node(node.id).and_then(|d| counts[d].as_mut()) else { continue };
-            if counts_node(c, pod, required, node) {
-                *count += matching_pods(node, c.selector.as_ref(), &pod.namespace);
+        for (c, counts) in constraints.iter().zip(&mut counts) {
+            if counts.counted(node.id).is_some() && counts_node(c, pod, required, node) {
+                counts.add(node.id, matching_pods(node, c.selector.as_ref(), &pod.namespace));
             }
         }
     }
-    let counts = domains.iter().zip(&counts).map(|(domains, counts)| by_value(domains, counts)).collect();
+    let counts = counts.iter().map(DomainCounts::by_value).collect();
     ScoreState { constraints, counts, weights, ignored, namespace: pod.namespace.clone() }
 }
 
 /// Score over the nodes `ids`: matching pods in each node's domains, weighted; −1 marks an
 /// ignored node.
 pub fn score(state: &ScoreState, nodes: &Nodes, ids: &[NodeId]) -> Result<Vec<i64>, Status> {
-    let laid: Vec<Laid> =
-        state.constraints.iter().zip(&state.counts).map(|(c, counts)| Laid::new(nodes, &c.key, counts)).collect();
+    let counts: Vec<DomainCounts> = state
+        .constraints
+        .iter()
+        .zip(&state.counts)
+        .map(|(c, counts)| DomainCounts::from_values(nodes, &c.key, counts))
+        .collect();
     ids.iter()
         .map(|&id| {
             if state.ignored.contains(&id) {
@@ -386,8 +351,8 @@ pub fn score(state: &ScoreState, nodes: &Nodes, ids: &[NodeId]) -> Result<Vec<i6
             }
             let node = nodes.get(id).ok_or_else(|| unknown_node(id))?;
             let mut total = 0.0;
-            for ((c, laid), weight) in state.constraints.iter().zip(&laid).zip(&state.weights) {
-                let Some(count) = laid.at(id) else { continue };
+            for ((c, counts), weight) in state.constraints.iter().zip(&counts).zip(&state.weights) {
+                let Some(count) = counts.at(id) else { continue };
                 let count =
                     if c.key == HOSTNAME { matching_pods(node, c.selector.as_ref(), &state.namespace) } else { count };
                 total += count as f64 * weight + (c.max_skew - 1) as f64;
