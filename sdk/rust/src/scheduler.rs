@@ -12,7 +12,6 @@
 //! call its methods directly, and the host can link it for comparison.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::thread::LocalKey;
 
@@ -433,6 +432,10 @@ impl Domains {
     }
 }
 
+/// Counted domains by label value, as cycle state carries [`DomainCounts`]: a list rather than a
+/// map, so encoding and decoding it compares no strings.
+pub type ByValue = Vec<(String, i64)>;
+
 /// A number per domain of one topology key (matching pods, a score), for the domains counted so
 /// far. Numbered by this instance's [`Domains`], it goes into cycle state keyed by value
 /// ([`DomainCounts::by_value`]): another instance serving a later call numbers them its own way
@@ -453,11 +456,11 @@ impl DomainCounts {
 
     /// The counts of a cycle state ([`DomainCounts::by_value`]); values no node has are dropped.
     #[must_use]
-    pub fn from_values(nodes: &Nodes, key: &str, by_value: &BTreeMap<String, i64>) -> Self {
+    pub fn from_values(nodes: &Nodes, key: &str, by_value: &[(String, i64)]) -> Self {
         let mut counts = Self::new(nodes, key);
-        for (value, &count) in by_value {
+        for (value, count) in by_value {
             if let Some(d) = counts.domains.find(value) {
-                counts.counts[d] = Some(count);
+                counts.counts[d] = Some(*count);
             }
         }
         counts
@@ -502,9 +505,9 @@ impl DomainCounts {
         self.counts.iter().all(Option::is_none)
     }
 
-    /// The counted domains' counts by value, for cycle state.
+    /// The counted domains' counts by value, in domain order, for cycle state.
     #[must_use]
-    pub fn by_value(&self) -> BTreeMap<String, i64> {
+    pub fn by_value(&self) -> ByValue {
         self.counts.iter().enumerate().filter_map(|(d, n)| n.map(|n| (self.domains.value(d).to_owned(), n))).collect()
     }
 }

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
 use capstan_plugin_sdk::scheduler::{
-    Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo,
-    PreFilterResult, SchedulerPlugin, Status, host, misfits,
+    ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes,
+    PodInfo, PreFilterResult, SchedulerPlugin, Status, host, misfits,
 };
 use serde::{Deserialize, Serialize};
 
@@ -165,7 +165,7 @@ fn parse_affinity(json: Option<&str>) -> Result<Affinity, Status> {
 
 /// Numbers per topology domain, by topology key, then value: matching pods for Filter, weights
 /// for Score.
-pub type PerDomain = BTreeMap<String, BTreeMap<String, i64>>;
+pub type PerDomain = BTreeMap<String, ByValue>;
 
 /// What PreFilter counts over every node, for Filter.
 #[derive(Default, Serialize, Deserialize)]
@@ -329,7 +329,7 @@ pub fn filter_state(
 pub fn filter(affinity: &Affinity, state: &FilterState, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
     let required_affinity = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
-    let no_pod_matches_anywhere = state.affinity.iter().all(BTreeMap::is_empty);
+    let no_pod_matches_anywhere = state.affinity.iter().all(|by_key| by_key.values().all(Vec::is_empty));
     // Once per batch, as this instance numbers the domains: per required term, its key's
     // domains and the counted ones.
     let affinity_terms: Vec<(Arc<Domains>, Option<DomainCounts>)> = required_affinity

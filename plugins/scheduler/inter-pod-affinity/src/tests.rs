@@ -198,7 +198,7 @@ fn cached_filter_state_follows_the_bytes() {
     let plugin = InterPodAffinity::new(1);
     let state = |value: &str| {
         let filter = super::FilterState {
-            anti: [("kubernetes.io/hostname".to_owned(), [(value.to_owned(), 1)].into())].into(),
+            anti: [("kubernetes.io/hostname".to_owned(), vec![(value.to_owned(), 1)])].into(),
             ..super::FilterState::default()
         };
         encode(b'f', &filter).unwrap_or_default()
@@ -207,7 +207,7 @@ fn cached_filter_state_follows_the_bytes() {
     let pod = PodInfo::named("default", "p");
     for (bytes, want) in [(&a, "n1"), (&a, "n1"), (&b, "n2"), (&a, "n1")] {
         let cycle = plugin.cycle(&pod, bytes).unwrap_or_default();
-        let values: Vec<&String> = cycle.filter.anti.values().flat_map(|v| v.keys()).collect();
+        let values: Vec<&String> = cycle.filter.anti.values().flat_map(|v| v.iter().map(|(value, _)| value)).collect();
         assert_eq!(values, [want]);
     }
 }

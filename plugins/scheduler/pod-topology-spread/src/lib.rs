@@ -13,15 +13,13 @@
 //!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
-use std::collections::BTreeMap;
-
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
-    Code, DomainCounts, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo, PreFilterResult,
-    SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
+    ByValue, Code, DomainCounts, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo,
+    PreFilterResult, SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
 };
 use serde::{Deserialize, Serialize};
 
@@ -217,8 +215,8 @@ fn counts_for(constraints: &[Constraint], nodes: &Nodes) -> Vec<DomainCounts> {
 pub struct Counted {
     /// The constraint.
     pub constraint: Constraint,
-    /// Domain value → matching pods.
-    pub counts: BTreeMap<String, i64>,
+    /// Matching pods per domain value.
+    pub counts: ByValue,
     /// Whether the incoming pod matches the selector itself.
     pub self_match: bool,
 }
@@ -258,7 +256,7 @@ pub fn filter(counted: &[Counted], nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeSta
             let min = if (entry.counts.len() as i64) < entry.constraint.min_domains {
                 0
             } else {
-                entry.counts.values().copied().min().unwrap_or(0)
+                entry.counts.iter().map(|(_, n)| *n).min().unwrap_or(0)
             };
             (entry, DomainCounts::from_values(nodes, &entry.constraint.key, &entry.counts), min)
         })
@@ -279,8 +277,8 @@ pub fn filter(counted: &[Counted], nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeSta
 pub struct ScoreState {
     /// The soft constraints.
     pub constraints: Vec<Constraint>,
-    /// Per constraint (hostname aside): domain value → matching pods.
-    pub counts: Vec<BTreeMap<String, i64>>,
+    /// Per constraint (hostname aside): matching pods per domain value.
+    pub counts: Vec<ByValue>,
     /// Per constraint: `ln(domains + 2)`.
     pub weights: Vec<f64>,
     /// Feasible nodes lacking a topology key of the pod's own constraints: scored 0.
