@@ -185,6 +185,10 @@ pub struct Nodes {
     /// [`Nodes::domains`] by label key, built on first use and dropped when a node is added,
     /// changed or removed (a change of usage only keeps them).
     domains: RefCell<Vec<(String, Arc<Domains>)>>,
+    /// Per node handle: [`Nodes::revision`].
+    revisions: Vec<u64>,
+    /// The last revision handed out; kept through a reset, so a revision never repeats.
+    clock: u64,
     len: usize,
     generation: u64,
     pods_with_affinity: usize,
@@ -286,6 +290,25 @@ impl Nodes {
         &self.resources
     }
 
+    /// Node `id`'s revision: a number that changes whenever anything about the node changes, its
+    /// pods included, and is never reused by this instance (0 for an unknown node). A plugin
+    /// keeps what it derives from a node's pods (e.g. their parsed affinity terms) beside the
+    /// revision, and derives it again only when the revision moves.
+    #[must_use]
+    pub fn revision(&self, id: NodeId) -> u64 {
+        self.revisions.get(id as usize).copied().unwrap_or(0)
+    }
+
+    /// Gives node `id` a new revision.
+    fn touch(&mut self, id: NodeId) {
+        let id = id as usize;
+        if self.revisions.len() <= id {
+            self.revisions.resize(id + 1, 0);
+        }
+        self.clock += 1;
+        self.revisions[id] = self.clock;
+    }
+
     /// The domains of label `key`: every node's value of it, numbered. Built once and reused
     /// until a node is added, changed or removed, so a plugin that groups nodes by a topology
     /// key on every cycle (spreading, affinity) reads a number per node instead of searching
@@ -304,6 +327,9 @@ impl Nodes {
     fn take(&mut self, id: NodeId) -> Option<NodeInfo> {
         let old = self.by_id.get_mut(id as usize).and_then(Option::take)?;
         self.domains.get_mut().clear();
+        if let Some(revision) = self.revisions.get_mut(id as usize) {
+            *revision = 0;
+        }
         self.resources.clear(id);
         let [affinity, tainted, unschedulable, with_images] = node_counts(&old);
         self.pods_with_affinity -= affinity;
@@ -317,6 +343,10 @@ impl Nodes {
     /// Replaces what the pods on a known node use, keeping the rest of the node.
     fn set_usage(&mut self, usage: NodeUsage) {
         let Some(node) = self.by_id.get_mut(usage.id as usize).and_then(Option::as_mut) else { return };
+        self.clock += 1;
+        if let Some(revision) = self.revisions.get_mut(usage.id as usize) {
+            *revision = self.clock;
+        }
         let with_affinity = |pods: &[PodSummary]| pods.iter().filter(|p| p.affinity.is_some()).count();
         self.pods_with_affinity -= with_affinity(&node.pods);
         self.pods_with_affinity += with_affinity(&usage.pods);
@@ -330,7 +360,7 @@ impl Nodes {
     /// Applies `update-nodes`.
     pub fn apply(&mut self, generation: u64, reset: bool, changes: Vec<NodeChange>) {
         if reset {
-            *self = Self::default();
+            *self = Self { clock: self.clock, ..Self::default() };
         }
         for change in changes {
             match change {
@@ -348,6 +378,7 @@ impl Nodes {
                     self.len += 1;
                     self.resources.set(&node);
                     self.domains.get_mut().clear();
+                    self.touch(node.id);
                     self.by_id[id] = Some(node);
                 }
                 NodeChange::Remove(id) => {
@@ -1412,5 +1443,25 @@ mod tests {
         assert_eq!((zones.len(), of(&zones, 1), of(&zones, 2)), (2, None, Some("c".to_owned())));
         nodes.apply(4, true, vec![NodeChange::Upsert(node(7, Some("z")))]);
         assert_eq!(nodes.domains("zone").of_node(0), None, "a reset forgets every node");
+    }
+
+    #[test]
+    fn a_nodes_revision_moves_on_every_change_and_never_repeats() {
+        let mut nodes = Nodes::from_nodes([node(0, None), node(1, None)]);
+        let mut seen = vec![nodes.revision(0), nodes.revision(1)];
+        let usage = NodeUsage { id: 1, requested: Vec::new(), pod_count: 1, used_ports: Vec::new(), pods: Vec::new() };
+        nodes.apply(2, false, vec![NodeChange::Usage(usage)]);
+        assert_eq!(nodes.revision(0), seen[0], "an untouched node keeps its revision");
+        seen.push(nodes.revision(1));
+        nodes.apply(3, false, vec![NodeChange::Upsert(node(0, Some("a")))]);
+        seen.push(nodes.revision(0));
+        nodes.apply(4, false, vec![NodeChange::Remove(1)]);
+        assert_eq!(nodes.revision(1), 0, "a removed node has none");
+        nodes.apply(5, true, vec![NodeChange::Upsert(node(0, None)), NodeChange::Upsert(node(1, None))]);
+        seen.extend([nodes.revision(0), nodes.revision(1)]);
+        let mut distinct = seen.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!((distinct.len(), seen.contains(&0)), (seen.len(), false), "{seen:?}");
     }
 }

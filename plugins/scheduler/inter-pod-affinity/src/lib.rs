@@ -20,7 +20,7 @@ use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
 use capstan_plugin_sdk::scheduler::{
     ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes,
-    PodInfo, PreFilterResult, SchedulerPlugin, Status, host, misfits,
+    PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,36 +101,49 @@ impl Namespaces {
     }
 }
 
-/// Existing pods' parsed affinity terms, by pod UID, kept across cycles: a bound pod's
-/// `spec.affinity` cannot change, and each cycle walks every pod carrying terms.
+/// Existing pods' parsed affinity terms, per node, kept across cycles beside the node's
+/// [`Nodes::revision`]: each cycle walks every pod carrying terms, and only the nodes whose pods
+/// changed since are parsed again.
 #[derive(Default)]
 pub struct Affinities {
-    by_uid: Mutex<foldhash::HashMap<String, Arc<Affinity>>>,
+    by_node: Mutex<Vec<NodeTerms>>,
+}
+
+/// One node's pods' terms, in the order of `NodeInfo::pods`.
+#[derive(Default)]
+pub struct NodeTerms {
+    revision: u64,
+    terms: Vec<Option<Affinity>>,
 }
 
 impl Affinities {
-    /// The parsed `spec.affinity` (its JSON text) of the existing pod `uid`; unparsable text
-    /// reads as no terms, as the pod was admitted with it.
-    fn of(&self, uid: &str, json: &str) -> Arc<Affinity> {
-        let mut parsed = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(known) = parsed.get(uid) {
-            return Arc::clone(known);
+    /// Runs `f` with every node's pods' terms (by node handle) brought up to date; unparsable
+    /// terms read as none, as the pod was admitted with them.
+    fn with<R>(&self, nodes: &Nodes, f: impl FnOnce(&[NodeTerms]) -> R) -> R {
+        let mut by_node = self.by_node.lock().unwrap_or_else(PoisonError::into_inner);
+        for node in nodes.iter() {
+            let (id, revision) = (node.id as usize, nodes.revision(node.id));
+            if by_node.len() <= id {
+                by_node.resize_with(id + 1, NodeTerms::default);
+            }
+            if by_node[id].revision != revision {
+                let terms = node.pods.iter().map(|p| p.affinity.as_deref().map(parse_or_none)).collect();
+                by_node[id] = NodeTerms { revision, terms };
+            }
         }
-        let fresh = Arc::new(parse_affinity(Some(json)).unwrap_or_default());
-        parsed.insert(uid.to_owned(), Arc::clone(&fresh));
-        fresh
+        f(&by_node)
     }
+}
 
-    /// Forgets the pods no longer on any node, once the cache holds twice as many as there are.
-    fn prune(&self, nodes: &Nodes) {
-        let mut parsed = self.by_uid.lock().unwrap_or_else(PoisonError::into_inner);
-        if parsed.len() <= 2 * nodes.pods_with_affinity() + 64 {
-            return;
-        }
-        let live: foldhash::HashSet<&str> =
-            nodes.iter().flat_map(|n| &n.pods).filter(|p| p.affinity.is_some()).map(|p| p.uid.as_str()).collect();
-        parsed.retain(|uid, _| live.contains(uid.as_str()));
+impl NodeTerms {
+    /// The node's pods beside their terms.
+    fn pods<'a>(&'a self, node: &'a NodeInfo) -> impl Iterator<Item = (&'a PodSummary, Option<&'a Affinity>)> {
+        node.pods.iter().zip(self.terms.iter().map(Option::as_ref).chain(std::iter::repeat(None)))
     }
+}
+
+fn parse_or_none(json: &str) -> Affinity {
+    parse_affinity(Some(json)).unwrap_or_default()
 }
 
 /// A pod as a term is matched against: namespace and labels.
@@ -239,7 +252,7 @@ pub struct InterPodAffinity {
     /// `hardPodAffinityWeight`: what an existing pod's *required* affinity term matching the
     /// incoming pod adds to scores (upstream default 1).
     pub hard_pod_affinity_weight: i64,
-    /// Existing pods' terms, parsed once per pod.
+    /// Existing pods' terms, parsed again only when their node's pods change.
     pub affinities: Affinities,
     /// The last Filter state decoded, with its bytes: a cycle hands the same state to every
     /// Filter batch and to PreScore, and with thousands of domains decoding it costs far more
@@ -292,30 +305,29 @@ pub fn filter_state(
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let (mut existing_anti, mut anti) = (Tally::default(), Tally::default());
     let mut per_term: Vec<Tally> = required_affinity.iter().map(|_| Tally::default()).collect();
-    for node in nodes.iter() {
-        for existing in &node.pods {
-            let target = Target { namespace: &existing.namespace, labels: &existing.labels };
-            if let Some(json) = &existing.affinity {
-                let theirs = affinities.of(&existing.uid, json);
-                for term in theirs.pod_anti_affinity.iter().flat_map(|a| &a.required) {
+    affinities.with(nodes, |terms| {
+        for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
+            let Some(node_terms) = terms.get(node.id as usize) else { continue };
+            for (existing, theirs) in node_terms.pods(node) {
+                let target = Target { namespace: &existing.namespace, labels: &existing.labels };
+                for term in theirs.and_then(|a| a.pod_anti_affinity.as_ref()).iter().flat_map(|a| &a.required) {
                     if term.matches(&existing.namespace, &incoming, namespaces) {
                         existing_anti.add(nodes, &term.topology_key, node.id, 1);
                     }
                 }
-            }
-            for (term, tally) in required_affinity.iter().zip(&mut per_term) {
-                if term.matches(&pod.namespace, &target, namespaces) {
-                    tally.add(nodes, &term.topology_key, node.id, 1);
+                for (term, tally) in required_affinity.iter().zip(&mut per_term) {
+                    if term.matches(&pod.namespace, &target, namespaces) {
+                        tally.add(nodes, &term.topology_key, node.id, 1);
+                    }
                 }
-            }
-            for term in required_anti {
-                if term.matches(&pod.namespace, &target, namespaces) {
-                    anti.add(nodes, &term.topology_key, node.id, 1);
+                for term in required_anti {
+                    if term.matches(&pod.namespace, &target, namespaces) {
+                        anti.add(nodes, &term.topology_key, node.id, 1);
+                    }
                 }
             }
         }
-    }
-    affinities.prune(nodes);
+    });
     FilterState {
         existing_anti: existing_anti.by_value(),
         affinity: per_term.iter().map(Tally::by_value).collect(),
@@ -377,39 +389,42 @@ impl InterPodAffinity {
         let mut scores = Tally::default();
         let preferred = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
         let preferred_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
-        for node in nodes.iter() {
-            let mut add = |key: &str, weight: i64| scores.add(nodes, key, node.id, weight);
-            for existing in &node.pods {
-                let target = Target { namespace: &existing.namespace, labels: &existing.labels };
-                for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
-                    for w in terms {
-                        if w.pod_affinity_term.matches(&pod.namespace, &target, namespaces) {
-                            add(&w.pod_affinity_term.topology_key, sign * w.weight);
+        self.affinities.with(nodes, |terms| {
+            for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
+                let Some(node_terms) = terms.get(node.id as usize) else { continue };
+                let mut add = |key: &str, weight: i64| scores.add(nodes, key, node.id, weight);
+                for (existing, theirs) in node_terms.pods(node) {
+                    let target = Target { namespace: &existing.namespace, labels: &existing.labels };
+                    for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
+                        for w in terms {
+                            if w.pod_affinity_term.matches(&pod.namespace, &target, namespaces) {
+                                add(&w.pod_affinity_term.topology_key, sign * w.weight);
+                            }
                         }
                     }
-                }
-                let Some(json) = &existing.affinity else { continue };
-                let theirs = self.affinities.of(&existing.uid, json);
-                if let Some(a) = &theirs.pod_affinity {
-                    for term in &a.required {
-                        if self.hard_pod_affinity_weight > 0 && term.matches(&existing.namespace, &incoming, namespaces)
-                        {
-                            add(&term.topology_key, self.hard_pod_affinity_weight);
+                    let Some(theirs) = theirs else { continue };
+                    if let Some(a) = &theirs.pod_affinity {
+                        for term in &a.required {
+                            if self.hard_pod_affinity_weight > 0
+                                && term.matches(&existing.namespace, &incoming, namespaces)
+                            {
+                                add(&term.topology_key, self.hard_pod_affinity_weight);
+                            }
+                        }
+                        for w in &a.preferred {
+                            if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
+                                add(&w.pod_affinity_term.topology_key, w.weight);
+                            }
                         }
                     }
-                    for w in &a.preferred {
+                    for w in theirs.pod_anti_affinity.iter().flat_map(|a| &a.preferred) {
                         if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
-                            add(&w.pod_affinity_term.topology_key, w.weight);
+                            add(&w.pod_affinity_term.topology_key, -w.weight);
                         }
-                    }
-                }
-                for w in theirs.pod_anti_affinity.iter().flat_map(|a| &a.preferred) {
-                    if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
-                        add(&w.pod_affinity_term.topology_key, -w.weight);
                     }
                 }
             }
-        }
+        });
         scores.by_value()
     }
 }

@@ -5,7 +5,9 @@ use super::{
     AFFINITY_REASON, ANTI_AFFINITY_REASON, Affinities, Affinity, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity,
     Namespaces, filter, filter_state, normalize, score,
 };
-use capstan_plugin_sdk::scheduler::{Code, Label, NodeChange, NodeInfo, Nodes, PodInfo, PodSummary, host, labels};
+use capstan_plugin_sdk::scheduler::{
+    Code, Label, NodeChange, NodeInfo, NodeUsage, Nodes, PodInfo, PodSummary, host, labels,
+};
 use std::rc::Rc;
 
 fn node(id: u32, zone: &str, pods: Vec<PodSummary>) -> NodeInfo {
@@ -116,7 +118,7 @@ fn anti_affinity_spreads_replicas_one_per_node_both_ways() {
 }
 
 #[test]
-fn existing_pods_terms_are_kept_per_pod_across_cycles() {
+fn existing_pods_terms_follow_their_nodes_across_cycles() {
     let affinities = Affinities::default();
     let (plain, parsed) = pod(&[("app", "store")], "{}");
     let refused = |nodes: &Nodes| {
@@ -126,13 +128,20 @@ fn existing_pods_terms_are_kept_per_pod_across_cycles() {
     let redis = |uid: &str, affinity| existing("default", uid, &[("app", "store")], affinity);
     let mut nodes = Nodes::from_nodes([node(0, "a", vec![redis("r1", Some(REDIS_ANTI))]), node(1, "a", vec![])]);
     assert_eq!(refused(&nodes), [0]);
-    // r1 goes; r2, without terms, takes its place: nothing refuses the pod any more, even though
-    // the same instance parsed r1's terms the cycle before.
-    nodes.apply(2, false, vec![NodeChange::Upsert(node(0, "a", vec![redis("r2", None)]))]);
+    // r1 goes and r2, without terms, takes its place (a change of usage): nothing refuses the
+    // pod any more, though the same cache parsed r1's terms the cycle before.
+    let usage =
+        NodeUsage { id: 0, requested: Vec::new(), pod_count: 1, used_ports: Vec::new(), pods: vec![redis("r2", None)] };
+    nodes.apply(2, false, vec![NodeChange::Usage(usage)]);
     assert!(refused(&nodes).is_empty());
-    // r3 with terms lands on n1.
+    // r3 with terms lands on n1 (the node itself changed).
     nodes.apply(3, false, vec![NodeChange::Upsert(node(1, "a", vec![redis("r3", Some(REDIS_ANTI))]))]);
     assert_eq!(refused(&nodes), [1]);
+    // After a reset the nodes start over; what was known before must not be taken for them
+    // (three upserts: were revisions counted afresh, n0's would be the 3 it had with r2).
+    let empty = || NodeChange::Upsert(node(1, "a", vec![]));
+    nodes.apply(4, true, vec![empty(), empty(), NodeChange::Upsert(node(0, "a", vec![redis("r1", Some(REDIS_ANTI))]))]);
+    assert_eq!(refused(&nodes), [0]);
 }
 
 struct Labelled;
