@@ -199,13 +199,8 @@ fn required_affinity_co_locates_with_a_labelled_pod() {
     });
 }
 
-/// Kubernetes docs, "Pod Priority and Preemption": a pending high-priority pod evicts
-/// lower-priority pods from a full node, is nominated to it, and then runs there; a pod with
-/// `preemptionPolicy: Never` waits instead.
-#[test]
-fn a_high_priority_pod_preempts_low_priority_pods_and_never_does_not() {
-    let server = hollow("1", &["--hollow-node-cpu", "2"]);
-    let classes = "apiVersion: scheduling.k8s.io/v1
+/// PriorityClasses `low` (10) and `high` (1000).
+const LOW_AND_HIGH: &str = "apiVersion: scheduling.k8s.io/v1
 kind: PriorityClass
 metadata: {name: low}
 value: 10
@@ -214,14 +209,21 @@ apiVersion: scheduling.k8s.io/v1
 kind: PriorityClass
 metadata: {name: high}
 value: 1000
----
-apiVersion: scheduling.k8s.io/v1
+";
+
+/// Kubernetes docs, "Pod Priority and Preemption": a pending high-priority pod evicts
+/// lower-priority pods from a full node, is nominated to it, and then runs there; a pod with
+/// `preemptionPolicy: Never` waits instead.
+#[test]
+fn a_high_priority_pod_preempts_low_priority_pods_and_never_does_not() {
+    let server = hollow("1", &["--hollow-node-cpu", "2"]);
+    let polite = "apiVersion: scheduling.k8s.io/v1
 kind: PriorityClass
 metadata: {name: high-polite}
 value: 1000
 preemptionPolicy: Never
 ";
-    kubectl_stdin(&server, &["apply", "-f", "-"], classes);
+    kubectl_stdin(&server, &["apply", "-f", "-"], &format!("{LOW_AND_HIGH}---\n{polite}"));
     pod(&server, "low-a", "{app: low}", "1", "  priorityClassName: low\n");
     pod(&server, "low-b", "{app: low}", "1", "  priorityClassName: low\n");
     assert_eq!(bound_node(&server, "low-a"), "hollow-node-0");
@@ -264,4 +266,29 @@ preemptionPolicy: Never
         let phase = field(&server, "urgent", ".status.phase");
         (phase == "Running").then_some(()).ok_or(phase)
     });
+}
+
+/// Preemption weighs what removing pods changes for the plugins that look at other pods: a
+/// high-priority pod whose required anti-affinity refuses the only node (a lower-priority pod
+/// there matches it) preempts that pod, as upstream's InterPodAffinity lets the dry run see the
+/// node without it. The node has room to spare, so only the anti-affinity stands in the way.
+#[test]
+fn a_pod_preempts_the_lower_priority_pod_its_anti_affinity_refuses() {
+    let server = hollow("1", &["--hollow-node-cpu", "4"]);
+    kubectl_stdin(&server, &["apply", "-f", "-"], LOW_AND_HIGH);
+    pod(&server, "old-db", "{app: db}", "100m", "  priorityClassName: low\n");
+    assert_eq!(bound_node(&server, "old-db"), "hollow-node-0");
+    let alone = "  priorityClassName: high
+  affinity:
+    podAntiAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+      - labelSelector: {matchLabels: {app: db}}
+        topologyKey: kubernetes.io/hostname
+";
+    pod(&server, "new-db", "{app: db-primary}", "100m", alone);
+    eventually("the lower-priority pod preempted", || {
+        let left = placements(&server, "db");
+        left.is_empty().then_some(()).ok_or_else(|| format!("{left:?}"))
+    });
+    assert_eq!(bound_node(&server, "new-db"), "hollow-node-0");
 }

@@ -23,6 +23,9 @@ pub struct ProfilePlugin {
     pub handle: Backend,
     /// What it implements (from `describe`).
     pub points: ExtensionPoints,
+    /// Whether it looks at the pods on nodes (`wants-node-pods` in its description): only such a
+    /// plugin's PreFilter can come out differently when preemption's dry run takes pods away.
+    pub sees_pods: bool,
     /// Its score weight.
     pub weight: i64,
 }
@@ -31,8 +34,14 @@ impl ProfilePlugin {
     /// Loads the description of `handle` and wraps it.
     pub fn new(name: &str, handle: impl Into<Backend>, weight: i64) -> Result<Self, PluginError> {
         let handle = handle.into();
-        let points = handle.describe()?.extension_points;
-        Ok(Self { name: name.to_owned(), handle, points, weight })
+        let description = handle.describe()?;
+        Ok(Self {
+            name: name.to_owned(),
+            handle,
+            points: description.extension_points,
+            sees_pods: description.wants_node_pods,
+            weight,
+        })
     }
 }
 
@@ -260,7 +269,7 @@ impl Profile {
             let filtered: Vec<NodeStatus> =
                 failures.iter().map(|(node, status)| NodeStatus { node: *node, status: status.clone() }).collect();
             let mut message = diagnosis(nodes.len(), &failures);
-            let (preemption, post_filter_message) = self.post_filter(nodes, pod, &states, &filtered)?;
+            let (preemption, post_filter_message) = self.post_filter(nodes, pod, &states, &skipped, &filtered)?;
             // As upstream: the PostFilter's reason follows the diagnosis ("… preemption: …").
             if let Some(post) = post_filter_message.filter(|_| preemption.is_none()) {
                 message = format!("{message} {post}");
@@ -459,6 +468,7 @@ impl Profile {
         nodes: &mut NodeLog,
         pod: &PodSnapshot,
         states: &[Vec<u8>],
+        skipped: &[bool],
         filtered: &[NodeStatus],
     ) -> Result<(Option<Preemption>, Option<String>), CycleError> {
         if self.with(ExtensionPoints::POST_FILTER).next().is_none() {
@@ -470,6 +480,7 @@ impl Profile {
             log: Arc::clone(&log),
             profile: self.clone(),
             states: states.to_vec(),
+            skipped: skipped.to_vec(),
             pod: pod.clone(),
             base,
         });
@@ -634,18 +645,25 @@ impl Profile {
 struct DryRun {
     log: Arc<Mutex<NodeLog>>,
     profile: Profile,
+    /// The cycle's PreFilter states and Skips, kept for the plugins that do not see pods.
     states: Vec<Vec<u8>>,
+    skipped: Vec<bool>,
     pod: PodSnapshot,
     /// The view the log carried, for the rest of the `scheduler-host` import.
     base: Option<Arc<dyn SchedulerHost>>,
 }
 
 impl DryRun {
+    /// PreFilter again, then Filter on `node`. As upstream's dry run updates only the PreFilter
+    /// state of plugins that account for other pods (its `AddPod`/`RemovePod` extensions) and
+    /// keeps the cycle's for the rest, only the plugins that see pods run PreFilter again; the
+    /// others keep the cycle's state and Skip.
     fn filters(&self, log: &NodeLog, node: NodeId) -> Result<(), Vec<String>> {
         let mut states = self.states.clone();
-        let mut skipped = vec![false; self.profile.plugins.len()];
+        let mut skipped = self.skipped.clone();
         let failed = |plugin: &ProfilePlugin, e: PluginError| vec![format!("plugin {} failed: {e}", plugin.name)];
-        for (index, plugin) in self.profile.with(ExtensionPoints::PRE_FILTER) {
+        for (index, plugin) in self.profile.with(ExtensionPoints::PRE_FILTER).filter(|(_, p)| p.sees_pods) {
+            skipped[index] = false;
             let result = plugin.handle.pre_filter(log, &self.pod).map_err(|e| failed(plugin, e))?;
             match result.status.code {
                 Code::Success => {}

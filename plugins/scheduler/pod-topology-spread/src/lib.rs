@@ -13,6 +13,8 @@
 //!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
@@ -105,6 +107,10 @@ pub fn system_defaults() -> Vec<SpreadConstraint> {
 pub struct PodTopologySpread {
     /// Constraints for pods that have none.
     pub defaults: Vec<SpreadConstraint>,
+    /// The last pod's own constraints, by UID: PreFilter and PreScore ask for them, and
+    /// preemption's dry run asks again for every set of victims it tries, while a pod's
+    /// `topologySpreadConstraints` cannot change.
+    own: Mutex<Option<(String, Arc<Vec<SpreadConstraint>>)>>,
 }
 
 impl SpreadConstraint {
@@ -156,7 +162,7 @@ impl PodTopologySpread {
     /// The pod's constraints with `when` (`DoNotSchedule` or `ScheduleAnyway`), and whether they
     /// are the pod's own (not defaults).
     pub fn constraints(&self, pod: &PodInfo, when: &str) -> Result<(Vec<Constraint>, bool), Status> {
-        let own = own_constraints(&pod.object).map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?;
+        let own = self.own(pod)?;
         if !own.is_empty() {
             let picked = own.iter().filter(|c| c.when_unsatisfiable == when).map(|c| c.prepare(pod, None)).collect();
             return Ok((picked, true));
@@ -172,6 +178,30 @@ impl PodTopologySpread {
             .map(|c| c.prepare(pod, Some(selector.clone())))
             .collect();
         Ok((picked, false))
+    }
+}
+
+impl PodTopologySpread {
+    /// The plugin with `defaults` for pods without constraints of their own.
+    #[must_use]
+    pub fn new(defaults: Vec<SpreadConstraint>) -> Self {
+        Self { defaults, own: Mutex::new(None) }
+    }
+
+    /// `pod`'s own constraints, read once per pod (a pod without a UID, as in tests, each time).
+    fn own(&self, pod: &PodInfo) -> Result<Arc<Vec<SpreadConstraint>>, Status> {
+        let mut last = self.own.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((uid, own)) = last.as_ref()
+            && !pod.uid.is_empty()
+            && *uid == pod.uid
+        {
+            return Ok(Arc::clone(own));
+        }
+        let own = Arc::new(
+            own_constraints(&pod.object).map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?,
+        );
+        *last = Some((pod.uid.clone(), Arc::clone(&own)));
+        Ok(own)
     }
 }
 
@@ -398,7 +428,7 @@ impl SchedulerPlugin for PodTopologySpread {
         if defaults.iter().any(|c| c.label_selector.is_some()) {
             return Err("defaultConstraints may not set labelSelector".to_owned());
         }
-        Ok(Self { defaults })
+        Ok(Self::new(defaults))
     }
 
     fn cycle(&self, _pod: &PodInfo, state: &[u8]) -> Result<Cycle, Status> {

@@ -247,3 +247,16 @@ fn own_constraints_are_read_wherever_the_spec_puts_them() {
         assert_eq!(got, expected, "{object}");
     }
 }
+
+#[test]
+fn each_pod_gets_its_own_constraints_however_often_it_is_asked() {
+    let plugin = plugin();
+    let mut spread = incoming(&format!("[{ZONE}]"));
+    spread.uid = "a".to_owned();
+    let mut plain = incoming("[]");
+    plain.uid = "b".to_owned();
+    let own = |pod: &PodInfo| plugin.constraints(pod, "DoNotSchedule").map(|(c, own)| (c.len(), own)).ok();
+    for (pod, expected) in [(&spread, (1, true)), (&spread, (1, true)), (&plain, (0, false)), (&spread, (1, true))] {
+        assert_eq!(own(pod), Some(expected), "{}", pod.uid);
+    }
+}
