@@ -14,9 +14,10 @@
 //! the scheduler's caches synced (its informers' first list of every node and pod done, the
 //! point from which upstream measures) to the last binding seen, with the whole process's
 //! CPU-seconds meanwhile (API server, store, scheduler, hollow nodes, this client) and each
-//! thread's, by name (`scheduler` runs the cycles), and the admission policies the API server
-//! called meanwhile; and the same from the scheduler's start, the lists included; then a
-//! table with WASM/native ratios.
+//! thread's, by name (`scheduler` runs the cycles), the admission policies the API server called
+//! meanwhile and, for the components, each scheduler plugin's calls and the time spent in them;
+//! and the same from the scheduler's start, the lists included; then a table with WASM/native
+//! ratios.
 //!
 //! Run: build the components (`scripts/build-plugins`, or what `host/components` builds) then
 //! `cargo bench -p capstan-scheduler --bench scheduler_perf --features native-plugins`.
@@ -142,16 +143,51 @@ async fn admission_calls(client: &kube::Client) -> BTreeMap<String, (f64, f64)> 
     calls
 }
 
+/// Calls and seconds per plugin between two readings (`before` and `after`, each plugin →
+/// (calls, seconds)), those called at all.
+fn calls_between(
+    before: &BTreeMap<String, (f64, f64)>,
+    after: &BTreeMap<String, (f64, f64)>,
+) -> Vec<(String, f64, f64)> {
+    after
+        .iter()
+        .filter_map(|(plugin, (calls, seconds))| {
+            let (calls_before, seconds_before) = before.get(plugin).copied().unwrap_or_default();
+            let (calls, seconds) = (calls - calls_before, seconds - seconds_before);
+            (calls > 0.0).then(|| (plugin.clone(), calls, seconds))
+        })
+        .collect()
+}
+
 /// The policies called between two [`admission_calls`] readings: calls and mean time each.
 fn admission_between(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>) -> String {
-    let mut shown = Vec::new();
-    for (plugin, (calls, seconds)) in after {
-        let (calls_before, seconds_before) = before.get(plugin).copied().unwrap_or_default();
-        let (calls, seconds) = (calls - calls_before, seconds - seconds_before);
-        if calls > 0.0 {
-            shown.push(format!("{plugin} {calls:.0} × {:.0} µs", seconds / calls * 1e6));
-        }
-    }
+    let shown: Vec<String> = calls_between(before, after)
+        .into_iter()
+        .map(|(plugin, calls, seconds)| format!("{plugin} {calls:.0} × {:.0} µs", seconds / calls * 1e6))
+        .collect();
+    shown.join(", ")
+}
+
+/// The scheduler plugins' calls so far, as [`admission_calls`] reads the policies': plugin →
+/// (calls, seconds in them). Only components count: natively linked plugins keep no metrics.
+fn scheduler_calls(runtime: &Runtime) -> BTreeMap<String, (f64, f64)> {
+    runtime
+        .metrics()
+        .into_iter()
+        .filter(|m| m.world == "scheduler-plugin")
+        .map(|m| (m.plugin, (m.calls as f64, m.latency_seconds_sum)))
+        .collect()
+}
+
+/// The scheduler plugins called between two [`scheduler_calls`] readings, costliest first:
+/// calls and the seconds spent in them (instances brought up to date included).
+fn scheduler_between(before: &BTreeMap<String, (f64, f64)>, after: &BTreeMap<String, (f64, f64)>) -> String {
+    let mut called = calls_between(before, after);
+    called.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let shown: Vec<String> = called
+        .into_iter()
+        .map(|(plugin, calls, seconds)| format!("{plugin} {calls:.0} calls {seconds:.2} s"))
+        .collect();
     shown.join(", ")
 }
 
@@ -258,6 +294,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
 
     let began = Instant::now();
     let builtin = workloads::component_reader(components);
+    let plugins = runtime.clone();
     let scheduler = capstan_scheduler::Scheduler::start_with_profiles(client.clone(), runtime, vec![profile], builtin)
         .expect("start the scheduler");
     // Upstream's throughput is measured with the scheduler's caches synced; the list of every
@@ -271,6 +308,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
     let process_cpu = cpu_seconds("/proc/self/stat");
     let threads_at_sync = threads_cpu();
     let admission_at_sync = admission_calls(&client).await;
+    let plugins_at_sync = scheduler_calls(&plugins);
     let mut first = None;
     while bound.len() < names.len() {
         let event = tokio::time::timeout_at((began + RUN_LIMIT).into(), events.next())
@@ -287,6 +325,7 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
     let cpu = cpu_seconds("/proc/self/stat") - process_cpu;
     let threads = cpu_by_thread_name(&threads_at_sync, &threads_cpu());
     let admission = admission_between(&admission_at_sync, &admission_calls(&client).await);
+    let called = scheduler_between(&plugins_at_sync, &scheduler_calls(&plugins));
     scheduler.stop();
     drop(nodes);
     server.task.abort();
@@ -298,6 +337,9 @@ async fn run(workload: &Workload, profile: Profile, runtime: Runtime, components
         placed / cpu,
     );
     println!("  admission policies called meanwhile: {admission}");
+    if !called.is_empty() {
+        println!("  scheduler plugin components called meanwhile: {called}");
+    }
     println!(
         "  from the scheduler's start: {from_start:.2} s = {:.0} pods/s (caches synced after {:.0} ms, first binding \
          seen after {:.0} ms)",

@@ -24,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -446,12 +447,15 @@ impl NodeLog {
 
     /// The changes after generation `held`, if `held` is a generation this log still keeps; a
     /// generation it trimmed, or one from another log, is not. Without `with_pods`, the nodes
-    /// in them list no pods.
+    /// in them list no pods. A long run of changes comes without those a later one makes moot
+    /// (see [`compact`]): preemption's dry runs change a node and put it back, hundreds of times
+    /// a cycle, and an instance that took no part needs none of it.
     #[must_use]
-    pub fn changes_since(&self, held: u64, with_pods: bool) -> Option<&[NodeChange]> {
+    pub fn changes_since(&self, held: u64, with_pods: bool) -> Option<Cow<'_, [NodeChange]>> {
         let index = self.change_generations.binary_search(&held).ok()?;
         let changes = if with_pods { &self.changes } else { &self.bare_changes };
-        Some(&changes[index + 1..])
+        let changes = &changes[index + 1..];
+        Some(if changes.len() > COMPACT_AFTER { compact(changes) } else { Cow::Borrowed(changes) })
     }
 
     /// Every node as an upsert, the changes that bring a new instance up to date; without
@@ -460,6 +464,40 @@ impl NodeLog {
     pub fn everything(&self, with_pods: bool) -> Vec<NodeChange> {
         self.iter().map(|n| NodeChange::Upsert(if with_pods { n.clone() } else { n.without_pods() })).collect()
     }
+}
+
+/// How many changes an instance may be sent as they are; more are [`compact`]ed first.
+const COMPACT_AFTER: usize = 16;
+
+/// `changes` without those a later one makes moot, so applying the rest in order leaves an
+/// instance with the same nodes: a node's usage is moot once a later change of the same node
+/// follows (its usage again, the whole node, or its removal); a whole node or a removal is moot
+/// once a later whole node or removal of the same handle follows. Borrowed when none is moot.
+fn compact(changes: &[NodeChange]) -> Cow<'_, [NodeChange]> {
+    // Walking from the newest: the handles changed later, each with whether a later change
+    // replaced the whole node.
+    let mut later: HashMap<NodeId, bool> = HashMap::new();
+    let mut keep = vec![true; changes.len()];
+    for (at, change) in changes.iter().enumerate().rev() {
+        let (id, whole) = match change {
+            NodeChange::Upsert(node) => (node.id, true),
+            NodeChange::Remove(id) => (*id, true),
+            NodeChange::Usage(usage) => (usage.id, false),
+        };
+        match later.get_mut(&id) {
+            Some(later_whole) => {
+                keep[at] = whole && !*later_whole;
+                *later_whole |= whole;
+            }
+            None => {
+                later.insert(id, whole);
+            }
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return Cow::Borrowed(changes);
+    }
+    Cow::Owned(changes.iter().zip(&keep).filter(|(_, keep)| **keep).map(|(c, _)| c.clone()).collect())
 }
 
 /// How many pod summaries a change carries.
@@ -573,7 +611,7 @@ fn sync(guest: &Guest, store: &mut Store<HostState>, log: &NodeLog) -> wasmtime:
         None => guest.call_describe(&mut *store)?.wants_node_pods,
     };
     if let Some(changes) = log.changes_since(held.generation, with_pods) {
-        guest.call_update_nodes(&mut *store, log.generation, false, changes)?;
+        guest.call_update_nodes(&mut *store, log.generation, false, &changes)?;
     } else {
         guest.call_update_nodes(&mut *store, log.generation, true, &log.everything(with_pods))?;
     }
@@ -781,7 +819,7 @@ impl PluginHandle<SchedulerWorld> {
 
 #[cfg(test)]
 mod tests {
-    use super::{NodeChange, NodeInfo, NodeLog, PodInfo, PodSnapshot, PodSummary, SchedulerWorld};
+    use super::{Label, NodeChange, NodeId, NodeInfo, NodeLog, PodInfo, PodSnapshot, PodSummary, SchedulerWorld};
     use crate::{Limits, PluginSpec, Runtime, RuntimeConfig};
 
     fn node(name: &str) -> impl FnOnce(u32) -> NodeInfo + '_ {
@@ -884,9 +922,82 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert!(matches!(&changes[0], NodeChange::Upsert(n) if n.name == "b"));
         assert!(matches!(changes[1], NodeChange::Remove(_)));
-        assert_eq!(log.changes_since(log.generation(), true).map(<[_]>::len), Some(0));
+        assert_eq!(log.changes_since(log.generation(), true).map(|c| c.len()), Some(0));
         let other = NodeLog::default();
         assert!(other.changes_since(held, true).is_none(), "a generation from another log resets");
+    }
+
+    /// What an instance holds after applying `changes` to `start`, by handle.
+    fn applied(start: &[NodeInfo], changes: &[NodeChange]) -> std::collections::BTreeMap<NodeId, NodeInfo> {
+        let mut nodes: std::collections::BTreeMap<NodeId, NodeInfo> = start.iter().map(|n| (n.id, n.clone())).collect();
+        for change in changes {
+            match change {
+                NodeChange::Upsert(node) => {
+                    nodes.insert(node.id, node.clone());
+                }
+                NodeChange::Remove(id) => {
+                    nodes.remove(id);
+                }
+                NodeChange::Usage(usage) => {
+                    if let Some(node) = nodes.get_mut(&usage.id) {
+                        node.requested.clone_from(&usage.requested);
+                        node.pod_count = usage.pod_count;
+                        node.used_ports.clone_from(&usage.used_ports);
+                        node.pods.clone_from(&usage.pods);
+                    }
+                }
+            }
+        }
+        nodes
+    }
+
+    /// Preemption's dry runs: a node trimmed and put back, again and again, among real changes.
+    /// An instance that missed them all is sent only what still matters, and ends up with the
+    /// same nodes as one sent every change.
+    #[test]
+    fn a_long_catch_up_leaves_out_moot_changes_and_ends_the_same() {
+        let mut log = NodeLog::default();
+        for name in ["a", "b", "c"] {
+            log.upsert(node(name), name);
+        }
+        let start: Vec<NodeInfo> = log.iter().cloned().collect();
+        let held = log.generation();
+        let with_pods = |pods: u32| {
+            move |id| NodeInfo {
+                id,
+                name: "a".into(),
+                pod_count: pods,
+                pods: (0..pods as usize).map(summary).collect(),
+                ..NodeInfo::empty()
+            }
+        };
+        for round in 0..20u32 {
+            log.upsert(with_pods(round % 3), "a");
+            log.upsert(with_pods(3), "a");
+        }
+        // b relabelled (the whole node), then a pod placed there (its usage): both stay.
+        let labelled = |pods: u32| {
+            move |id| NodeInfo {
+                id,
+                name: "b".into(),
+                labels: vec![Label { key: "k".into(), value: "v".into() }],
+                pod_count: pods,
+                pods: (0..pods as usize).map(summary).collect(),
+                ..NodeInfo::empty()
+            }
+        };
+        log.upsert(labelled(0), "b");
+        log.upsert(labelled(1), "b");
+        log.remove("c");
+        log.upsert(node("d"), "d");
+        let sent = log.changes_since(held, true).unwrap_or_default();
+        // a's last usage, b whole and b's usage, and d, which took c's handle: c's removal is moot.
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        let full = &log.changes[log.changes.len() - 44..];
+        assert_eq!(applied(&start, &sent), applied(&start, full));
+        // A short catch-up is sent as it is.
+        let recent = log.change_generations[log.change_generations.len() - 3];
+        assert_eq!(log.changes_since(recent, true).map(|c| c.len()), Some(2));
     }
 
     #[test]
@@ -900,8 +1011,8 @@ mod tests {
             [NodeChange::Upsert(node)] => (node.pod_count, node.pods.len()),
             _ => (0, usize::MAX),
         };
-        assert_eq!(log.changes_since(held, true).map(pods), Some((1, 1)));
-        assert_eq!(log.changes_since(held, false).map(pods), Some((1, 0)), "the count stays, the list goes");
+        assert_eq!(log.changes_since(held, true).as_deref().map(pods), Some((1, 1)));
+        assert_eq!(log.changes_since(held, false).as_deref().map(pods), Some((1, 0)), "the count stays, the list goes");
         log.remove("z");
         assert_eq!(pods(&log.everything(true)), (1, 1));
         assert_eq!(pods(&log.everything(false)), (1, 0));
@@ -943,9 +1054,9 @@ mod tests {
         let node = log.get(a).cloned().unwrap_or_else(NodeInfo::empty);
         assert_eq!((node.name.as_str(), node.unschedulable, node.pod_count, node.pods.len()), ("a", true, 1, 1));
         let changes = log.changes_since(held, true).unwrap_or_default();
-        assert!(matches!(changes, [NodeChange::Usage(u)] if u.pods.len() == 1), "{changes:?}");
+        assert!(matches!(&changes[..], [NodeChange::Usage(u)] if u.pods.len() == 1), "{changes:?}");
         let bare = log.changes_since(held, false).unwrap_or_default();
-        assert!(matches!(bare, [NodeChange::Usage(u)] if u.pod_count == 1 && u.pods.is_empty()), "{bare:?}");
+        assert!(matches!(&bare[..], [NodeChange::Usage(u)] if u.pod_count == 1 && u.pods.is_empty()), "{bare:?}");
     }
 
     #[test]
@@ -964,6 +1075,6 @@ mod tests {
         assert!(log.changes_since(first, true).is_none(), "an instance that far behind is sent everything");
         let held = log.generation();
         log.upsert(node("b"), "b");
-        assert_eq!(log.changes_since(held, true).map(<[_]>::len), Some(1), "a recent one still gets the delta");
+        assert_eq!(log.changes_since(held, true).map(|c| c.len()), Some(1), "a recent one still gets the delta");
     }
 }
