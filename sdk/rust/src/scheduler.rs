@@ -12,7 +12,7 @@
 //! call its methods directly, and the host can link it for comparison.
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::LocalKey;
 
 use crate::__private::scheduler_bindings::exports::capstan::plugin::scheduler as wit;
@@ -342,11 +342,11 @@ impl Nodes {
 
     /// Replaces what the pods on a known node use, keeping the rest of the node.
     fn set_usage(&mut self, usage: NodeUsage) {
-        let Some(node) = self.by_id.get_mut(usage.id as usize).and_then(Option::as_mut) else { return };
-        self.clock += 1;
-        if let Some(revision) = self.revisions.get_mut(usage.id as usize) {
-            *revision = self.clock;
+        if self.get(usage.id).is_none() {
+            return;
         }
+        self.touch(usage.id);
+        let Some(node) = self.by_id.get_mut(usage.id as usize).and_then(Option::as_mut) else { return };
         let with_affinity = |pods: &[PodSummary]| pods.iter().filter(|p| p.affinity.is_some()).count();
         self.pods_with_affinity -= with_affinity(&node.pods);
         self.pods_with_affinity += with_affinity(&usage.pods);
@@ -503,12 +503,12 @@ impl DomainCounts {
         &self.domains
     }
 
-    /// Adds `n` to node `id`'s domain, counting it (even for 0); false when the node lacks the
+    /// Adds `n` to node `id`'s domain, counting it (even for 0); nothing when the node lacks the
     /// key.
-    pub fn add(&mut self, id: NodeId, n: i64) -> bool {
-        let Some(d) = self.domains.of_node(id) else { return false };
-        *self.counts[d].get_or_insert(0) += n;
-        true
+    pub fn add(&mut self, id: NodeId, n: i64) {
+        if let Some(d) = self.domains.of_node(id) {
+            *self.counts[d].get_or_insert(0) += n;
+        }
     }
 
     /// Node `id`'s count when its domain was counted; `None` when it was not (or the node lacks
@@ -930,6 +930,38 @@ pub mod node_affinity {
             self.selector.iter().all(|(k, v)| find_label(&node.labels, k) == Some(v.as_str()))
                 && self.terms.as_ref().is_none_or(|terms| terms.iter().any(|t| t.matches(node)))
         }
+    }
+}
+
+/// One value a plugin made and the key it made it for, kept for when the same key comes back
+/// (the decoded cycle state, a pod's parsed fields): the last one only, behind a lock, so a
+/// plugin's `&self` methods can use it.
+pub struct Memo<K, V>(Mutex<Option<(K, Arc<V>)>>);
+
+impl<K, V> Default for Memo<K, V> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<K, V> Memo<K, V> {
+    /// The kept value when `hit` accepts its key; otherwise what `make` returns (key and value),
+    /// kept in its place. An error keeps nothing.
+    pub fn get_or_try<E>(
+        &self,
+        hit: impl FnOnce(&K) -> bool,
+        make: impl FnOnce() -> Result<(K, V), E>,
+    ) -> Result<Arc<V>, E> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((key, value)) = kept.as_ref()
+            && hit(key)
+        {
+            return Ok(Arc::clone(value));
+        }
+        let (key, value) = make()?;
+        let value = Arc::new(value);
+        *kept = Some((key, Arc::clone(&value)));
+        Ok(value)
     }
 }
 

@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
 use capstan_plugin_sdk::scheduler::{
-    ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes,
-    PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
+    ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus,
+    Nodes, PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
 };
 use serde::{Deserialize, Serialize};
 
@@ -257,26 +257,21 @@ pub struct InterPodAffinity {
     /// The last Filter state decoded, with its bytes: a cycle hands the same state to every
     /// Filter batch and to PreScore, and with thousands of domains decoding it costs far more
     /// than comparing the bytes.
-    decoded: Mutex<Option<(Vec<u8>, Arc<FilterState>)>>,
+    decoded: Memo<Vec<u8>, FilterState>,
 }
 
 impl InterPodAffinity {
     /// The plugin with `hardPodAffinityWeight` = `weight`.
     #[must_use]
     pub fn new(weight: i64) -> Self {
-        Self { hard_pod_affinity_weight: weight, affinities: Affinities::default(), decoded: Mutex::new(None) }
+        Self { hard_pod_affinity_weight: weight, affinities: Affinities::default(), decoded: Memo::default() }
     }
 
     fn filter_state(&self, state: &[u8]) -> Result<Arc<FilterState>, Status> {
-        let mut decoded = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((bytes, known)) = decoded.as_ref()
-            && same(bytes, state)
-        {
-            return Ok(Arc::clone(known));
-        }
-        let fresh: Arc<FilterState> = Arc::new(decode(state)?.map(|(_, v)| v).unwrap_or_default());
-        *decoded = Some((state.to_vec(), Arc::clone(&fresh)));
-        Ok(fresh)
+        self.decoded.get_or_try(
+            |bytes| same(bytes, state),
+            || Ok((state.to_vec(), decode(state)?.map(|(_, v)| v).unwrap_or_default())),
+        )
     }
 }
 

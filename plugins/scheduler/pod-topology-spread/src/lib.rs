@@ -13,14 +13,14 @@
 //!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
-    ByValue, Code, DomainCounts, ExtensionPoints, MAX_NODE_SCORE, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo,
+    ByValue, Code, DomainCounts, ExtensionPoints, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo,
     PreFilterResult, SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
 };
 use serde::{Deserialize, Serialize};
@@ -110,7 +110,7 @@ pub struct PodTopologySpread {
     /// The last pod's own constraints, by UID: PreFilter and PreScore ask for them, and
     /// preemption's dry run asks again for every set of victims it tries, while a pod's
     /// `topologySpreadConstraints` cannot change.
-    own: Mutex<Option<(String, Arc<Vec<SpreadConstraint>>)>>,
+    own: Memo<String, Vec<SpreadConstraint>>,
 }
 
 impl SpreadConstraint {
@@ -185,23 +185,19 @@ impl PodTopologySpread {
     /// The plugin with `defaults` for pods without constraints of their own.
     #[must_use]
     pub fn new(defaults: Vec<SpreadConstraint>) -> Self {
-        Self { defaults, own: Mutex::new(None) }
+        Self { defaults, own: Memo::default() }
     }
 
     /// `pod`'s own constraints, read once per pod (a pod without a UID, as in tests, each time).
     fn own(&self, pod: &PodInfo) -> Result<Arc<Vec<SpreadConstraint>>, Status> {
-        let mut last = self.own.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((uid, own)) = last.as_ref()
-            && !pod.uid.is_empty()
-            && *uid == pod.uid
-        {
-            return Ok(Arc::clone(own));
-        }
-        let own = Arc::new(
-            own_constraints(&pod.object).map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?,
-        );
-        *last = Some((pod.uid.clone(), Arc::clone(&own)));
-        Ok(own)
+        self.own.get_or_try(
+            |uid| !pod.uid.is_empty() && *uid == pod.uid,
+            || {
+                let own = own_constraints(&pod.object)
+                    .map_err(|e| Status::error(format!("topologySpreadConstraints: {e}")))?;
+                Ok((pod.uid.clone(), own))
+            },
+        )
     }
 }
 
