@@ -1,11 +1,11 @@
-//! The default profile's PodTopologySpread, InterPodAffinity and DefaultPreemption plugins
-//! through the real kubectl, against `capstan server --hollow-nodes N --hollow-zones Z` (hollow
+//! The default profile's PodTopologySpread, InterPodAffinity and DefaultPreemption plugins, and
+//! pod scheduling gates, through the real kubectl, against `capstan server --hollow-nodes N --hollow-zones Z` (hollow
 //! nodes run the bound pods, so Deployments become Running pods and preempted pods go away).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use capstan_e2e::{CapstanServer, json, kubectl, kubectl_stdin};
+use capstan_e2e::{CapstanServer, json, kubectl, kubectl_fails, kubectl_stdin};
 
 fn hollow(nodes: &str, extra: &[&str]) -> CapstanServer {
     capstan_testbed::component_path("pod-topology-spread").unwrap_or_else(|e| panic!("{e}"));
@@ -291,4 +291,56 @@ fn a_pod_preempts_the_lower_priority_pod_its_anti_affinity_refuses() {
         left.is_empty().then_some(()).ok_or_else(|| format!("{left:?}"))
     });
     assert_eq!(bound_node(&server, "new-db"), "hollow-node-0");
+}
+
+/// Kubernetes docs, "Pod Scheduling Readiness": a pod created with scheduling gates shows
+/// `SchedulingGated` and is not scheduled while any gate is left; gates can be removed one by one
+/// but not added; once the last goes, the pod is scheduled.
+#[test]
+fn a_gated_pod_waits_until_its_last_scheduling_gate_is_removed() {
+    let server = hollow("2", &[]);
+    let gates = "  schedulingGates:\n  - name: example.com/foo\n  - name: example.com/bar\n";
+    pod(&server, "test-pod", "{app: gated}", "100m", gates);
+    let table = kubectl(&server, &["get", "pod", "test-pod"]);
+    assert!(table.lines().nth(1).is_some_and(|row| row.contains("SchedulingGated")), "{table}");
+    // A pod created later is scheduled: the scheduler has passed the gated one by.
+    pod(&server, "later", "{app: free}", "100m", "");
+    bound_node(&server, "later");
+    assert_eq!(field(&server, "test-pod", ".spec.nodeName"), "", "still gated");
+    let events = kubectl(&server, &["get", "events", "--field-selector", "involvedObject.name=test-pod", "-o", "name"]);
+    assert_eq!(events, "", "the scheduler never tried the gated pod");
+    let added = kubectl_fails(
+        &server,
+        &[
+            "patch",
+            "pod",
+            "test-pod",
+            "--type=json",
+            "-p",
+            r#"[{"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": "example.com/baz"}}]"#,
+        ],
+        None,
+    );
+    assert!(
+        added.stderr.contains("only deletion is allowed, but found new scheduling gate 'example.com/baz'"),
+        "{}",
+        added.stderr
+    );
+    kubectl(
+        &server,
+        &["patch", "pod", "test-pod", "--type=json", "-p", r#"[{"op": "remove", "path": "/spec/schedulingGates/0"}]"#],
+    );
+    assert_eq!(field(&server, "test-pod", ".spec.schedulingGates[*].name"), "example.com/bar");
+    pod(&server, "later-still", "{app: free}", "100m", "");
+    bound_node(&server, "later-still");
+    assert_eq!(field(&server, "test-pod", ".spec.nodeName"), "", "one gate left still holds it");
+    kubectl(
+        &server,
+        &["patch", "pod", "test-pod", "--type=json", "-p", r#"[{"op": "remove", "path": "/spec/schedulingGates"}]"#],
+    );
+    bound_node(&server, "test-pod");
+    eventually("the released pod Running", || {
+        let phase = field(&server, "test-pod", ".status.phase");
+        (phase == "Running").then_some(()).ok_or(phase)
+    });
 }

@@ -42,6 +42,31 @@ fn pod(object: &mut Value) {
     let status = &mut object["status"];
     set_default(status, "phase", json!("Pending"));
     set_default(status, "qosClass", json!(qos));
+    scheduling_gated(object);
+}
+
+/// A new pod held by scheduling gates says so in its `PodScheduled` condition (reason
+/// `SchedulingGated`, which `kubectl get pods` shows as its status), as kube-apiserver writes it
+/// on create; a pod without gates carries no such condition.
+fn scheduling_gated(pod: &mut Value) {
+    let gated = pod.pointer("/spec/schedulingGates").and_then(Value::as_array).is_some_and(|g| !g.is_empty());
+    let Some(status) = pod.get_mut("status").and_then(Value::as_object_mut) else { return };
+    let conditions = status.entry("conditions").or_insert_with(|| json!([]));
+    let Some(list) = conditions.as_array_mut() else { return };
+    list.retain(|c| c["type"] != "PodScheduled" || (!gated && c["reason"] != "SchedulingGated"));
+    if gated {
+        list.push(json!({
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "SchedulingGated",
+            "message": "Scheduling is blocked due to non-empty scheduling gates",
+            "lastProbeTime": null,
+            "lastTransitionTime": crate::meta::now(),
+        }));
+    }
+    if list.is_empty() {
+        status.remove("conditions");
+    }
 }
 
 /// Defaults of a pod spec (also used inside workload templates).
@@ -297,6 +322,25 @@ mod tests {
         let mut ds = json!({"spec": {}});
         daemon_set(&mut ds);
         assert_eq!(ds["spec"]["updateStrategy"]["rollingUpdate"], json!({"maxUnavailable": 1, "maxSurge": 0}));
+    }
+
+    #[test]
+    fn a_gated_pod_is_created_with_the_scheduling_gated_condition() {
+        let mut gated = json!({"spec": {"schedulingGates": [{"name": "example.com/a"}], "containers": []}});
+        pod(&mut gated);
+        let conditions = &gated["status"]["conditions"];
+        assert_eq!(conditions.as_array().map(Vec::len), Some(1), "{gated}");
+        assert_eq!(
+            (&conditions[0]["type"], &conditions[0]["status"], &conditions[0]["reason"]),
+            (&json!("PodScheduled"), &json!("False"), &json!("SchedulingGated"))
+        );
+        // An admission plugin that removes the gates removes the condition with them.
+        gated["spec"]["schedulingGates"] = json!([]);
+        pod(&mut gated);
+        assert_eq!(gated["status"].get("conditions"), None, "{gated}");
+        let mut free = json!({"spec": {"containers": []}});
+        pod(&mut free);
+        assert_eq!(free["status"].get("conditions"), None);
     }
 
     #[test]

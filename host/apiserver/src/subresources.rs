@@ -172,6 +172,15 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
                 "pod is being deleted, cannot be assigned to a host".into(),
             ));
         }
+        if pod.pointer("/spec/schedulingGates").and_then(Value::as_array).is_some_and(|gates| !gates.is_empty()) {
+            if !fresh {
+                continue;
+            }
+            return Err(ApiError::Conflict(
+                target.target(),
+                format!("pod {} has non-empty .spec.schedulingGates", target.name),
+            ));
+        }
         let mut bound = pod.clone();
         meta::metadata_mut(&mut bound).remove("resourceVersion");
         bound["spec"]["nodeName"] = json!(node);

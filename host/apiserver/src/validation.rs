@@ -50,6 +50,14 @@ fn invalid(field: &str, value: &Value, why: &str) -> Cause {
     Cause { reason: "FieldValueInvalid", field: field.into(), message: format!("Invalid value: {value}: {why}") }
 }
 
+fn duplicate(field: &str, value: &str) -> Cause {
+    Cause { reason: "FieldValueDuplicate", field: field.into(), message: format!("Duplicate value: {value:?}") }
+}
+
+fn forbidden(field: &str, why: &str) -> Cause {
+    Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {why}") }
+}
+
 fn immutable(field: &str, value: &Value) -> Cause {
     Cause {
         reason: "FieldValueInvalid",
@@ -121,11 +129,7 @@ fn containers(spec: &Value, list: &str, prefix: &str, causes: &mut Vec<Cause>) {
                     causes.push(invalid(&format!("{field}.name"), &Value::String(name.into()), &why));
                 }
                 if names.contains(&name) {
-                    causes.push(Cause {
-                        reason: "FieldValueDuplicate",
-                        field: format!("{field}.name"),
-                        message: format!("Duplicate value: {name:?}"),
-                    });
+                    causes.push(duplicate(&format!("{field}.name"), name));
                 }
                 names.push(name);
             }
@@ -146,7 +150,22 @@ fn containers(spec: &Value, list: &str, prefix: &str, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The names of a pod spec's scheduling gates.
+fn scheduling_gates(spec: &Value) -> Vec<&str> {
+    let gates = spec.get("schedulingGates").and_then(Value::as_array);
+    gates.into_iter().flatten().map(|gate| gate.get("name").and_then(Value::as_str).unwrap_or_default()).collect()
+}
+
 fn pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Cause>) {
+    let gates = scheduling_gates(spec);
+    for (i, name) in gates.iter().enumerate() {
+        let field = format!("{prefix}.schedulingGates[{i}].name");
+        if !qualified_name_ok(name) {
+            causes.push(invalid(&field, &Value::String((*name).into()), "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        } else if gates[..i].contains(name) {
+            causes.push(duplicate(&field, name));
+        }
+    }
     if spec.get("containers").and_then(Value::as_array).is_none_or(Vec::is_empty) {
         causes.push(required(&format!("{prefix}.containers")));
     }
@@ -166,7 +185,20 @@ fn pod_spec(spec: &Value, prefix: &str, causes: &mut Vec<Cause>) {
 fn pod(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     let spec = object.get("spec").cloned().unwrap_or_default();
     pod_spec(&spec, "spec", causes);
-    let Some(old) = old else { return };
+    let gates = scheduling_gates(&spec);
+    let Some(old) = old else {
+        if !gates.is_empty() && spec.get("nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty()) {
+            causes.push(forbidden("spec.nodeName", "cannot be set until all schedulingGates have been removed"));
+        }
+        return;
+    };
+    let old_gates = old.get("spec").map(scheduling_gates).unwrap_or_default();
+    if let Some(added) = gates.iter().find(|gate| !old_gates.contains(gate)) {
+        causes.push(forbidden(
+            "spec.schedulingGates",
+            &format!("only deletion is allowed, but found new scheduling gate '{added}'"),
+        ));
+    }
     // Only images, activeDeadlineSeconds, tolerations (additions) and scheduling gates may change;
     // compare everything else.
     let strip = |pod: &Value| {
@@ -188,11 +220,7 @@ fn pod(object: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         spec
     };
     if strip(object) != strip(old) {
-        causes.push(Cause {
-            reason: "FieldValueForbidden",
-            field: "spec".into(),
-            message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
-        });
+        causes.push(forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations) or `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"));
     }
     let old_node = old.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty());
     if old_node.is_some() && object.pointer("/spec/nodeName").and_then(Value::as_str) != old_node {
@@ -362,6 +390,29 @@ mod tests {
         assert!(fields(pods, &new_image, Some(&old)).is_empty());
         let new_command = json!({"spec": {"containers": [{"name": "a", "image": "x", "command": ["bash"]}]}});
         assert_eq!(fields(pods, &new_command, Some(&old)), ["spec"]);
+    }
+
+    #[test]
+    fn scheduling_gates_are_named_once_and_may_only_be_removed() {
+        let pods = ("", "v1", "pods");
+        let pod = |gates: &[&str], node: &str| {
+            let gates: Vec<_> = gates.iter().map(|name| json!({"name": name})).collect();
+            json!({"spec": {"nodeName": node, "schedulingGates": gates, "containers": [{"name": "a", "image": "x"}]}})
+        };
+        assert!(fields(pods, &pod(&["example.com/a", "b"], ""), None).is_empty());
+        assert_eq!(fields(pods, &pod(&["a", "a"], ""), None), ["spec.schedulingGates[1].name"]);
+        assert_eq!(fields(pods, &pod(&["not a name!"], ""), None), ["spec.schedulingGates[0].name"]);
+        assert_eq!(fields(pods, &pod(&["a"], "n1"), None), ["spec.nodeName"], "no node while gated");
+        let old = pod(&["a", "b"], "");
+        assert!(fields(pods, &pod(&["b"], ""), Some(&old)).is_empty(), "removing a gate");
+        assert!(fields(pods, &pod(&[], ""), Some(&old)).is_empty(), "removing every gate");
+        let registry = capstan_api::Registry::builtin();
+        let info = registry.lookup("", "v1", "pods").expect("registered");
+        let added = validate(info, &pod(&["a", "b", "c"], ""), Some(&old));
+        assert_eq!(
+            added.iter().map(|c| (c.field.as_str(), c.message.as_str())).collect::<Vec<_>>(),
+            [("spec.schedulingGates", "Forbidden: only deletion is allowed, but found new scheduling gate 'c'")]
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The scheduling queue, as kube-scheduler has it: an active queue ordered by the QueueSort
 //! plugin's key (then arrival), a backoff queue where failed pods wait an exponentially growing
 //! time, and an unschedulable set whose pods go back once a cluster event could make them fit
-//! (or after [`MAX_UNSCHEDULABLE`]).
+//! (or after [`MAX_UNSCHEDULABLE`]). A pod with `spec.schedulingGates` is held aside, never
+//! attempted, until an update removes its last gate (upstream's `SchedulingGates` `PreEnqueue`
+//! plugin).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -39,6 +41,8 @@ enum Place {
     Unschedulable(Instant),
     /// Popped and being scheduled: updates are kept, the pod is not queued twice.
     InFlight,
+    /// Held by scheduling gates: not attempted until an update removes them.
+    Gated,
 }
 
 #[derive(Debug)]
@@ -55,7 +59,7 @@ impl Entry {
         match self.place {
             Place::Backoff(at) => Some(at),
             Place::Unschedulable(since) => Some(since + MAX_UNSCHEDULABLE),
-            Place::Active | Place::InFlight => None,
+            Place::Active | Place::InFlight | Place::Gated => None,
         }
     }
 }
@@ -97,6 +101,12 @@ pub fn backoff(attempts: u32) -> Duration {
     INITIAL_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
 }
 
+/// Whether `pod` still has scheduling gates (`spec.schedulingGates`), which keep it from being
+/// scheduled at all.
+fn gated(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|spec| spec.scheduling_gates.as_ref()).is_some_and(|gates| !gates.is_empty())
+}
+
 /// Whether an update of `old` to `new` may change where the pod fits: anything but its status,
 /// resourceVersion, generation, managedFields and finalizers (kube-scheduler's `isPodUpdated`).
 fn scheduling_relevant_change(old: &Pod, new: &Pod) -> bool {
@@ -117,22 +127,38 @@ impl SchedulingQueue {
     /// its status or bookkeeping changed: the scheduler's own `PodScheduled` condition and
     /// `nominatedNodeName` must not send a pod that cannot fit straight back into a cycle.
     /// `described` is the pod as plugins see it, if already built for this version of it.
+    /// A gated pod is held aside; the update that removes its last gate makes it active.
     pub fn add_or_update(&mut self, key: &str, pod: Arc<Pod>, sort_key: i64, described: Option<PodSnapshot>) {
+        let gated = gated(&pod);
         if let Some(entry) = self.entries.get_mut(key) {
             let changed = scheduling_relevant_change(&entry.pod.pod, &pod);
             entry.pod.pod = pod;
             entry.pod.sort_key = sort_key;
             entry.pod.described = described;
-            if changed && matches!(entry.place, Place::Unschedulable(_)) {
-                let attempts = entry.pod.attempts;
-                entry.place = Place::Backoff(Instant::now() + backoff(attempts));
+            match entry.place {
+                Place::InFlight => {}
+                _ if gated => {
+                    entry.place = Place::Gated;
+                    self.waiting.remove(key);
+                }
+                Place::Gated => {
+                    entry.place = Place::Active;
+                    self.active.push(HeapItem { sort_key, seq: entry.seq, key: key.to_owned() });
+                }
+                Place::Unschedulable(_) if changed => {
+                    entry.place = Place::Backoff(Instant::now() + backoff(entry.pod.attempts));
+                }
+                Place::Active | Place::Backoff(_) | Place::Unschedulable(_) => {}
             }
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        let entry = Entry { pod: QueuedPod { pod, sort_key, attempts: 0, described }, place: Place::Active, seq };
-        self.active.push(HeapItem { sort_key, seq, key: key.to_owned() });
+        let place = if gated { Place::Gated } else { Place::Active };
+        let entry = Entry { pod: QueuedPod { pod, sort_key, attempts: 0, described }, place, seq };
+        if !gated {
+            self.active.push(HeapItem { sort_key, seq, key: key.to_owned() });
+        }
         self.entries.insert(key.to_owned(), entry);
     }
 
@@ -201,10 +227,15 @@ impl SchedulingQueue {
     }
 
     /// The cycle for `key` failed: it waits in backoff (`unschedulable` false, an error) or until
-    /// a cluster event (`unschedulable` true).
+    /// a cluster event (`unschedulable` true); or, if an update during the cycle gave it gates
+    /// (as only an admission plugin could), until they are removed.
     pub fn requeue(&mut self, key: &str, unschedulable: bool, now: Instant) {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.pod.attempts += 1;
+            if gated(&entry.pod.pod) {
+                entry.place = Place::Gated;
+                return;
+            }
             entry.place = if unschedulable {
                 Place::Unschedulable(now)
             } else {
@@ -353,5 +384,37 @@ mod tests {
         let back: Vec<_> = std::iter::from_fn(|| queue.pop()).collect();
         assert_eq!(back.len(), 1, "the kept pod returns, the removed one does not");
         assert_eq!(queue.next_due(), None);
+    }
+
+    #[test]
+    fn a_gated_pod_waits_until_its_last_gate_is_removed() {
+        let with_gates = |gates: &[&str]| -> Arc<k8s_openapi::api::core::v1::Pod> {
+            let gates: Vec<_> = gates.iter().map(|name| serde_json::json!({"name": name})).collect();
+            let pod =
+                serde_json::json!({"metadata": {"name": "g"}, "spec": {"containers": [], "schedulingGates": gates}});
+            Arc::new(serde_json::from_value(pod).unwrap_or_default())
+        };
+        let mut queue = SchedulingQueue::default();
+        let now = Instant::now();
+        queue.add_or_update("gated", with_gates(&["example.com/a", "example.com/b"]), 0, None);
+        queue.add_or_update("free", pod(), 0, None);
+        assert_eq!(queue.pop().map(|p| p.pod.metadata.name.is_none()), Some(true), "only the ungated pod");
+        assert!(queue.pop().is_none());
+        queue.move_all_to_active_or_backoff(now + Duration::from_mins(10));
+        queue.flush(now + Duration::from_mins(10));
+        assert!(queue.pop().is_none(), "neither a cluster event nor time releases a gated pod");
+        assert_eq!(queue.next_due(), None);
+        queue.add_or_update("gated", with_gates(&["example.com/b"]), 0, None);
+        assert!(queue.pop().is_none(), "one gate left still holds it");
+        queue.add_or_update("gated", with_gates(&[]), 0, None);
+        assert_eq!(queue.pop().and_then(|p| p.pod.metadata.name.clone()).as_deref(), Some("g"));
+        // Gates that appear during a cycle hold the pod when the cycle hands it back.
+        queue.add_or_update("gated", with_gates(&["example.com/c"]), 0, None);
+        queue.requeue("gated", false, now);
+        queue.flush(now + Duration::from_mins(1));
+        assert!(queue.pop().is_none());
+        queue.add_or_update("gated", with_gates(&[]), 0, None);
+        assert!(queue.pop().is_some(), "released again once the gate goes");
+        assert!(queue.pop().is_none(), "and queued once");
     }
 }
