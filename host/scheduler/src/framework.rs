@@ -438,12 +438,10 @@ impl Profile {
         if ahead.is_empty() {
             return Ok(None);
         }
-        let Some(original) = nodes.get(id).cloned() else { return Ok(None) };
-        let name = original.name.clone();
-        let grown = with_pods(&original, &ahead);
-        nodes.upsert(|_| grown, &name);
+        let Some(grown) = nodes.get(id).map(|node| with_pods(node, &ahead)) else { return Ok(None) };
+        let Some(original) = nodes.try_node(grown) else { return Ok(None) };
         let verdict = self.filter_node(nodes, pod, states, skipped, id);
-        nodes.upsert(|_| original, &name);
+        nodes.undo_trial(original);
         verdict
     }
 
@@ -657,13 +655,15 @@ impl DryRun {
     /// PreFilter again, then Filter on `node`. As upstream's dry run updates only the PreFilter
     /// state of plugins that account for other pods (its `AddPod`/`RemovePod` extensions) and
     /// keeps the cycle's for the rest, only the plugins that see pods run PreFilter again; the
-    /// others keep the cycle's state and Skip.
+    /// others keep the cycle's state and Skip. A plugin that Skipped in the cycle stays skipped,
+    /// as upstream's extensions are not called for skipped plugins: what made it skip (no
+    /// constraint of its own, no existing pod's term) cannot appear by taking pods away.
     fn filters(&self, log: &NodeLog, node: NodeId) -> Result<(), Vec<String>> {
         let mut states = self.states.clone();
         let mut skipped = self.skipped.clone();
         let failed = |plugin: &ProfilePlugin, e: PluginError| vec![format!("plugin {} failed: {e}", plugin.name)];
-        for (index, plugin) in self.profile.with(ExtensionPoints::PRE_FILTER).filter(|(_, p)| p.sees_pods) {
-            skipped[index] = false;
+        let again = self.profile.with(ExtensionPoints::PRE_FILTER).filter(|(i, p)| p.sees_pods && !self.skipped[*i]);
+        for (index, plugin) in again {
             let result = plugin.handle.pre_filter(log, &self.pod).map_err(|e| failed(plugin, e))?;
             match result.status.code {
                 Code::Success => {}
@@ -737,8 +737,7 @@ impl SchedulerHost for DryRun {
 
     fn fits_without(&self, node: NodeId, removed: &[String]) -> Result<(), Vec<String>> {
         let mut log = self.log.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(original) = log.get(node).cloned() else { return Err(vec![format!("node {node} is gone")]) };
-        let name = original.name.clone();
+        let Some(original) = log.get(node) else { return Err(vec![format!("node {node} is gone")]) };
         // As upstream's dry run: pods nominated to the node of at least this pod's priority count
         // as if placed, so two preemptors do not both count on the same room.
         let ahead: Vec<PodSummary> = log
@@ -747,11 +746,11 @@ impl SchedulerHost for DryRun {
             .filter(|p| p.priority >= self.pod.priority && p.uid != self.pod.uid && !removed.contains(&p.uid))
             .cloned()
             .collect();
-        let trimmed = without_pods(&original, removed);
+        let trimmed = without_pods(original, removed);
         let trimmed = if ahead.is_empty() { trimmed } else { with_pods(&trimmed, &ahead) };
-        log.upsert(|_| trimmed, &name);
+        let Some(original) = log.try_node(trimmed) else { return Err(vec![format!("node {node} is gone")]) };
         let verdict = self.filters(&log, node);
-        log.upsert(|_| original, &name);
+        log.undo_trial(original);
         verdict
     }
 }

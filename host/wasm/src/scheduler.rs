@@ -247,6 +247,15 @@ pub struct NodeLog {
     kept_pods: usize,
     /// `changes` with each node's pods left out, for plugins that do not ask for them.
     bare_changes: Vec<NodeChange>,
+    /// By handle: the generation of the change that gave the node what it holds now. A trial
+    /// ([`NodeLog::try_node`]) and its undoing leave it as it was.
+    settled: Vec<u64>,
+    /// The trials undone, oldest first, each as the generations of its change and of its undoing
+    /// and the node's handle; one at a time, so they never overlap. An instance synced after a
+    /// node settled holds it as it is unless it synced during one of the node's trials.
+    trials: Vec<(u64, u64, NodeId)>,
+    /// The trial not undone yet (its node and the generation of its change), sent like any change.
+    open_trial: Option<(NodeId, u64)>,
     /// Pods nominated to each node (`status.nominatedNodeName`) and not bound yet: not part of
     /// the nodes plugins see, but the framework's filter counts them (see [`NodeLog::nominated`]).
     nominated: HashMap<NodeId, Vec<PodSummary>>,
@@ -276,6 +285,9 @@ impl Default for NodeLog {
             changes: Vec::new(),
             kept_pods: 0,
             bare_changes: Vec::new(),
+            settled: Vec::new(),
+            trials: Vec::new(),
+            open_trial: None,
             nominated: HashMap::new(),
             host: None,
         }
@@ -326,6 +338,45 @@ impl NodeLog {
         node.pods.clone_from(&usage.pods);
         self.record(NodeChange::Usage(usage));
         true
+    }
+
+    /// Puts `trial` in place of the known node `trial.id` for a while (preemption's dry run: the
+    /// node without some pods, or with nominated ones) and returns the node it replaced, which
+    /// must go back with [`NodeLog::undo_trial`] before any other change. Instances that serve
+    /// calls meanwhile see the trial like any change; those that do not are never sent the
+    /// trial nor its undoing. `None` (and nothing changed) when there is no such node, or while
+    /// another trial is open: one at a time.
+    pub fn try_node(&mut self, trial: NodeInfo) -> Option<NodeInfo> {
+        let id = trial.id;
+        if self.open_trial.is_some() {
+            return None;
+        }
+        let original = self.get(id)?.clone();
+        let settled = self.settled.get(id as usize).copied().unwrap_or_default();
+        self.upsert(|_| trial, &original.name);
+        self.settled[id as usize] = settled;
+        self.open_trial = Some((id, self.generation));
+        Some(original)
+    }
+
+    /// Puts back the node [`NodeLog::try_node`] replaced.
+    pub fn undo_trial(&mut self, original: NodeInfo) {
+        let id = original.id;
+        let settled = self.settled.get(id as usize).copied().unwrap_or_default();
+        let name = original.name.clone();
+        self.upsert(|_| original, &name);
+        self.settled[id as usize] = settled;
+        if let Some((_, start)) = self.open_trial.take() {
+            self.trials.push((start, self.generation, id));
+        }
+    }
+
+    /// The node whose trial was open when generation `held` was current, if any.
+    fn on_trial_at(&self, held: u64) -> Option<NodeId> {
+        let open = self.open_trial.filter(|&(_, start)| start <= held).map(|(id, _)| id);
+        let at = self.trials.partition_point(|&(start, _, _)| start <= held);
+        let undone = at.checked_sub(1).and_then(|i| self.trials.get(i)).filter(|&&(_, end, _)| held < end);
+        open.or(undone.map(|&(_, _, id)| id))
     }
 
     /// Removes the node called `name`, if known.
@@ -387,6 +438,9 @@ impl NodeLog {
             self.kept_pods -= self.changes.drain(..drop).map(|c| pod_summaries(&c)).sum::<usize>();
             self.bare_changes.drain(..drop);
             self.change_generations.drain(..drop);
+            let oldest = self.change_generations.first().copied().unwrap_or(self.generation);
+            let gone = self.trials.partition_point(|&(_, end, _)| end < oldest);
+            self.trials.drain(..gone);
         }
         self.kept_pods += pods;
         self.bare_changes.push(match &change {
@@ -400,6 +454,11 @@ impl NodeLog {
                 pods: Vec::new(),
             }),
         });
+        let id = changed_node(&change) as usize;
+        if self.settled.len() <= id {
+            self.settled.resize(id + 1, 0);
+        }
+        self.settled[id] = self.generation;
         self.changes.push(change);
         self.change_generations.push(self.generation);
     }
@@ -448,14 +507,30 @@ impl NodeLog {
     /// The changes after generation `held`, if `held` is a generation this log still keeps; a
     /// generation it trimmed, or one from another log, is not. Without `with_pods`, the nodes
     /// in them list no pods. A long run of changes comes without those a later one makes moot
-    /// (see [`compact`]): preemption's dry runs change a node and put it back, hundreds of times
-    /// a cycle, and an instance that took no part needs none of it.
+    /// (see [`drop_moot`]): preemption's dry runs change a node and put it back, hundreds of times
+    /// a cycle, and an instance that took no part needs none of it. Nor is it sent the trials of
+    /// a node it held before the first of them (see [`NodeLog::try_node`]): they were undone.
     #[must_use]
     pub fn changes_since(&self, held: u64, with_pods: bool) -> Option<Cow<'_, [NodeChange]>> {
         let index = self.change_generations.binary_search(&held).ok()?;
         let changes = if with_pods { &self.changes } else { &self.bare_changes };
         let changes = &changes[index + 1..];
-        Some(if changes.len() > COMPACT_AFTER { compact(changes) } else { Cow::Borrowed(changes) })
+        // Every change after `held` of a node settled by then is a trial or its undoing; if the
+        // instance did not sync during one of them, it holds the node as it is.
+        let trial = self.on_trial_at(held);
+        let open = self.open_trial.map(|(id, _)| id);
+        let undone = |change: &NodeChange| {
+            let id = changed_node(change);
+            Some(id) != trial && Some(id) != open && self.settled.get(id as usize).is_some_and(|&at| at <= held)
+        };
+        let mut keep: Vec<bool> = changes.iter().map(|change| !undone(change)).collect();
+        if keep.iter().filter(|k| **k).count() > COMPACT_AFTER {
+            drop_moot(changes, &mut keep);
+        }
+        if keep.iter().all(|k| *k) {
+            return Some(Cow::Borrowed(changes));
+        }
+        Some(Cow::Owned(changes.iter().zip(&keep).filter(|(_, keep)| **keep).map(|(c, _)| c.clone()).collect()))
     }
 
     /// Every node as an upsert, the changes that bring a new instance up to date; without
@@ -466,24 +541,22 @@ impl NodeLog {
     }
 }
 
-/// How many changes an instance may be sent as they are; more are [`compact`]ed first.
+/// How many changes an instance may be sent as they are; past that, moot ones are dropped first.
 const COMPACT_AFTER: usize = 16;
 
-/// `changes` without those a later one makes moot, so applying the rest in order leaves an
-/// instance with the same nodes: a node's usage is moot once a later change of the same node
-/// follows (its usage again, the whole node, or its removal); a whole node or a removal is moot
-/// once a later whole node or removal of the same handle follows. Borrowed when none is moot.
-fn compact(changes: &[NodeChange]) -> Cow<'_, [NodeChange]> {
+/// Unmarks in `keep` the kept `changes` a later kept one makes moot, so applying the rest in
+/// order leaves an instance with the same nodes: a node's usage is moot once a later change of
+/// the same node follows (its usage again, the whole node, or its removal); a whole node or a
+/// removal is moot once a later whole node or removal of the same handle follows.
+fn drop_moot(changes: &[NodeChange], keep: &mut [bool]) {
     // Walking from the newest: the handles changed later, each with whether a later change
     // replaced the whole node.
     let mut later: HashMap<NodeId, bool> = HashMap::new();
-    let mut keep = vec![true; changes.len()];
     for (at, change) in changes.iter().enumerate().rev() {
-        let (id, whole) = match change {
-            NodeChange::Upsert(node) => (node.id, true),
-            NodeChange::Remove(id) => (*id, true),
-            NodeChange::Usage(usage) => (usage.id, false),
-        };
+        if !keep[at] {
+            continue;
+        }
+        let (id, whole) = (changed_node(change), !matches!(change, NodeChange::Usage(_)));
         match later.get_mut(&id) {
             Some(later_whole) => {
                 keep[at] = whole && !*later_whole;
@@ -494,10 +567,15 @@ fn compact(changes: &[NodeChange]) -> Cow<'_, [NodeChange]> {
             }
         }
     }
-    if keep.iter().all(|k| *k) {
-        return Cow::Borrowed(changes);
+}
+
+/// The handle of the node `change` is about.
+fn changed_node(change: &NodeChange) -> NodeId {
+    match change {
+        NodeChange::Upsert(node) => node.id,
+        NodeChange::Remove(id) => *id,
+        NodeChange::Usage(usage) => usage.id,
     }
-    Cow::Owned(changes.iter().zip(&keep).filter(|(_, keep)| **keep).map(|(c, _)| c.clone()).collect())
 }
 
 /// How many pod summaries a change carries.
@@ -998,6 +1076,45 @@ mod tests {
         // A short catch-up is sent as it is.
         let recent = log.change_generations[log.change_generations.len() - 3];
         assert_eq!(log.changes_since(recent, true).map(|c| c.len()), Some(2));
+    }
+
+    /// Preemption's trials: an instance synced before a node's first trial is sent none of its
+    /// trials, even after many; one synced during a trial is sent the undoing; a real change
+    /// after them is sent to both, and both end with the nodes an instance sent every change has.
+    #[test]
+    fn trials_undone_are_not_sent_to_instances_that_never_saw_them() {
+        let mut log = NodeLog::default();
+        let a = log.upsert(node("a"), "a");
+        log.upsert(node("b"), "b");
+        let start: Vec<NodeInfo> = log.iter().cloned().collect();
+        let before = log.generation();
+        let first = log.changes.len();
+        let trial = |pods: u32| NodeInfo { id: a, name: "a".into(), pod_count: pods, ..NodeInfo::empty() };
+        let original = log.try_node(trial(1)).unwrap_or_else(NodeInfo::empty);
+        let during = log.generation();
+        let sent = log.changes_since(before, true).unwrap_or_default();
+        assert!(matches!(&sent[..], [NodeChange::Usage(u)] if u.pod_count == 1), "the trial itself: {sent:?}");
+        assert!(log.try_node(trial(5)).is_none(), "one trial at a time");
+        log.undo_trial(original);
+        let between = log.generation();
+        for pods in 2..30 {
+            let original = log.try_node(trial(pods)).unwrap_or_else(NodeInfo::empty);
+            log.undo_trial(original);
+        }
+        assert_eq!(log.changes_since(before, true).map(|c| c.len()), Some(0), "nothing to send");
+        assert_eq!(log.changes_since(between, true).map(|c| c.len()), Some(0), "nor between trials");
+        let sent_during = log.changes_since(during, true).unwrap_or_default();
+        assert!(!sent_during.is_empty(), "the trial it holds must be undone");
+        let mid_trial: Vec<NodeInfo> = applied(&start, &log.changes[first..=first]).into_values().collect();
+        assert_eq!(applied(&mid_trial, &sent_during), applied(&start, &[]), "back to the node as it was");
+        assert!(log.try_node(NodeInfo { id: 99, ..NodeInfo::empty() }).is_none(), "no such node");
+        // A real change of a after the trials reaches an instance from before them too.
+        log.upsert(|id| NodeInfo { id, name: "a".into(), pod_count: 7, ..NodeInfo::empty() }, "a");
+        let full = &log.changes[first..];
+        let sent = log.changes_since(before, true).unwrap_or_default();
+        assert_eq!(applied(&start, &sent), applied(&start, full));
+        assert!(applied(&start, &sent).values().any(|n| n.pod_count == 7));
+        assert_eq!(applied(&mid_trial, &log.changes_since(during, true).unwrap_or_default()), applied(&start, full));
     }
 
     #[test]
