@@ -933,6 +933,47 @@ pub mod node_affinity {
     }
 }
 
+/// A value per node kept across cycles beside the node's [`Nodes::revision`], so a plugin that
+/// derives something from every node on every cycle (pods' parsed terms, how many pods a
+/// selector matches) works it out again only for the nodes that changed since.
+pub struct PerNode<T> {
+    /// By node handle: the revision the value was made at (0 for none) and the value.
+    kept: Vec<(u64, T)>,
+}
+
+impl<T> Default for PerNode<T> {
+    fn default() -> Self {
+        Self { kept: Vec::new() }
+    }
+}
+
+impl<T: Default> PerNode<T> {
+    /// Brings every node's value up to date: `make` is called for each node that is new or
+    /// changed since its value was made.
+    pub fn refresh(&mut self, nodes: &Nodes, mut make: impl FnMut(&NodeInfo) -> T) {
+        for node in nodes.iter() {
+            let (id, revision) = (node.id as usize, nodes.revision(node.id));
+            if self.kept.len() <= id {
+                self.kept.resize_with(id + 1, || (0, T::default()));
+            }
+            if self.kept[id].0 != revision {
+                self.kept[id] = (revision, make(node));
+            }
+        }
+    }
+
+    /// Node `id`'s value as of the last [`PerNode::refresh`].
+    #[must_use]
+    pub fn get(&self, id: NodeId) -> Option<&T> {
+        self.kept.get(id as usize).map(|(_, value)| value)
+    }
+
+    /// Forgets every value: what they were made from changed.
+    pub fn clear(&mut self) {
+        self.kept.clear();
+    }
+}
+
 /// One value a plugin made and the key it made it for, kept for when the same key comes back
 /// (the decoded cycle state, a pod's parsed fields): the last one only, behind a lock, so a
 /// plugin's `&self` methods can use it.
@@ -962,6 +1003,12 @@ impl<K, V> Memo<K, V> {
         let value = Arc::new(value);
         *kept = Some((key, Arc::clone(&value)));
         Ok(value)
+    }
+
+    /// Keeps `value` for `key` in place of whatever was kept: a value made before anyone asks
+    /// (the state PreFilter made, for Filter in the same instance).
+    pub fn set(&self, key: K, value: V) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((key, Arc::new(value)));
     }
 }
 
@@ -1495,5 +1542,27 @@ mod tests {
         distinct.sort_unstable();
         distinct.dedup();
         assert_eq!((distinct.len(), seen.contains(&0)), (seen.len(), false), "{seen:?}");
+    }
+
+    #[test]
+    fn per_node_values_are_made_again_only_for_changed_nodes() {
+        let mut nodes = Nodes::from_nodes([node(0, None), node(1, None), node(2, None)]);
+        let mut per_node = super::PerNode::<u32>::default();
+        let mut made = Vec::new();
+        let mut refresh = |nodes: &Nodes, per_node: &mut super::PerNode<u32>| {
+            per_node.refresh(nodes, |n| {
+                made.push(n.id);
+                n.pod_count
+            });
+        };
+        refresh(&nodes, &mut per_node);
+        refresh(&nodes, &mut per_node);
+        let usage = NodeUsage { id: 1, requested: Vec::new(), pod_count: 4, used_ports: Vec::new(), pods: Vec::new() };
+        nodes.apply(2, false, vec![NodeChange::Usage(usage), NodeChange::Remove(2)]);
+        refresh(&nodes, &mut per_node);
+        assert_eq!(per_node.get(1), Some(&4));
+        per_node.clear();
+        refresh(&nodes, &mut per_node);
+        assert_eq!(made, [0, 1, 2, 1, 0, 1], "every node once, then node 1, then all after clear");
     }
 }

@@ -14,13 +14,13 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
 use capstan_plugin_sdk::scheduler::{
     ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus,
-    Nodes, PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
+    Nodes, PerNode, PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
 };
 use serde::{Deserialize, Serialize};
 
@@ -106,40 +106,26 @@ impl Namespaces {
 /// changed since are parsed again.
 #[derive(Default)]
 pub struct Affinities {
-    by_node: Mutex<Vec<NodeTerms>>,
-}
-
-/// One node's pods' terms, in the order of `NodeInfo::pods`.
-#[derive(Default)]
-pub struct NodeTerms {
-    revision: u64,
-    terms: Vec<Option<Affinity>>,
+    /// Per node, its pods' terms in the order of `NodeInfo::pods`.
+    by_node: Mutex<PerNode<Vec<Option<Affinity>>>>,
 }
 
 impl Affinities {
-    /// Runs `f` with every node's pods' terms (by node handle) brought up to date; unparsable
-    /// terms read as none, as the pod was admitted with them.
-    fn with<R>(&self, nodes: &Nodes, f: impl FnOnce(&[NodeTerms]) -> R) -> R {
+    /// Runs `f` with every node's pods' terms brought up to date; unparsable terms read as
+    /// none, as the pod was admitted with them.
+    fn with<R>(&self, nodes: &Nodes, f: impl FnOnce(&PerNode<Vec<Option<Affinity>>>) -> R) -> R {
         let mut by_node = self.by_node.lock().unwrap_or_else(PoisonError::into_inner);
-        for node in nodes.iter() {
-            let (id, revision) = (node.id as usize, nodes.revision(node.id));
-            if by_node.len() <= id {
-                by_node.resize_with(id + 1, NodeTerms::default);
-            }
-            if by_node[id].revision != revision {
-                let terms = node.pods.iter().map(|p| p.affinity.as_deref().map(parse_or_none)).collect();
-                by_node[id] = NodeTerms { revision, terms };
-            }
-        }
+        by_node.refresh(nodes, |node| node.pods.iter().map(|p| p.affinity.as_deref().map(parse_or_none)).collect());
         f(&by_node)
     }
 }
 
-impl NodeTerms {
-    /// The node's pods beside their terms.
-    fn pods<'a>(&'a self, node: &'a NodeInfo) -> impl Iterator<Item = (&'a PodSummary, Option<&'a Affinity>)> {
-        node.pods.iter().zip(self.terms.iter().map(Option::as_ref).chain(std::iter::repeat(None)))
-    }
+/// `node`'s pods beside their `terms`.
+fn with_terms<'a>(
+    node: &'a NodeInfo,
+    terms: &'a [Option<Affinity>],
+) -> impl Iterator<Item = (&'a PodSummary, Option<&'a Affinity>)> {
+    node.pods.iter().zip(terms.iter().map(Option::as_ref).chain(std::iter::repeat(None)))
 }
 
 fn parse_or_none(json: &str) -> Affinity {
@@ -196,6 +182,64 @@ pub struct FilterState {
 /// What PreScore sums per domain, for Score.
 pub type ScoreState = PerDomain;
 
+/// PreFilter's counts as this instance numbers the domains: what Filter reads.
+#[derive(Default)]
+pub struct Numbered {
+    existing_anti: Tally,
+    affinity: Vec<Tally>,
+    anti: Tally,
+    self_match: bool,
+}
+
+impl Numbered {
+    /// The counts by domain value, as the cycle state carries them to other instances.
+    fn values(&self) -> FilterState {
+        FilterState {
+            existing_anti: self.existing_anti.by_value(),
+            affinity: self.affinity.iter().map(Tally::by_value).collect(),
+            anti: self.anti.by_value(),
+            self_match: self.self_match,
+        }
+    }
+
+    fn from_values(nodes: &Nodes, state: &FilterState) -> Self {
+        Self {
+            existing_anti: Tally::from_values(nodes, &state.existing_anti),
+            affinity: state.affinity.iter().map(|per_domain| Tally::from_values(nodes, per_domain)).collect(),
+            anti: Tally::from_values(nodes, &state.anti),
+            self_match: state.self_match,
+        }
+    }
+
+    /// Whether its domains are still numbered as `nodes` number them (no node was added,
+    /// relabelled or removed since it was made).
+    fn current(&self, nodes: &Nodes) -> bool {
+        let tallies = std::iter::once(&self.existing_anti).chain(&self.affinity).chain(std::iter::once(&self.anti));
+        tallies.flat_map(|t| &t.0).all(|c| std::ptr::eq(c.domains(), nodes.domains(c.domains().key()).as_ref()))
+    }
+}
+
+/// Filter's state in this instance: the values the cycle state carried and, once a Filter call
+/// had the nodes at hand (or PreFilter made them here), the same counts numbered.
+#[derive(Default)]
+pub struct Decoded {
+    /// The counts by domain value.
+    pub values: FilterState,
+    numbered: OnceLock<Numbered>,
+}
+
+impl Decoded {
+    /// Runs `f` with the counts numbered as `nodes` number domains: those kept when still
+    /// current, else numbered from the values (and kept, the first time).
+    fn with_numbered<R>(&self, nodes: &Nodes, f: impl FnOnce(&Numbered) -> R) -> R {
+        match self.numbered.get() {
+            Some(numbered) if numbered.current(nodes) => f(numbered),
+            Some(_) => f(&Numbered::from_values(nodes, &self.values)),
+            None => f(self.numbered.get_or_init(|| Numbered::from_values(nodes, &self.values))),
+        }
+    }
+}
+
 /// [`PerDomain`] as this instance numbers the domains: one [`DomainCounts`] per topology key.
 #[derive(Default)]
 struct Tally(Vec<DomainCounts>);
@@ -242,7 +286,7 @@ pub struct Cycle {
     /// The incoming pod's affinity.
     pub affinity: Affinity,
     /// PreFilter's counts, when decoding Filter's state.
-    pub filter: Arc<FilterState>,
+    pub filter: Arc<Decoded>,
     /// PreScore's sums, when decoding Score's state.
     pub score: ScoreState,
 }
@@ -254,10 +298,11 @@ pub struct InterPodAffinity {
     pub hard_pod_affinity_weight: i64,
     /// Existing pods' terms, parsed again only when their node's pods change.
     pub affinities: Affinities,
-    /// The last Filter state decoded, with its bytes: a cycle hands the same state to every
-    /// Filter batch and to PreScore, and with thousands of domains decoding it costs far more
-    /// than comparing the bytes.
-    decoded: Memo<Vec<u8>, FilterState>,
+    /// The last Filter state made or decoded, with its bytes: a cycle hands the same state to
+    /// every Filter batch and to PreScore, and with thousands of domains decoding and numbering
+    /// it costs far more than comparing the bytes. PreFilter leaves its own counts here, so
+    /// Filter in the same instance neither decodes nor numbers them.
+    decoded: Memo<Vec<u8>, Decoded>,
 }
 
 impl InterPodAffinity {
@@ -267,10 +312,13 @@ impl InterPodAffinity {
         Self { hard_pod_affinity_weight: weight, affinities: Affinities::default(), decoded: Memo::default() }
     }
 
-    fn filter_state(&self, state: &[u8]) -> Result<Arc<FilterState>, Status> {
+    fn filter_state(&self, state: &[u8]) -> Result<Arc<Decoded>, Status> {
         self.decoded.get_or_try(
             |bytes| same(bytes, state),
-            || Ok((state.to_vec(), decode(state)?.map(|(_, v)| v).unwrap_or_default())),
+            || {
+                let values = decode(state)?.map(|(_, v)| v).unwrap_or_default();
+                Ok((state.to_vec(), Decoded { values, numbered: OnceLock::new() }))
+            },
         )
     }
 }
@@ -294,7 +342,7 @@ pub fn filter_state(
     nodes: &Nodes,
     namespaces: &Namespaces,
     affinities: &Affinities,
-) -> FilterState {
+) -> Numbered {
     let incoming = Target { namespace: &pod.namespace, labels: &pod.labels };
     let required_affinity = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
@@ -302,8 +350,8 @@ pub fn filter_state(
     let mut per_term: Vec<Tally> = required_affinity.iter().map(|_| Tally::default()).collect();
     affinities.with(nodes, |terms| {
         for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
-            let Some(node_terms) = terms.get(node.id as usize) else { continue };
-            for (existing, theirs) in node_terms.pods(node) {
+            let Some(node_terms) = terms.get(node.id) else { continue };
+            for (existing, theirs) in with_terms(node, node_terms) {
                 let target = Target { namespace: &existing.namespace, labels: &existing.labels };
                 for term in theirs.and_then(|a| a.pod_anti_affinity.as_ref()).iter().flat_map(|a| &a.required) {
                     if term.matches(&existing.namespace, &incoming, namespaces) {
@@ -323,38 +371,32 @@ pub fn filter_state(
             }
         }
     });
-    FilterState {
-        existing_anti: existing_anti.by_value(),
-        affinity: per_term.iter().map(Tally::by_value).collect(),
-        anti: anti.by_value(),
+    Numbered {
+        existing_anti,
+        affinity: per_term,
+        anti,
         self_match: required_affinity.iter().all(|t| t.matches(&pod.namespace, &incoming, namespaces)),
     }
 }
 
 /// Filter over the nodes `ids`, with upstream's codes and reasons.
 #[must_use]
-pub fn filter(affinity: &Affinity, state: &FilterState, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
+pub fn filter(affinity: &Affinity, state: &Numbered, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
     let required_affinity = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
-    let no_pod_matches_anywhere = state.affinity.iter().all(|by_key| by_key.values().all(Vec::is_empty));
-    // Once per batch, as this instance numbers the domains: per required term, its key's
-    // domains and the counted ones.
-    let affinity_terms: Vec<(Arc<Domains>, Option<DomainCounts>)> = required_affinity
+    let no_pod_matches_anywhere = state.affinity.iter().all(|tally| tally.0.iter().all(DomainCounts::is_empty));
+    // Once per batch: per required term, its key's domains and the counted ones.
+    let affinity_terms: Vec<(Arc<Domains>, Option<&DomainCounts>)> = required_affinity
         .iter()
         .zip(&state.affinity)
-        .map(|(term, counted)| {
-            let key = &term.topology_key;
-            (nodes.domains(key), counted.get(key).map(|values| DomainCounts::from_values(nodes, key, values)))
-        })
+        .map(|(term, counted)| (nodes.domains(&term.topology_key), counted.get(&term.topology_key)))
         .collect();
-    let (anti, existing_anti) =
-        (Tally::from_values(nodes, &state.anti), Tally::from_values(nodes, &state.existing_anti));
+    let (anti, existing_anti) = (&state.anti, &state.existing_anti);
     let anti_terms: Vec<&DomainCounts> = required_anti.iter().filter_map(|term| anti.get(&term.topology_key)).collect();
     misfits(ids, |id| {
         let affinity_ok = affinity_terms.iter().all(|(domains, counted)| {
             domains.of_node(id).is_some()
-                && (counted.as_ref().is_some_and(|c| c.counted(id).is_some())
-                    || (no_pod_matches_anywhere && state.self_match))
+                && (counted.is_some_and(|c| c.counted(id).is_some()) || (no_pod_matches_anywhere && state.self_match))
         });
         if !affinity_ok {
             return Status::unresolvable(AFFINITY_REASON);
@@ -386,9 +428,9 @@ impl InterPodAffinity {
         let preferred_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
         self.affinities.with(nodes, |terms| {
             for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
-                let Some(node_terms) = terms.get(node.id as usize) else { continue };
+                let Some(node_terms) = terms.get(node.id) else { continue };
                 let mut add = |key: &str, weight: i64| scores.add(nodes, key, node.id, weight);
-                for (existing, theirs) in node_terms.pods(node) {
+                for (existing, theirs) in with_terms(node, node_terms) {
                     let target = Target { namespace: &existing.namespace, labels: &existing.labels };
                     for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
                         for w in terms {
@@ -493,14 +535,19 @@ impl SchedulerPlugin for InterPodAffinity {
         if !required && !any_existing_affinity(nodes) {
             return skip;
         }
-        match encode(b'f', &filter_state(pod, &affinity, nodes, &Namespaces::default(), &self.affinities)) {
-            Ok(state) => PreFilterResult { status: Status::success(), nodes: None, state },
+        let numbered = filter_state(pod, &affinity, nodes, &Namespaces::default(), &self.affinities);
+        let values = numbered.values();
+        match encode(b'f', &values) {
+            Ok(state) => {
+                self.decoded.set(state.clone(), Decoded { values, numbered: OnceLock::from(numbered) });
+                PreFilterResult { status: Status::success(), nodes: None, state }
+            }
             Err(status) => PreFilterResult { status, nodes: None, state: Vec::new() },
         }
     }
 
     fn filter_batch(&self, _pod: &PodInfo, cycle: &Cycle, nodes: &Nodes, ids: &[NodeId]) -> Vec<NodeStatus> {
-        filter(&cycle.affinity, &cycle.filter, nodes, ids)
+        cycle.filter.with_numbered(nodes, |numbered| filter(&cycle.affinity, numbered, nodes, ids))
     }
 
     fn pre_score(&self, pod: &PodInfo, cycle: &Cycle, _nodes: &[&NodeInfo], all: &Nodes) -> Result<Vec<u8>, Status> {

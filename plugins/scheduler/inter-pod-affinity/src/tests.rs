@@ -216,7 +216,28 @@ fn cached_filter_state_follows_the_bytes() {
     let pod = PodInfo::named("default", "p");
     for (bytes, want) in [(&a, "n1"), (&a, "n1"), (&b, "n2"), (&a, "n1")] {
         let cycle = plugin.cycle(&pod, bytes).unwrap_or_default();
-        let values: Vec<&String> = cycle.filter.anti.values().flat_map(|v| v.iter().map(|(value, _)| value)).collect();
+        let values: Vec<&String> =
+            cycle.filter.values.anti.values().flat_map(|v| v.iter().map(|(value, _)| value)).collect();
         assert_eq!(values, [want]);
     }
+}
+
+/// PreFilter leaves its counts for Filter in the same instance; a state handed again after the
+/// nodes were relabelled is numbered afresh, not read with the old numbering.
+#[test]
+fn filter_reads_prefilters_counts_as_the_nodes_are_now() {
+    use capstan_plugin_sdk::scheduler::SchedulerPlugin;
+    let zone_anti = REDIS_ANTI.replace("kubernetes.io/hostname", "topology.kubernetes.io/zone");
+    let redis = existing("default", "r1", &[("app", "store")], Some(&zone_anti));
+    let mut nodes = Nodes::from_nodes([node(0, "a", vec![redis]), node(1, "a", vec![]), node(2, "b", vec![])]);
+    let plugin = InterPodAffinity::new(1);
+    let (pod, _) = pod(&[("app", "store")], "{}");
+    let state = plugin.pre_filter(&pod, &nodes).state;
+    let refused = |nodes: &Nodes| {
+        let cycle = plugin.cycle(&pod, &state).unwrap_or_default();
+        plugin.filter_batch(&pod, &cycle, nodes, &[0, 1, 2]).iter().map(|m| m.node).collect::<Vec<_>>()
+    };
+    assert_eq!(refused(&nodes), [0, 1], "zone a holds the pod whose anti-affinity refuses it");
+    nodes.apply(2, false, vec![NodeChange::Upsert(node(1, "b", vec![]))]);
+    assert_eq!(refused(&nodes), [0], "n1 moved to zone b");
 }

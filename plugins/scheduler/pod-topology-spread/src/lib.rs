@@ -13,15 +13,15 @@
 //!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
-    ByValue, Code, DomainCounts, ExtensionPoints, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus, Nodes, PodInfo,
-    PreFilterResult, SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
+    ByValue, Code, DomainCounts, Domains, ExtensionPoints, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus, Nodes,
+    PerNode, PodInfo, PreFilterResult, SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
 };
 use serde::{Deserialize, Serialize};
 
@@ -111,6 +111,35 @@ pub struct PodTopologySpread {
     /// preemption's dry run asks again for every set of victims it tries, while a pod's
     /// `topologySpreadConstraints` cannot change.
     own: Memo<String, Vec<SpreadConstraint>>,
+    /// What PreFilter counted on each node, kept for the next pod that counts the same way.
+    pub counted: Matched,
+}
+
+/// Per node, what PreFilter counts there for each hard constraint (the matching pods, or none
+/// when the constraint leaves the node out; nothing at all for a node lacking a topology key),
+/// kept across cycles: pods of one workload count alike, and only the nodes changed since the
+/// last pod are counted again. Made for one way of counting (`key`: the constraints, the pod's
+/// namespace, node placement and tolerations) and forgotten when another comes.
+#[derive(Default)]
+pub struct Matched(Mutex<(String, PerNode<Vec<Option<i64>>>)>);
+
+impl Matched {
+    /// The kept counts for `key`, brought up to date with `count`.
+    fn with<R>(
+        &self,
+        key: String,
+        nodes: &Nodes,
+        count: impl FnMut(&NodeInfo) -> Vec<Option<i64>>,
+        f: impl FnOnce(&PerNode<Vec<Option<i64>>>) -> R,
+    ) -> R {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.0 != key {
+            kept.1.clear();
+            kept.0 = key;
+        }
+        kept.1.refresh(nodes, count);
+        f(&kept.1)
+    }
 }
 
 impl SpreadConstraint {
@@ -185,7 +214,7 @@ impl PodTopologySpread {
     /// The plugin with `defaults` for pods without constraints of their own.
     #[must_use]
     pub fn new(defaults: Vec<SpreadConstraint>) -> Self {
-        Self { defaults, own: Memo::default() }
+        Self { defaults, own: Memo::default(), counted: Matched::default() }
     }
 
     /// `pod`'s own constraints, read once per pod (a pod without a UID, as in tests, each time).
@@ -247,20 +276,40 @@ pub struct Counted {
     pub self_match: bool,
 }
 
-/// PreFilter's counting for the hard constraints over every node.
+/// PreFilter's counting for the hard constraints over every node, reusing what `matched` kept
+/// for the nodes that did not change.
 #[must_use]
-pub fn filter_counts(pod: &PodInfo, constraints: Vec<Constraint>, required: &Required, nodes: &Nodes) -> Vec<Counted> {
+pub fn filter_counts(
+    pod: &PodInfo,
+    constraints: Vec<Constraint>,
+    required: &Required,
+    nodes: &Nodes,
+    matched: &Matched,
+) -> Vec<Counted> {
     let mut counts = counts_for(&constraints, nodes);
-    for node in nodes.iter() {
-        if !has_all_keys(&counts, node.id) {
-            continue;
+    let key =
+        format!("{constraints:?} {} {:?} {:?} {:?}", pod.namespace, pod.node_selector, pod.affinity, pod.tolerations);
+    let domains: Vec<Arc<Domains>> = constraints.iter().map(|c| nodes.domains(&c.key)).collect();
+    let count = |node: &NodeInfo| {
+        if domains.iter().any(|d| d.of_node(node.id).is_none()) {
+            return Vec::new();
         }
-        for (c, counts) in constraints.iter().zip(&mut counts) {
-            if counts_node(c, pod, required, node) {
-                counts.add(node.id, matching_pods(node, c.selector.as_ref(), &pod.namespace));
+        let counted = |c: &Constraint| counts_node(c, pod, required, node);
+        constraints
+            .iter()
+            .map(|c| counted(c).then(|| matching_pods(node, c.selector.as_ref(), &pod.namespace)))
+            .collect()
+    };
+    matched.with(key, nodes, count, |kept| {
+        for node in nodes.iter() {
+            let Some(on_node) = kept.get(node.id) else { continue };
+            for (counts, n) in counts.iter_mut().zip(on_node) {
+                if let Some(n) = n {
+                    counts.add(node.id, *n);
+                }
             }
         }
-    }
+    });
     constraints
         .into_iter()
         .zip(&counts)
@@ -461,7 +510,7 @@ impl SchedulerPlugin for PodTopologySpread {
             Ok(required) => required,
             Err(e) => return failed(Status::error(e)),
         };
-        match encode(b'f', &filter_counts(pod, constraints, &required, nodes)) {
+        match encode(b'f', &filter_counts(pod, constraints, &required, nodes, &self.counted)) {
             Ok(state) => PreFilterResult { status: Status::success(), nodes: None, state },
             Err(status) => failed(status),
         }

@@ -60,9 +60,14 @@ fn plugin() -> PodTopologySpread {
 }
 
 fn fitting(pod: &PodInfo, nodes: &Nodes) -> Vec<String> {
-    let (constraints, _) = plugin().constraints(pod, "DoNotSchedule").unwrap_or_default();
+    fitting_with(&plugin(), pod, nodes)
+}
+
+/// The nodes that fit `pod`, counted by `plugin`, which keeps what it counted per node.
+fn fitting_with(plugin: &PodTopologySpread, pod: &PodInfo, nodes: &Nodes) -> Vec<String> {
+    let (constraints, _) = plugin.constraints(pod, "DoNotSchedule").unwrap_or_default();
     let required = Required::of(pod).unwrap_or_default();
-    let counted = filter_counts(pod, constraints, &required, nodes);
+    let counted = filter_counts(pod, constraints, &required, nodes, &plugin.counted);
     let ids: Vec<u32> = nodes.iter().map(|n| n.id).collect();
     let misfits = filter(&counted, nodes, &ids);
     let mut names: Vec<String> =
@@ -88,8 +93,31 @@ fn zone_and_node_constraints_leave_only_node4() {
 
 #[test]
 fn a_node_moved_to_another_zone_counts_there_on_the_next_cycle() {
+    // One plugin throughout: what it counted per node is kept from cycle to cycle.
+    let plugin = plugin();
+    let fitting = |pod: &PodInfo, nodes: &Nodes| fitting_with(&plugin, pod, nodes);
     let pod = incoming(&format!("[{ZONE}]"));
     let mut nodes = documented();
+    assert_eq!(fitting(&pod, &nodes), ["node3", "node4"]);
+    // The same constraint from a namespace without those pods: every zone at 0.
+    let mut elsewhere = pod.clone();
+    elsewhere.namespace = "other".into();
+    assert_eq!(fitting(&elsewhere, &nodes), ["node1", "node2", "node3", "node4"]);
+    assert_eq!(fitting(&pod, &nodes), ["node3", "node4"]);
+    // Two pods placed on node4 and gone again (usage only): zoneB 3 against zoneA 2, then back.
+    let node4_with = |pods: usize| {
+        let pods: Vec<PodSummary> = (0..pods).map(|i| foo_bar(&format!("node4-{i}"))).collect();
+        NodeChange::Usage(NodeUsage {
+            id: 4,
+            requested: Vec::new(),
+            pod_count: u32::try_from(pods.len()).unwrap_or(0),
+            used_ports: Vec::new(),
+            pods,
+        })
+    };
+    nodes.apply(2, false, vec![node4_with(2)]);
+    assert_eq!(fitting(&pod, &nodes), ["node1", "node2"]);
+    nodes.apply(2, false, vec![node4_with(0)]);
     assert_eq!(fitting(&pod, &nodes), ["node3", "node4"]);
     // node1 (with its pod) moves to zoneB: zoneA 1, zoneB 2, so only zoneA's node2 fits.
     nodes.apply(2, false, vec![NodeChange::Upsert(node(1, Some("zoneB"), 1))]);
@@ -117,7 +145,7 @@ fn reasons_are_upstreams() {
     let nodes = Nodes::from_nodes([node(1, Some("zoneA"), 2), node(2, Some("zoneB"), 0), node(5, None, 0)]);
     let pod = incoming(&format!("[{ZONE}]"));
     let (constraints, _) = plugin().constraints(&pod, "DoNotSchedule").unwrap_or_default();
-    let counted = filter_counts(&pod, constraints, &Required::default(), &nodes);
+    let counted = filter_counts(&pod, constraints, &Required::default(), &nodes, &plugin().counted);
     let misfits: Vec<_> =
         filter(&counted, &nodes, &[1, 2, 5]).into_iter().map(|m| (m.node, m.status.code, m.status.reasons)).collect();
     assert_eq!(
