@@ -439,10 +439,7 @@ impl Profile {
             return Ok(None);
         }
         let Some(grown) = nodes.get(id).map(|node| with_pods(node, &ahead)) else { return Ok(None) };
-        let Some(original) = nodes.try_node(grown) else { return Ok(None) };
-        let verdict = self.filter_node(nodes, pod, states, skipped, id);
-        nodes.undo_trial(original);
-        verdict
+        nodes.with_trial(grown, |nodes| self.filter_node(nodes, pod, states, skipped, id)).unwrap_or(Ok(None))
     }
 
     /// Runs the Filter plugins on one node: `None` when it fits, else the first failure.
@@ -748,10 +745,8 @@ impl SchedulerHost for DryRun {
             .collect();
         let trimmed = without_pods(original, removed);
         let trimmed = if ahead.is_empty() { trimmed } else { with_pods(&trimmed, &ahead) };
-        let Some(original) = log.try_node(trimmed) else { return Err(vec![format!("node {node} is gone")]) };
-        let verdict = self.filters(&log, node);
-        log.undo_trial(original);
-        verdict
+        log.with_trial(trimmed, |log| self.filters(log, node))
+            .unwrap_or_else(|| Err(vec![format!("node {node} is gone")]))
     }
 }
 

@@ -248,13 +248,13 @@ pub struct NodeLog {
     /// `changes` with each node's pods left out, for plugins that do not ask for them.
     bare_changes: Vec<NodeChange>,
     /// By handle: the generation of the change that gave the node what it holds now. A trial
-    /// ([`NodeLog::try_node`]) and its undoing leave it as it was.
+    /// ([`NodeLog::with_trial`]) and its undoing leave it as it was.
     settled: Vec<u64>,
     /// The trials undone, oldest first, each as the generations of its change and of its undoing
     /// and the node's handle; one at a time, so they never overlap. An instance synced after a
     /// node settled holds it as it is unless it synced during one of the node's trials.
     trials: Vec<(u64, u64, NodeId)>,
-    /// The trial not undone yet (its node and the generation of its change), sent like any change.
+    /// The trial under way (its node and the generation of its change), sent like any change.
     open_trial: Option<(NodeId, u64)>,
     /// Pods nominated to each node (`status.nominatedNodeName`) and not bound yet: not part of
     /// the nodes plugins see, but the framework's filter counts them (see [`NodeLog::nominated`]).
@@ -340,35 +340,24 @@ impl NodeLog {
         true
     }
 
-    /// Puts `trial` in place of the known node `trial.id` for a while (preemption's dry run: the
-    /// node without some pods, or with nominated ones) and returns the node it replaced, which
-    /// must go back with [`NodeLog::undo_trial`] before any other change. Instances that serve
-    /// calls meanwhile see the trial like any change; those that do not are never sent the
-    /// trial nor its undoing. `None` (and nothing changed) when there is no such node, or while
-    /// another trial is open: one at a time.
-    pub fn try_node(&mut self, trial: NodeInfo) -> Option<NodeInfo> {
+    /// Runs `f` with `trial` in place of the known node `trial.id` (preemption's dry run: the
+    /// node without some pods, or with nominated ones), then puts the node back. Instances that
+    /// serve calls meanwhile see the trial like any change; those that do not are never sent the
+    /// trial nor its undoing. `None` (and nothing run) when there is no such node.
+    pub fn with_trial<R>(&mut self, trial: NodeInfo, f: impl FnOnce(&Self) -> R) -> Option<R> {
         let id = trial.id;
-        if self.open_trial.is_some() {
-            return None;
-        }
         let original = self.get(id)?.clone();
-        let settled = self.settled.get(id as usize).copied().unwrap_or_default();
-        self.upsert(|_| trial, &original.name);
-        self.settled[id as usize] = settled;
-        self.open_trial = Some((id, self.generation));
-        Some(original)
-    }
-
-    /// Puts back the node [`NodeLog::try_node`] replaced.
-    pub fn undo_trial(&mut self, original: NodeInfo) {
-        let id = original.id;
-        let settled = self.settled.get(id as usize).copied().unwrap_or_default();
         let name = original.name.clone();
+        let settled = self.settled.get(id as usize).copied().unwrap_or_default();
+        self.upsert(|_| trial, &name);
+        let start = self.generation;
+        self.open_trial = Some((id, start));
+        let result = f(self);
         self.upsert(|_| original, &name);
         self.settled[id as usize] = settled;
-        if let Some((_, start)) = self.open_trial.take() {
-            self.trials.push((start, self.generation, id));
-        }
+        self.open_trial = None;
+        self.trials.push((start, self.generation, id));
+        Some(result)
     }
 
     /// The node whose trial was open when generation `held` was current, if any.
@@ -509,7 +498,7 @@ impl NodeLog {
     /// in them list no pods. A long run of changes comes without those a later one makes moot
     /// (see [`drop_moot`]): preemption's dry runs change a node and put it back, hundreds of times
     /// a cycle, and an instance that took no part needs none of it. Nor is it sent the trials of
-    /// a node it held before the first of them (see [`NodeLog::try_node`]): they were undone.
+    /// a node it held before the first of them (see [`NodeLog::with_trial`]): they were undone.
     #[must_use]
     pub fn changes_since(&self, held: u64, with_pods: bool) -> Option<Cow<'_, [NodeChange]>> {
         let index = self.change_generations.binary_search(&held).ok()?;
@@ -523,6 +512,9 @@ impl NodeLog {
             let id = changed_node(change);
             Some(id) != trial && Some(id) != open && self.settled.get(id as usize).is_some_and(|&at| at <= held)
         };
+        if changes.len() <= COMPACT_AFTER && !changes.iter().any(undone) {
+            return Some(Cow::Borrowed(changes));
+        }
         let mut keep: Vec<bool> = changes.iter().map(|change| !undone(change)).collect();
         if keep.iter().filter(|k| **k).count() > COMPACT_AFTER {
             drop_moot(changes, &mut keep);
@@ -1090,16 +1082,15 @@ mod tests {
         let before = log.generation();
         let first = log.changes.len();
         let trial = |pods: u32| NodeInfo { id: a, name: "a".into(), pod_count: pods, ..NodeInfo::empty() };
-        let original = log.try_node(trial(1)).unwrap_or_else(NodeInfo::empty);
-        let during = log.generation();
-        let sent = log.changes_since(before, true).unwrap_or_default();
-        assert!(matches!(&sent[..], [NodeChange::Usage(u)] if u.pod_count == 1), "the trial itself: {sent:?}");
-        assert!(log.try_node(trial(5)).is_none(), "one trial at a time");
-        log.undo_trial(original);
+        let during = log.with_trial(trial(1), |log| {
+            let sent = log.changes_since(before, true).unwrap_or_default();
+            assert!(matches!(&sent[..], [NodeChange::Usage(u)] if u.pod_count == 1), "the trial itself: {sent:?}");
+            log.generation()
+        });
+        let during = during.unwrap_or_default();
         let between = log.generation();
         for pods in 2..30 {
-            let original = log.try_node(trial(pods)).unwrap_or_else(NodeInfo::empty);
-            log.undo_trial(original);
+            log.with_trial(trial(pods), |_| ());
         }
         assert_eq!(log.changes_since(before, true).map(|c| c.len()), Some(0), "nothing to send");
         assert_eq!(log.changes_since(between, true).map(|c| c.len()), Some(0), "nor between trials");
@@ -1107,7 +1098,7 @@ mod tests {
         assert!(!sent_during.is_empty(), "the trial it holds must be undone");
         let mid_trial: Vec<NodeInfo> = applied(&start, &log.changes[first..=first]).into_values().collect();
         assert_eq!(applied(&mid_trial, &sent_during), applied(&start, &[]), "back to the node as it was");
-        assert!(log.try_node(NodeInfo { id: 99, ..NodeInfo::empty() }).is_none(), "no such node");
+        assert!(log.with_trial(NodeInfo { id: 99, ..NodeInfo::empty() }, |_| ()).is_none(), "no such node");
         // A real change of a after the trials reaches an instance from before them too.
         log.upsert(|id| NodeInfo { id, name: "a".into(), pod_count: 7, ..NodeInfo::empty() }, "a");
         let full = &log.changes[first..];

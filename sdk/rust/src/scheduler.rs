@@ -974,6 +974,37 @@ impl<T: Default> PerNode<T> {
     }
 }
 
+/// A [`PerNode`] behind a lock, made for one key (a way of deriving the values: the incoming
+/// pod's constraints, say) and forgotten when another key comes, so a plugin's `&self` methods
+/// can keep per-node work across cycles.
+pub struct NodeCache<K, T>(Mutex<(K, PerNode<T>)>);
+
+impl<K: Default, T> Default for NodeCache<K, T> {
+    fn default() -> Self {
+        Self(Mutex::new((K::default(), PerNode::default())))
+    }
+}
+
+impl<K: PartialEq, T: Default> NodeCache<K, T> {
+    /// Runs `f` with the values for `key`, brought up to date with `make` (see
+    /// [`PerNode::refresh`]); all of them made afresh when the key differs from the last one.
+    pub fn with<R>(
+        &self,
+        key: K,
+        nodes: &Nodes,
+        make: impl FnMut(&NodeInfo) -> T,
+        f: impl FnOnce(&PerNode<T>) -> R,
+    ) -> R {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.0 != key {
+            kept.1.clear();
+            kept.0 = key;
+        }
+        kept.1.refresh(nodes, make);
+        f(&kept.1)
+    }
+}
+
 /// One value a plugin made and the key it made it for, kept for when the same key comes back
 /// (the decoded cycle state, a pod's parsed fields): the last one only, behind a lock, so a
 /// plugin's `&self` methods can use it.

@@ -14,13 +14,13 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
 use capstan_plugin_sdk::scheduler::{
-    ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus,
-    Nodes, PerNode, PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
+    ByValue, Code, DomainCounts, Domains, ExtensionPoints, Label, MAX_NODE_SCORE, Memo, NodeCache, NodeId, NodeInfo,
+    NodeStatus, Nodes, PodInfo, PodSummary, PreFilterResult, SchedulerPlugin, Status, host, misfits,
 };
 use serde::{Deserialize, Serialize};
 
@@ -103,21 +103,12 @@ impl Namespaces {
 
 /// Existing pods' parsed affinity terms, per node, kept across cycles beside the node's
 /// [`Nodes::revision`]: each cycle walks every pod carrying terms, and only the nodes whose pods
-/// changed since are parsed again.
-#[derive(Default)]
-pub struct Affinities {
-    /// Per node, its pods' terms in the order of `NodeInfo::pods`.
-    by_node: Mutex<PerNode<Vec<Option<Affinity>>>>,
-}
+/// changed since are parsed again. In the order of `NodeInfo::pods` (see [`pod_terms`]).
+pub type Affinities = NodeCache<(), Vec<Option<Affinity>>>;
 
-impl Affinities {
-    /// Runs `f` with every node's pods' terms brought up to date; unparsable terms read as
-    /// none, as the pod was admitted with them.
-    fn with<R>(&self, nodes: &Nodes, f: impl FnOnce(&PerNode<Vec<Option<Affinity>>>) -> R) -> R {
-        let mut by_node = self.by_node.lock().unwrap_or_else(PoisonError::into_inner);
-        by_node.refresh(nodes, |node| node.pods.iter().map(|p| p.affinity.as_deref().map(parse_or_none)).collect());
-        f(&by_node)
-    }
+/// `node`'s pods' terms; unparsable terms read as none, as the pod was admitted with them.
+fn pod_terms(node: &NodeInfo) -> Vec<Option<Affinity>> {
+    node.pods.iter().map(|p| p.affinity.as_deref().map(parse_or_none)).collect()
 }
 
 /// `node`'s pods beside their `terms`.
@@ -348,7 +339,7 @@ pub fn filter_state(
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let (mut existing_anti, mut anti) = (Tally::default(), Tally::default());
     let mut per_term: Vec<Tally> = required_affinity.iter().map(|_| Tally::default()).collect();
-    affinities.with(nodes, |terms| {
+    affinities.with((), nodes, pod_terms, |terms| {
         for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
             let Some(node_terms) = terms.get(node.id) else { continue };
             for (existing, theirs) in with_terms(node, node_terms) {
@@ -426,7 +417,7 @@ impl InterPodAffinity {
         let mut scores = Tally::default();
         let preferred = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
         let preferred_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
-        self.affinities.with(nodes, |terms| {
+        self.affinities.with((), nodes, pod_terms, |terms| {
             for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
                 let Some(node_terms) = terms.get(node.id) else { continue };
                 let mut add = |key: &str, weight: i64| scores.add(nodes, key, node.id, weight);

@@ -13,15 +13,15 @@
 //!   3, both `ScheduleAnyway`), counting the pods selected by the Services, `ReplicationControllers`,
 //!   ReplicaSets and `StatefulSets` that select the pod (asked of the host); none → no constraints.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use capstan_plugin_sdk::json;
 use capstan_plugin_sdk::scheduler::node_affinity::Required;
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode};
 use capstan_plugin_sdk::scheduler::{
-    ByValue, Code, DomainCounts, Domains, ExtensionPoints, MAX_NODE_SCORE, Memo, NodeId, NodeInfo, NodeStatus, Nodes,
-    PerNode, PodInfo, PreFilterResult, SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
+    ByValue, Code, DomainCounts, Domains, ExtensionPoints, MAX_NODE_SCORE, Memo, NodeCache, NodeId, NodeInfo,
+    NodeStatus, Nodes, PodInfo, PreFilterResult, SchedulerPlugin, Status, TaintEffect, host, misfits, unknown_node,
 };
 use serde::{Deserialize, Serialize};
 
@@ -120,27 +120,7 @@ pub struct PodTopologySpread {
 /// kept across cycles: pods of one workload count alike, and only the nodes changed since the
 /// last pod are counted again. Made for one way of counting (`key`: the constraints, the pod's
 /// namespace, node placement and tolerations) and forgotten when another comes.
-#[derive(Default)]
-pub struct Matched(Mutex<(String, PerNode<Vec<Option<i64>>>)>);
-
-impl Matched {
-    /// The kept counts for `key`, brought up to date with `count`.
-    fn with<R>(
-        &self,
-        key: String,
-        nodes: &Nodes,
-        count: impl FnMut(&NodeInfo) -> Vec<Option<i64>>,
-        f: impl FnOnce(&PerNode<Vec<Option<i64>>>) -> R,
-    ) -> R {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.0 != key {
-            kept.1.clear();
-            kept.0 = key;
-        }
-        kept.1.refresh(nodes, count);
-        f(&kept.1)
-    }
-}
+pub type Matched = NodeCache<String, Vec<Option<i64>>>;
 
 impl SpreadConstraint {
     fn prepare(&self, pod: &PodInfo, selector: Option<LabelSelector>) -> Constraint {
@@ -255,9 +235,9 @@ pub fn matching_pods(node: &NodeInfo, selector: Option<&LabelSelector>, namespac
         as i64
 }
 
-/// Whether node `id` has the topology key of every constraint (one count per constraint).
-fn has_all_keys(counts: &[DomainCounts], id: NodeId) -> bool {
-    counts.iter().all(|c| c.domains().of_node(id).is_some())
+/// Whether node `id` has the topology key of every constraint (its domains, one per constraint).
+fn has_all_keys<'a>(domains: impl IntoIterator<Item = &'a Domains>, id: NodeId) -> bool {
+    domains.into_iter().all(|d| d.of_node(id).is_some())
 }
 
 /// A fresh count per constraint, in the constraints' order.
@@ -291,7 +271,7 @@ pub fn filter_counts(
         format!("{constraints:?} {} {:?} {:?} {:?}", pod.namespace, pod.node_selector, pod.affinity, pod.tolerations);
     let domains: Vec<Arc<Domains>> = constraints.iter().map(|c| nodes.domains(&c.key)).collect();
     let count = |node: &NodeInfo| {
-        if domains.iter().any(|d| d.of_node(node.id).is_none()) {
+        if !has_all_keys(domains.iter().map(AsRef::as_ref), node.id) {
             return Vec::new();
         }
         let counted = |c: &Constraint| counts_node(c, pod, required, node);
@@ -376,7 +356,7 @@ pub fn score_state(
     let mut counts = counts_for(&constraints, all);
     let mut ignored = Vec::new();
     for node in nodes {
-        if require_all && !has_all_keys(&counts, node.id) {
+        if require_all && !has_all_keys(counts.iter().map(DomainCounts::domains), node.id) {
             ignored.push(node.id);
             continue;
         }
@@ -395,7 +375,7 @@ pub fn score_state(
         })
         .collect();
     for node in all.iter() {
-        if require_all && !has_all_keys(&counts, node.id) {
+        if require_all && !has_all_keys(counts.iter().map(DomainCounts::domains), node.id) {
             continue;
         }
         for (c, counts) in constraints.iter().zip(&mut counts) {
