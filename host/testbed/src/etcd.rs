@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{TestbedError, ensure_installed, free_port};
+use crate::{TestbedError, ensure_installed, free_ports};
 
 /// A running single-member etcd cluster, stopped when dropped.
 ///
@@ -21,15 +21,29 @@ pub struct EtcdServer {
 
 impl EtcdServer {
     /// Installs etcd when missing, starts a member on free ports and waits until it serves.
+    ///
+    /// A port found free can be taken by another process before etcd binds it (tests start
+    /// members side by side), so a start that fails on a port in use is tried again on new ports.
     pub fn start() -> Result<Self, TestbedError> {
         ensure_installed("etcd", "etcd")?;
+        let mut attempt = 1;
+        loop {
+            match Self::start_once() {
+                Err(TestbedError::Start { reason, .. }) if attempt < 5 && reason.contains("address already in use") => {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn start_once() -> Result<Self, TestbedError> {
         let start_error = |reason: String| TestbedError::Start { what: "etcd".into(), reason };
         let dir = tempfile::Builder::new()
             .prefix("capstan-etcd-")
             .tempdir()
             .map_err(|e| start_error(format!("cannot create a data directory: {e}")))?;
-        let client_port = free_port().map_err(|e| start_error(format!("no free port: {e}")))?;
-        let peer_port = free_port().map_err(|e| start_error(format!("no free port: {e}")))?;
+        let [client_port, peer_port] = free_ports().map_err(|e| start_error(format!("no free port: {e}")))?;
         let endpoint = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = File::create(dir.path().join("etcd.log")).map_err(|e| start_error(e.to_string()))?;
