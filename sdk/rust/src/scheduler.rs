@@ -189,6 +189,11 @@ pub struct Nodes {
     revisions: Vec<u64>,
     /// The last revision handed out; kept through a reset, so a revision never repeats.
     clock: u64,
+    /// The latest revisions handed out, oldest first, each with its node: what [`PerNode`]
+    /// brings up to date instead of looking at every node.
+    touched: std::collections::VecDeque<(u64, NodeId)>,
+    /// Which node set this is (a reset makes a new one): what [`PerNode`] last refreshed from.
+    instance: NodeSetId,
     len: usize,
     generation: u64,
     pods_with_affinity: usize,
@@ -196,6 +201,20 @@ pub struct Nodes {
     with_images: usize,
     unschedulable: usize,
 }
+
+/// A number telling node sets apart, new for each (and after each reset).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NodeSetId(u64);
+
+impl Default for NodeSetId {
+    fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// How many of the latest revisions [`Nodes`] remembers by node.
+const TOUCHED: usize = 1024;
 
 /// The error for a node handle the instance does not know.
 #[must_use]
@@ -307,6 +326,18 @@ impl Nodes {
         }
         self.clock += 1;
         self.revisions[id] = self.clock;
+        if self.touched.len() == TOUCHED {
+            self.touched.pop_front();
+        }
+        self.touched.push_back((self.clock, id as NodeId));
+    }
+
+    /// The nodes given a revision after `clock` by this node set (`set`), when it still
+    /// remembers them all; a node may be named more than once.
+    fn touched_since(&self, (set, clock): (NodeSetId, u64)) -> Option<impl Iterator<Item = NodeId>> {
+        let oldest = self.touched.front().map_or(self.clock, |&(revision, _)| revision - 1);
+        (set == self.instance && clock >= oldest && clock <= self.clock)
+            .then(|| self.touched.iter().filter(move |&&(revision, _)| revision > clock).map(|&(_, id)| id))
     }
 
     /// The domains of label `key`: every node's value of it, numbered. Built once and reused
@@ -539,7 +570,18 @@ impl DomainCounts {
     /// The counted domains' counts by value, in domain order, for cycle state.
     #[must_use]
     pub fn by_value(&self) -> ByValue {
-        self.counts.iter().enumerate().filter_map(|(d, n)| n.map(|n| (self.domains.value(d).to_owned(), n))).collect()
+        self.counted_values().map(|(value, n)| (value.to_owned(), n)).collect()
+    }
+
+    fn counted_values(&self) -> impl Iterator<Item = (&str, i64)> {
+        self.counts.iter().enumerate().filter_map(|(d, n)| n.map(|n| (self.domains.value(d), n)))
+    }
+}
+
+/// Written as its [`DomainCounts::by_value`] would be, without copying the values.
+impl serde::Serialize for DomainCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.counted_values())
     }
 }
 
@@ -939,19 +981,26 @@ pub mod node_affinity {
 pub struct PerNode<T> {
     /// By node handle: the revision the value was made at (0 for none) and the value.
     kept: Vec<(u64, T)>,
+    /// The node set and its clock at the last refresh.
+    refreshed: Option<(NodeSetId, u64)>,
 }
 
 impl<T> Default for PerNode<T> {
     fn default() -> Self {
-        Self { kept: Vec::new() }
+        Self { kept: Vec::new(), refreshed: None }
     }
 }
 
 impl<T: Default> PerNode<T> {
     /// Brings every node's value up to date: `make` is called for each node that is new or
-    /// changed since its value was made.
+    /// changed since its value was made. Only the nodes changed since the last refresh are looked
+    /// at when the node set still remembers them (see [`Nodes::revision`]).
     pub fn refresh(&mut self, nodes: &Nodes, mut make: impl FnMut(&NodeInfo) -> T) {
-        for node in nodes.iter() {
+        if self.refreshed.is_some_and(|(set, _)| set != nodes.instance) {
+            // Another node set (or this one reset): its revisions say nothing about these.
+            self.clear();
+        }
+        let mut bring = |node: &NodeInfo| {
             let (id, revision) = (node.id as usize, nodes.revision(node.id));
             if self.kept.len() <= id {
                 self.kept.resize_with(id + 1, || (0, T::default()));
@@ -959,7 +1008,12 @@ impl<T: Default> PerNode<T> {
             if self.kept[id].0 != revision {
                 self.kept[id] = (revision, make(node));
             }
+        };
+        match self.refreshed.and_then(|since| nodes.touched_since(since)) {
+            Some(changed) => changed.filter_map(|id| nodes.get(id)).for_each(&mut bring),
+            None => nodes.iter().for_each(&mut bring),
         }
+        self.refreshed = Some((nodes.instance, nodes.clock));
     }
 
     /// Node `id`'s value as of the last [`PerNode::refresh`].
@@ -971,6 +1025,7 @@ impl<T: Default> PerNode<T> {
     /// Forgets every value: what they were made from changed.
     pub fn clear(&mut self) {
         self.kept.clear();
+        self.refreshed = None;
     }
 }
 
@@ -1002,6 +1057,11 @@ impl<K: PartialEq, T: Default> NodeCache<K, T> {
         }
         kept.1.refresh(nodes, make);
         f(&kept.1)
+    }
+
+    /// Forgets every value (what they were made from changed).
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).1.clear();
     }
 }
 
@@ -1579,21 +1639,44 @@ mod tests {
     fn per_node_values_are_made_again_only_for_changed_nodes() {
         let mut nodes = Nodes::from_nodes([node(0, None), node(1, None), node(2, None)]);
         let mut per_node = super::PerNode::<u32>::default();
-        let mut made = Vec::new();
-        let mut refresh = |nodes: &Nodes, per_node: &mut super::PerNode<u32>| {
+        let made = std::cell::RefCell::new(Vec::new());
+        let refresh = |nodes: &Nodes, per_node: &mut super::PerNode<u32>| {
+            made.borrow_mut().clear();
             per_node.refresh(nodes, |n| {
-                made.push(n.id);
+                made.borrow_mut().push(n.id);
                 n.pod_count
             });
+            made.borrow().clone()
         };
-        refresh(&nodes, &mut per_node);
-        refresh(&nodes, &mut per_node);
-        let usage = NodeUsage { id: 1, requested: Vec::new(), pod_count: 4, used_ports: Vec::new(), pods: Vec::new() };
-        nodes.apply(2, false, vec![NodeChange::Usage(usage), NodeChange::Remove(2)]);
-        refresh(&nodes, &mut per_node);
+        assert_eq!(refresh(&nodes, &mut per_node), [0, 1, 2], "every node once");
+        assert_eq!(refresh(&nodes, &mut per_node), Vec::<u32>::new());
+        let usage = |id, pod_count| {
+            NodeChange::Usage(NodeUsage {
+                id,
+                requested: Vec::new(),
+                pod_count,
+                used_ports: Vec::new(),
+                pods: Vec::new(),
+            })
+        };
+        nodes.apply(2, false, vec![usage(1, 4), NodeChange::Remove(2)]);
+        assert_eq!(refresh(&nodes, &mut per_node), [1]);
         assert_eq!(per_node.get(1), Some(&4));
         per_node.clear();
-        refresh(&nodes, &mut per_node);
-        assert_eq!(made, [0, 1, 2, 1, 0, 1], "every node once, then node 1, then all after clear");
+        assert_eq!(refresh(&nodes, &mut per_node), [0, 1], "all after clear");
+        // More changes than the nodes remember: every node is looked at, and node 1, changed
+        // before the ones remembered, is made too.
+        nodes.apply(3, false, vec![usage(1, 5)]);
+        for generation in 4..4 + super::TOUCHED as u64 {
+            nodes.apply(generation, false, vec![usage(0, 7)]);
+        }
+        assert_eq!(refresh(&nodes, &mut per_node), [0, 1]);
+        assert_eq!(per_node.get(0), Some(&7));
+        // Another node set, or this one reset, is made afresh, though its revisions may repeat.
+        let other = Nodes::from_nodes([node(0, None), node(1, None)]);
+        assert_eq!(refresh(&other, &mut per_node), [0, 1]);
+        assert_eq!(per_node.get(0), Some(&0));
+        nodes.apply(9999, true, vec![NodeChange::Upsert(node(1, None))]);
+        assert_eq!(refresh(&nodes, &mut per_node), [1]);
     }
 }

@@ -14,7 +14,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use capstan_plugin_sdk::scheduler::selector::LabelSelector;
 use capstan_plugin_sdk::scheduler::state::{decode, encode, same};
@@ -123,6 +123,109 @@ fn parse_or_none(json: &str) -> Affinity {
     parse_affinity(Some(json)).unwrap_or_default()
 }
 
+/// What one node's pods add to a cycle's tallies: (tally, topology key, number), the tallies
+/// numbered by the caller and the keys by [`Kept::keys`].
+type Adds = Vec<(usize, usize, i64)>;
+
+/// Per node, what its pods add to PreFilter's or PreScore's tallies, kept across cycles beside the
+/// node's revision for one way of matching (the incoming pod's namespace, labels and terms, and
+/// its namespace's labels): pods of one workload match alike, so each cycle matches only the
+/// pods of the nodes changed since the last one.
+pub type Contributions = NodeCache<String, Adds>;
+
+/// What the plugin keeps across cycles, per node.
+#[derive(Default)]
+pub struct Kept {
+    /// Existing pods' parsed terms.
+    pub affinities: Affinities,
+    /// What PreFilter counted on each node.
+    pub filtered: Contributions,
+    /// What PreScore summed on each node.
+    pub scored: Contributions,
+    /// The topology keys [`Adds`] name, by number: summing compares no strings.
+    keys: Mutex<Vec<String>>,
+}
+
+/// More topology keys than any real cluster uses: past it, the numbering starts over.
+const MAX_KEYS: usize = 1024;
+
+/// `tallies` tallies over every node's pods: `match_pod` says what each existing pod (beside its
+/// parsed terms) adds to which tally. What a node adds is kept in `kept` under `way` (see
+/// [`Contributions`]), or matched afresh when there is no `way` to key it by.
+fn tally(
+    nodes: &Nodes,
+    kept: &Kept,
+    (cache, way): (&Contributions, Option<String>),
+    tallies: usize,
+    match_pod: impl Fn(&PodSummary, Option<&Affinity>, &mut dyn FnMut(usize, &str, i64)),
+) -> Vec<Tally> {
+    let mut keys = kept.keys.lock().unwrap_or_else(PoisonError::into_inner);
+    if keys.len() > MAX_KEYS {
+        keys.clear();
+        kept.filtered.clear();
+        kept.scored.clear();
+    }
+    let keys = RefCell::new(keys);
+    let mut out: Vec<Tally> = std::iter::repeat_with(Tally::default).take(tallies).collect();
+    kept.affinities.with((), nodes, pod_terms, |terms| {
+        let adds_of = |node: &NodeInfo| {
+            let mut adds = Adds::new();
+            let mut keys = keys.borrow_mut();
+            for (existing, theirs) in terms.get(node.id).map(|t| with_terms(node, t)).into_iter().flatten() {
+                match_pod(existing, theirs, &mut |slot, key, n| {
+                    let key = keys.iter().position(|k| k == key).unwrap_or_else(|| {
+                        keys.push(key.to_owned());
+                        keys.len() - 1
+                    });
+                    match adds.iter_mut().find(|(s, k, _)| (*s, *k) == (slot, key)) {
+                        Some(add) => add.2 += n,
+                        None => adds.push((slot, key, n)),
+                    }
+                });
+            }
+            adds
+        };
+        // Per tally, per key number: where the key's counts are in the tally, once looked up.
+        let mut at: Vec<Vec<Option<usize>>> = vec![Vec::new(); tallies];
+        let mut sum = |id: NodeId, adds: &Adds| {
+            for &(slot, key, n) in adds {
+                let (tally, at) = (&mut out[slot], &mut at[slot]);
+                if at.len() <= key {
+                    at.resize(key + 1, None);
+                }
+                let i = *at[key].get_or_insert_with(|| tally.of_key(nodes, &keys.borrow()[key]));
+                tally.0[i].add(id, n);
+            }
+        };
+        let with_pods = || nodes.iter().filter(|n| !n.pods.is_empty());
+        match way {
+            Some(way) => cache.with(way, nodes, adds_of, |kept| {
+                for node in with_pods() {
+                    sum(node.id, kept.get(node.id).unwrap_or(&Adds::new()));
+                }
+            }),
+            None => with_pods().for_each(|node| sum(node.id, &adds_of(node))),
+        }
+    });
+    out
+}
+
+/// The key of a way of matching: the incoming pod's namespace, labels and its namespace's labels
+/// (what existing pods' terms match) and the terms it `wrote`; `None` when one of its `terms`
+/// selects namespaces by label, since other namespaces' labels would then count too.
+fn way_of_matching<'a>(
+    pod: &PodInfo,
+    namespaces: &Namespaces,
+    mut terms: impl Iterator<Item = &'a Term>,
+    wrote: impl std::fmt::Debug,
+) -> Option<String> {
+    if terms.any(|t| t.namespace_selector.is_some()) {
+        return None;
+    }
+    let own = namespaces.labels(&pod.namespace);
+    Some(format!("{} {:?} {own:?} {wrote:?}", pod.namespace, pod.labels))
+}
+
 /// A pod as a term is matched against: namespace and labels.
 pub struct Target<'a> {
     /// Its namespace.
@@ -173,8 +276,9 @@ pub struct FilterState {
 /// What PreScore sums per domain, for Score.
 pub type ScoreState = PerDomain;
 
-/// PreFilter's counts as this instance numbers the domains: what Filter reads.
-#[derive(Default)]
+/// PreFilter's counts as this instance numbers the domains: what Filter reads. It is written as
+/// the [`FilterState`] it stands for (the same fields), without copying the domains' values.
+#[derive(Default, Serialize)]
 pub struct Numbered {
     existing_anti: Tally,
     affinity: Vec<Tally>,
@@ -211,22 +315,27 @@ impl Numbered {
 }
 
 /// Filter's state in this instance: the values the cycle state carried and, once a Filter call
-/// had the nodes at hand (or PreFilter made them here), the same counts numbered.
+/// had the nodes at hand, the same counts numbered; or, when PreFilter made them here, the
+/// numbered counts alone (their values are read off them when needed).
 #[derive(Default)]
 pub struct Decoded {
-    /// The counts by domain value.
-    pub values: FilterState,
+    values: OnceLock<FilterState>,
     numbered: OnceLock<Numbered>,
 }
 
 impl Decoded {
+    /// The counts by domain value.
+    pub fn values(&self) -> &FilterState {
+        self.values.get_or_init(|| self.numbered.get().map(Numbered::values).unwrap_or_default())
+    }
+
     /// Runs `f` with the counts numbered as `nodes` number domains: those kept when still
     /// current, else numbered from the values (and kept, the first time).
     fn with_numbered<R>(&self, nodes: &Nodes, f: impl FnOnce(&Numbered) -> R) -> R {
         match self.numbered.get() {
             Some(numbered) if numbered.current(nodes) => f(numbered),
-            Some(_) => f(&Numbered::from_values(nodes, &self.values)),
-            None => f(self.numbered.get_or_init(|| Numbered::from_values(nodes, &self.values))),
+            Some(_) => f(&Numbered::from_values(nodes, self.values())),
+            None => f(self.numbered.get_or_init(|| Numbered::from_values(nodes, self.values()))),
         }
     }
 }
@@ -235,20 +344,26 @@ impl Decoded {
 #[derive(Default)]
 struct Tally(Vec<DomainCounts>);
 
+/// Written as its [`Tally::by_value`] would be.
+impl Serialize for Tally {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut counted: Vec<&DomainCounts> = self.0.iter().filter(|c| !c.is_empty()).collect();
+        counted.sort_by(|a, b| a.domains().key().cmp(b.domains().key()));
+        serializer.collect_map(counted.into_iter().map(|c| (c.domains().key(), c)))
+    }
+}
+
 impl Tally {
     fn from_values(nodes: &Nodes, per_domain: &PerDomain) -> Self {
         Self(per_domain.iter().map(|(key, values)| DomainCounts::from_values(nodes, key, values)).collect())
     }
 
-    /// Adds `n` to node `id`'s domain of `key` (nothing when the node lacks the key).
-    fn add(&mut self, nodes: &Nodes, key: &str, id: NodeId, n: i64) {
-        let at = if let Some(at) = self.0.iter().position(|c| c.domains().key() == key) {
-            at
-        } else {
+    /// Where the counts of `key` are, made empty if none were counted yet.
+    fn of_key(&mut self, nodes: &Nodes, key: &str) -> usize {
+        self.0.iter().position(|c| c.domains().key() == key).unwrap_or_else(|| {
             self.0.push(DomainCounts::new(nodes, key));
             self.0.len() - 1
-        };
-        self.0[at].add(id, n);
+        })
     }
 
     /// The counts of topology key `key`, if any domain of it was counted.
@@ -287,8 +402,8 @@ pub struct InterPodAffinity {
     /// `hardPodAffinityWeight`: what an existing pod's *required* affinity term matching the
     /// incoming pod adds to scores (upstream default 1).
     pub hard_pod_affinity_weight: i64,
-    /// Existing pods' terms, parsed again only when their node's pods change.
-    pub affinities: Affinities,
+    /// Existing pods' parsed terms and what they added to tallies, per node, kept across cycles.
+    pub kept: Kept,
     /// The last Filter state made or decoded, with its bytes: a cycle hands the same state to
     /// every Filter batch and to PreScore, and with thousands of domains decoding and numbering
     /// it costs far more than comparing the bytes. PreFilter leaves its own counts here, so
@@ -300,15 +415,15 @@ impl InterPodAffinity {
     /// The plugin with `hardPodAffinityWeight` = `weight`.
     #[must_use]
     pub fn new(weight: i64) -> Self {
-        Self { hard_pod_affinity_weight: weight, affinities: Affinities::default(), decoded: Memo::default() }
+        Self { hard_pod_affinity_weight: weight, kept: Kept::default(), decoded: Memo::default() }
     }
 
     fn filter_state(&self, state: &[u8]) -> Result<Arc<Decoded>, Status> {
         self.decoded.get_or_try(
             |bytes| same(bytes, state),
             || {
-                let values = decode(state)?.map(|(_, v)| v).unwrap_or_default();
-                Ok((state.to_vec(), Decoded { values, numbered: OnceLock::new() }))
+                let values: FilterState = decode(state)?.map(|(_, v)| v).unwrap_or_default();
+                Ok((state.to_vec(), Decoded { values: OnceLock::from(values), numbered: OnceLock::new() }))
             },
         )
     }
@@ -332,36 +447,35 @@ pub fn filter_state(
     affinity: &Affinity,
     nodes: &Nodes,
     namespaces: &Namespaces,
-    affinities: &Affinities,
+    kept: &Kept,
 ) -> Numbered {
     let incoming = Target { namespace: &pod.namespace, labels: &pod.labels };
     let required_affinity = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
     let required_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.required[..]);
-    let (mut existing_anti, mut anti) = (Tally::default(), Tally::default());
-    let mut per_term: Vec<Tally> = required_affinity.iter().map(|_| Tally::default()).collect();
-    affinities.with((), nodes, pod_terms, |terms| {
-        for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
-            let Some(node_terms) = terms.get(node.id) else { continue };
-            for (existing, theirs) in with_terms(node, node_terms) {
-                let target = Target { namespace: &existing.namespace, labels: &existing.labels };
-                for term in theirs.and_then(|a| a.pod_anti_affinity.as_ref()).iter().flat_map(|a| &a.required) {
-                    if term.matches(&existing.namespace, &incoming, namespaces) {
-                        existing_anti.add(nodes, &term.topology_key, node.id, 1);
-                    }
-                }
-                for (term, tally) in required_affinity.iter().zip(&mut per_term) {
-                    if term.matches(&pod.namespace, &target, namespaces) {
-                        tally.add(nodes, &term.topology_key, node.id, 1);
-                    }
-                }
-                for term in required_anti {
-                    if term.matches(&pod.namespace, &target, namespaces) {
-                        anti.add(nodes, &term.topology_key, node.id, 1);
-                    }
+    // Tallies: 0 existing pods' anti-affinity, 1 the pod's anti-affinity, 2.. its affinity terms.
+    let wrote = (required_affinity, required_anti);
+    let way = way_of_matching(pod, namespaces, required_affinity.iter().chain(required_anti), wrote);
+    let mut tallies =
+        tally(nodes, kept, (&kept.filtered, way), 2 + required_affinity.len(), |existing, theirs, add| {
+            let target = Target { namespace: &existing.namespace, labels: &existing.labels };
+            for term in theirs.and_then(|a| a.pod_anti_affinity.as_ref()).iter().flat_map(|a| &a.required) {
+                if term.matches(&existing.namespace, &incoming, namespaces) {
+                    add(0, &term.topology_key, 1);
                 }
             }
-        }
-    });
+            for term in required_anti {
+                if term.matches(&pod.namespace, &target, namespaces) {
+                    add(1, &term.topology_key, 1);
+                }
+            }
+            for (i, term) in required_affinity.iter().enumerate() {
+                if term.matches(&pod.namespace, &target, namespaces) {
+                    add(2 + i, &term.topology_key, 1);
+                }
+            }
+        });
+    let per_term = tallies.split_off(2);
+    let [existing_anti, anti] = <[Tally; 2]>::try_from(tallies).unwrap_or_default();
     Numbered {
         existing_anti,
         affinity: per_term,
@@ -414,46 +528,40 @@ impl InterPodAffinity {
         namespaces: &Namespaces,
     ) -> ScoreState {
         let incoming = Target { namespace: &pod.namespace, labels: &pod.labels };
-        let mut scores = Tally::default();
         let preferred = affinity.pod_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
         let preferred_anti = affinity.pod_anti_affinity.as_ref().map_or(&[][..], |a| &a.preferred[..]);
-        self.affinities.with((), nodes, pod_terms, |terms| {
-            for node in nodes.iter().filter(|n| !n.pods.is_empty()) {
-                let Some(node_terms) = terms.get(node.id) else { continue };
-                let mut add = |key: &str, weight: i64| scores.add(nodes, key, node.id, weight);
-                for (existing, theirs) in with_terms(node, node_terms) {
-                    let target = Target { namespace: &existing.namespace, labels: &existing.labels };
-                    for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
-                        for w in terms {
-                            if w.pod_affinity_term.matches(&pod.namespace, &target, namespaces) {
-                                add(&w.pod_affinity_term.topology_key, sign * w.weight);
-                            }
-                        }
-                    }
-                    let Some(theirs) = theirs else { continue };
-                    if let Some(a) = &theirs.pod_affinity {
-                        for term in &a.required {
-                            if self.hard_pod_affinity_weight > 0
-                                && term.matches(&existing.namespace, &incoming, namespaces)
-                            {
-                                add(&term.topology_key, self.hard_pod_affinity_weight);
-                            }
-                        }
-                        for w in &a.preferred {
-                            if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
-                                add(&w.pod_affinity_term.topology_key, w.weight);
-                            }
-                        }
-                    }
-                    for w in theirs.pod_anti_affinity.iter().flat_map(|a| &a.preferred) {
-                        if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
-                            add(&w.pod_affinity_term.topology_key, -w.weight);
-                        }
+        let terms = preferred.iter().chain(preferred_anti).map(|w| &w.pod_affinity_term);
+        let way = way_of_matching(pod, namespaces, terms, (preferred, preferred_anti));
+        let kept = &self.kept;
+        let tallies = tally(nodes, kept, (&kept.scored, way), 1, |existing, theirs, add| {
+            let target = Target { namespace: &existing.namespace, labels: &existing.labels };
+            for (terms, sign) in [(preferred, 1), (preferred_anti, -1)] {
+                for w in terms {
+                    if w.pod_affinity_term.matches(&pod.namespace, &target, namespaces) {
+                        add(0, &w.pod_affinity_term.topology_key, sign * w.weight);
                     }
                 }
             }
+            let Some(theirs) = theirs else { return };
+            if let Some(a) = &theirs.pod_affinity {
+                for term in &a.required {
+                    if self.hard_pod_affinity_weight > 0 && term.matches(&existing.namespace, &incoming, namespaces) {
+                        add(0, &term.topology_key, self.hard_pod_affinity_weight);
+                    }
+                }
+                for w in &a.preferred {
+                    if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
+                        add(0, &w.pod_affinity_term.topology_key, w.weight);
+                    }
+                }
+            }
+            for w in theirs.pod_anti_affinity.iter().flat_map(|a| &a.preferred) {
+                if w.pod_affinity_term.matches(&existing.namespace, &incoming, namespaces) {
+                    add(0, &w.pod_affinity_term.topology_key, -w.weight);
+                }
+            }
         });
-        scores.by_value()
+        tallies.first().map(Tally::by_value).unwrap_or_default()
     }
 }
 
@@ -526,11 +634,11 @@ impl SchedulerPlugin for InterPodAffinity {
         if !required && !any_existing_affinity(nodes) {
             return skip;
         }
-        let numbered = filter_state(pod, &affinity, nodes, &Namespaces::default(), &self.affinities);
-        let values = numbered.values();
-        match encode(b'f', &values) {
+        let numbered = filter_state(pod, &affinity, nodes, &Namespaces::default(), &self.kept);
+        match encode(b'f', &numbered) {
             Ok(state) => {
-                self.decoded.set(state.clone(), Decoded { values, numbered: OnceLock::from(numbered) });
+                self.decoded
+                    .set(state.clone(), Decoded { values: OnceLock::new(), numbered: OnceLock::from(numbered) });
                 PreFilterResult { status: Status::success(), nodes: None, state }
             }
             Err(status) => PreFilterResult { status, nodes: None, state: Vec::new() },

@@ -2,12 +2,13 @@
 //! and anti-affinity" (the `security: S1` example and the redis/web-store co-location example).
 
 use super::{
-    AFFINITY_REASON, ANTI_AFFINITY_REASON, Affinities, Affinity, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity,
-    Namespaces, filter, filter_state, normalize, score,
+    AFFINITY_REASON, ANTI_AFFINITY_REASON, Affinity, EXISTING_ANTI_AFFINITY_REASON, InterPodAffinity, Kept, Namespaces,
+    filter, filter_state, normalize, score,
 };
 use capstan_plugin_sdk::scheduler::{
     Code, Label, NodeChange, NodeInfo, NodeUsage, Nodes, PodInfo, PodSummary, host, labels,
 };
+use std::cell::Cell;
 use std::rc::Rc;
 
 fn node(id: u32, zone: &str, pods: Vec<PodSummary>) -> NodeInfo {
@@ -41,7 +42,7 @@ fn pod(pairs: &[(&str, &str)], affinity: &str) -> (PodInfo, Affinity) {
 }
 
 fn verdicts(pod: &PodInfo, affinity: &Affinity, nodes: &Nodes) -> Vec<(String, Code, Vec<String>)> {
-    let state = filter_state(pod, affinity, nodes, &Namespaces::default(), &Affinities::default());
+    let state = filter_state(pod, affinity, nodes, &Namespaces::default(), &Kept::default());
     let ids: Vec<u32> = nodes.iter().map(|n| n.id).collect();
     let misfits = filter(affinity, &state, nodes, &ids);
     let mut out: Vec<_> = nodes
@@ -119,10 +120,10 @@ fn anti_affinity_spreads_replicas_one_per_node_both_ways() {
 
 #[test]
 fn existing_pods_terms_follow_their_nodes_across_cycles() {
-    let affinities = Affinities::default();
+    let kept = Kept::default();
     let (plain, parsed) = pod(&[("app", "store")], "{}");
     let refused = |nodes: &Nodes| {
-        let state = filter_state(&plain, &parsed, nodes, &Namespaces::default(), &affinities);
+        let state = filter_state(&plain, &parsed, nodes, &Namespaces::default(), &kept);
         filter(&parsed, &state, nodes, &[0, 1]).iter().map(|m| m.node).collect::<Vec<_>>()
     };
     let redis = |uid: &str, affinity| existing("default", uid, &[("app", "store")], affinity);
@@ -144,11 +145,12 @@ fn existing_pods_terms_follow_their_nodes_across_cycles() {
     assert_eq!(refused(&nodes), [0]);
 }
 
-struct Labelled;
+/// Namespace `team-a` labelled `team=a` (while the flag is set); every other one unlabelled.
+struct Labelled(Cell<bool>);
 
 impl host::HostView for Labelled {
     fn namespace_labels(&self, name: &str) -> Option<Vec<Label>> {
-        Some(if name == "team-a" { labels(&[("team", "a")]) } else { Vec::new() })
+        Some(if name == "team-a" && self.0.get() { labels(&[("team", "a")]) } else { Vec::new() })
     }
     fn disruption_budgets(&self, _: &str) -> Vec<capstan_plugin_sdk::scheduler::DisruptionBudget> {
         Vec::new()
@@ -163,7 +165,7 @@ impl host::HostView for Labelled {
 
 #[test]
 fn namespaces_and_namespace_selectors_widen_the_term() {
-    host::set_native(Some(Rc::new(Labelled)));
+    host::set_native(Some(Rc::new(Labelled(Cell::new(true)))));
     let by_list = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"db": "x"}}, "namespaces": ["team-b"], "topologyKey": "kubernetes.io/hostname"}]}}"#;
     let by_selector = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
@@ -217,7 +219,7 @@ fn cached_filter_state_follows_the_bytes() {
     for (bytes, want) in [(&a, "n1"), (&a, "n1"), (&b, "n2"), (&a, "n1")] {
         let cycle = plugin.cycle(&pod, bytes).unwrap_or_default();
         let values: Vec<&String> =
-            cycle.filter.values.anti.values().flat_map(|v| v.iter().map(|(value, _)| value)).collect();
+            cycle.filter.values().anti.values().flat_map(|v| v.iter().map(|(value, _)| value)).collect();
         assert_eq!(values, [want]);
     }
 }
@@ -240,4 +242,82 @@ fn filter_reads_prefilters_counts_as_the_nodes_are_now() {
     assert_eq!(refused(&nodes), [0, 1], "zone a holds the pod whose anti-affinity refuses it");
     nodes.apply(2, false, vec![NodeChange::Upsert(node(1, "b", vec![]))]);
     assert_eq!(refused(&nodes), [0], "n1 moved to zone b");
+}
+
+/// What each node's pods add is kept per way of matching: a pod matching differently, a change on
+/// one node, and the labels of the pod's namespace (what existing pods' namespace selectors
+/// read) all count afresh.
+#[test]
+fn kept_counts_follow_the_incoming_pod_its_namespace_and_changed_nodes() {
+    let team = Rc::new(Labelled(Cell::new(true)));
+    host::set_native(Some(team.clone()));
+    let team_anti = r#"{"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "store"}}, "namespaceSelector": {"matchLabels": {"team": "a"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}"#;
+    let wants_web = r#"{"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}]}}"#;
+    let avoid_web = r#"{"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 10,
+        "podAffinityTerm": {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "topology.kubernetes.io/zone"}}]}}"#;
+    let mut nodes = Nodes::from_nodes([
+        node(0, "a", vec![existing("other", "guard", &[("app", "guard")], Some(team_anti))]),
+        node(1, "a", vec![existing("default", "cache", &[("app", "cache")], Some(wants_web))]),
+        node(2, "b", vec![existing("default", "web-1", &[("app", "web")], None)]),
+    ]);
+    let plugin = InterPodAffinity::new(1);
+    let namespaces = || Namespaces::default();
+    let refused = |pod: &PodInfo, affinity: &Affinity, nodes: &Nodes| {
+        let state = filter_state(pod, affinity, nodes, &namespaces(), &plugin.kept);
+        filter(affinity, &state, nodes, &[0, 1, 2]).iter().map(|m| m.node).collect::<Vec<_>>()
+    };
+    let (mut store, plain) = pod(&[("app", "store")], "{}");
+    store.namespace = "team-a".to_owned();
+    assert_eq!(refused(&store, &plain, &nodes), [0], "guard's anti-affinity selects the pod's namespace");
+    team.0.set(false);
+    assert!(refused(&store, &plain, &nodes).is_empty(), "the namespace lost the label guard selects");
+    team.0.set(true);
+    assert_eq!(refused(&store, &plain, &nodes), [0]);
+    let (other, plain) = pod(&[("app", "other")], "{}");
+    assert!(refused(&other, &plain, &nodes).is_empty(), "a pod guard does not select");
+
+    let scores = |pod: &PodInfo, affinity: &Affinity, nodes: &Nodes| {
+        score(&plugin.score_state(pod, affinity, nodes, &namespaces()), nodes, &[0, 1, 2])
+    };
+    let (web, avoiding) = pod(&[("app", "web")], avoid_web);
+    assert_eq!(scores(&web, &avoiding, &nodes), [1, 1, -10], "cache wants web in zone a; web-1 is in zone b");
+    let (plain_web, plain) = pod(&[("app", "web")], "{}");
+    assert_eq!(scores(&plain_web, &plain, &nodes), [1, 1, 0], "without its own terms");
+    assert_eq!(scores(&web, &avoiding, &nodes), [1, 1, -10]);
+    // web-1 leaves n2 (a change of usage): zone b has nothing to avoid any more.
+    let usage = NodeUsage { id: 2, requested: Vec::new(), pod_count: 0, used_ports: Vec::new(), pods: Vec::new() };
+    nodes.apply(2, false, vec![NodeChange::Usage(usage)]);
+    assert_eq!(scores(&web, &avoiding, &nodes), [1, 1, 0]);
+    host::set_native(None);
+}
+
+/// PreFilter writes its numbered counts straight into the cycle state: another instance reading
+/// that state must find what the values would have said, and filter alike.
+#[test]
+fn prefilters_state_reads_the_same_in_another_instance() {
+    use capstan_plugin_sdk::scheduler::SchedulerPlugin;
+    use capstan_plugin_sdk::scheduler::state::encode;
+    let zone_anti = REDIS_ANTI.replace("kubernetes.io/hostname", "topology.kubernetes.io/zone");
+    // The zone's key is counted first, the host's second: the state lists them in key order.
+    let nodes = Nodes::from_nodes([
+        node(0, "a", vec![existing("default", "r2", &[("app", "store")], Some(&zone_anti))]),
+        node(1, "b", vec![existing("default", "r1", &[("app", "store")], Some(REDIS_ANTI))]),
+        node(2, "a", vec![]),
+        node(3, "c", vec![existing("default", "w1", &[("app", "web")], None)]),
+        node(4, "c", vec![]),
+    ]);
+    let (web, parsed) = pod(&[("app", "store")], "{}");
+    let (writer, reader) = (InterPodAffinity::new(1), InterPodAffinity::new(1));
+    let state = writer.pre_filter(&web, &nodes).state;
+    let numbered = filter_state(&web, &parsed, &nodes, &Namespaces::default(), &Kept::default());
+    assert_eq!(state, encode(b'f', &numbered.values()).unwrap_or_default(), "written as its values");
+    let refused = |plugin: &InterPodAffinity| {
+        let cycle = plugin.cycle(&web, &state).unwrap_or_default();
+        plugin.filter_batch(&web, &cycle, &nodes, &[0, 1, 2, 3, 4]).iter().map(|m| m.node).collect::<Vec<_>>()
+    };
+    assert_eq!(refused(&writer), [0, 1, 2], "r2's zone and r1's host refuse it");
+    assert_eq!(refused(&reader), refused(&writer));
 }
