@@ -332,11 +332,11 @@ impl Nodes {
         self.touched.push_back((self.clock, id as NodeId));
     }
 
-    /// The nodes given a revision after `clock` by this node set (`set`), when it still
-    /// remembers them all; a node may be named more than once.
-    fn touched_since(&self, (set, clock): (NodeSetId, u64)) -> Option<impl Iterator<Item = NodeId>> {
+    /// The nodes given a revision after `clock`, when this node set still remembers them all; a
+    /// node may be named more than once.
+    fn touched_since(&self, clock: u64) -> Option<impl Iterator<Item = NodeId>> {
         let oldest = self.touched.front().map_or(self.clock, |&(revision, _)| revision - 1);
-        (set == self.instance && clock >= oldest && clock <= self.clock)
+        (clock >= oldest && clock <= self.clock)
             .then(|| self.touched.iter().filter(move |&&(revision, _)| revision > clock).map(|&(_, id)| id))
     }
 
@@ -1009,7 +1009,8 @@ impl<T: Default> PerNode<T> {
                 self.kept[id] = (revision, make(node));
             }
         };
-        match self.refreshed.and_then(|since| nodes.touched_since(since)) {
+        // Cleared above unless refreshed from this very node set.
+        match self.refreshed.and_then(|(_, clock)| nodes.touched_since(clock)) {
             Some(changed) => changed.filter_map(|id| nodes.get(id)).for_each(&mut bring),
             None => nodes.iter().for_each(&mut bring),
         }

@@ -201,7 +201,9 @@ fn tally(
         match way {
             Some(way) => cache.with(way, nodes, adds_of, |kept| {
                 for node in with_pods() {
-                    sum(node.id, kept.get(node.id).unwrap_or(&Adds::new()));
+                    if let Some(adds) = kept.get(node.id) {
+                        sum(node.id, adds);
+                    }
                 }
             }),
             None => with_pods().for_each(|node| sum(node.id, &adds_of(node))),
