@@ -9,6 +9,20 @@ use std::time::Duration;
 
 use capstan_e2e::{eventually, json, kubectl, kubectl_fails, kubectl_stdin, server};
 
+/// The test harness starts a server again on another port when it exits at start (its port
+/// taken meanwhile); one that cannot start at all is reported with its exit status, not waited
+/// on for a minute.
+#[test]
+fn a_server_that_cannot_start_is_reported_with_its_exit_status() {
+    let started = std::time::Instant::now();
+    let Err(e) = capstan_e2e::CapstanServer::start_with(&["--no-such-flag"]) else {
+        panic!("a server with an unknown flag started");
+    };
+    let message = e.to_string();
+    assert!(message.contains("exited before printing its kubeconfig line (exit status: 2)"), "{message}");
+    assert!(started.elapsed() < Duration::from_secs(30), "took {:?}", started.elapsed());
+}
+
 #[test]
 fn version_reports_a_kubernetes_server() {
     let server = server();

@@ -27,6 +27,14 @@ fn start_error(reason: String) -> TestbedError {
     TestbedError::Start { what: "capstan server".into(), reason }
 }
 
+/// How one start of the server went.
+enum Launched {
+    /// It printed its kubeconfig line.
+    Serving { child: Child, port: u16, kubeconfig: PathBuf, stderr: Option<std::thread::JoinHandle<String>> },
+    /// It exited before printing it.
+    Exited(std::process::ExitStatus),
+}
+
 /// A running `capstan server`, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct CapstanServer {
     child: Child,
@@ -72,7 +80,29 @@ impl CapstanServer {
         self.stderr.take().and_then(|reader| reader.join().ok()).unwrap_or_default()
     }
 
+    /// Starts the server on a free port. A port found free can be taken by another process
+    /// before the server binds it (tests start servers side by side); the server then exits
+    /// before printing its kubeconfig line, and is started again on another port (five tries).
     fn launch(dir: TempDir, extra: &[&str], capture_stderr: bool) -> Result<Self, TestbedError> {
+        let mut attempt = 1;
+        loop {
+            match Self::launch_once(&dir, extra, capture_stderr) {
+                Ok(Launched::Serving { child, port, kubeconfig, stderr }) => {
+                    return Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir), stderr });
+                }
+                Ok(Launched::Exited(status)) if attempt < 5 => {
+                    eprintln!("capstan server exited at start ({status}); starting it again on another port");
+                    attempt += 1;
+                }
+                Ok(Launched::Exited(status)) => {
+                    return Err(start_error(format!("exited before printing its kubeconfig line ({status})")));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn launch_once(dir: &TempDir, extra: &[&str], capture_stderr: bool) -> Result<Launched, TestbedError> {
         let port = free_port().map_err(|e| start_error(e.to_string()))?;
         let data_dir = dir.path().join("data");
         let mut child = Command::new(capstan_binary()?)
@@ -107,13 +137,22 @@ impl CapstanServer {
                 }
             }
         });
-        let kubeconfig = if let Ok(line) = receiver.recv_timeout(Duration::from_mins(1)) {
-            PathBuf::from(line.rsplit("export KUBECONFIG=").next().unwrap_or_default().trim())
-        } else {
-            let _ = child.kill();
-            return Err(start_error("did not print its kubeconfig line within 60s".into()));
-        };
-        Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir), stderr })
+        match receiver.recv_timeout(Duration::from_mins(1)) {
+            Ok(line) => {
+                let kubeconfig = PathBuf::from(line.rsplit("export KUBECONFIG=").next().unwrap_or_default().trim());
+                Ok(Launched::Serving { child, port, kubeconfig, stderr })
+            }
+            // Its stdout closed without the line: the server exited (or is exiting).
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map_err(|e| start_error(format!("cannot wait for it: {e}")))?;
+                Ok(Launched::Exited(status))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(start_error("did not print its kubeconfig line within 60s".into()))
+            }
+        }
     }
 
     /// The server's process id.
