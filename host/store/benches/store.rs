@@ -1,5 +1,6 @@
-//! Store benchmark: puts/s, compare-and-swap txn/s and watch latency for the embedded backend
-//! and a real etcd member on the same machine, in one run.
+//! Store benchmark: puts/s, compare-and-swap txn/s, watch latency, and gets/s of Pod-sized
+//! values among many keys, for the embedded backend and a real etcd member on the same machine,
+//! in one run.
 //!
 //! `cargo bench -p capstan-store --bench store` (add `-- --quick` for a short run).
 
@@ -18,15 +19,25 @@ struct Sizes {
     concurrent_puts: usize,
     txns: usize,
     watched: usize,
+    /// Keys holding a 3 KB value each (a stored Pod with its managed fields), and gets of them.
+    stored: usize,
+    gets: usize,
 }
 
 #[tokio::main]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let sizes = if quick {
-        Sizes { sequential_puts: 300, concurrent_puts: 2000, txns: 1000, watched: 300 }
+        Sizes { sequential_puts: 300, concurrent_puts: 2000, txns: 1000, watched: 300, stored: 4000, gets: 4000 }
     } else {
-        Sizes { sequential_puts: 2000, concurrent_puts: 20_000, txns: 5000, watched: 2000 }
+        Sizes {
+            sequential_puts: 2000,
+            concurrent_puts: 20_000,
+            txns: 5000,
+            watched: 2000,
+            stored: 16_000,
+            gets: 20_000,
+        }
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let embedded: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path().join("bench.db")).expect("open"));
@@ -34,20 +45,32 @@ async fn main() {
     let etcd: Arc<dyn Store> =
         Arc::new(EtcdStore::connect(EtcdConfig::new(vec![etcd_server.endpoint().to_string()])).await.expect("connect"));
     println!(
-        "{:<10} {:>16} {:>16} {:>14} {:>14} {:>14}",
-        "backend", "puts/s (1 cli)", "puts/s (32 cli)", "txn/s (32 cli)", "put→event p50", "put→event p99"
+        "{:<10} {:>16} {:>16} {:>14} {:>14} {:>14} {:>14}",
+        "backend",
+        "puts/s (1 cli)",
+        "puts/s (32 cli)",
+        "txn/s (32 cli)",
+        "put→event p50",
+        "put→event p99",
+        "gets/s (4 cli)"
     );
     for (name, store) in [("embedded", embedded), ("etcd", etcd)] {
         let sequential = sequential_puts(&store, sizes.sequential_puts).await;
         let concurrent = concurrent_puts(&store, sizes.concurrent_puts, 32).await;
         let txns = cas_txns(&store, sizes.txns, 32).await;
         let (p50, p99) = watch_latency(&store, sizes.watched).await;
+        let gets = random_gets(&store, sizes.stored, sizes.gets, 4).await;
         println!(
-            "{name:<10} {sequential:>16.0} {concurrent:>16.0} {txns:>14.0} {:>12.2}ms {:>12.2}ms",
+            "{name:<10} {sequential:>16.0} {concurrent:>16.0} {txns:>14.0} {:>12.2}ms {:>12.2}ms {gets:>14.0}",
             p50.as_secs_f64() * 1e3,
             p99.as_secs_f64() * 1e3
         );
     }
+    println!(
+        "(values 1.5 KB; gets read 3 KB values at random among {} keys, as an API server reads Pods \
+         before binding them or updating their status)",
+        sizes.stored
+    );
 }
 
 fn value() -> Vec<u8> {
@@ -121,4 +144,44 @@ async fn watch_latency(store: &Arc<dyn Store>, n: usize) -> (Duration, Duration)
     }
     latencies.sort();
     (latencies[n / 2], latencies[n * 99 / 100])
+}
+
+/// Gets/s of single keys at random among `stored` keys holding 3 KB values, from `clients`
+/// concurrent clients.
+async fn random_gets(store: &Arc<dyn Store>, stored: usize, gets: usize, clients: usize) -> f64 {
+    let key = |i: usize| format!("/bench/pods/namespace-{}/pod-{i:06}", i % 7);
+    let value = vec![b'p'; 3000];
+    let writers: Vec<_> = (0..32)
+        .map(|w| {
+            let store = Arc::clone(store);
+            let value = value.clone();
+            tokio::spawn(async move {
+                for i in (w..stored).step_by(32) {
+                    store.put(key(i).as_bytes(), &value).await.expect("put");
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    let start = Instant::now();
+    let readers: Vec<_> = (0..clients)
+        .map(|c| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                // A fixed pseudo-random walk over the keys (an LCG), different per client.
+                let mut at = c * 7919 + 1;
+                for _ in 0..gets / clients {
+                    at = (at * 1_103_515_245 + 12_345) % (1 << 31);
+                    let found = store.get(key(at % stored).as_bytes()).await.expect("get");
+                    assert_eq!(found.map(|kv| kv.value.len()), Some(3000));
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.expect("reader");
+    }
+    (gets / clients * clients) as f64 / start.elapsed().as_secs_f64()
 }

@@ -67,3 +67,71 @@ fn another_applications_database_is_refused_untouched() {
     assert!((total - 9.5).abs() < f64::EPSILON);
     assert!(before.len() <= std::fs::read(&path).expect("read").len());
 }
+
+/// A store written by a build before format 2 (`kv` and `kv_log` stored `WITHOUT ROWID`): keys,
+/// history and counters as that build wrote them after put /a, put /b, put /a, delete /b.
+fn write_format_1_store(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).expect("create");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE capstan_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE kv (key BLOB PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
+             mod_revision INTEGER NOT NULL, version INTEGER NOT NULL) WITHOUT ROWID;
+         CREATE TABLE kv_log (revision INTEGER NOT NULL, sub INTEGER NOT NULL, key BLOB NOT NULL,
+             deleted INTEGER NOT NULL, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
+             version INTEGER NOT NULL, prev_revision INTEGER NOT NULL, PRIMARY KEY (revision, sub)) WITHOUT ROWID;
+         CREATE UNIQUE INDEX kv_log_by_key ON kv_log (key, revision);
+         PRAGMA application_id = 1129337684;
+         INSERT INTO capstan_meta VALUES ('format', 1), ('revision', 5), ('compact_revision', 0);
+         INSERT INTO kv VALUES (CAST('/a' AS BLOB), CAST('a2' AS BLOB), 2, 4, 2);
+         INSERT INTO kv_log VALUES
+             (2, 0, CAST('/a' AS BLOB), 0, CAST('a1' AS BLOB), 2, 1, 0),
+             (3, 0, CAST('/b' AS BLOB), 0, CAST('b1' AS BLOB), 3, 1, 0),
+             (4, 0, CAST('/a' AS BLOB), 0, CAST('a2' AS BLOB), 2, 2, 2),
+             (5, 0, CAST('/b' AS BLOB), 1, x'', 0, 0, 3);",
+    )
+    .expect("fill a format-1 store");
+}
+
+#[tokio::test]
+async fn a_format_1_store_is_migrated_with_its_keys_history_and_revision() {
+    use capstan_store::{Revision, WatchRequest};
+    use futures::StreamExt;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("store.db");
+    write_format_1_store(&path);
+    {
+        let store = EmbeddedStore::open(&path).expect("open a format-1 store");
+        assert_eq!(store.current_revision().await.expect("revision"), Revision(5));
+        let now = store.range(RangeRequest::new(KeyRange::prefix("/"))).await.expect("range");
+        let now: Vec<_> = now.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone(), kv.mod_revision)).collect();
+        assert_eq!(now, [(b"/a".to_vec(), b"a2".to_vec(), Revision(4))]);
+        let then = store.range(RangeRequest::new(KeyRange::prefix("/")).at(Revision(3))).await.expect("range at 3");
+        let then: Vec<_> = then.kvs.iter().map(|kv| (kv.key.clone(), kv.value.clone())).collect();
+        assert_eq!(then, [(b"/a".to_vec(), b"a1".to_vec()), (b"/b".to_vec(), b"b1".to_vec())]);
+        let mut watch = store.watch(WatchRequest::after(KeyRange::prefix("/"), Revision(3))).await.expect("watch");
+        let first = watch.next().await.expect("an event").expect("event");
+        assert_eq!((first.kv.key.as_slice(), first.prev.map(|kv| kv.value)), (&b"/a"[..], Some(b"a1".to_vec())));
+        let second = watch.next().await.expect("an event").expect("event");
+        assert_eq!(
+            (second.kind, second.prev.map(|kv| kv.value)),
+            (capstan_store::EventKind::Delete, Some(b"b1".to_vec()))
+        );
+        let (next, _) = store.put(b"/c", b"c1").await.expect("put");
+        assert_eq!(next, Revision(6), "the revision counter continues where it stopped");
+    }
+    let conn = rusqlite::Connection::open(&path).expect("reopen");
+    let format: i64 =
+        conn.query_row("SELECT value FROM capstan_meta WHERE name = 'format'", [], |r| r.get(0)).expect("format");
+    assert_eq!(format, 2);
+    let without_rowid: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE sql LIKE '%WITHOUT ROWID%' AND name LIKE 'kv%'", [], |r| {
+            r.get(0)
+        })
+        .expect("schema");
+    assert_eq!(without_rowid, 0, "kv and kv_log are rowid tables now");
+    drop(conn);
+    let reopened = EmbeddedStore::open(&path).expect("open the migrated store");
+    assert_eq!(reopened.current_revision().await.expect("revision"), Revision(6));
+}

@@ -68,11 +68,17 @@ pub(super) fn range(conn: &mut Connection, request: &RangeRequest) -> Result<Ran
             )
         }
     };
-    let count: i64 = tx
-        .prepare_cached(&format!("SELECT COUNT(*) {from}"))
-        .and_then(|mut stmt| stmt.query_row(params_from_iter(params.iter()), |row| row.get(0)))
-        .map_err(sql_error("count range"))?;
-    let count = count as u64;
+    // Without a limit, the rows read are all there are: counting them apart would find every
+    // row twice.
+    let count_apart = request.count_only || request.limit.is_some();
+    let mut count = 0;
+    if count_apart {
+        let counted: i64 = tx
+            .prepare_cached(&format!("SELECT COUNT(*) {from}"))
+            .and_then(|mut stmt| stmt.query_row(params_from_iter(params.iter()), |row| row.get(0)))
+            .map_err(sql_error("count range"))?;
+        count = counted as u64;
+    }
     let mut kvs = Vec::new();
     if !request.count_only {
         let columns = if at.is_some() {
@@ -87,6 +93,9 @@ pub(super) fn range(conn: &mut Connection, request: &RangeRequest) -> Result<Ran
         let rows = stmt.query_map(params_from_iter(params.iter()), key_value).map_err(sql_error("read range"))?;
         for row in rows {
             kvs.push(row.map_err(sql_error("read range"))?);
+        }
+        if !count_apart {
+            count = kvs.len() as u64;
         }
     }
     let more = request.limit.is_some_and(|limit| count > limit as u64);

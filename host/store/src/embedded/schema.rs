@@ -11,38 +11,57 @@ use crate::model::Revision;
 
 /// Marks the file as a Capstan store (`PRAGMA application_id`, the bytes "CPST").
 const APPLICATION_ID: i64 = 0x4350_5354;
-/// The layout version written into new files; a different one is refused.
-const FORMAT_VERSION: i64 = 1;
+/// The layout version written into new files. Format 1 (the same tables, but `kv` and `kv_log`
+/// stored `WITHOUT ROWID`) is migrated on open; any other is refused.
+const FORMAT_VERSION: i64 = 2;
 /// Every SQLite 3 database starts with these 16 bytes.
 const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
 
-const CREATE_SCHEMA: &str = "
+const CREATE_META: &str = "
 CREATE TABLE capstan_meta (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
--- The latest state of every live key.
-CREATE TABLE kv (
-    key             BLOB PRIMARY KEY,
-    value           BLOB NOT NULL,
-    create_revision INTEGER NOT NULL,
-    mod_revision    INTEGER NOT NULL,
-    version         INTEGER NOT NULL
-) WITHOUT ROWID;
--- Every change since the compaction point; `sub` orders the changes of one transaction.
-CREATE TABLE kv_log (
-    revision        INTEGER NOT NULL,
-    sub             INTEGER NOT NULL,
-    key             BLOB NOT NULL,
-    deleted         INTEGER NOT NULL,
-    value           BLOB NOT NULL,
-    create_revision INTEGER NOT NULL,
-    version         INTEGER NOT NULL,
-    prev_revision   INTEGER NOT NULL,
-    PRIMARY KEY (revision, sub)
-) WITHOUT ROWID;
-CREATE UNIQUE INDEX kv_log_by_key ON kv_log (key, revision);
 ";
+
+/// `kv`, named `name`: the latest state of every live key.
+///
+/// Values are stored in a rowid table, with the keys in its primary-key index. Stored `WITHOUT
+/// ROWID` (format 1), each row lives whole in the key's b-tree, and SQLite recommends that only
+/// for rows under about a twentieth of a page: an object of a few KB spills to overflow pages in
+/// the b-tree's interior cells, so every comparison on the way to a key read those pages (most of
+/// a scheduling benchmark's API-server time went there).
+fn kv_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            key             BLOB PRIMARY KEY,
+            value           BLOB NOT NULL,
+            create_revision INTEGER NOT NULL,
+            mod_revision    INTEGER NOT NULL,
+            version         INTEGER NOT NULL
+        );"
+    )
+}
+
+/// `kv_log`, named `name`: every change since the compaction point; `sub` orders the changes of
+/// one transaction. A rowid table for the same reason as [`kv_table`].
+fn kv_log_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            revision        INTEGER NOT NULL,
+            sub             INTEGER NOT NULL,
+            key             BLOB NOT NULL,
+            deleted         INTEGER NOT NULL,
+            value           BLOB NOT NULL,
+            create_revision INTEGER NOT NULL,
+            version         INTEGER NOT NULL,
+            prev_revision   INTEGER NOT NULL,
+            PRIMARY KEY (revision, sub)
+        );"
+    )
+}
+
+const KV_LOG_INDEX: &str = "CREATE UNIQUE INDEX kv_log_by_key ON kv_log (key, revision);";
 
 /// The counters kept in `capstan_meta`.
 #[derive(Clone, Copy, Debug)]
@@ -107,7 +126,8 @@ pub(super) fn initialise_or_verify(conn: &mut Connection, path: &Path) -> Result
             return Err(unusable(path, "an SQLite database that is not a Capstan store"));
         }
         let tx = conn.transaction().map_err(fail)?;
-        tx.execute_batch(CREATE_SCHEMA).map_err(fail)?;
+        tx.execute_batch(&format!("{CREATE_META}{}{}{KV_LOG_INDEX}", kv_table("kv"), kv_log_table("kv_log")))
+            .map_err(fail)?;
         tx.execute_batch(&format!(
             "PRAGMA application_id = {APPLICATION_ID};
              INSERT INTO capstan_meta (name, value) VALUES
@@ -122,11 +142,38 @@ pub(super) fn initialise_or_verify(conn: &mut Connection, path: &Path) -> Result
     if check != "ok" {
         return Err(unusable(path, format!("the database is corrupt: {check}")));
     }
-    let format = meta_value(conn, "format").map_err(fail)?;
+    let mut format = meta_value(conn, "format").map_err(fail)?;
+    if format == Some(1) {
+        migrate_from_format_1(conn).map_err(|e| unusable(path, format!("cannot migrate from format 1: {e}")))?;
+        format = meta_value(conn, "format").map_err(fail)?;
+    }
     if format != Some(FORMAT_VERSION) {
         return Err(unusable(path, format!("unsupported store format {format:?} (this build reads {FORMAT_VERSION})")));
     }
     read_meta(conn).map_err(|e| unusable(path, e.to_string()))
+}
+
+/// Moves a format-1 store's `kv` and `kv_log` into rowid tables, in one transaction: a failure
+/// leaves the file as it was.
+fn migrate_from_format_1(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(&format!(
+        "{kv}
+         INSERT INTO kv_new (key, value, create_revision, mod_revision, version)
+             SELECT key, value, create_revision, mod_revision, version FROM kv;
+         DROP TABLE kv;
+         ALTER TABLE kv_new RENAME TO kv;
+         {kv_log}
+         INSERT INTO kv_log_new (revision, sub, key, deleted, value, create_revision, version, prev_revision)
+             SELECT revision, sub, key, deleted, value, create_revision, version, prev_revision FROM kv_log;
+         DROP TABLE kv_log;
+         ALTER TABLE kv_log_new RENAME TO kv_log;
+         {KV_LOG_INDEX}
+         UPDATE capstan_meta SET value = {FORMAT_VERSION} WHERE name = 'format';",
+        kv = kv_table("kv_new"),
+        kv_log = kv_log_table("kv_log_new"),
+    ))?;
+    tx.commit()
 }
 
 fn meta_value(conn: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
