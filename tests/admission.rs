@@ -212,7 +212,7 @@ fn a_policy_past_its_deadline_follows_its_failure_policy() {
 fn a_panicking_policy_fails_each_call_with_its_message_and_the_server_serves_on() {
     // The guest's panic message goes to its stderr: a blocking WASI write, which the first call,
     // tried on the request's worker thread, cannot make there. That call is made again on a
-    // blocking thread, and every later one starts there; all of them fail the same clear way.
+    // blocking thread, and the next ones start there; all of them fail the same clear way.
     let server = server();
     let rules = CONFIGMAP_RULES;
     load(&server, &policy("panicky", &component("fixture-trap"), false, "", rules), "panicky");

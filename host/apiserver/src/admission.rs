@@ -524,13 +524,19 @@ async fn run(
 /// one epoch tick of the plugin runtime.
 const INLINE_BUDGET: Duration = Duration::from_millis(5);
 
+/// How many calls of a policy go straight to a blocking thread after one needed it.
+const BLOCKING_STREAK: u32 = 64;
+
 /// Calls a policy from a worker thread of the multi-threaded runtime. A call that needs nothing
 /// but the CPU (most policies, most of the time: tens of microseconds) runs right here; handing
 /// the worker's other tasks to another thread first, as `block_in_place` does, would cost as
 /// much as the call. One that outlasts [`INLINE_BUDGET`], or blocks in a way only a blocking
 /// thread may (its cluster reads and writes, WASI's stdio and poll imports), is abandoned unseen
-/// before that and made again in `block_in_place`, with its whole deadline; the policy then
-/// always runs there, until it is reloaded.
+/// before that and made again in `block_in_place`, with its whole deadline; the policy's next
+/// [`BLOCKING_STREAK`] calls go there directly, and the one after is tried here again. A read
+/// that waits once (a cache starting, a quota list's periodic store read) so costs a policy
+/// its place on the worker only for a while, and a policy that always blocks wastes one
+/// abandoned attempt in 65 calls.
 fn call_on_worker(
     policy: &LoadedPolicy,
     request: &AdmissionRequest,
@@ -538,12 +544,16 @@ fn call_on_worker(
     mutating: bool,
 ) -> Result<AdmissionResponse, String> {
     let handle = &policy.handle;
-    if policy.inline.load(Ordering::Relaxed) {
+    let in_place = policy
+        .blocking_calls_left
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(1))
+        .is_err();
+    if in_place {
         match handle.try_admit_within(INLINE_BUDGET, mutating, request, Some(Arc::clone(&cluster))) {
             Ok(Some(response)) => return Ok(response),
             Ok(None) => {
-                tracing::debug!(plugin = %policy.name, "policy call needs a blocking thread; it runs on one from now on");
-                policy.inline.store(false, Ordering::Relaxed);
+                tracing::debug!(plugin = %policy.name, "policy call needs a blocking thread; its next calls run on one");
+                policy.blocking_calls_left.store(BLOCKING_STREAK, Ordering::Relaxed);
             }
             Err(e) => return Err(e.to_string()),
         }

@@ -52,9 +52,10 @@ pub struct LoadedPolicy {
     /// What the loaded version was built from: configuration and deadline. A change needs a
     /// fresh load; a change of bytes alone is a reload.
     load_key: String,
-    /// Whether calls are first tried on the request's worker thread; cleared for good (until the
-    /// next load or reload) by the first call that needed a blocking thread.
-    pub inline: std::sync::atomic::AtomicBool,
+    /// How many more calls go straight to a blocking thread before one is tried on the request's
+    /// worker thread again; set by a call that needed a blocking thread (see
+    /// `admission::call_on_worker`), 0 while calls run in place.
+    pub blocking_calls_left: std::sync::atomic::AtomicU32,
 }
 
 /// Owns the runtime and the loaded plugins.
@@ -250,7 +251,7 @@ impl ApiServer {
                     object_selector,
                     namespace_selector,
                     load_key,
-                    inline: std::sync::atomic::AtomicBool::new(true),
+                    blocking_calls_left: std::sync::atomic::AtomicU32::new(0),
                 };
                 self.plugins.set(name, Some(Arc::new(policy)));
                 Outcome::Loaded { digest: version.digest, loaded_at: version.loaded_at }
