@@ -8,9 +8,10 @@
 //!
 //! Layout: `kv` holds the latest value of every live key, `kv_log` every change since the
 //! compaction point (the history that ranges at old revisions and watches read), and
-//! `capstan_meta` the revision counters (see `schema` for why `kv` and `kv_log` are rowid tables). All writes go through one writer thread that commits
-//! queued transactions in groups ([`writer`]); reads use a small pool of connections, each read
-//! inside one SQLite transaction so it sees one consistent revision.
+//! `capstan_meta` the revision counters (`schema` says why `kv` and `kv_log` are rowid tables).
+//! All writes go through one writer thread that commits queued transactions in groups
+//! ([`writer`]); reads use a small pool of connections, each read inside one SQLite transaction
+//! so it sees one consistent revision.
 
 mod reads;
 mod schema;
