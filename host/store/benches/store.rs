@@ -89,13 +89,20 @@ async fn sequential_puts(store: &Arc<dyn Store>, n: usize) -> f64 {
 
 async fn concurrent_puts(store: &Arc<dyn Store>, n: usize, clients: usize) -> f64 {
     let start = Instant::now();
+    let written = put_all(store, n, clients, &value(), |i| format!("/bench/par/{i}")).await;
+    written as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Puts `value` at `key(i)` for every `i` below `n`, from `clients` concurrent clients (each
+/// taking every `clients`-th key); returns how many were put.
+async fn put_all(store: &Arc<dyn Store>, n: usize, clients: usize, value: &[u8], key: fn(usize) -> String) -> usize {
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let store = Arc::clone(store);
+            let value = value.to_vec();
             tokio::spawn(async move {
-                let value = value();
-                for i in 0..n / clients {
-                    store.put(format!("/bench/par/{c}/{i}").as_bytes(), &value).await.expect("put");
+                for i in (c..n).step_by(clients) {
+                    store.put(key(i).as_bytes(), &value).await.expect("put");
                 }
             })
         })
@@ -103,7 +110,7 @@ async fn concurrent_puts(store: &Arc<dyn Store>, n: usize, clients: usize) -> f6
     for task in tasks {
         task.await.expect("client");
     }
-    (n / clients * clients) as f64 / start.elapsed().as_secs_f64()
+    n
 }
 
 async fn cas_txns(store: &Arc<dyn Store>, n: usize, clients: usize) -> f64 {
@@ -149,22 +156,10 @@ async fn watch_latency(store: &Arc<dyn Store>, n: usize) -> (Duration, Duration)
 /// Gets/s of single keys at random among `stored` keys holding 3 KB values, from `clients`
 /// concurrent clients.
 async fn random_gets(store: &Arc<dyn Store>, stored: usize, gets: usize, clients: usize) -> f64 {
-    let key = |i: usize| format!("/bench/pods/namespace-{}/pod-{i:06}", i % 7);
-    let value = vec![b'p'; 3000];
-    let writers: Vec<_> = (0..32)
-        .map(|w| {
-            let store = Arc::clone(store);
-            let value = value.clone();
-            tokio::spawn(async move {
-                for i in (w..stored).step_by(32) {
-                    store.put(key(i).as_bytes(), &value).await.expect("put");
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
+    fn key(i: usize) -> String {
+        format!("/bench/pods/namespace-{}/pod-{i:06}", i % 7)
     }
+    put_all(store, stored, 32, &[b'p'; 3000], key).await;
     let start = Instant::now();
     let readers: Vec<_> = (0..clients)
         .map(|c| {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::{TestbedError, free_port};
+use crate::{TestbedError, free_port, retry_taken_ports};
 
 /// The `capstan` binary built beside the running test (`target/<profile>/capstan`).
 pub fn capstan_binary() -> Result<PathBuf, TestbedError> {
@@ -23,16 +23,14 @@ pub fn capstan_binary() -> Result<PathBuf, TestbedError> {
     }
 }
 
+/// A started server, its port, kubeconfig and stderr collector.
+type Started = (Child, u16, PathBuf, Option<std::thread::JoinHandle<String>>);
+
+/// How a start that ended before the kubeconfig line was printed is reported.
+const EXITED: &str = "exited before printing its kubeconfig line";
+
 fn start_error(reason: String) -> TestbedError {
     TestbedError::Start { what: "capstan server".into(), reason }
-}
-
-/// How one start of the server went.
-enum Launched {
-    /// It printed its kubeconfig line.
-    Serving { child: Child, port: u16, kubeconfig: PathBuf, stderr: Option<std::thread::JoinHandle<String>> },
-    /// It exited before printing it.
-    Exited(std::process::ExitStatus),
 }
 
 /// A running `capstan server`, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -80,29 +78,15 @@ impl CapstanServer {
         self.stderr.take().and_then(|reader| reader.join().ok()).unwrap_or_default()
     }
 
-    /// Starts the server on a free port. A port found free can be taken by another process
-    /// before the server binds it (tests start servers side by side); the server then exits
-    /// before printing its kubeconfig line, and is started again on another port (five tries).
+    /// Starts the server on a free port. A server whose port was taken before it bound it exits
+    /// before printing its kubeconfig line, and is started again on another port.
     fn launch(dir: TempDir, extra: &[&str], capture_stderr: bool) -> Result<Self, TestbedError> {
-        let mut attempt = 1;
-        loop {
-            match Self::launch_once(&dir, extra, capture_stderr) {
-                Ok(Launched::Serving { child, port, kubeconfig, stderr }) => {
-                    return Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir), stderr });
-                }
-                Ok(Launched::Exited(status)) if attempt < 5 => {
-                    eprintln!("capstan server exited at start ({status}); starting it again on another port");
-                    attempt += 1;
-                }
-                Ok(Launched::Exited(status)) => {
-                    return Err(start_error(format!("exited before printing its kubeconfig line ({status})")));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let (child, port, kubeconfig, stderr) =
+            retry_taken_ports(|reason| reason.starts_with(EXITED), || Self::launch_once(&dir, extra, capture_stderr))?;
+        Ok(CapstanServer { child, port, kubeconfig, dir: Some(dir), stderr })
     }
 
-    fn launch_once(dir: &TempDir, extra: &[&str], capture_stderr: bool) -> Result<Launched, TestbedError> {
+    fn launch_once(dir: &TempDir, extra: &[&str], capture_stderr: bool) -> Result<Started, TestbedError> {
         let port = free_port().map_err(|e| start_error(e.to_string()))?;
         let data_dir = dir.path().join("data");
         let mut child = Command::new(capstan_binary()?)
@@ -140,12 +124,12 @@ impl CapstanServer {
         match receiver.recv_timeout(Duration::from_mins(1)) {
             Ok(line) => {
                 let kubeconfig = PathBuf::from(line.rsplit("export KUBECONFIG=").next().unwrap_or_default().trim());
-                Ok(Launched::Serving { child, port, kubeconfig, stderr })
+                Ok((child, port, kubeconfig, stderr))
             }
             // Its stdout closed without the line: the server exited (or is exiting).
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait().map_err(|e| start_error(format!("cannot wait for it: {e}")))?;
-                Ok(Launched::Exited(status))
+                Err(start_error(format!("{EXITED} ({status})")))
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();

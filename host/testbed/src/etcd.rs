@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{TestbedError, ensure_installed, free_ports};
+use crate::{TestbedError, ensure_installed, free_ports, retry_taken_ports};
 
 /// A running single-member etcd cluster, stopped when dropped.
 ///
@@ -26,15 +26,7 @@ impl EtcdServer {
     /// members side by side), so a start that fails on a port in use is tried again on new ports.
     pub fn start() -> Result<Self, TestbedError> {
         ensure_installed("etcd", "etcd")?;
-        let mut attempt = 1;
-        loop {
-            match Self::start_once() {
-                Err(TestbedError::Start { reason, .. }) if attempt < 5 && reason.contains("address already in use") => {
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        retry_taken_ports(|reason| reason.contains("address already in use"), Self::start_once)
     }
 
     fn start_once() -> Result<Self, TestbedError> {

@@ -64,6 +64,25 @@ pub fn ensure_installed(command: &str, group: &str) -> Result<(), TestbedError> 
     Ok(())
 }
 
+/// Runs `start`, which starts a process on ports it chooses free, again (five tries in all)
+/// while its failure's reason satisfies `taken`: a port found free can be taken by another
+/// process before the started one binds it, as tests start servers side by side.
+pub(crate) fn retry_taken_ports<T>(
+    taken: impl Fn(&str) -> bool,
+    mut start: impl FnMut() -> Result<T, TestbedError>,
+) -> Result<T, TestbedError> {
+    let mut attempt = 1;
+    loop {
+        match start() {
+            Err(TestbedError::Start { what, reason }) if attempt < 5 && taken(&reason) => {
+                eprintln!("{what} did not start ({reason}); starting it again on other ports");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 pub fn free_port() -> std::io::Result<u16> {
     let [port] = free_ports()?;
