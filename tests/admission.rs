@@ -356,7 +356,20 @@ fn built_in_policies_are_listed_and_default_pods() {
     assert!(unknown.stderr.contains("no PriorityClass with name nope was found"), "{}", unknown.stderr);
 
     let missing = kubectl_fails(&server, &["apply", "-f", "-"], Some(&config_map("c", "nowhere")));
-    assert!(missing.stderr.contains("not found"), "{}", missing.stderr);
+    assert!(missing.stderr.contains("namespaces \"nowhere\" not found"), "{}", missing.stderr);
+
+    // NamespaceLifecycle keeps the system namespaces, as upstream; other namespaces go.
+    for system in ["default", "kube-system", "kube-public"] {
+        let refused = kubectl_fails(&server, &["delete", "namespace", system, "--wait=false"], None);
+        assert!(
+            refused.stderr.contains("Forbidden") && refused.stderr.contains("this namespace may not be deleted"),
+            "{system}: {}",
+            refused.stderr
+        );
+        kubectl(&server, &["get", "namespace", system]);
+    }
+    namespace(&server, "short-lived", "");
+    kubectl(&server, &["delete", "namespace", "short-lived", "--wait=false"]);
 }
 
 #[test]

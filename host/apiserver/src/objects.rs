@@ -89,19 +89,55 @@ pub fn present(info: &ResourceInfo, object: Value) -> Value {
     }
 }
 
-/// An object of the version `info` serves, as it is stored.
-fn stored(info: &ResourceInfo, object: &Value) -> Value {
-    match info.conversion {
-        Some(conversion) => (conversion.to_storage)(object.clone()),
-        None => object.clone(),
+/// Encodes an object of the version `info` serves as it is stored: in the storage version,
+/// without `metadata.resourceVersion` (the store's revision gives it). Only a conversion copies
+/// the object; otherwise it is written as it is, skipping that one field, since every write
+/// passes here and a Pod's copy and its drop cost as much as its encoding.
+fn encode_stored(info: &ResourceInfo, object: &Value) -> ApiResult<Vec<u8>> {
+    let encoded = match info.conversion {
+        Some(conversion) => serde_json::to_vec(&Unversioned(&(conversion.to_storage)(object.clone()))),
+        None => serde_json::to_vec(&Unversioned(object)),
+    };
+    encoded.map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+}
+
+/// An object serialised without `metadata.resourceVersion`, byte for byte what removing the
+/// field from a copy and serialising that gives.
+struct Unversioned<'a>(&'a Value);
+
+impl serde::Serialize for Unversioned<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Value::Object(fields) = self.0 else { return self.0.serialize(serializer) };
+        let mut out = serializer.serialize_map(Some(fields.len()))?;
+        for (key, value) in fields {
+            match value {
+                Value::Object(metadata) if key == "metadata" => {
+                    out.serialize_entry(key, &Without { fields: metadata, skipped: "resourceVersion" })?;
+                }
+                _ => out.serialize_entry(key, value)?,
+            }
+        }
+        out.end()
     }
 }
 
-/// Encodes an object for storage (without resourceVersion, which the store's revision gives).
-fn encode(object: &Value) -> ApiResult<Vec<u8>> {
-    let mut object = object.clone();
-    meta::metadata_mut(&mut object).remove("resourceVersion");
-    serde_json::to_vec(&object).map_err(|e| ApiError::Internal(format!("cannot encode object: {e}")))
+/// A JSON object serialised without one of its fields.
+struct Without<'a> {
+    fields: &'a serde_json::Map<String, Value>,
+    skipped: &'a str,
+}
+
+impl serde::Serialize for Without<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let kept = self.fields.iter().filter(|(key, _)| *key != self.skipped);
+        let mut out = serializer.serialize_map(None)?;
+        for (key, value) in kept {
+            out.serialize_entry(key, value)?;
+        }
+        out.end()
+    }
 }
 
 /// Parses a resourceVersion string.
@@ -145,7 +181,7 @@ impl Objects {
 
     /// Stores a new object; 409 `AlreadyExists` when the name is taken.
     pub async fn create(&self, object: &ObjectRef<'_>, value: &Value) -> ApiResult<Value> {
-        match self.store.create(&object.key(), &encode(&stored(object.info, value))?).await? {
+        match self.store.create(&object.key(), &encode_stored(object.info, value)?).await? {
             Ok(revision) => Ok(with_version(value.clone(), revision)),
             Err(_) => Err(ApiError::AlreadyExists(object.target())),
         }
@@ -153,8 +189,20 @@ impl Objects {
 
     /// Replaces an object that was read at `expected`; 409 Conflict when it changed since.
     pub async fn replace(&self, object: &ObjectRef<'_>, expected: Revision, value: &Value) -> ApiResult<Value> {
-        match self.store.compare_and_put(&object.key(), expected, &encode(&stored(object.info, value))?).await? {
-            Ok(revision) => Ok(with_version(value.clone(), revision)),
+        let revision = self.replace_for_revision(object, expected, value).await?;
+        Ok(with_version(value.clone(), revision))
+    }
+
+    /// [`replace`](Self::replace), returning only the new revision: for writers that answer
+    /// without the object (`pods/binding`), which need no copy of it.
+    pub async fn replace_for_revision(
+        &self,
+        object: &ObjectRef<'_>,
+        expected: Revision,
+        value: &Value,
+    ) -> ApiResult<Revision> {
+        match self.store.compare_and_put(&object.key(), expected, &encode_stored(object.info, value)?).await? {
+            Ok(revision) => Ok(revision),
             Err(None) => Err(ApiError::NotFound(object.target())),
             Err(Some(_)) => Err(conflict(object)),
         }
@@ -225,4 +273,55 @@ fn conflict(object: &ObjectRef<'_>) -> ApiError {
 fn with_version(mut value: Value, revision: Revision) -> Value {
     meta::metadata_mut(&mut value).insert("resourceVersion".into(), json!(revision.to_string()));
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::encode_stored;
+    use crate::server::ApiServer;
+
+    /// What storing wrote before [`super::Unversioned`]: a converted copy with the field removed.
+    fn copied_and_trimmed(info: &capstan_api::ResourceInfo, object: &Value) -> Vec<u8> {
+        let mut copy = match info.conversion {
+            Some(conversion) => (conversion.to_storage)(object.clone()),
+            None => object.clone(),
+        };
+        if let Some(metadata) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("resourceVersion");
+        }
+        serde_json::to_vec(&copy).unwrap_or_default()
+    }
+
+    #[test]
+    fn stored_objects_leave_out_only_the_resource_version() {
+        let pods = ApiServer::resource("", "v1", "pods").unwrap_or_else(|e| panic!("{e}"));
+        let events = ApiServer::resource("events.k8s.io", "v1", "events").unwrap_or_else(|e| panic!("{e}"));
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "d", "resourceVersion": "42", "labels": {"resourceVersion": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"resourceVersion": "kept: not metadata"},
+        });
+        let event = json!({
+            "apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "d", "resourceVersion": "7"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "Scheduled", "reason": "Scheduled", "type": "Normal",
+        });
+        for (info, object) in [
+            (pods, &pod),
+            (pods, &json!({"kind": "Pod"})),
+            (pods, &json!({"metadata": "not an object"})),
+            (pods, &json!([1, 2])),
+            (events, &event),
+        ] {
+            let encoded = encode_stored(info, object).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(String::from_utf8_lossy(&encoded), String::from_utf8_lossy(&copied_and_trimmed(info, object)));
+        }
+        let encoded: Value = serde_json::from_slice(&encode_stored(pods, &pod).unwrap_or_default()).unwrap_or_default();
+        assert_eq!(encoded["metadata"].get("resourceVersion"), None);
+        assert_eq!(encoded["metadata"]["labels"]["resourceVersion"], "x");
+        assert_eq!(encoded["status"]["resourceVersion"], "kept: not metadata");
+    }
 }

@@ -536,13 +536,16 @@ pub fn builtin_admission_specs() -> Vec<(&'static str, Value)> {
     };
     vec![
         (
+            // Namespace deletions only: creates in missing or terminating namespaces are refused
+            // by the server itself before admission (`check_namespace_accepts`), so a call on
+            // every namespaced create (each Event, each Pod) would only repeat that check.
             "namespace-lifecycle",
             serde_json::json!({
                 "kind": "admission",
                 "admission": {
                     "mutating": false, "failurePolicy": "Fail", "order": -1000, "timeoutSeconds": 5,
-                    "rules": [{"operations": ["CREATE"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"],
-                               "scope": "Namespaced"}],
+                    "rules": [{"operations": ["DELETE"], "apiGroups": [""], "apiVersions": ["v1"],
+                               "resources": ["namespaces"]}],
                 },
             }),
         ),

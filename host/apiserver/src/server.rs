@@ -338,7 +338,8 @@ impl ApiServer {
             object.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
                 || object.pointer("/metadata/deletionTimestamp").is_some()
         };
-        if let Some((cached, _)) = self.get_for_update(&target, false).await?
+        // Read in place: every namespaced create passes here, and only two fields are looked at.
+        if let Ok(Some(cached)) = self.cache.get(info.storage_resource, &target.key()).await
             && !terminating(&cached)
         {
             return Ok(());

@@ -181,7 +181,7 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
                 format!("pod {} has non-empty .spec.schedulingGates", target.name),
             ));
         }
-        let mut bound = pod.clone();
+        let mut bound = pod;
         meta::metadata_mut(&mut bound).remove("resourceVersion");
         bound["spec"]["nodeName"] = json!(node);
         set_condition(
@@ -191,12 +191,8 @@ pub async fn bind(call: &Call<'_>) -> ApiResult<Response> {
         if call.query.dry_run()? {
             return Ok(json_response(StatusCode::CREATED, &success(), &[]));
         }
-        match server.objects.replace(&target, revision, &bound).await {
-            Ok(_) => {
-                let status =
-                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-                return Ok(json_response(StatusCode::CREATED, &status, &[]));
-            }
+        match server.objects.replace_for_revision(&target, revision, &bound).await {
+            Ok(_) => return Ok(json_response(StatusCode::CREATED, &success(), &[])),
             Err(ApiError::Conflict(..)) => {}
             Err(e) => return Err(e),
         }
@@ -268,8 +264,7 @@ pub async fn evict(call: &Call<'_>) -> ApiResult<Response> {
     // The eviction's own query carries `dryRun`, which the deletion honours.
     let delete = Call { path: &pod_path, body: &Bytes::new(), ..*call };
     crate::handlers::delete(&delete).await?;
-    let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
-    Ok(json_response(StatusCode::CREATED, &status, &[]))
+    Ok(json_response(StatusCode::CREATED, &success(), &[]))
 }
 
 /// `POST serviceaccounts/<name>/token` (a TokenRequest): a signed token for the account,

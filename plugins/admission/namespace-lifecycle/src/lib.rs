@@ -1,11 +1,24 @@
-//! Built-in admission policy `NamespaceLifecycle`: nothing may be created in a namespace that does
-//! not exist or is being deleted (upstream's admission plugin of that name).
+//! Built-in admission policy `NamespaceLifecycle` (upstream's admission plugin of that name):
+//! the namespaces every cluster relies on (`default`, `kube-system`, `kube-public`) may not be
+//! deleted, and nothing may be created in a namespace that does not exist or is being deleted.
+//!
+//! `capstan server` enables it for namespace deletions only: the API server refuses creates in
+//! missing or terminating namespaces itself, before admission, so a policy call on every
+//! namespaced create would repeat that check. Rules that add `CREATE` make it check them too.
 
 use capstan_plugin_sdk::admission::{AdmissionPolicy, AdmissionRequest, AdmissionResponse, Operation, cluster};
 use serde_json::Value;
 
-/// Denies creates in missing or terminating namespaces.
+/// Denies deleting the system namespaces and creating in missing or terminating namespaces.
 pub struct NamespaceLifecycle;
+
+/// The namespaces that may not be deleted, as upstream's.
+const IMMORTAL: [&str; 3] = ["default", "kube-system", "kube-public"];
+
+/// Why a namespace may not be deleted, if it may not.
+fn deletion_refusal(resource: &str, namespace: &str) -> Option<&'static str> {
+    (resource == "namespaces" && IMMORTAL.contains(&namespace)).then_some("this namespace may not be deleted")
+}
 
 /// Why a namespace refuses new objects, if it does.
 fn refusal(namespace: &str, found: Option<&Value>) -> Option<String> {
@@ -27,6 +40,13 @@ impl AdmissionPolicy for NamespaceLifecycle {
     }
 
     fn validate(&self, request: &AdmissionRequest) -> AdmissionResponse {
+        if request.operation == Operation::Delete && request.resource.group.is_empty() && request.sub_resource.is_none()
+        {
+            return match deletion_refusal(&request.resource.resource, &request.name) {
+                Some(message) => AdmissionResponse::deny(message).with_code(403),
+                None => AdmissionResponse::allow(),
+            };
+        }
         let Some(namespace) = request.namespace.as_deref() else { return AdmissionResponse::allow() };
         if request.operation != Operation::Create || request.sub_resource.is_some() {
             return AdmissionResponse::allow();
@@ -45,8 +65,19 @@ capstan_plugin_sdk::admission_policy!(NamespaceLifecycle);
 
 #[cfg(test)]
 mod tests {
-    use super::refusal;
+    use super::{deletion_refusal, refusal};
     use serde_json::json;
+
+    #[test]
+    fn only_the_system_namespaces_are_kept_from_deletion() {
+        for namespace in ["default", "kube-system", "kube-public"] {
+            assert_eq!(deletion_refusal("namespaces", namespace), Some("this namespace may not be deleted"));
+        }
+        for (resource, name) in [("namespaces", "team-a"), ("namespaces", "kube-node-lease"), ("configmaps", "default")]
+        {
+            assert_eq!(deletion_refusal(resource, name), None, "{resource}/{name}");
+        }
+    }
 
     #[test]
     fn only_live_namespaces_accept_objects() {
